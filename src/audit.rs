@@ -1,0 +1,553 @@
+//! The security event and its one-line encodings.
+//!
+//! An event becomes exactly one line of printable ASCII: every value taken from the
+//! request or the token is escaped (quotes, backslashes, control characters and all
+//! non-ASCII characters) and capped in length, so a hostile header can neither split a
+//! line nor forge a field. The token itself never appears; its [`Fingerprint`] does.
+
+use std::fmt::Write as _;
+use std::io::{self, Write};
+use std::net::IpAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use sha2::{Digest, Sha256};
+
+/// The `log` target of security events.
+pub const TARGET: &str = "security";
+
+/// The longest request-derived value written to the log, in bytes before escaping.
+/// A longer value is cut at a character boundary and ends with `...`.
+pub const MAX_FIELD_BYTES: usize = 256;
+
+/// How log lines are encoded.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum LogFormat {
+    /// One JSON object per line, with Elastic Common Schema field names.
+    #[default]
+    Json,
+    /// `key=value` pairs in a fixed order after a timestamp and a level.
+    Text,
+}
+
+impl std::str::FromStr for LogFormat {
+    type Err = ();
+    fn from_str(s: &str) -> Result<Self, ()> {
+        match s {
+            "json" => Ok(LogFormat::Json),
+            "text" => Ok(LogFormat::Text),
+            _ => Err(()),
+        }
+    }
+}
+
+/// The first 8 bytes of the SHA-256 of a token, written as 16 hex digits: events of
+/// one token can be correlated without the token being stored.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Fingerprint(pub [u8; 8]);
+
+impl Fingerprint {
+    /// Fingerprints `token`.
+    pub fn of(token: &str) -> Fingerprint {
+        let digest = Sha256::digest(token.as_bytes());
+        let mut first = [0; 8];
+        first.copy_from_slice(&digest[..8]);
+        Fingerprint(first)
+    }
+}
+
+impl std::fmt::Display for Fingerprint {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.0.iter().try_for_each(|b| write!(f, "{b:02x}"))
+    }
+}
+
+/// One decision on one request to a protected path.
+#[derive(Clone, Debug)]
+pub struct RequestEvent<'a> {
+    /// `event.outcome`: `true` for `success`, `false` for `failure`.
+    pub success: bool,
+    /// `event.reason`: `ok` or a [`Reason`](crate::Reason) code.
+    pub reason: &'static str,
+    /// `source.ip`: the peer address of the connection.
+    pub source_ip: Option<IpAddr>,
+    /// `http.request.method`.
+    pub method: &'a str,
+    /// `url.path`: the path without the query string.
+    pub path: &'a str,
+    /// `http.response.status_code`.
+    pub status: u16,
+    /// `user_agent.original`.
+    pub user_agent: Option<&'a str>,
+    /// `http.request.id`.
+    pub request_id: &'a str,
+    /// `user.id`: set only once the token's signature verified.
+    pub user: Option<&'a str>,
+    /// `token.fingerprint`: set when the request carried a token.
+    pub fingerprint: Option<Fingerprint>,
+}
+
+impl RequestEvent<'_> {
+    /// The level the event is logged at: `info` for a success, `warn` for a failure.
+    pub fn level(&self) -> log::Level {
+        if self.success {
+            log::Level::Info
+        } else {
+            log::Level::Warn
+        }
+    }
+
+    /// Appends the event as one line, without the newline, to `out`.
+    pub fn encode(&self, format: LogFormat, now: SystemTime, out: &mut String) {
+        let mut line = Line::start(format, now, self.level(), out);
+        line.raw("event.action", "authorize");
+        line.raw(
+            "event.outcome",
+            if self.success { "success" } else { "failure" },
+        );
+        line.raw("event.reason", self.reason);
+        if let Some(ip) = self.source_ip {
+            line.display("source.ip", ip);
+        }
+        line.number("http.response.status_code", self.status);
+        line.raw("http.request.id", self.request_id);
+        if let Some(fingerprint) = self.fingerprint {
+            line.display("token.fingerprint", fingerprint);
+        }
+        // Values from the request or the token come last, escaped and capped.
+        line.text("http.request.method", self.method);
+        line.text("url.path", self.path);
+        if let Some(user) = self.user {
+            line.text("user.id", user);
+        }
+        if let Some(agent) = self.user_agent {
+            line.text("user_agent.original", agent);
+        }
+        line.finish();
+    }
+}
+
+/// Appends a service event (start-up, shutdown, or any other log record) as one line.
+///
+/// `action` is written as `event.action` when given; `message` is escaped and capped at
+/// 4 KiB.
+pub fn encode_message(
+    format: LogFormat,
+    now: SystemTime,
+    level: log::Level,
+    logger: &str,
+    action: Option<&str>,
+    message: &str,
+    out: &mut String,
+) {
+    let mut line = Line::start(format, now, level, out);
+    if let Some(action) = action {
+        line.raw("event.action", action);
+    }
+    line.text_capped("log.logger", logger, MAX_FIELD_BYTES);
+    line.text_capped("message", message, 4096);
+    line.finish();
+}
+
+/// A line under construction: the same calls give the JSON and the text encodings, so
+/// both carry the same fields in the same order.
+struct Line<'a> {
+    format: LogFormat,
+    out: &'a mut String,
+}
+
+impl<'a> Line<'a> {
+    fn start(format: LogFormat, now: SystemTime, level: log::Level, out: &'a mut String) -> Self {
+        let level = level_name(level);
+        match format {
+            LogFormat::Json => {
+                out.push_str("{\"@timestamp\":\"");
+                push_timestamp(now, out);
+                out.push_str("\",\"log.level\":\"");
+                out.push_str(level);
+                out.push('"');
+            }
+            LogFormat::Text => {
+                push_timestamp(now, out);
+                out.push(' ');
+                out.push_str(level);
+            }
+        }
+        Line { format, out }
+    }
+
+    fn key(&mut self, key: &str) {
+        match self.format {
+            LogFormat::Json => {
+                self.out.push_str(",\"");
+                self.out.push_str(key);
+                self.out.push_str("\":");
+            }
+            LogFormat::Text => {
+                self.out.push(' ');
+                self.out.push_str(key);
+                self.out.push('=');
+            }
+        }
+    }
+
+    /// A value of ours (a code or a number) that needs no escaping: quoted in JSON, bare
+    /// in text.
+    fn raw(&mut self, key: &str, value: &str) {
+        self.key(key);
+        self.quoted_if_json(|out| out.push_str(value));
+    }
+
+    fn display(&mut self, key: &str, value: impl std::fmt::Display) {
+        self.key(key);
+        self.quoted_if_json(|out| {
+            let _ = write!(out, "{value}");
+        });
+    }
+
+    /// A number: bare in both encodings (ECS types the status code as a number).
+    fn number(&mut self, key: &str, value: u16) {
+        self.key(key);
+        let _ = write!(self.out, "{value}");
+    }
+
+    fn quoted_if_json(&mut self, write: impl FnOnce(&mut String)) {
+        let json = self.format == LogFormat::Json;
+        if json {
+            self.out.push('"');
+        }
+        write(self.out);
+        if json {
+            self.out.push('"');
+        }
+    }
+
+    /// A value from outside: always quoted, escaped and capped.
+    fn text(&mut self, key: &str, value: &str) {
+        self.text_capped(key, value, MAX_FIELD_BYTES);
+    }
+
+    fn text_capped(&mut self, key: &str, value: &str, cap: usize) {
+        self.key(key);
+        self.out.push('"');
+        let (value, cut) = truncate(value, cap);
+        push_escaped(value, self.format, self.out);
+        if cut {
+            self.out.push_str("...");
+        }
+        self.out.push('"');
+    }
+
+    fn finish(self) {
+        if self.format == LogFormat::Json {
+            self.out.push('}');
+        }
+    }
+}
+
+fn level_name(level: log::Level) -> &'static str {
+    match level {
+        log::Level::Error => "error",
+        log::Level::Warn => "warn",
+        log::Level::Info => "info",
+        log::Level::Debug => "debug",
+        log::Level::Trace => "trace",
+    }
+}
+
+/// `value` cut to at most `cap` bytes at a character boundary, and whether it was cut.
+fn truncate(value: &str, cap: usize) -> (&str, bool) {
+    if value.len() <= cap {
+        return (value, false);
+    }
+    let mut end = cap;
+    while !value.is_char_boundary(end) {
+        end -= 1;
+    }
+    (&value[..end], true)
+}
+
+/// Escapes `value` into printable ASCII: `"` and `\` get a backslash, and every other
+/// character outside `' '..='~'` becomes `\uXXXX` (JSON, UTF-16 units) or `\u{X}` (text).
+fn push_escaped(value: &str, format: LogFormat, out: &mut String) {
+    let mut start = 0;
+    for (i, c) in value.char_indices() {
+        if (' '..='~').contains(&c) && c != '"' && c != '\\' {
+            continue;
+        }
+        out.push_str(&value[start..i]);
+        start = i + c.len_utf8();
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            _ if format == LogFormat::Json => {
+                let mut units = [0; 2];
+                for unit in c.encode_utf16(&mut units) {
+                    let _ = write!(out, "\\u{unit:04x}");
+                }
+            }
+            _ => {
+                let _ = write!(out, "\\u{{{:x}}}", c as u32);
+            }
+        }
+    }
+    out.push_str(&value[start..]);
+}
+
+/// Writes `now` as RFC 3339 in UTC with milliseconds: `2026-11-27T02:38:46.123Z`.
+pub fn push_timestamp(now: SystemTime, out: &mut String) {
+    let since = now.duration_since(UNIX_EPOCH).unwrap_or_default();
+    let secs = since.as_secs();
+    let (year, month, day) = civil_from_days((secs / 86_400) as i64);
+    let rem = secs % 86_400;
+    let _ = write!(
+        out,
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{:03}Z",
+        rem / 3600,
+        rem / 60 % 60,
+        rem % 60,
+        since.subsec_millis()
+    );
+}
+
+/// Days since 1970-01-01 to a (year, month, day) in the proleptic Gregorian calendar
+/// (Howard Hinnant's `civil_from_days`).
+fn civil_from_days(days: i64) -> (i64, u32, u32) {
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = (doy - (153 * mp + 2) / 5 + 1) as u32;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    (year, month, day)
+}
+
+static SINK_FAILURES: AtomicU64 = AtomicU64::new(0);
+
+/// How many writes to a [`LogWriter`] have failed in this process so far.
+///
+/// The server compares it before and after it logs an event: a change means the event
+/// was not written, and the request is refused with 503.
+pub fn sink_failures() -> u64 {
+    SINK_FAILURES.load(Ordering::Relaxed)
+}
+
+/// The sink under the logger: passes every write straight to `inner` (no buffering, so
+/// an event is in the kernel before the response is sent), counts failures in
+/// [`sink_failures`], and says on stderr when writing stops and starts working again.
+#[derive(Debug)]
+pub struct LogWriter<W> {
+    inner: W,
+    name: String,
+    failing: bool,
+}
+
+impl<W: Write> LogWriter<W> {
+    /// Wraps `inner`; `name` says in failure reports what it is (`stderr`, a path).
+    pub fn new(inner: W, name: impl Into<String>) -> Self {
+        LogWriter {
+            inner,
+            name: name.into(),
+            failing: false,
+        }
+    }
+
+    fn track<T>(&mut self, result: io::Result<T>) -> io::Result<T> {
+        match &result {
+            Err(err) if err.kind() != io::ErrorKind::Interrupted => {
+                SINK_FAILURES.fetch_add(1, Ordering::Relaxed);
+                if !self.failing {
+                    self.failing = true;
+                    eprintln!(
+                        "jwtguard: cannot write the security log to {}: {err}; refusing protected requests (503) until it works again",
+                        self.name
+                    );
+                }
+            }
+            Ok(_) if self.failing => {
+                self.failing = false;
+                eprintln!(
+                    "jwtguard: the security log at {} is writable again",
+                    self.name
+                );
+            }
+            _ => {}
+        }
+        result
+    }
+}
+
+impl<W: Write> Write for LogWriter<W> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let result = self.inner.write(buf);
+        self.track(result)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        let result = self.inner.flush();
+        self.track(result)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    fn at(secs: u64, millis: u64) -> SystemTime {
+        UNIX_EPOCH + Duration::from_secs(secs) + Duration::from_millis(millis)
+    }
+
+    fn event<'a>(path: &'a str, agent: &'a str, user: Option<&'a str>) -> RequestEvent<'a> {
+        RequestEvent {
+            success: user.is_some(),
+            reason: if user.is_some() { "ok" } else { "bad_signature" },
+            source_ip: Some("127.0.0.1".parse().unwrap()),
+            method: "GET",
+            path,
+            status: if user.is_some() { 200 } else { 401 },
+            user_agent: Some(agent),
+            request_id: "abcd-1",
+            user,
+            fingerprint: Some(Fingerprint::of("a.b.c")),
+        }
+    }
+
+    #[test]
+    fn timestamps_are_rfc3339_utc_millis() {
+        // Known instants, checked against `date -u -d @SECS`.
+        let cases = [
+            (0, 0, "1970-01-01T00:00:00.000Z"),
+            (951_782_400, 7, "2000-02-29T00:00:00.007Z"),
+            (1_798_338_726, 123, "2026-12-27T02:32:06.123Z"),
+            (4_102_444_799, 999, "2099-12-31T23:59:59.999Z"),
+        ];
+        for (secs, millis, want) in cases {
+            let mut out = String::new();
+            push_timestamp(at(secs, millis), &mut out);
+            assert_eq!(out, want);
+        }
+    }
+
+    #[test]
+    fn json_event_has_ecs_fields() {
+        let mut out = String::new();
+        event("/api/x", "curl/8", Some("alice")).encode(LogFormat::Json, at(0, 5), &mut out);
+        let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+        assert_eq!(v["@timestamp"], "1970-01-01T00:00:00.005Z");
+        assert_eq!(v["log.level"], "info");
+        assert_eq!(v["event.action"], "authorize");
+        assert_eq!(v["event.outcome"], "success");
+        assert_eq!(v["event.reason"], "ok");
+        assert_eq!(v["source.ip"], "127.0.0.1");
+        assert_eq!(v["http.request.method"], "GET");
+        assert_eq!(v["url.path"], "/api/x");
+        assert_eq!(v["http.response.status_code"], 200);
+        assert_eq!(v["user_agent.original"], "curl/8");
+        assert_eq!(v["http.request.id"], "abcd-1");
+        assert_eq!(v["user.id"], "alice");
+        // sha256("a.b.c") starts with these 8 bytes (sha256sum).
+        assert_eq!(v["token.fingerprint"], "845e30448809e2bc");
+    }
+
+    #[test]
+    fn hostile_values_stay_on_one_escaped_line() {
+        let nasty = [
+            "/api/\r\n{\"event.outcome\":\"success\"}",
+            "a\u{1b}[31mred\u{7f}",
+            "quote\" backslash\\ tab\t",
+            "bidi \u{202e} emoji \u{1f600}",
+        ];
+        for format in [LogFormat::Json, LogFormat::Text] {
+            for value in nasty {
+                let mut out = String::new();
+                event(value, value, None).encode(format, at(0, 0), &mut out);
+                assert!(
+                    out.bytes().all(|b| (b' '..=b'~').contains(&b)),
+                    "{format:?}: {out}"
+                );
+                if format == LogFormat::Json {
+                    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+                    assert_eq!(v["url.path"], value, "JSON escaping round-trips");
+                    assert_eq!(v["event.outcome"], "failure");
+                    assert_eq!(v.as_object().unwrap().len(), 12);
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn text_event_has_fields_in_fixed_order() {
+        let mut out = String::new();
+        event("/api/a b", "x\"y", None).encode(LogFormat::Text, at(0, 0), &mut out);
+        assert_eq!(
+            out,
+            "1970-01-01T00:00:00.000Z warn event.action=authorize event.outcome=failure \
+             event.reason=bad_signature source.ip=127.0.0.1 http.response.status_code=401 \
+             http.request.id=abcd-1 token.fingerprint=845e30448809e2bc \
+             http.request.method=\"GET\" url.path=\"/api/a b\" user_agent.original=\"x\\\"y\""
+        );
+    }
+
+    #[test]
+    fn long_values_are_capped_on_a_char_boundary() {
+        let long = "é".repeat(MAX_FIELD_BYTES); // 2 bytes each
+        let mut out = String::new();
+        event(&long, "a", None).encode(LogFormat::Json, at(0, 0), &mut out);
+        let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+        let path = v["url.path"].as_str().unwrap();
+        assert_eq!(path, format!("{}...", "é".repeat(MAX_FIELD_BYTES / 2)));
+    }
+
+    #[test]
+    fn messages_are_escaped_too() {
+        let mut out = String::new();
+        let message = "bind failed\nfake line";
+        encode_message(
+            LogFormat::Json,
+            at(0, 0),
+            log::Level::Error,
+            "jwtguard",
+            Some("startup"),
+            message,
+            &mut out,
+        );
+        assert!(!out.contains('\n'));
+        let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+        assert_eq!(v["message"], message);
+        assert_eq!(v["event.action"], "startup");
+        assert_eq!(v["log.level"], "error");
+    }
+
+    struct Flaky(bool);
+    impl Write for Flaky {
+        fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+            if self.0 {
+                Err(io::Error::other("disk full"))
+            } else {
+                Ok(buf.len())
+            }
+        }
+        fn flush(&mut self) -> io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn log_writer_counts_failures() {
+        let mut writer = LogWriter::new(Flaky(false), "test");
+        let before = sink_failures();
+        writer.write_all(b"line\n").unwrap();
+        assert_eq!(sink_failures(), before);
+        writer.inner.0 = true;
+        assert!(writer.write_all(b"line\n").is_err());
+        assert!(sink_failures() > before);
+        assert!(writer.failing);
+        writer.inner.0 = false;
+        writer.write_all(b"line\n").unwrap();
+        assert!(!writer.failing);
+    }
+}
