@@ -404,7 +404,11 @@ mod tests {
     fn event<'a>(path: &'a str, agent: &'a str, user: Option<&'a str>) -> RequestEvent<'a> {
         RequestEvent {
             success: user.is_some(),
-            reason: if user.is_some() { "ok" } else { "bad_signature" },
+            reason: if user.is_some() {
+                "ok"
+            } else {
+                "bad_signature"
+            },
             source_ip: Some("127.0.0.1".parse().unwrap()),
             method: "GET",
             path,

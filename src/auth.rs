@@ -393,7 +393,9 @@ mod tests {
     /// and any token returned is a non-empty b64token within the cap.
     #[test]
     fn bearer_parser_never_panics() {
-        let alphabet = ["B", "bearer", "Bearer", " ", "\t", "=", "a", ".", "é", "\r", ",", "\""];
+        let alphabet = [
+            "B", "bearer", "Bearer", " ", "\t", "=", "a", ".", "é", "\r", ",", "\"",
+        ];
         let mut inputs = vec![String::new()];
         for _ in 0..4 {
             let mut next = Vec::new();
@@ -416,16 +418,28 @@ mod tests {
     fn valid_tokens_name_the_user() {
         let v = Verifier::new(SECRET, &policy());
         let exp = now() + 60;
-        assert_eq!(v.verify(&hs256(json!({"sub": "alice", "exp": exp}))), Ok("alice".into()));
-        assert_eq!(v.verify(&hs256(json!({"user_id": "bob", "exp": exp}))), Ok("bob".into()));
-        assert_eq!(v.verify(&hs256(json!({"user_id": 42, "exp": exp}))), Ok("42".into()));
+        assert_eq!(
+            v.verify(&hs256(json!({"sub": "alice", "exp": exp}))),
+            Ok("alice".into())
+        );
+        assert_eq!(
+            v.verify(&hs256(json!({"user_id": "bob", "exp": exp}))),
+            Ok("bob".into())
+        );
+        assert_eq!(
+            v.verify(&hs256(json!({"user_id": 42, "exp": exp}))),
+            Ok("42".into())
+        );
         // sub wins over user_id.
         assert_eq!(
             v.verify(&hs256(json!({"sub": "carol", "user_id": 1, "exp": exp}))),
             Ok("carol".into())
         );
         // Expired by less than the leeway.
-        assert_eq!(v.verify(&hs256(json!({"sub": "dave", "exp": now() - 10}))), Ok("dave".into()));
+        assert_eq!(
+            v.verify(&hs256(json!({"sub": "dave", "exp": now() - 10}))),
+            Ok("dave".into())
+        );
     }
 
     #[test]
@@ -435,7 +449,8 @@ mod tests {
         p.audience = Some("jwtguard".into());
         let v = Verifier::new(SECRET, &p);
         let exp = now() + 60;
-        let good = json!({"sub": "alice", "exp": exp, "iss": "https://issuer.example", "aud": "jwtguard"});
+        let good =
+            json!({"sub": "alice", "exp": exp, "iss": "https://issuer.example", "aud": "jwtguard"});
         let with = |key: &str, value: serde_json::Value| {
             let mut claims = good.clone();
             claims[key] = value;
@@ -447,29 +462,81 @@ mod tests {
             claims
         };
         assert_eq!(v.verify(&hs256(good.clone())), Ok("alice".into()));
-        let forged = sign(json!({"alg": "HS256"}), good.clone(), b"another-secret-another-secret-xx");
+        let forged = sign(
+            json!({"alg": "HS256"}),
+            good.clone(),
+            b"another-secret-another-secret-xx",
+        );
         let cases = [
             ("garbage", Reason::MalformedToken, None),
             ("a.b.c", Reason::MalformedToken, None),
-            ("eyJhbGciOiJIUzI1NiJ9.bm90IGpzb24.c2ln", Reason::BadSignature, None),
-            (&sign_raw(json!({"alg": "HS256"}), b"not json", SECRET), Reason::MalformedToken, None),
+            (
+                "eyJhbGciOiJIUzI1NiJ9.bm90IGpzb24.c2ln",
+                Reason::BadSignature,
+                None,
+            ),
+            (
+                &sign_raw(json!({"alg": "HS256"}), b"not json", SECRET),
+                Reason::MalformedToken,
+                None,
+            ),
             (&hs256(with("sub", json!(5))), Reason::MalformedToken, None),
             (&*forged, Reason::BadSignature, None),
-            (&sign(json!({"alg": "none"}), good.clone(), SECRET), Reason::AlgNotAllowed, None),
-            (&sign(json!({"alg": "HS512"}), good.clone(), SECRET), Reason::AlgNotAllowed, None),
-            (&sign(json!({"alg": "RS256"}), good.clone(), SECRET), Reason::AlgNotAllowed, None),
-            (&sign(json!({"alg": "HS256", "crit": ["exp"]}), good.clone(), SECRET), Reason::MalformedToken, None),
-            (&hs256(with("exp", json!(now() - 100))), Reason::Expired, Some("alice")),
-            (&hs256(with("nbf", json!(now() + 100))), Reason::NotYetValid, Some("alice")),
+            (
+                &sign(json!({"alg": "none"}), good.clone(), SECRET),
+                Reason::AlgNotAllowed,
+                None,
+            ),
+            (
+                &sign(json!({"alg": "HS512"}), good.clone(), SECRET),
+                Reason::AlgNotAllowed,
+                None,
+            ),
+            (
+                &sign(json!({"alg": "RS256"}), good.clone(), SECRET),
+                Reason::AlgNotAllowed,
+                None,
+            ),
+            (
+                &sign(
+                    json!({"alg": "HS256", "crit": ["exp"]}),
+                    good.clone(),
+                    SECRET,
+                ),
+                Reason::MalformedToken,
+                None,
+            ),
+            (
+                &hs256(with("exp", json!(now() - 100))),
+                Reason::Expired,
+                Some("alice"),
+            ),
+            (
+                &hs256(with("nbf", json!(now() + 100))),
+                Reason::NotYetValid,
+                Some("alice"),
+            ),
             (&hs256(without("exp")), Reason::MissingClaim, Some("alice")),
             (&hs256(without("iss")), Reason::MissingClaim, Some("alice")),
             (&hs256(without("aud")), Reason::MissingClaim, Some("alice")),
             (&hs256(without("sub")), Reason::MissingClaim, None),
             (&hs256(with("sub", json!(""))), Reason::MissingClaim, None),
-            (&hs256(with("iss", json!("https://evil.example"))), Reason::InvalidIssuer, Some("alice")),
-            (&hs256(with("aud", json!("other"))), Reason::InvalidAudience, Some("alice")),
+            (
+                &hs256(with("iss", json!("https://evil.example"))),
+                Reason::InvalidIssuer,
+                Some("alice"),
+            ),
+            (
+                &hs256(with("aud", json!("other"))),
+                Reason::InvalidAudience,
+                Some("alice"),
+            ),
             // An `exp` that is not a NumericDate is no `exp` at all.
-            (&hs256(with("exp", json!("tomorrow"))), Reason::MissingClaim, Some("alice")),
+            (
+                &hs256(with("exp", json!("tomorrow"))),
+                Reason::MissingClaim,
+                Some("alice"),
+            ),
         ];
         let mut seen = std::collections::HashSet::new();
         for (token, reason, user) in cases {
@@ -478,9 +545,16 @@ mod tests {
             assert_eq!(denied.user.as_deref(), user, "{token}");
             seen.insert(reason);
         }
-        let header_only = [Reason::MissingToken, Reason::UnsupportedScheme, Reason::InvalidRequest];
+        let header_only = [
+            Reason::MissingToken,
+            Reason::UnsupportedScheme,
+            Reason::InvalidRequest,
+        ];
         for reason in Reason::ALL {
-            assert!(seen.contains(&reason) || header_only.contains(&reason), "{reason:?}");
+            assert!(
+                seen.contains(&reason) || header_only.contains(&reason),
+                "{reason:?}"
+            );
         }
     }
 
@@ -491,7 +565,10 @@ mod tests {
         p.require_exp = false;
         let lax = Verifier::new(SECRET, &p);
         let token = hs256(json!({"user_id": 7}));
-        assert_eq!(strict.verify(&token).unwrap_err().reason, Reason::MissingClaim);
+        assert_eq!(
+            strict.verify(&token).unwrap_err().reason,
+            Reason::MissingClaim
+        );
         assert_eq!(lax.verify(&token), Ok("7".into()));
         let expired = hs256(json!({"sub": "a", "exp": now() - 100}));
         assert_eq!(lax.verify(&expired).unwrap_err().reason, Reason::Expired);
@@ -501,7 +578,10 @@ mod tests {
     fn audience_in_token_is_refused_when_none_is_configured() {
         let v = Verifier::new(SECRET, &policy());
         let token = hs256(json!({"sub": "a", "exp": now() + 60, "aud": "x"}));
-        assert_eq!(v.verify(&token).unwrap_err().reason, Reason::InvalidAudience);
+        assert_eq!(
+            v.verify(&token).unwrap_err().reason,
+            Reason::InvalidAudience
+        );
     }
 
     #[test]

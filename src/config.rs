@@ -207,7 +207,9 @@ impl Secret {
             (Some(_), Some(_)) => {
                 return Err(Error::Config {
                     setting: SECRET_ENV,
-                    problem: format!("set together with a secret file; use one ({SECRET_ENV} or a file)"),
+                    problem: format!(
+                        "set together with a secret file; use one ({SECRET_ENV} or a file)"
+                    ),
                 });
             }
             (Some(path), None) => {
@@ -223,9 +225,7 @@ impl Secret {
                 }
                 Secret::new(bytes, SecretSource::File(path))
             }
-            (None, Some(value)) => {
-                Secret::new(value.into_encoded_bytes(), SecretSource::Env)
-            }
+            (None, Some(value)) => Secret::new(value.into_encoded_bytes(), SecretSource::Env),
             (None, None) => return Ok(None),
         };
         if secret.bytes.is_empty() {
@@ -268,14 +268,18 @@ mod tests {
     #[test]
     fn short_secrets_need_the_flag() {
         let mut config = with_secret(b"short");
-        assert!(matches!(config.validate(), Err(Error::WeakSecret { len: 5 })));
+        assert!(matches!(
+            config.validate(),
+            Err(Error::WeakSecret { len: 5 })
+        ));
         config.allow_weak_secret = true;
         config.validate().unwrap();
     }
 
     #[test]
     fn bad_settings_are_named() {
-        let cases: [(fn(&mut Config), &str); 6] = [
+        type Change = fn(&mut Config);
+        let cases: [(Change, &str); 6] = [
             (|c| c.protect = vec![], "--protect"),
             (|c| c.protect = vec!["api".into()], "--protect"),
             (|c| c.max_token_bytes = 0, "--max-token-bytes"),
@@ -299,7 +303,11 @@ mod tests {
         let shown = format!("{config:?} {}", config.summary());
         assert!(!shown.contains("super-secret"), "{shown}");
         assert!(shown.contains("[redacted]"));
-        assert!(config.summary().contains("secret=env:JWTGUARD_SECRET (37 bytes)"));
+        assert!(
+            config
+                .summary()
+                .contains("secret=env:JWTGUARD_SECRET (37 bytes)")
+        );
     }
 
     #[test]

@@ -94,10 +94,10 @@ mod tests {
         // RFC 7515 appendix A.1: a JWS signed with HS256 and a published key.
         assert!(install());
         // The key as given there (base64url), rewritten to the standard alphabet with padding.
-        let key = "AyM1SysPpbyDfgZld3umj1qzKObwVMkoqQ-EstJQLr_T-1qS0gZH75aKtMN3Yj0iPS4hcgUuTwjAzZr1Z9CAow"
-            .replace('-', "+")
-            .replace('_', "/")
-            + "==";
+        let key =
+            "AyM1SysPpbyDfgZld3umj1qzKObwVMkoqQ-EstJQLr_T-1qS0gZH75aKtMN3Yj0iPS4hcgUuTwjAzZr1Z9CAow"
+                .replace('-', "+")
+                .replace('_', "/") + "==";
         let key = jsonwebtoken::DecodingKey::from_base64_secret(&key).unwrap();
         let message = b"eyJ0eXAiOiJKV1QiLA0KICJhbGciOiJIUzI1NiJ9.eyJpc3MiOiJqb2UiLA0KICJleHAiOjEzMDA4MTkzODAsDQogImh0dHA6Ly9leGFtcGxlLmNvbS9pc19yb290Ijp0cnVlfQ";
         let good = "dBjftJeZ4CVP-mB92K27uhbUJU1p1r_wW1gFWFOEjXk";
@@ -110,9 +110,17 @@ mod tests {
     fn refuses_other_algorithms() {
         assert!(install());
         let key = jsonwebtoken::DecodingKey::from_secret(b"0123456789abcdef0123456789abcdef");
-        for alg in [Algorithm::HS384, Algorithm::HS512, Algorithm::RS256, Algorithm::ES256] {
+        for alg in [
+            Algorithm::HS384,
+            Algorithm::HS512,
+            Algorithm::RS256,
+            Algorithm::ES256,
+        ] {
             let err = jsonwebtoken::crypto::verify("AAAA", b"a.b", &key, alg).unwrap_err();
-            assert!(matches!(err.kind(), ErrorKind::UnsupportedAlgorithm), "{alg:?}");
+            assert!(
+                matches!(err.kind(), ErrorKind::UnsupportedAlgorithm),
+                "{alg:?}"
+            );
         }
     }
 }

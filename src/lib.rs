@@ -61,9 +61,7 @@ mod token;
 
 pub use audit::LogFormat;
 pub use auth::{Denied, Policy, Reason, Verifier, bearer_token};
-pub use config::{
-    Config, MIN_SECRET_BYTES, SECRET_ENV, SECRET_FILE_ENV, Secret, SecretSource,
-};
+pub use config::{Config, MIN_SECRET_BYTES, SECRET_ENV, SECRET_FILE_ENV, Secret, SecretSource};
 pub use error::Error;
 pub use server::{Decision, Guard, Reply, handle, path_of, serve, service_event};
 pub use token::mint;

@@ -36,7 +36,8 @@ Serve options:
 Token options:
   --sub NAME               the subject (user) of the token
   --ttl SECONDS            lifetime [default: 3600]
-  --claim KEY=VALUE        an extra claim, repeatable; VALUE is JSON if it parses, else a string
+  --claim KEY=VALUE        an extra claim, repeatable; VALUE is JSON if it parses,
+                           else a string; null removes the claim (exp=null)
 Common options:
   --issuer ISS             tokens must carry iss=ISS (and `token` sets it)
   --audience AUD           tokens must carry aud=AUD (and `token` sets it)

@@ -274,10 +274,24 @@ mod tests {
     #[test]
     fn prefixes_match_on_segment_boundaries() {
         let g = guard(&["/api/", "/admin"]);
-        for path in ["/api", "/api/", "/api/protected", "/api/a/b", "/admin", "/admin/x"] {
+        for path in [
+            "/api",
+            "/api/",
+            "/api/protected",
+            "/api/a/b",
+            "/admin",
+            "/admin/x",
+        ] {
             assert!(g.is_protected(path), "{path}");
         }
-        for path in ["/", "/apix", "/apix/y", "/administrator", "/healthz", "/x/api/"] {
+        for path in [
+            "/",
+            "/apix",
+            "/apix/y",
+            "/administrator",
+            "/healthz",
+            "/x/api/",
+        ] {
             assert!(!g.is_protected(path), "{path}");
         }
         let all = guard(&["/"]);

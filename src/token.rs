@@ -6,8 +6,8 @@ use serde_json::{Map, Value};
 use crate::Secret;
 
 /// Signs an HS256 token for `sub` that expires `ttl` seconds from now, with `iat`,
-/// `iss` and `aud` when given, and `extra` claims last (they may replace any of those,
-/// `exp` included).
+/// `iss` and `aud` when given, and `extra` claims last: they replace any of those, and a
+/// `null` removes the claim (`exp: null` makes a token that never expires).
 pub fn mint(
     secret: &Secret,
     sub: &str,
@@ -28,7 +28,13 @@ pub fn mint(
     if let Some(audience) = audience {
         claims.insert("aud".into(), audience.into());
     }
-    claims.extend(extra);
+    for (key, value) in extra {
+        if value.is_null() {
+            claims.remove(&key);
+        } else {
+            claims.insert(key, value);
+        }
+    }
     let key = EncodingKey::from_secret(secret.expose());
     jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &key)
         .expect("HS256 signing of a JSON map cannot fail")
@@ -56,10 +62,16 @@ mod tests {
         let mut extra = Map::new();
         extra.insert("exp".into(), 1000.into());
         let expired = mint(&secret, "alice", 60, Some("me"), Some("you"), extra);
-        assert_eq!(verifier.verify(&expired).unwrap_err().reason, Reason::Expired);
+        assert_eq!(
+            verifier.verify(&expired).unwrap_err().reason,
+            Reason::Expired
+        );
 
         let other = Secret::new([8; 32], SecretSource::Env);
         let forged = mint(&other, "alice", 60, Some("me"), Some("you"), Map::new());
-        assert_eq!(verifier.verify(&forged).unwrap_err().reason, Reason::BadSignature);
+        assert_eq!(
+            verifier.verify(&forged).unwrap_err().reason,
+            Reason::BadSignature
+        );
     }
 }

@@ -1,0 +1,267 @@
+//! Status codes and challenges for every kind of request, against the real binary.
+
+mod support;
+
+use support::{Server, token};
+
+const CHALLENGE: &str = "Bearer realm=\"jwtguard\"";
+const INVALID_REQUEST: &str = "Bearer realm=\"jwtguard\", error=\"invalid_request\"";
+const INVALID_TOKEN: &str = "Bearer realm=\"jwtguard\", error=\"invalid_token\"";
+
+#[test]
+fn each_request_gets_its_status_challenge_and_reason() {
+    let server = Server::start(&["--max-token-bytes", "4096"]);
+    let valid = token(&["--sub", "alice"]);
+    let expired = token(&["--sub", "alice", "--claim", "exp=1000"]);
+    let (head, payload, _) = {
+        let mut parts = valid.split('.');
+        (
+            parts.next().unwrap(),
+            parts.next().unwrap(),
+            parts.next().unwrap(),
+        )
+    };
+    let forged = format!("{head}.{payload}.AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA");
+    // {"alg":"none"} with the same claims and no signature.
+    let alg_none = format!("eyJhbGciOiJub25lIn0.{payload}.");
+    let bearer = |t: &str| format!("Authorization: Bearer {t}");
+    let huge = "a".repeat(4097);
+
+    let cases: Vec<(&str, Vec<String>, u16, Option<&str>, Option<&str>)> = vec![
+        (
+            "/api/protected",
+            vec![bearer(&valid)],
+            200,
+            None,
+            Some("ok"),
+        ),
+        (
+            "/api/protected",
+            vec![format!("authorization: bearer {valid}")],
+            200,
+            None,
+            Some("ok"),
+        ),
+        (
+            "/api/protected",
+            vec![format!("Authorization: BEARER {valid}")],
+            200,
+            None,
+            Some("ok"),
+        ),
+        ("/api", vec![bearer(&valid)], 200, None, Some("ok")),
+        (
+            "/api/protected?x=1",
+            vec![bearer(&valid)],
+            200,
+            None,
+            Some("ok"),
+        ),
+        (
+            "/api/protected",
+            vec![],
+            401,
+            Some(CHALLENGE),
+            Some("missing_token"),
+        ),
+        (
+            "/api/protected",
+            vec!["Authorization: Basic YTpi".into()],
+            401,
+            Some(CHALLENGE),
+            Some("unsupported_scheme"),
+        ),
+        (
+            "/api/protected",
+            vec![bearer(&valid), bearer(&valid)],
+            400,
+            Some(INVALID_REQUEST),
+            Some("invalid_request"),
+        ),
+        (
+            "/api/protected",
+            vec!["Authorization: Bearer".into()],
+            400,
+            Some(INVALID_REQUEST),
+            Some("invalid_request"),
+        ),
+        (
+            "/api/protected",
+            vec!["Authorization: Bearer a\"b".into()],
+            400,
+            Some(INVALID_REQUEST),
+            Some("invalid_request"),
+        ),
+        (
+            "/api/protected",
+            vec![bearer(&huge)],
+            400,
+            Some(INVALID_REQUEST),
+            Some("invalid_request"),
+        ),
+        (
+            "/api/protected",
+            vec![bearer("not-a-jwt")],
+            401,
+            Some(INVALID_TOKEN),
+            Some("malformed_token"),
+        ),
+        (
+            "/api/protected",
+            vec![bearer(&forged)],
+            401,
+            Some(INVALID_TOKEN),
+            Some("bad_signature"),
+        ),
+        (
+            "/api/protected",
+            vec![bearer(&expired)],
+            401,
+            Some(INVALID_TOKEN),
+            Some("expired"),
+        ),
+        (
+            "/api/protected",
+            vec![bearer(&alg_none)],
+            401,
+            Some(INVALID_TOKEN),
+            Some("alg_not_allowed"),
+        ),
+        ("/healthz", vec![], 200, None, None),
+        ("/apix", vec![bearer(&valid)], 404, None, None),
+        ("/", vec![], 404, None, None),
+    ];
+    let mut expected_events = Vec::new();
+    for (path, headers, status, challenge, reason) in &cases {
+        let headers: Vec<&str> = headers.iter().map(String::as_str).collect();
+        let response = server.get(path, &headers);
+        let what = format!("{path} {headers:?}");
+        assert_eq!(response.status, *status, "{what}: {response:?}");
+        assert_eq!(response.header("WWW-Authenticate"), *challenge, "{what}");
+        assert_eq!(
+            response.header("Content-Type"),
+            Some("application/json"),
+            "{what}"
+        );
+        // Nothing from the request or the libraries comes back in the body.
+        let body = response.json();
+        assert_eq!(
+            body.as_object().unwrap().len(),
+            if *status == 200 && reason.is_some() {
+                2
+            } else {
+                1
+            }
+        );
+        if let Some(reason) = reason {
+            expected_events.push((*reason, response.header("X-Request-Id").unwrap().to_owned()));
+        }
+    }
+    // One event per protected request, in order, with the reason and the request id sent back.
+    let logged: Vec<(String, String)> = server
+        .requests_logged()
+        .iter()
+        .map(|e| {
+            (
+                e["event.reason"].as_str().unwrap().into(),
+                e["http.request.id"].as_str().unwrap().into(),
+            )
+        })
+        .collect();
+    let expected: Vec<(String, String)> = expected_events
+        .into_iter()
+        .map(|(r, id)| (r.to_owned(), id))
+        .collect();
+    assert_eq!(logged, expected);
+}
+
+#[test]
+fn success_body_names_the_user() {
+    let server = Server::start(&[]);
+    let response = server.get_with_token("/api/protected", &token(&["--sub", "alice"]));
+    assert_eq!(
+        response.json(),
+        serde_json::json!({"status": "ok", "user": "alice"})
+    );
+    assert_eq!(response.header("Cache-Control"), Some("no-store"));
+    // The blog's claim name works too.
+    let legacy = token(&["--sub", "", "--claim", "sub=null", "--claim", "user_id=42"]);
+    let response = server.get_with_token("/api/protected", &legacy);
+    assert_eq!(
+        response.json(),
+        serde_json::json!({"status": "ok", "user": "42"})
+    );
+}
+
+#[test]
+fn issuer_audience_and_prefixes_are_configurable() {
+    let server = Server::start(&[
+        "--issuer",
+        "https://id.example",
+        "--audience",
+        "shop",
+        "--protect",
+        "/admin",
+        "--protect",
+        "/v2/",
+    ]);
+    let good = token(&[
+        "--sub",
+        "a",
+        "--issuer",
+        "https://id.example",
+        "--audience",
+        "shop",
+    ]);
+    let wrong_iss = token(&[
+        "--sub",
+        "a",
+        "--issuer",
+        "https://evil.example",
+        "--audience",
+        "shop",
+    ]);
+    let no_aud = token(&["--sub", "a", "--issuer", "https://id.example"]);
+    assert_eq!(server.get_with_token("/admin/users", &good).status, 200);
+    assert_eq!(server.get_with_token("/v2/x", &good).status, 200);
+    assert_eq!(
+        server.get_with_token("/api/protected", &good).status,
+        404,
+        "default replaced"
+    );
+    assert_eq!(server.get_with_token("/admin", &wrong_iss).status, 401);
+    assert_eq!(server.get_with_token("/admin", &no_aud).status, 401);
+    let reasons: Vec<_> = server
+        .requests_logged()
+        .iter()
+        .map(|e| e["event.reason"].clone())
+        .collect();
+    assert_eq!(reasons, ["ok", "ok", "invalid_issuer", "missing_claim"]);
+}
+
+#[test]
+fn tokens_without_exp_need_the_flag() {
+    let no_exp = token(&["--sub", "a", "--claim", "exp=null"]);
+    let strict = Server::start(&[]);
+    assert_eq!(strict.get_with_token("/api/x", &no_exp).status, 401);
+    assert_eq!(strict.requests_logged()[0]["event.reason"], "missing_claim");
+    let lax = Server::start(&["--allow-missing-exp"]);
+    assert_eq!(lax.get_with_token("/api/x", &no_exp).status, 200);
+}
+
+#[test]
+fn not_yet_valid_tokens_are_refused_within_leeway_rules() {
+    let server = Server::start(&["--leeway", "5"]);
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let later = token(&["--sub", "a", "--claim", &format!("nbf={}", now + 120)]);
+    let slightly_expired = token(&["--sub", "a", "--claim", &format!("exp={}", now - 2)]);
+    assert_eq!(server.get_with_token("/api/x", &later).status, 401);
+    assert_eq!(
+        server.get_with_token("/api/x", &slightly_expired).status,
+        200
+    );
+    assert_eq!(server.requests_logged()[0]["event.reason"], "not_yet_valid");
+}

@@ -1,0 +1,273 @@
+//! The security log: one line per decision, the right fields, never the token, no injection.
+
+mod support;
+
+use std::os::unix::fs::PermissionsExt;
+use std::process::Stdio;
+
+use support::{SECRET, Server, TempDir, token};
+
+#[test]
+fn one_json_line_per_decision_with_ecs_fields() {
+    let server = Server::start(&[]);
+    let valid = token(&["--sub", "alice"]);
+    let ok = server.get(
+        "/api/protected?secret=query",
+        &[
+            &format!("Authorization: Bearer {valid}"),
+            "User-Agent: test-agent/1.0",
+        ],
+    );
+    assert_eq!(ok.status, 200);
+    let denied = server.get("/api/other", &[]);
+    assert_eq!(denied.status, 401);
+    assert_eq!(server.get("/healthz", &[]).status, 200);
+    assert_eq!(server.get("/nothing", &[]).status, 404);
+
+    let events = server.requests_logged();
+    assert_eq!(
+        events.len(),
+        2,
+        "only protected paths are security events: {events:?}"
+    );
+    let e = &events[0];
+    assert_eq!(e["log.level"], "info");
+    assert_eq!(e["event.outcome"], "success");
+    assert_eq!(e["event.reason"], "ok");
+    assert_eq!(e["source.ip"], "127.0.0.1");
+    assert_eq!(e["http.request.method"], "GET");
+    assert_eq!(e["url.path"], "/api/protected");
+    assert_eq!(e["http.response.status_code"], 200);
+    assert_eq!(e["user_agent.original"], "test-agent/1.0");
+    assert_eq!(e["user.id"], "alice");
+    assert_eq!(e["http.request.id"], ok.header("X-Request-Id").unwrap());
+    let fingerprint = e["token.fingerprint"].as_str().unwrap();
+    assert_eq!(fingerprint.len(), 16);
+    assert!(fingerprint.bytes().all(|b| b.is_ascii_hexdigit()));
+    let timestamp = e["@timestamp"].as_str().unwrap();
+    assert!(
+        timestamp.len() == 24 && timestamp.ends_with('Z') && timestamp.as_bytes()[10] == b'T',
+        "{timestamp}"
+    );
+
+    let e = &events[1];
+    assert_eq!(e["log.level"], "warn");
+    assert_eq!(e["event.outcome"], "failure");
+    assert_eq!(e["event.reason"], "missing_token");
+    assert_eq!(e["http.response.status_code"], 401);
+    assert!(e.get("user.id").is_none() && e.get("token.fingerprint").is_none());
+
+    let log = std::fs::read_to_string(server.log_path()).unwrap();
+    assert!(!log.contains(&valid), "the token is never logged");
+    assert!(
+        !log.contains(valid.split('.').nth(2).unwrap()),
+        "nor its signature"
+    );
+    assert!(!log.contains(SECRET), "nor the secret");
+    assert!(!log.contains("secret=query"), "nor the query string");
+}
+
+#[test]
+fn forged_tokens_get_no_user_but_expired_genuine_ones_do() {
+    let server = Server::start(&[]);
+    let valid = token(&["--sub", "mallory"]);
+    let forged = support::forge(&valid);
+    let expired = token(&["--sub", "bob", "--claim", "exp=1000"]);
+    server.get_with_token("/api/x", &forged);
+    server.get_with_token("/api/x", &expired);
+    let events = server.requests_logged();
+    assert_eq!(events[0]["event.reason"], "bad_signature");
+    assert!(
+        events[0].get("user.id").is_none(),
+        "an unverified sub is not logged as the user"
+    );
+    assert_eq!(events[1]["event.reason"], "expired");
+    assert_eq!(events[1]["user.id"], "bob");
+    assert_ne!(
+        events[0]["token.fingerprint"],
+        events[1]["token.fingerprint"]
+    );
+}
+
+#[test]
+fn hostile_input_cannot_split_or_forge_lines() {
+    let server = Server::start(&["--log-format", "text"]);
+    // tiny_http refuses raw CR/LF in header values, so the hostile bytes come as
+    // control characters, quotes and non-ASCII that survive the HTTP layer.
+    let agent = "User-Agent: x\" event.outcome=success user.id=\"root\u{1b}[2J\u{7f}";
+    let path = "/api/%0d%0a\"injected\"";
+    let response = server.raw(&format!(
+        "GET {path} HTTP/1.1\r\nHost: x\r\n{agent}\r\nAuthorization: Bearer a.b.c"
+    ));
+    assert_eq!(response.status, 401);
+    let log = std::fs::read_to_string(server.log_path()).unwrap();
+    let lines: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains("event.action=authorize"))
+        .collect();
+    assert_eq!(lines.len(), 1, "{log}");
+    let line = lines[0];
+    assert!(
+        line.bytes().all(|b| (b' '..=b'~').contains(&b)),
+        "printable ASCII only: {line:?}"
+    );
+    let fields = parse_text_fields(line);
+    let outcomes: Vec<_> = fields
+        .iter()
+        .filter(|(k, _)| k == "event.outcome")
+        .collect();
+    assert_eq!(outcomes.len(), 1, "{line}");
+    assert_eq!(outcomes[0].1, "failure");
+    assert!(
+        fields.iter().all(|(k, _)| k != "user.id"),
+        "no forged field: {line}"
+    );
+    assert!(
+        line.contains(
+            r#"user_agent.original="x\" event.outcome=success user.id=\"root\u{1b}[2J\u{7f}""#
+        ),
+        "{line}"
+    );
+}
+
+/// Splits a text-format line after its timestamp and level into (key, value) pairs,
+/// reading a quoted value up to its closing unescaped quote, as a log parser would.
+fn parse_text_fields(line: &str) -> Vec<(String, String)> {
+    let mut rest = line.splitn(3, ' ').nth(2).unwrap();
+    let mut fields = Vec::new();
+    while !rest.is_empty() {
+        let (key, after) = rest.split_once('=').unwrap();
+        let (value, tail) = if let Some(quoted) = after.strip_prefix('"') {
+            let mut end = 0;
+            let bytes = quoted.as_bytes();
+            while bytes[end] != b'"' {
+                end += if bytes[end] == b'\\' { 2 } else { 1 };
+            }
+            (quoted[..end].to_owned(), &quoted[end + 1..])
+        } else {
+            let end = after.find(' ').unwrap_or(after.len());
+            (after[..end].to_owned(), &after[end..])
+        };
+        fields.push((key.to_owned(), value));
+        rest = tail.strip_prefix(' ').unwrap_or(tail);
+    }
+    fields
+}
+
+#[test]
+fn text_format_has_fields_in_fixed_order() {
+    let server = Server::start(&["--log-format", "text"]);
+    server.get_with_token("/api/x", &token(&["--sub", "alice"]));
+    let log = std::fs::read_to_string(server.log_path()).unwrap();
+    let line = log
+        .lines()
+        .find(|l| l.contains("event.action=authorize"))
+        .unwrap();
+    let fields = parse_text_fields(line);
+    let keys: Vec<&str> = fields.iter().map(|(k, _)| k.as_str()).collect();
+    assert_eq!(
+        keys,
+        [
+            "event.action",
+            "event.outcome",
+            "event.reason",
+            "source.ip",
+            "http.response.status_code",
+            "http.request.id",
+            "token.fingerprint",
+            "http.request.method",
+            "url.path",
+            "user.id",
+        ],
+        "{line}"
+    );
+    assert!(line.split(' ').nth(1) == Some("info"), "{line}");
+}
+
+#[test]
+fn log_file_is_private_and_appended() {
+    let server = Server::start(&[]);
+    server.get("/api/x", &[]);
+    let mode = std::fs::metadata(server.log_path())
+        .unwrap()
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o777, 0o600);
+    drop(server);
+
+    let dir = TempDir::new();
+    let log = dir.path("security.log");
+    std::fs::write(&log, "earlier line\n").unwrap();
+    let log_arg = log.to_str().unwrap();
+    let server = Server::spawn(
+        TempDir::new(),
+        &["--log-file", log_arg],
+        &[("JWTGUARD_SECRET", SECRET)],
+        Stdio::null(),
+    );
+    server.get("/api/x", &[]);
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert!(
+        text.starts_with("earlier line\n"),
+        "appended, not truncated"
+    );
+    assert!(text.contains("\"missing_token\""));
+}
+
+#[test]
+fn startup_and_shutdown_are_events_and_sigterm_exits_zero() {
+    let mut server = Server::start(&[]);
+    server.get("/api/x", &[]);
+    let status = server.terminate();
+    assert!(status.success(), "{status:?}");
+    let events = server.log_json();
+    let actions: Vec<&str> = events
+        .iter()
+        .map(|e| e["event.action"].as_str().unwrap())
+        .collect();
+    assert_eq!(actions, ["startup", "authorize", "shutdown"]);
+    let startup = events[0]["message"].as_str().unwrap();
+    assert!(
+        startup.contains(&server.addr.to_string()) && startup.contains("protect=/api/"),
+        "{startup}"
+    );
+    assert!(!startup.contains(SECRET));
+}
+
+#[test]
+fn events_go_to_stderr_without_a_log_file() {
+    let mut server = Server::spawn(
+        TempDir::new(),
+        &[],
+        &[("JWTGUARD_SECRET", SECRET)],
+        Stdio::piped(),
+    );
+    server.get("/api/x", &[]);
+    let stderr = server.stderr_after_kill();
+    let reasons: Vec<String> = stderr
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .filter(|e| e["event.action"] == "authorize")
+        .map(|e| e["event.reason"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(reasons, ["missing_token"]);
+}
+
+#[test]
+fn rust_log_can_silence_successes() {
+    let dir = TempDir::new();
+    let log = dir.path("security.log");
+    let server = Server::spawn(
+        TempDir::new(),
+        &["--log-file", log.to_str().unwrap()],
+        &[("JWTGUARD_SECRET", SECRET), ("RUST_LOG", "warn")],
+        Stdio::null(),
+    );
+    server.get_with_token("/api/x", &token(&["--sub", "a"]));
+    server.get("/api/x", &[]);
+    let reasons: Vec<_> = support::read_json_lines(&log)
+        .iter()
+        .map(|e| e["event.reason"].clone())
+        .collect();
+    assert_eq!(reasons, ["missing_token"]);
+}

@@ -1,0 +1,294 @@
+//! Starts the real binary on a free loopback port and talks HTTP/1.1 to it.
+#![allow(dead_code)] // each test file uses a different part
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+pub const SECRET: &str = "integration-test-secret-0123456789abcdef";
+const BIN: &str = env!("CARGO_BIN_EXE_jwtguard");
+const TIMEOUT: Duration = Duration::from_secs(10);
+
+/// A fresh directory under the system temp dir, removed on drop.
+pub struct TempDir(pub PathBuf);
+
+impl TempDir {
+    pub fn new() -> TempDir {
+        static N: AtomicUsize = AtomicUsize::new(0);
+        let dir = std::env::temp_dir().join(format!(
+            "jwtguard-test-{}-{}",
+            std::process::id(),
+            N.fetch_add(1, Ordering::Relaxed)
+        ));
+        std::fs::create_dir_all(&dir).unwrap();
+        TempDir(dir)
+    }
+
+    pub fn path(&self, name: &str) -> PathBuf {
+        self.0.join(name)
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// The `jwtguard` command with a clean environment: no secret unless the test sets one.
+pub fn jwtguard() -> Command {
+    let mut command = Command::new(BIN);
+    command
+        .env_remove("JWTGUARD_SECRET")
+        .env_remove("JWTGUARD_SECRET_FILE")
+        .env_remove("RUST_LOG");
+    command
+}
+
+/// `jwtguard token ARGS` with [`SECRET`]; panics unless it succeeds.
+pub fn token(args: &[&str]) -> String {
+    let out = jwtguard()
+        .arg("token")
+        .args(args)
+        .env("JWTGUARD_SECRET", SECRET)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    assert_eq!(
+        stdout.lines().count(),
+        1,
+        "token prints one line: {stdout:?}"
+    );
+    stdout.trim_end().to_owned()
+}
+
+/// `token` with the first character of its signature changed: well-formed, wrong signature.
+pub fn forge(token: &str) -> String {
+    let at = token.rfind('.').unwrap() + 1;
+    let first = if token.as_bytes()[at] == b'A' {
+        "B"
+    } else {
+        "A"
+    };
+    format!("{}{first}{}", &token[..at], &token[at + 1..])
+}
+
+/// Runs `jwtguard ARGS` to completion (for commands that must fail fast).
+pub fn run(args: &[&str], env: &[(&str, &str)]) -> Output {
+    let mut child = jwtguard()
+        .args(args)
+        .envs(env.iter().copied())
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + TIMEOUT;
+    while child.try_wait().unwrap().is_none() {
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("jwtguard {args:?} did not exit within {TIMEOUT:?}");
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    child.wait_with_output().unwrap()
+}
+
+/// A running `jwtguard serve`, killed when dropped.
+pub struct Server {
+    child: Child,
+    pub addr: SocketAddr,
+    /// Lines printed on stdout after `listening on`, read so far.
+    pub stdout: BufReader<std::process::ChildStdout>,
+    pub dir: TempDir,
+}
+
+impl Server {
+    /// Starts `jwtguard serve --listen 127.0.0.1:0 --log-file DIR/security.log ARGS` with
+    /// [`SECRET`] in the environment.
+    pub fn start(args: &[&str]) -> Server {
+        let dir = TempDir::new();
+        let log = dir.path("security.log");
+        let mut all = vec!["--log-file", log.to_str().unwrap()];
+        all.extend_from_slice(args);
+        Server::spawn(dir, &all, &[("JWTGUARD_SECRET", SECRET)], Stdio::null())
+    }
+
+    /// Starts `jwtguard serve --listen 127.0.0.1:0 ARGS` with exactly `env`, stderr as given.
+    pub fn spawn(dir: TempDir, args: &[&str], env: &[(&str, &str)], stderr: Stdio) -> Server {
+        let mut child = jwtguard()
+            .args(["serve", "--listen", "127.0.0.1:0"])
+            .args(args)
+            .envs(env.iter().copied())
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(stderr)
+            .spawn()
+            .unwrap();
+        let mut stdout = BufReader::new(child.stdout.take().unwrap());
+        let mut first = String::new();
+        stdout.read_line(&mut first).unwrap();
+        let addr = match first.trim_end().strip_prefix("listening on http://") {
+            Some(addr) => addr.parse().unwrap(),
+            None => {
+                let _ = child.kill();
+                panic!("unexpected first line {first:?}");
+            }
+        };
+        Server {
+            child,
+            addr,
+            stdout,
+            dir,
+        }
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Sends `head` (request line and headers, CRLF-separated, without the final blank
+    /// line) plus `Connection: close`, and reads the whole response.
+    pub fn raw(&self, head: &str) -> Response {
+        let mut stream = TcpStream::connect(self.addr).unwrap();
+        stream.set_read_timeout(Some(TIMEOUT)).unwrap();
+        write!(stream, "{head}\r\nConnection: close\r\n\r\n").unwrap();
+        let mut bytes = Vec::new();
+        stream.read_to_end(&mut bytes).unwrap();
+        Response::parse(&String::from_utf8(bytes).unwrap())
+    }
+
+    /// `GET path` with the given extra header lines (`Name: value`).
+    pub fn get(&self, path: &str, headers: &[&str]) -> Response {
+        let mut head = format!("GET {path} HTTP/1.1\r\nHost: {}", self.addr);
+        for header in headers {
+            head.push_str("\r\n");
+            head.push_str(header);
+        }
+        self.raw(&head)
+    }
+
+    /// `GET path` with `Authorization: Bearer TOKEN`.
+    pub fn get_with_token(&self, path: &str, token: &str) -> Response {
+        self.get(path, &[&format!("Authorization: Bearer {token}")])
+    }
+
+    pub fn log_path(&self) -> PathBuf {
+        self.dir.path("security.log")
+    }
+
+    /// The security log, one parsed JSON object per line (panics on a line that is not).
+    pub fn log_json(&self) -> Vec<serde_json::Value> {
+        read_json_lines(&self.log_path())
+    }
+
+    /// The `authorize` events only.
+    pub fn requests_logged(&self) -> Vec<serde_json::Value> {
+        self.log_json()
+            .into_iter()
+            .filter(|e| e["event.action"] == "authorize")
+            .collect()
+    }
+
+    /// Sends SIGTERM and waits (bounded) for the exit; returns the exit status.
+    pub fn terminate(&mut self) -> std::process::ExitStatus {
+        let sent = Command::new("kill")
+            .args(["-TERM", &self.pid().to_string()])
+            .status()
+            .unwrap();
+        assert!(sent.success());
+        let deadline = Instant::now() + TIMEOUT;
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status;
+            }
+            assert!(Instant::now() < deadline, "no exit after SIGTERM");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    /// Whatever the server wrote to stderr, if it was started with `Stdio::piped()`
+    /// for it; kills the server first.
+    pub fn stderr_after_kill(&mut self) -> String {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let mut text = String::new();
+        if let Some(mut stderr) = self.child.stderr.take() {
+            stderr.read_to_string(&mut text).unwrap();
+        }
+        text
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+pub fn read_json_lines(path: &Path) -> Vec<serde_json::Value> {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    text.lines()
+        .map(|line| {
+            serde_json::from_str(line).unwrap_or_else(|e| panic!("not JSON ({e}): {line:?}"))
+        })
+        .collect()
+}
+
+/// A parsed HTTP response.
+#[derive(Debug)]
+pub struct Response {
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+    pub body: String,
+}
+
+impl Response {
+    fn parse(text: &str) -> Response {
+        let (head, body) = text.split_once("\r\n\r\n").expect("a complete response");
+        let mut lines = head.split("\r\n");
+        let status = lines
+            .next()
+            .unwrap()
+            .split(' ')
+            .nth(1)
+            .unwrap()
+            .parse()
+            .unwrap();
+        let headers = lines
+            .map(|line| {
+                let (name, value) = line.split_once(':').unwrap();
+                (name.to_ascii_lowercase(), value.trim().to_owned())
+            })
+            .collect();
+        Response {
+            status,
+            headers,
+            body: body.to_owned(),
+        }
+    }
+
+    /// The value of the one header called `name` (any case), if present.
+    pub fn header(&self, name: &str) -> Option<&str> {
+        let mut values = self
+            .headers
+            .iter()
+            .filter(|(n, _)| n.eq_ignore_ascii_case(name));
+        let value = values.next().map(|(_, v)| v.as_str());
+        assert!(values.next().is_none(), "several {name} headers");
+        value
+    }
+
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_str(&self.body).unwrap()
+    }
+}
