@@ -1,0 +1,462 @@
+#!/usr/bin/env bash
+# Load benchmark: jwtguard against a bare tiny_http loop (examples/floor.rs), on loopback.
+#
+#   bench/run.sh                 # 10 s per measured run
+#   BENCH_SECONDS=5 bench/run.sh
+#   BENCH_STRICT=1 bench/run.sh  # exit 1 when a budget fails
+#
+# Environment: BENCH_SECONDS (measured run, default 10), BENCH_WARMUP (seconds, default 3),
+# BENCH_CONNECTIONS (default 32), BENCH_THREADS (wrk threads, default 2),
+# BENCH_ROUNDS (rounds of floor, valid, forged; the summary takes medians, default 3),
+# BENCH_STARTS (fresh starts timed for the first-request latency, default 5),
+# BENCH_STRICT (1: exit 1 on any FAIL). See bench/README.md for what is measured.
+set -euo pipefail
+
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+cd "$ROOT"
+
+SECONDS_RUN=${BENCH_SECONDS:-10}
+WARMUP=${BENCH_WARMUP:-3}
+CONNECTIONS=${BENCH_CONNECTIONS:-32}
+THREADS=${BENCH_THREADS:-2}
+STARTS=${BENCH_STARTS:-5}
+ROUNDS=${BENCH_ROUNDS:-3}
+STRICT=${BENCH_STRICT:-0}
+SERVER_CPU=0
+CLIENT_CPU=1
+
+# ---------------------------------------------------------------------------------------
+# Tools
+
+need() { # need COMMAND PACKAGE: install PACKAGE from Debian when COMMAND is missing
+  command -v "$1" >/dev/null 2>&1 && return
+  echo "installing $2 (for $1)"
+  if [ -z "${apt_updated:-}" ]; then apt-get update -qq; apt_updated=1; fi
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$2" >/dev/null
+}
+need wrk wrk
+need curl curl
+need taskset util-linux
+need strip binutils
+
+if [ "$(nproc)" -lt 2 ]; then
+  echo "bench/run.sh: needs 2 CPUs (server on CPU $SERVER_CPU, wrk on CPU $CLIENT_CPU)" >&2
+  exit 1
+fi
+CLK_TCK=$(getconf CLK_TCK)
+
+# ---------------------------------------------------------------------------------------
+# Processes: every one started is recorded and killed on exit.
+
+TMP=$(mktemp -d "${TMPDIR:-/tmp}/jwtguard-bench.XXXXXX")
+PIDS=() # started and not yet reaped
+# shellcheck disable=SC2317 # invoked by the trap
+cleanup() {
+  local pid
+  for pid in "${PIDS[@]}"; do
+    kill -KILL "$pid" 2>/dev/null || true
+    wait "$pid" 2>/dev/null || true
+  done
+  rm -rf "$TMP"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+now_us() { echo "${EPOCHREALTIME//[.,]/}"; }
+
+# stop PID: SIGTERM, up to 5 s to exit, then SIGKILL.
+stop() {
+  local pid=$1 i
+  kill -TERM "$pid" 2>/dev/null || true
+  for ((i = 0; i < 500; i++)); do
+    kill -0 "$pid" 2>/dev/null || break
+    sleep 0.01
+  done
+  kill -KILL "$pid" 2>/dev/null || true
+  wait "$pid" 2>/dev/null || true
+  local -a left=()
+  for i in "${PIDS[@]}"; do [ "$i" = "$pid" ] || left+=("$i"); done
+  PIDS=("${left[@]}")
+}
+
+# port_of FILE: the port from a "listening on http://IP:PORT" first line, or nothing.
+port_of() {
+  local line
+  IFS= read -r line <"$1" 2>/dev/null || true
+  if [[ $line =~ ^listening\ on\ http://.*:([0-9]+)$ ]]; then
+    echo "${BASH_REMATCH[1]}"
+  fi
+}
+
+# healthz PORT: true when GET /healthz answers 200 (no child process: bash /dev/tcp).
+healthz() {
+  local status=""
+  { exec 3<>"/dev/tcp/127.0.0.1/$1"; } 2>/dev/null || return 1
+  printf 'GET /healthz HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n' >&3 2>/dev/null || true
+  IFS= read -r -t 2 status <&3 || true
+  exec 3>&-
+  [[ $status == "HTTP/1."[01]" 200"* ]]
+}
+
+# start NAME CMD...: runs CMD on the server CPU with stdout in $TMP/NAME.out; sets PID
+# and PORT once the first stdout line names the port (5 s at most).
+start() {
+  local name=$1 i
+  shift
+  : >"$TMP/$name.out"
+  taskset -c "$SERVER_CPU" "$@" >"$TMP/$name.out" 2>"$TMP/$name.err" &
+  PID=$!
+  PIDS+=("$PID")
+  PORT=""
+  for ((i = 0; i < 500; i++)); do
+    PORT=$(port_of "$TMP/$name.out")
+    [ -n "$PORT" ] && return 0
+    kill -0 "$PID" 2>/dev/null || break
+    sleep 0.01
+  done
+  echo "bench/run.sh: $name did not start:" >&2
+  cat "$TMP/$name.err" >&2
+  exit 1
+}
+
+# cpu_ticks PID: utime + stime of the whole process, in clock ticks.
+cpu_ticks() {
+  local stat
+  stat=$(<"/proc/$1/stat")
+  stat=${stat##*) } # fields after "(comm) "; utime and stime are fields 14 and 15
+  awk '{ print $12 + $13 }' <<<"$stat"
+}
+
+# cpu_busy N: busy clock ticks of CPU N so far (all but idle and iowait).
+cpu_busy() {
+  awk -v cpu="cpu$1" '$1 == cpu { print $2 + $3 + $4 + $7 + $8 + $9 }' /proc/stat
+}
+
+# children_cpu_us: sets CHILD_US to the user + system time of this shell's reaped
+# children so far, in µs (`times` must run in this shell, not in a command substitution).
+children_cpu_us() {
+  times >"$TMP/times"
+  CHILD_US=$(awk 'NR == 2 {
+    t = 0
+    for (i = 1; i <= 2; i++) { split($i, p, "m"); sub(/s$/, "", p[2]); t += p[1] * 60 + p[2] }
+    printf "%.0f\n", t * 1000000 }' "$TMP/times")
+}
+
+# vm_hwm PID: peak resident set size of the process so far, KiB.
+vm_hwm() { awk '/^VmHWM:/ { print $2 }' "/proc/$1/status"; }
+
+lines_of() { if [ -f "$1" ]; then wc -l <"$1"; else echo 0; fi; }
+
+# to_us VALUE: a wrk duration (12.3us, 1.2ms, 1.0s) in microseconds.
+to_us() {
+  awk -v v="$1" 'BEGIN {
+    n = v + 0; u = v; sub(/^[0-9.]+/, "", u)
+    if (u == "ms") n *= 1000; else if (u == "s") n *= 1000000; else if (u == "m") n *= 60000000
+    printf "%.1f", n }'
+}
+
+calc() { awk "BEGIN { printf \"%.${2:-2}f\", $1 }"; }
+
+# ---------------------------------------------------------------------------------------
+# Build, sizes, tokens
+
+echo "== build"
+cargo build --release --quiet --bin jwtguard --example floor
+JWTGUARD=target/release/jwtguard
+FLOOR=target/release/examples/floor
+
+strip_size() {
+  cp "$1" "$TMP/stripped"
+  strip "$TMP/stripped"
+  stat -c %s "$TMP/stripped"
+}
+SIZE_JWTGUARD=$(strip_size "$JWTGUARD")
+SIZE_FLOOR=$(strip_size "$FLOOR")
+
+SECRET=$(head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n')   # 64 bytes of hex
+OTHER=$(head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n')
+export JWTGUARD_SECRET=$SECRET
+VALID=$("$JWTGUARD" token --sub bench --ttl 3600)
+# The forged token: the valid token's header and claims, another secret's signature.
+OTHER_TOKEN=$(JWTGUARD_SECRET=$OTHER "$JWTGUARD" token --sub bench --ttl 3600)
+FORGED="${VALID%.*}.${OTHER_TOKEN##*.}"
+
+# ---------------------------------------------------------------------------------------
+# First request: spawn to the first 200 from /healthz, over fresh processes.
+
+# first_request: sets FR_US, microseconds from spawn to the first 200 from /healthz.
+first_request() {
+  local out="$TMP/first.out" t0 t1 pid port="" deadline
+  : >"$out"
+  rm -f "$TMP/first.log"
+  t0=$(now_us)
+  "$JWTGUARD" --listen 127.0.0.1:0 --log-file "$TMP/first.log" >"$out" 2>"$TMP/first.err" &
+  pid=$!
+  PIDS+=("$pid")
+  deadline=$((t0 + 5000000))
+  while (($(now_us) < deadline)); do
+    if [ -z "$port" ]; then
+      port=$(port_of "$out")
+    elif healthz "$port"; then
+      t1=$(now_us)
+      stop "$pid"
+      FR_US=$((t1 - t0))
+      return 0
+    fi
+  done
+  stop "$pid"
+  echo "bench/run.sh: jwtguard did not answer /healthz within 5 s" >&2
+  cat "$TMP/first.err" >&2
+  exit 1
+}
+
+echo "== first request latency ($STARTS fresh starts)"
+FIRST=()
+for ((s = 0; s < STARTS; s++)); do
+  first_request
+  FIRST+=("$FR_US")
+done
+FIRST_SORTED=$(printf '%s\n' "${FIRST[@]}" | sort -n)
+FIRST_MEDIAN_US=$(sed -n "$(((STARTS + 1) / 2))p" <<<"$FIRST_SORTED")
+FIRST_MIN_US=$(head -n1 <<<"$FIRST_SORTED")
+FIRST_MAX_US=$(tail -n1 <<<"$FIRST_SORTED")
+echo "   spawn -> first /healthz 200 (ms): $(for v in "${FIRST[@]}"; do printf '%s ' "$(calc "$v/1000")"; done)"
+
+# ---------------------------------------------------------------------------------------
+# Load runs. Each scenario gets a fresh server process, so that VmHWM is its own.
+
+# measure NAME PID URL LOG [wrk header args...]: warm-up, then the measured run; sets R_*.
+measure() {
+  local name=$1 pid=$2 url=$3 log=$4
+  shift 4
+  local out="$TMP/$name.wrk" t0 t1 b0 b1 c0 c1 w0 w1 w2 w3 k0 k1 l0 l1
+  timeout $((WARMUP + 30)) taskset -c "$CLIENT_CPU" \
+    wrk -t"$THREADS" -c"$CONNECTIONS" -d"${WARMUP}s" "$@" "$url" >/dev/null
+  sleep 0.3 # requests in flight when wrk stopped are answered (and logged) by now
+  w0=$(now_us)
+  t0=$(cpu_ticks "$pid")
+  b0=$(cpu_busy "$SERVER_CPU")
+  c0=$(cpu_busy "$CLIENT_CPU")
+  l0=$(lines_of "$log")
+  children_cpu_us
+  k0=$CHILD_US
+  w1=$(now_us)
+  timeout $((SECONDS_RUN + 30)) taskset -c "$CLIENT_CPU" \
+    wrk -t"$THREADS" -c"$CONNECTIONS" -d"${SECONDS_RUN}s" --latency "$@" "$url" >"$out"
+  w2=$(now_us)
+  children_cpu_us
+  k1=$CHILD_US
+  sleep 0.3
+  t1=$(cpu_ticks "$pid")
+  b1=$(cpu_busy "$SERVER_CPU")
+  c1=$(cpu_busy "$CLIENT_CPU")
+  l1=$(lines_of "$log")
+  w3=$(now_us)
+  R_HWM=$(vm_hwm "$pid")
+  R_RPS=$(awk '/^Requests\/sec:/ { print $2 }' "$out")
+  R_REQS=$(awk '/ requests in / { print $1 }' "$out")
+  R_NON2XX=$(awk '/Non-2xx or 3xx responses:/ { print $NF }' "$out")
+  R_NON2XX=${R_NON2XX:-0}
+  R_ERRORS=$(awk '/Socket errors:/ { sub(/^ *Socket errors: */, ""); print }' "$out")
+  R_ERRORS=${R_ERRORS:-none}
+  R_P50=$(to_us "$(awk '$1 == "50%" { print $2 }' "$out")")
+  R_P99=$(to_us "$(awk '$1 == "99%" { print $2 }' "$out")")
+  R_CPU_US=$(calc "($t1 - $t0) * 1000000 / $CLK_TCK / $R_REQS" 2)
+  # Shares of the wrk run's wall time: the server, and wrk (with timeout and taskset).
+  R_CPU_PCT=$(calc "($t1 - $t0) * 100000000 / $CLK_TCK / ($w2 - $w1)" 0)
+  R_WRK_PCT=$(calc "($k1 - $k0) * 100 / ($w2 - $w1)" 0)
+  # Time on each CPU used by neither the server nor wrk (other processes, interrupts not
+  # charged to either), over the whole window: high values mean a noisy measurement.
+  R_OTHER_PCT=$(calc "((($b1 - $b0) - ($t1 - $t0)) * 1000000 / $CLK_TCK) * 100 / ($w3 - $w0)" 0)
+  R_OTHER1_PCT=$(calc "((($c1 - $c0) * 1000000 / $CLK_TCK) - ($k1 - $k0)) * 100 / ($w3 - $w0)" 0)
+  R_LINES=$((l1 - l0))
+  printf '   %-7s %9s req/s  p50 %7s us  p99 %7s us  %6s us/req  VmHWM %s KiB  non-2xx %s\n' \
+    "$name" "$R_RPS" "$R_P50" "$R_P99" "$R_CPU_US" "$R_HWM" "$R_NON2XX"
+  printf '   %-7s CPU %s: server %s%%, others %s%%; CPU %s: wrk %s%%, others %s%%\n' \
+    "" "$SERVER_CPU" "$R_CPU_PCT" "$R_OTHER_PCT" "$CLIENT_CPU" "$R_WRK_PCT" "$R_OTHER1_PCT"
+  if [ "$log" != /dev/null ]; then
+    printf '   %-7s security log lines %s, wrk completed %s, lines - completed = %s\n' \
+      "" "$R_LINES" "$R_REQS" "$((R_LINES - R_REQS))"
+  fi
+  if [ "$R_ERRORS" != none ]; then echo "   $name socket errors: $R_ERRORS"; fi
+}
+
+# Per scenario, one value per round (space-separated).
+declare -A RPS P50 P99 CPU CPUPCT OTHER OTHER1 WRK HWM REQS LINES NON2XX
+
+record() {
+  RPS[$1]+="$R_RPS " P50[$1]+="$R_P50 " P99[$1]+="$R_P99 " CPU[$1]+="$R_CPU_US "
+  CPUPCT[$1]+="$R_CPU_PCT " HWM[$1]+="$R_HWM " REQS[$1]+="$R_REQS " LINES[$1]+="$R_LINES "
+  NON2XX[$1]+="$R_NON2XX " OTHER[$1]+="$R_OTHER_PCT " OTHER1[$1]+="$R_OTHER1_PCT "
+  WRK[$1]+="$R_WRK_PCT "
+}
+
+run_floor() {
+  start floor "$FLOOR" --listen 127.0.0.1:0
+  measure floor "$PID" "http://127.0.0.1:$PORT/" /dev/null
+  record floor
+  stop "$PID"
+}
+
+run_jwtguard() { # run_jwtguard valid|forged
+  local scenario=$1 token want log url got
+  if [ "$scenario" = valid ]; then token=$VALID want=200; else token=$FORGED want=401; fi
+  log="$TMP/security-$scenario.log"
+  start "$scenario" "$JWTGUARD" --listen 127.0.0.1:0 --log-file "$log"
+  url="http://127.0.0.1:$PORT/api/protected"
+  got=$(curl -s -o /dev/null -w '%{http_code}' --max-time 5 \
+    -H "Authorization: Bearer $token" "$url" || true)
+  if [ "$got" != "$want" ]; then
+    echo "bench/run.sh: $scenario token answered $got, not $want" >&2
+    exit 1
+  fi
+  measure "$scenario" "$PID" "$url" "$log" -H "Authorization: Bearer $token"
+  record "$scenario"
+  stop "$PID"
+}
+
+echo "== load: $ROUNDS rounds of floor, valid, forged; wrk -t$THREADS -c$CONNECTIONS," \
+  "${WARMUP}s warm-up + ${SECONDS_RUN}s measured; server on CPU $SERVER_CPU, wrk on CPU $CLIENT_CPU"
+for ((round = 1; round <= ROUNDS; round++)); do
+  echo "-- round $round"
+  run_floor
+  run_jwtguard valid
+  run_jwtguard forged
+done
+
+# ---------------------------------------------------------------------------------------
+# Summary: medians over the rounds; peak RSS is the largest of the rounds' processes.
+# Note: the floor ignores headers and is asked for GET / with no Authorization header,
+# as the bare HTTP layer; jwtguard gets GET /api/protected with the bearer token.
+
+median() { # median VALUES...
+  printf '%s\n' "$@" | sort -g | awk '{ v[NR] = $1 }
+    END { if (NR % 2) print v[(NR + 1) / 2]; else printf "%.2f\n", (v[NR / 2] + v[NR / 2 + 1]) / 2 }'
+}
+largest() { printf '%s\n' "$@" | sort -g | tail -n1; }
+total() { printf '%s\n' "$@" | awk '{ s += $1 } END { print s }'; }
+# diffs SCENARIO: log lines - wrk completed, per round, joined by "/"
+diffs() {
+  local -a l r
+  local i out=""
+  read -r -a l <<<"${LINES[$1]}"
+  read -r -a r <<<"${REQS[$1]}"
+  for i in "${!l[@]}"; do out+="${out:+/}$((l[i] - r[i]))"; done
+  echo "$out"
+}
+
+declare -A M_RPS M_P50 M_P99 M_CPU M_CPUPCT M_OTHER M_OTHER1 M_WRK M_HWM T_REQS T_LINES T_NON2XX
+for s in floor valid forged; do
+  # shellcheck disable=SC2086 # word splitting of the per-round lists is intended
+  {
+    M_RPS[$s]=$(median ${RPS[$s]})
+    M_P50[$s]=$(median ${P50[$s]})
+    M_P99[$s]=$(median ${P99[$s]})
+    M_CPU[$s]=$(median ${CPU[$s]})
+    M_CPUPCT[$s]=$(median ${CPUPCT[$s]})
+    M_OTHER[$s]=$(largest ${OTHER[$s]})
+    M_OTHER1[$s]=$(largest ${OTHER1[$s]})
+    M_WRK[$s]=$(median ${WRK[$s]})
+    M_HWM[$s]=$(largest ${HWM[$s]})
+    T_REQS[$s]=$(total ${REQS[$s]})
+    T_LINES[$s]=$(total ${LINES[$s]})
+    T_NON2XX[$s]=$(total ${NON2XX[$s]})
+  }
+done
+
+verdict() { # verdict CONDITION: PASS or FAIL
+  if awk "BEGIN { exit !($1) }"; then echo PASS; else echo FAIL; fi
+}
+
+# paired MAP A B: the median over rounds of MAP applied to round i of A and of B, where
+# MAP is an awk expression in a and b. Pairing runs of one round cancels slow drift in
+# the machine's load better than comparing medians.
+paired() {
+  local expr=$1 i
+  local -a a b out=()
+  read -r -a a <<<"$2"
+  read -r -a b <<<"$3"
+  for i in "${!a[@]}"; do
+    out+=("$(awk -v a="${a[i]}" -v b="${b[i]}" "BEGIN { printf \"%.3f\", $expr }")")
+  done
+  median "${out[@]}"
+}
+RATIO_VALID=$(paired 'b / a' "${RPS[floor]}" "${RPS[valid]}")
+RATIO_FORGED=$(paired 'b / a' "${RPS[floor]}" "${RPS[forged]}")
+DCPU_VALID=$(paired 'b - a' "${CPU[floor]}" "${CPU[valid]}")
+DCPU_FORGED=$(paired 'b - a' "${CPU[floor]}" "${CPU[forged]}")
+RATIO_FORGED_VALID=$(paired 'b / a' "${RPS[valid]}" "${RPS[forged]}")
+HWM_MAX=$(largest "${M_HWM[valid]}" "${M_HWM[forged]}")
+FIRST_MS=$(calc "$FIRST_MEDIAN_US / 1000" 2)
+DIFF_VALID=$(diffs valid)
+DIFF_FORGED=$(diffs forged)
+DIFF_OK=1
+for d in ${DIFF_VALID//\// } ${DIFF_FORGED//\// }; do
+  if ((d < 0 || d > CONNECTIONS)); then DIFF_OK=0; fi
+done
+
+V_RATIO=$(verdict "$RATIO_VALID >= 0.85 && $RATIO_FORGED >= 0.85")
+V_CPU=$(verdict "$DCPU_VALID <= 4 && $DCPU_FORGED <= 4")
+V_FORGED=$(verdict "$RATIO_FORGED_VALID >= 1")
+V_RSS=$(verdict "$HWM_MAX <= 4096")
+V_SIZE=$(verdict "$SIZE_JWTGUARD <= 1048576")
+V_FIRST=$(verdict "$FIRST_MEDIAN_US <= 20000")
+V_LOG=$(verdict "$DIFF_OK == 1")
+V_STATUS=$(verdict "${T_NON2XX[floor]} == 0 && ${T_NON2XX[valid]} == 0 && ${T_NON2XX[forged]} == ${T_REQS[forged]}")
+
+mkdir -p target/bench
+SUMMARY=target/bench/summary.txt
+{
+  echo "jwtguard benchmark, $(date -u +%Y-%m-%dT%H:%M:%SZ), $(git rev-parse --short HEAD 2>/dev/null || echo '?')$(git diff --quiet HEAD -- src Cargo.toml 2>/dev/null || echo '+dirty')"
+  echo "$(nproc) CPUs ($(awk -F': ' '/^model name/ { print $2; exit }' /proc/cpuinfo)), $(uname -sr)"
+  echo "wrk -t$THREADS -c$CONNECTIONS -d${SECONDS_RUN}s --latency (after ${WARMUP}s warm-up), loopback;" \
+    "server pinned to CPU $SERVER_CPU, wrk to CPU $CLIENT_CPU;" \
+    "$ROUNDS rounds, a fresh server process per run"
+  echo
+  printf '%-28s %14s %14s %14s\n' "" "floor GET /" "jwt valid" "jwt forged"
+  row() { printf '%-28s %14s %14s %14s\n' "$1" "$2" "$3" "$4"; }
+  row "req/s (median)" "${M_RPS[floor]}" "${M_RPS[valid]}" "${M_RPS[forged]}"
+  row "latency p50 (us, median)" "${M_P50[floor]}" "${M_P50[valid]}" "${M_P50[forged]}"
+  row "latency p99 (us, median)" "${M_P99[floor]}" "${M_P99[valid]}" "${M_P99[forged]}"
+  row "server CPU (us/req, median)" "${M_CPU[floor]}" "${M_CPU[valid]}" "${M_CPU[forged]}"
+  row "server busy (% CPU, median)" "${M_CPUPCT[floor]}" "${M_CPUPCT[valid]}" "${M_CPUPCT[forged]}"
+  row "wrk busy (% CPU, median)" "${M_WRK[floor]}" "${M_WRK[valid]}" "${M_WRK[forged]}"
+  row "CPU $SERVER_CPU: others (%, max)" "${M_OTHER[floor]}" "${M_OTHER[valid]}" "${M_OTHER[forged]}"
+  row "CPU $CLIENT_CPU: others (%, max)" "${M_OTHER1[floor]}" "${M_OTHER1[valid]}" "${M_OTHER1[forged]}"
+  row "peak RSS VmHWM (KiB, max)" "${M_HWM[floor]}" "${M_HWM[valid]}" "${M_HWM[forged]}"
+  row "requests completed (wrk)" "${T_REQS[floor]}" "${T_REQS[valid]}" "${T_REQS[forged]}"
+  row "non-2xx responses" "${T_NON2XX[floor]}" "${T_NON2XX[valid]}" "${T_NON2XX[forged]}"
+  row "security log lines" "-" "${T_LINES[valid]}" "${T_LINES[forged]}"
+  row "lines - completed (rounds)" "-" "$DIFF_VALID" "$DIFF_FORGED"
+  printf '%-28s %14s %14s %14s\n' "stripped binary (bytes)" "$SIZE_FLOOR" "$SIZE_JWTGUARD" "$SIZE_JWTGUARD"
+  echo
+  echo "first request (spawn -> /healthz 200), $STARTS starts: median $FIRST_MS ms," \
+    "min $(calc "$FIRST_MIN_US / 1000") ms, max $(calc "$FIRST_MAX_US / 1000") ms"
+  echo
+  NOISE=$(largest "${M_OTHER[@]}" "${M_OTHER1[@]}")
+  if ((NOISE > 10)); then
+    echo "WARNING: up to $NOISE% of a CPU went to other work during the runs: the numbers"
+    echo "are noisy. Rerun on a quiet machine (or with more BENCH_ROUNDS)."
+    echo
+  fi
+  echo "Ratios and CPU differences are medians over rounds of the runs of one round."
+  printf '%-44s %-34s %s\n' "budget" "measured" "verdict"
+  printf '%-44s %-34s %s\n' "req/s jwtguard/floor >= 0.85" "valid $RATIO_VALID, forged $RATIO_FORGED" "$V_RATIO"
+  printf '%-44s %-34s %s\n' "CPU us/request <= floor + 4" "valid +$DCPU_VALID, forged +$DCPU_FORGED" "$V_CPU"
+  printf '%-44s %-34s %s\n' "forged req/s >= valid req/s" "forged/valid $RATIO_FORGED_VALID" "$V_FORGED"
+  printf '%-44s %-34s %s\n' "peak RSS <= 4096 KiB" "$HWM_MAX KiB" "$V_RSS"
+  printf '%-44s %-34s %s\n' "stripped binary <= 1048576 bytes" "$SIZE_JWTGUARD bytes" "$V_SIZE"
+  printf '%-44s %-34s %s\n' "first request <= 20 ms (median)" "$FIRST_MS ms" "$V_FIRST"
+  printf '%-44s %-34s %s\n' "log lines - completed in [0, $CONNECTIONS] per run" "valid $DIFF_VALID, forged $DIFF_FORGED" "$V_LOG"
+  printf '%-44s %-34s %s\n' "statuses: floor/valid 2xx, forged all 401" "non-2xx ${T_NON2XX[floor]}/${T_NON2XX[valid]}/${T_NON2XX[forged]}" "$V_STATUS"
+} >"$SUMMARY"
+
+echo
+cat "$SUMMARY"
+echo
+echo "summary written to $SUMMARY"
+
+if [ "$STRICT" = 1 ] && grep -q ' FAIL$' "$SUMMARY"; then
+  exit 1
+fi
+exit 0
