@@ -4,8 +4,7 @@ use std::borrow::Cow;
 use std::fmt;
 
 use base64::Engine as _;
-use jsonwebtoken::errors::ErrorKind;
-use jsonwebtoken::{Algorithm, DecodingKey, Validation};
+use jsonwebtoken::{Algorithm, DecodingKey};
 use serde::Deserialize;
 
 /// Why a request to a protected path was refused.
@@ -167,28 +166,6 @@ pub struct Policy {
     pub audience: Option<String>,
 }
 
-/// The claims jwtguard reads: who the user is.
-#[derive(Deserialize)]
-struct UserClaims {
-    #[serde(default)]
-    sub: Option<String>,
-    #[serde(default)]
-    user_id: Option<serde_json::Value>,
-}
-
-impl UserClaims {
-    /// `sub`, or else a string or integer `user_id`; an empty one is no user.
-    fn user(&self) -> Option<String> {
-        let user = match (&self.sub, &self.user_id) {
-            (Some(sub), _) => sub.clone(),
-            (None, Some(serde_json::Value::String(id))) => id.clone(),
-            (None, Some(serde_json::Value::Number(id))) if !id.is_f64() => id.to_string(),
-            _ => return None,
-        };
-        (!user.is_empty()).then_some(user)
-    }
-}
-
 /// A refusal: the reason, and the user when the signature had verified (an expired but
 /// genuine token still names its user in the log).
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -205,20 +182,119 @@ impl From<Reason> for Denied {
     }
 }
 
+/// The JOSE header fields jwtguard looks at. Unknown fields are ignored; a repeated
+/// field is an error.
+#[derive(Deserialize)]
+struct JoseHeader<'a> {
+    #[serde(borrow)]
+    alg: Cow<'a, str>,
+    #[serde(default)]
+    crit: Option<serde::de::IgnoredAny>,
+}
+
+/// The claims jwtguard checks, parsed once. `null` counts as absent.
+#[derive(Deserialize)]
+struct Claims<'a> {
+    #[serde(default)]
+    exp: Option<f64>,
+    #[serde(default)]
+    nbf: Option<f64>,
+    #[serde(borrow, default)]
+    iss: Option<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    aud: Option<Audience<'a>>,
+    #[serde(borrow, default)]
+    sub: Option<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    user_id: Option<UserId<'a>>,
+}
+
+/// `aud`: one string or an array of them (RFC 7519 §4.1.3).
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum Audience<'a> {
+    One(#[serde(borrow)] Cow<'a, str>),
+    Many(#[serde(borrow)] Vec<Cow<'a, str>>),
+}
+
+/// The blog's `user_id`: a string or an integer.
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum UserId<'a> {
+    Text(#[serde(borrow)] Cow<'a, str>),
+    Number(i64),
+}
+
+impl Claims<'_> {
+    /// `sub`, or else `user_id`; an empty one is no user.
+    fn user(&self) -> Option<String> {
+        let user = match (&self.sub, &self.user_id) {
+            (Some(sub), _) => sub.to_string(),
+            (None, Some(UserId::Text(id))) => id.to_string(),
+            (None, Some(UserId::Number(id))) => id.to_string(),
+            (None, None) => return None,
+        };
+        (!user.is_empty()).then_some(user)
+    }
+
+    /// The claim checks of RFC 7519 §4.1 under `policy`, at `now` (seconds since the epoch).
+    fn check(&self, policy: &Policy, now: f64) -> Result<(), Reason> {
+        let leeway = policy.leeway as f64;
+        match self.exp {
+            None if policy.require_exp => return Err(Reason::MissingClaim),
+            Some(exp) if exp < now - leeway => return Err(Reason::Expired),
+            _ => {}
+        }
+        if self.nbf.is_some_and(|nbf| nbf > now + leeway) {
+            return Err(Reason::NotYetValid);
+        }
+        if let Some(issuer) = &policy.issuer {
+            match &self.iss {
+                None => return Err(Reason::MissingClaim),
+                Some(iss) if iss != issuer => return Err(Reason::InvalidIssuer),
+                Some(_) => {}
+            }
+        }
+        match (&self.aud, &policy.audience) {
+            (None, None) => {}
+            (None, Some(_)) => return Err(Reason::MissingClaim),
+            (Some(_), None) => return Err(Reason::InvalidAudience),
+            (Some(Audience::One(aud)), Some(want)) if aud != want => {
+                return Err(Reason::InvalidAudience);
+            }
+            (Some(Audience::Many(auds)), Some(want)) if !auds.iter().any(|a| a == want) => {
+                return Err(Reason::InvalidAudience);
+            }
+            (Some(_), Some(_)) => {}
+        }
+        match self.user() {
+            Some(_) => Ok(()),
+            None => Err(Reason::MissingClaim),
+        }
+    }
+}
+
 /// Verifies HS256 tokens against one secret and one [`Policy`].
+///
+/// One pass over the token: the header is parsed once (its `alg` must be `HS256` and it
+/// must not carry `crit`), the signature is checked through jsonwebtoken's crypto
+/// provider (the HS256 one of [`crate::crypto`]), and only then are the claims parsed,
+/// once, and checked.
 pub struct Verifier {
     key: DecodingKey,
-    validation: Validation,
+    policy: Policy,
 }
 
 impl fmt::Debug for Verifier {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Verifier")
             .field("key", &"[redacted]")
-            .field("validation", &self.validation)
+            .field("policy", &self.policy)
             .finish()
     }
 }
+
+const BASE64URL: base64::engine::GeneralPurpose = base64::engine::general_purpose::URL_SAFE_NO_PAD;
 
 impl Verifier {
     /// A verifier for tokens signed with `secret` under `policy`.
@@ -226,91 +302,79 @@ impl Verifier {
     /// Installs the HS256 crypto provider ([`crate::crypto::install`]) if none is.
     pub fn new(secret: &[u8], policy: &Policy) -> Verifier {
         crate::crypto::install();
-        let mut validation = Validation::new(Algorithm::HS256);
-        validation.leeway = policy.leeway;
-        validation.validate_exp = true;
-        validation.validate_nbf = true;
-        validation.validate_aud = true;
-        validation.required_spec_claims.clear();
-        if policy.require_exp {
-            validation.required_spec_claims.insert("exp".into());
-        }
-        if let Some(issuer) = &policy.issuer {
-            validation.set_issuer(&[issuer]);
-            validation.required_spec_claims.insert("iss".into());
-        }
-        if let Some(audience) = &policy.audience {
-            validation.set_audience(&[audience]);
-            validation.required_spec_claims.insert("aud".into());
-        }
+        crate::crypto::prepare(secret);
         Verifier {
             key: DecodingKey::from_secret(secret),
-            validation,
+            policy: policy.clone(),
         }
     }
 
     /// Verifies `token`: the signature first, then the claims. Returns the user.
     pub fn verify(&self, token: &str) -> Result<String, Denied> {
-        match jsonwebtoken::decode::<UserClaims>(token, &self.key, &self.validation) {
-            Ok(data) if data.header.crit.is_some() => {
-                // RFC 7515 §4.1.11: jwtguard understands no extension, so none may be critical.
-                Err(Reason::MalformedToken.into())
-            }
-            Ok(data) => data.claims.user().ok_or(Reason::MissingClaim.into()),
-            Err(err) => Err(self.classify(token, err.kind())),
-        }
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0.0, |d| d.as_secs_f64());
+        self.verify_at(token, now)
     }
 
-    fn classify(&self, token: &str, kind: &ErrorKind) -> Denied {
-        let reason = match kind {
-            ErrorKind::InvalidSignature => Reason::BadSignature,
-            ErrorKind::InvalidAlgorithm
-            | ErrorKind::UnsupportedAlgorithm
-            | ErrorKind::InvalidAlgorithmName
-            | ErrorKind::MissingAlgorithm => Reason::AlgNotAllowed,
-            ErrorKind::ExpiredSignature => Reason::Expired,
-            ErrorKind::ImmatureSignature => Reason::NotYetValid,
-            ErrorKind::MissingRequiredClaim(_) => Reason::MissingClaim,
-            ErrorKind::InvalidIssuer => Reason::InvalidIssuer,
-            ErrorKind::InvalidAudience => Reason::InvalidAudience,
-            ErrorKind::InvalidClaimFormat(_) => Reason::MalformedToken,
-            // jsonwebtoken cannot parse an `alg` it does not know (`none`, say): a JSON
-            // error. Say what it is when the header names another algorithm.
-            _ if header_alg_is_not_hs256(token) => Reason::AlgNotAllowed,
-            _ => Reason::MalformedToken,
+    fn verify_at(&self, token: &str, now: f64) -> Result<String, Denied> {
+        let mut parts = token.split('.');
+        let (Some(header), Some(payload), Some(signature), None) =
+            (parts.next(), parts.next(), parts.next(), parts.next())
+        else {
+            return Err(Reason::MalformedToken.into());
         };
-        // These are only raised after the signature verified: the claims are genuine.
-        let signed = matches!(
-            kind,
-            ErrorKind::ExpiredSignature
-                | ErrorKind::ImmatureSignature
-                | ErrorKind::MissingRequiredClaim(_)
-                | ErrorKind::InvalidIssuer
-                | ErrorKind::InvalidAudience
-                | ErrorKind::InvalidClaimFormat(_)
-        );
-        let user = signed
-            .then(|| jsonwebtoken::dangerous::insecure_decode_claims::<UserClaims>(token).ok())
-            .flatten()
-            .and_then(|claims| claims.user());
-        Denied { reason, user }
+        let mut json = Vec::with_capacity(token.len() * 3 / 4);
+        BASE64URL
+            .decode_vec(header, &mut json)
+            .map_err(|_| Reason::MalformedToken)?;
+        let header: JoseHeader = parse_object(&json)?;
+        if header.alg != "HS256" {
+            return Err(Reason::AlgNotAllowed.into());
+        }
+        if header.crit.is_some() {
+            // RFC 7515 §4.1.11: jwtguard understands no extension, so none may be critical.
+            return Err(Reason::MalformedToken.into());
+        }
+        let message = &token[..header_and_payload_len(token)];
+        match jsonwebtoken::crypto::verify(
+            signature,
+            message.as_bytes(),
+            &self.key,
+            Algorithm::HS256,
+        ) {
+            Ok(true) => {}
+            Ok(false) => return Err(Reason::BadSignature.into()),
+            Err(_) => return Err(Reason::MalformedToken.into()),
+        }
+        // The signature verified: from here on the claims are the issuer's.
+        json.clear();
+        BASE64URL
+            .decode_vec(payload, &mut json)
+            .map_err(|_| Reason::MalformedToken)?;
+        let claims: Claims = parse_object(&json)?;
+        let user = claims.user();
+        match claims.check(&self.policy, now) {
+            Ok(()) => Ok(user.expect("check found a user")),
+            Err(reason) => Err(Denied { reason, user }),
+        }
     }
 }
 
-/// Whether the token's header is JSON with a string `alg` other than `HS256`.
-fn header_alg_is_not_hs256(token: &str) -> bool {
-    #[derive(Deserialize)]
-    struct Alg<'a> {
-        #[serde(borrow)]
-        alg: Cow<'a, str>,
+/// Parses a JSON object into `T`. serde's derived structs also accept an array of the
+/// field values in order; a JOSE header and a claims set must be objects (RFC 7515
+/// §4, RFC 7519 §7.2).
+fn parse_object<'a, T: Deserialize<'a>>(json: &'a [u8]) -> Result<T, Reason> {
+    let first = json.iter().find(|b| !b.is_ascii_whitespace());
+    if first != Some(&b'{') {
+        return Err(Reason::MalformedToken);
     }
-    let Some((header, _)) = token.split_once('.') else {
-        return false;
-    };
-    let Ok(json) = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(header) else {
-        return false;
-    };
-    serde_json::from_slice::<Alg>(&json).is_ok_and(|h| h.alg != "HS256")
+    serde_json::from_slice(json).map_err(|_| Reason::MalformedToken)
+}
+
+/// The length of `header.payload`, the signed part of a compact JWS.
+fn header_and_payload_len(token: &str) -> usize {
+    token.rfind('.').unwrap_or(token.len())
 }
 
 #[cfg(test)]
@@ -462,6 +526,8 @@ mod tests {
             claims
         };
         assert_eq!(v.verify(&hs256(good.clone())), Ok("alice".into()));
+        let listed = with("aud", json!(["other", "jwtguard"]));
+        assert_eq!(v.verify(&hs256(listed)), Ok("alice".into()));
         let forged = sign(
             json!({"alg": "HS256"}),
             good.clone(),
@@ -531,11 +597,16 @@ mod tests {
                 Reason::InvalidAudience,
                 Some("alice"),
             ),
-            // An `exp` that is not a NumericDate is no `exp` at all.
+            // Claims of the wrong type: the claims as a whole are not what they must be.
+            (
+                &hs256(with("aud", json!(["other", "another"]))),
+                Reason::InvalidAudience,
+                Some("alice"),
+            ),
             (
                 &hs256(with("exp", json!("tomorrow"))),
-                Reason::MissingClaim,
-                Some("alice"),
+                Reason::MalformedToken,
+                None,
             ),
         ];
         let mut seen = std::collections::HashSet::new();
@@ -556,6 +627,63 @@ mod tests {
                 "{reason:?}"
             );
         }
+    }
+
+    #[test]
+    fn token_shape_edge_cases() {
+        let v = Verifier::new(SECRET, &policy());
+        let exp = now() + 60;
+        let good = hs256(json!({"sub": "a", "exp": exp}));
+        let cases = [
+            (format!("{good}.x"), Reason::MalformedToken),
+            (good.replacen('.', "", 1), Reason::MalformedToken),
+            (format!("{good}="), Reason::MalformedToken),
+            (
+                sign(json!({"alg": 256}), json!({"sub": "a", "exp": exp}), SECRET),
+                Reason::MalformedToken,
+            ),
+            (
+                sign(
+                    json!({"typ": "JWT"}),
+                    json!({"sub": "a", "exp": exp}),
+                    SECRET,
+                ),
+                Reason::MalformedToken,
+            ),
+            (
+                sign_raw(
+                    json!({"alg": "HS256"}),
+                    format!("{{\"sub\":\"a\",\"sub\":\"b\",\"exp\":{exp}}}").as_bytes(),
+                    SECRET,
+                ),
+                Reason::MalformedToken,
+            ),
+            (
+                sign_raw(json!({"alg": "HS256"}), b"[1,2]", SECRET),
+                Reason::MalformedToken,
+            ),
+            (
+                sign_raw(json!(["HS256"]), b"{}", SECRET),
+                Reason::MalformedToken,
+            ),
+        ];
+        for (token, reason) in cases {
+            assert_eq!(v.verify(&token).unwrap_err().reason, reason, "{token}");
+        }
+        // NumericDate may be fractional; the boundary is exp == now - leeway.
+        let at = 1_000_000.0;
+        let token = |exp: f64| hs256(json!({"sub": "a", "exp": exp}));
+        assert!(v.verify_at(&token(at - 30.0), at).is_ok());
+        assert_eq!(
+            v.verify_at(&token(at - 30.5), at).unwrap_err().reason,
+            Reason::Expired
+        );
+        let nbf = hs256(json!({"sub": "a", "exp": at + 100.0, "nbf": at + 30.0}));
+        assert!(v.verify_at(&nbf, at).is_ok());
+        assert_eq!(
+            v.verify_at(&nbf, at - 1.0).unwrap_err().reason,
+            Reason::NotYetValid
+        );
     }
 
     #[test]

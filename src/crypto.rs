@@ -12,8 +12,21 @@ use jsonwebtoken::errors::{ErrorKind, Result};
 use jsonwebtoken::signature::{Error as SignatureError, Signer, Verifier};
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey};
 use sha2::Sha256;
+use std::sync::OnceLock;
 
 type HmacSha256 = Hmac<Sha256>;
+
+/// The HMAC state after the key, for the first key [`prepare`]d: jsonwebtoken asks for a
+/// fresh verifier per token, and starting from here saves the key schedule each time.
+static PREPARED: OnceLock<(Box<[u8]>, HmacSha256)> = OnceLock::new();
+
+/// Keys the HMAC for `key` once, so that verifiers for it start from the keyed state.
+/// Only the first key prepared in a process is kept; others work, just not as fast.
+pub fn prepare(key: &[u8]) {
+    if let Ok(mac) = HmacSha256::new_from_slice(key) {
+        let _ = PREPARED.set((key.into(), mac));
+    }
+}
 
 /// The provider: HS256 signing and verifying, no JWK key utilities.
 static PROVIDER: CryptoProvider = CryptoProvider {
@@ -40,6 +53,11 @@ impl Hs256 {
     fn new(algorithm: &Algorithm, key: &[u8]) -> Result<Self> {
         if *algorithm != Algorithm::HS256 {
             return Err(ErrorKind::UnsupportedAlgorithm.into());
+        }
+        if let Some((prepared, mac)) = PREPARED.get()
+            && **prepared == *key
+        {
+            return Ok(Hs256(mac.clone()));
         }
         HmacSha256::new_from_slice(key)
             .map(Hs256)

@@ -27,7 +27,9 @@ fn each_request_gets_its_status_challenge_and_reason() {
     let bearer = |t: &str| format!("Authorization: Bearer {t}");
     let huge = "a".repeat(4097);
 
-    let cases: Vec<(&str, Vec<String>, u16, Option<&str>, Option<&str>)> = vec![
+    // (path, header lines, status, WWW-Authenticate, event.reason)
+    type Case<'a> = (&'a str, Vec<String>, u16, Option<&'a str>, Option<&'a str>);
+    let cases: Vec<Case> = vec![
         (
             "/api/protected",
             vec![bearer(&valid)],
