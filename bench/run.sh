@@ -368,23 +368,23 @@ verdict() { # verdict CONDITION: PASS or FAIL
   if awk "BEGIN { exit !($1) }"; then echo PASS; else echo FAIL; fi
 }
 
-# paired MAP A B: the median over rounds of MAP applied to round i of A and of B, where
+# paired MAP A B [DECIMALS]: the median over rounds of MAP applied to round i of A and of B, where
 # MAP is an awk expression in a and b. Pairing runs of one round cancels slow drift in
 # the machine's load better than comparing medians.
 paired() {
-  local expr=$1 i
+  local expr=$1 decimals=${4:-3} i
   local -a a b out=()
   read -r -a a <<<"$2"
   read -r -a b <<<"$3"
   for i in "${!a[@]}"; do
-    out+=("$(awk -v a="${a[i]}" -v b="${b[i]}" "BEGIN { printf \"%.3f\", $expr }")")
+    out+=("$(awk -v a="${a[i]}" -v b="${b[i]}" "BEGIN { printf \"%.${decimals}f\", $expr }")")
   done
   median "${out[@]}"
 }
 RATIO_VALID=$(paired 'b / a' "${RPS[floor]}" "${RPS[valid]}")
 RATIO_FORGED=$(paired 'b / a' "${RPS[floor]}" "${RPS[forged]}")
-DCPU_VALID=$(paired 'b - a' "${CPU[floor]}" "${CPU[valid]}")
-DCPU_FORGED=$(paired 'b - a' "${CPU[floor]}" "${CPU[forged]}")
+DCPU_VALID=$(paired 'b - a' "${CPU[floor]}" "${CPU[valid]}" 2)
+DCPU_FORGED=$(paired 'b - a' "${CPU[floor]}" "${CPU[forged]}" 2)
 RATIO_FORGED_VALID=$(paired 'b / a' "${RPS[valid]}" "${RPS[forged]}")
 HWM_MAX=$(largest "${M_HWM[valid]}" "${M_HWM[forged]}")
 FIRST_MS=$(calc "$FIRST_MEDIAN_US / 1000" 2)
