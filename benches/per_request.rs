@@ -44,7 +44,10 @@ fn request(verifier: &Verifier, header: Option<&str>, line: &mut String, now: Sy
             Err(denied) => denied.reason.status(),
         },
         user_agent: None,
-        request_id: "0a1b2c3d-42",
+        request_id: jwtguard::audit::RequestId {
+            prefix: 0x0a1b_2c3d,
+            n: 42,
+        },
         user,
         fingerprint: token.ok().map(Fingerprint::of),
     };

@@ -20,6 +20,8 @@ pub const TARGET: &str = "security";
 /// A longer value is cut at a character boundary and ends with `...`.
 pub const MAX_FIELD_BYTES: usize = 256;
 
+const HEX: &[u8; 16] = b"0123456789abcdef";
+
 /// How log lines are encoded.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum LogFormat {
@@ -56,9 +58,47 @@ impl Fingerprint {
     }
 }
 
+impl Fingerprint {
+    fn push_hex(&self, out: &mut String) {
+        for b in self.0 {
+            out.push(HEX[usize::from(b >> 4)] as char);
+            out.push(HEX[usize::from(b & 15)] as char);
+        }
+    }
+}
+
 impl std::fmt::Display for Fingerprint {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        self.0.iter().try_for_each(|b| write!(f, "{b:02x}"))
+        let mut hex = String::with_capacity(16);
+        self.push_hex(&mut hex);
+        f.write_str(&hex)
+    }
+}
+
+/// A request id: 8 hex digits that differ between runs, `-`, and a counter from 1.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RequestId {
+    /// Random per process.
+    pub prefix: u32,
+    /// Per request.
+    pub n: u64,
+}
+
+impl RequestId {
+    fn push(&self, out: &mut String) {
+        for shift in (0..8).rev() {
+            out.push(HEX[(self.prefix >> (shift * 4)) as usize & 15] as char);
+        }
+        out.push('-');
+        out.push_str(itoa::Buffer::new().format(self.n));
+    }
+}
+
+impl std::fmt::Display for RequestId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let mut id = String::with_capacity(28);
+        self.push(&mut id);
+        f.write_str(&id)
     }
 }
 
@@ -80,7 +120,7 @@ pub struct RequestEvent<'a> {
     /// `user_agent.original`.
     pub user_agent: Option<&'a str>,
     /// `http.request.id`.
-    pub request_id: &'a str,
+    pub request_id: RequestId,
     /// `user.id`: set only once the token's signature verified.
     pub user: Option<&'a str>,
     /// `token.fingerprint`: set when the request carried a token.
@@ -107,12 +147,12 @@ impl RequestEvent<'_> {
         );
         line.raw("event.reason", self.reason);
         if let Some(ip) = self.source_ip {
-            line.display("source.ip", ip);
+            line.with("source.ip", |out| push_ip(ip, out));
         }
         line.number("http.response.status_code", self.status);
-        line.raw("http.request.id", self.request_id);
+        line.with("http.request.id", |out| self.request_id.push(out));
         if let Some(fingerprint) = self.fingerprint {
-            line.display("token.fingerprint", fingerprint);
+            line.with("token.fingerprint", |out| fingerprint.push_hex(out));
         }
         // Values from the request or the token come last, escaped and capped.
         line.text("http.request.method", self.method);
@@ -198,17 +238,16 @@ impl<'a> Line<'a> {
         self.quoted_if_json(|out| out.push_str(value));
     }
 
-    fn display(&mut self, key: &str, value: impl std::fmt::Display) {
+    /// A value of ours written by `write`, quoted in JSON, bare in text.
+    fn with(&mut self, key: &str, write: impl FnOnce(&mut String)) {
         self.key(key);
-        self.quoted_if_json(|out| {
-            let _ = write!(out, "{value}");
-        });
+        self.quoted_if_json(write);
     }
 
     /// A number: bare in both encodings (ECS types the status code as a number).
     fn number(&mut self, key: &str, value: u16) {
         self.key(key);
-        let _ = write!(self.out, "{value}");
+        self.out.push_str(itoa::Buffer::new().format(value));
     }
 
     fn quoted_if_json(&mut self, write: impl FnOnce(&mut String)) {
@@ -294,20 +333,56 @@ fn push_escaped(value: &str, format: LogFormat, out: &mut String) {
     out.push_str(&value[start..]);
 }
 
+/// Writes an IPv4 address without the formatting machinery; IPv6 through `Display`.
+fn push_ip(ip: IpAddr, out: &mut String) {
+    match ip {
+        IpAddr::V4(v4) => {
+            let mut digits = itoa::Buffer::new();
+            for (i, octet) in v4.octets().into_iter().enumerate() {
+                if i > 0 {
+                    out.push('.');
+                }
+                out.push_str(digits.format(octet));
+            }
+        }
+        IpAddr::V6(_) => {
+            let _ = write!(out, "{ip}");
+        }
+    }
+}
+
 /// Writes `now` as RFC 3339 in UTC with milliseconds: `2026-11-27T02:38:46.123Z`.
+///
+/// The part up to the seconds is formatted once a second per thread.
 pub fn push_timestamp(now: SystemTime, out: &mut String) {
+    thread_local! {
+        static SECOND: std::cell::RefCell<(u64, String)> =
+            const { std::cell::RefCell::new((u64::MAX, String::new())) };
+    }
     let since = now.duration_since(UNIX_EPOCH).unwrap_or_default();
     let secs = since.as_secs();
-    let (year, month, day) = civil_from_days((secs / 86_400) as i64);
-    let rem = secs % 86_400;
-    let _ = write!(
-        out,
-        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{:03}Z",
-        rem / 3600,
-        rem / 60 % 60,
-        rem % 60,
-        since.subsec_millis()
-    );
+    SECOND.with_borrow_mut(|(cached, text)| {
+        if *cached != secs {
+            let (year, month, day) = civil_from_days((secs / 86_400) as i64);
+            let rem = secs % 86_400;
+            text.clear();
+            let _ = write!(
+                text,
+                "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}",
+                rem / 3600,
+                rem / 60 % 60,
+                rem % 60,
+            );
+            *cached = secs;
+        }
+        out.push_str(text);
+    });
+    let millis = since.subsec_millis();
+    out.push('.');
+    for digit in [millis / 100, millis / 10 % 10, millis % 10] {
+        out.push(char::from(b'0' + digit as u8));
+    }
+    out.push('Z');
 }
 
 /// Days since 1970-01-01 to a (year, month, day) in the proleptic Gregorian calendar
@@ -414,7 +489,10 @@ mod tests {
             path,
             status: if user.is_some() { 200 } else { 401 },
             user_agent: Some(agent),
-            request_id: "abcd-1",
+            request_id: RequestId {
+                prefix: 0xabcd,
+                n: 1,
+            },
             user,
             fingerprint: Some(Fingerprint::of("a.b.c")),
         }
@@ -428,6 +506,8 @@ mod tests {
             (951_782_400, 7, "2000-02-29T00:00:00.007Z"),
             (1_798_338_726, 123, "2026-12-27T02:32:06.123Z"),
             (4_102_444_799, 999, "2099-12-31T23:59:59.999Z"),
+            // The same second again: the cached part, new milliseconds.
+            (4_102_444_799, 40, "2099-12-31T23:59:59.040Z"),
         ];
         for (secs, millis, want) in cases {
             let mut out = String::new();
@@ -451,7 +531,7 @@ mod tests {
         assert_eq!(v["url.path"], "/api/x");
         assert_eq!(v["http.response.status_code"], 200);
         assert_eq!(v["user_agent.original"], "curl/8");
-        assert_eq!(v["http.request.id"], "abcd-1");
+        assert_eq!(v["http.request.id"], "0000abcd-1");
         assert_eq!(v["user.id"], "alice");
         // sha256("a.b.c") starts with these 8 bytes (sha256sum).
         assert_eq!(v["token.fingerprint"], "845e30448809e2bc");
@@ -484,6 +564,20 @@ mod tests {
     }
 
     #[test]
+    fn ip_addresses_of_both_families() {
+        for ip in [
+            "0.0.0.0",
+            "192.168.10.255",
+            "::1",
+            "2001:db8::8a2e:370:7334",
+        ] {
+            let mut out = String::new();
+            push_ip(ip.parse().unwrap(), &mut out);
+            assert_eq!(out, ip);
+        }
+    }
+
+    #[test]
     fn text_event_has_fields_in_fixed_order() {
         let mut out = String::new();
         event("/api/a b", "x\"y", None).encode(LogFormat::Text, at(0, 0), &mut out);
@@ -491,7 +585,7 @@ mod tests {
             out,
             "1970-01-01T00:00:00.000Z warn event.action=authorize event.outcome=failure \
              event.reason=bad_signature source.ip=127.0.0.1 http.response.status_code=401 \
-             http.request.id=abcd-1 token.fingerprint=845e30448809e2bc \
+             http.request.id=0000abcd-1 token.fingerprint=845e30448809e2bc \
              http.request.method=\"GET\" url.path=\"/api/a b\" user_agent.original=\"x\\\"y\""
         );
     }

@@ -1,13 +1,14 @@
 //! The tiny_http side: decide, record, respond.
 
 use std::cell::RefCell;
+use std::fmt::Write as _;
 use std::io::Cursor;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::SystemTime;
 
 use tiny_http::{Header, Request, Response, Server};
 
-use crate::audit::{self, Fingerprint, LogFormat, RequestEvent};
+use crate::audit::{self, Fingerprint, LogFormat, RequestEvent, RequestId};
 use crate::auth::{self, Denied, Verifier};
 use crate::{Config, Error};
 
@@ -24,8 +25,8 @@ pub struct Guard {
     protect: Vec<String>,
     max_token_bytes: usize,
     format: LogFormat,
-    /// 8 random hex digits, so that request ids differ between runs.
-    id_prefix: String,
+    /// Random, so that request ids differ between runs.
+    id_prefix: u32,
     next_id: AtomicU64,
 }
 
@@ -33,7 +34,7 @@ pub struct Guard {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Decision {
     /// `http.request.id` of the event; sent back as `X-Request-Id`.
-    pub request_id: String,
+    pub request_id: RequestId,
     /// The verified user, or why not.
     pub result: Result<String, Denied>,
     /// Whether the security event reached the log. When it did not, the request must
@@ -66,16 +67,18 @@ impl Decision {
     pub fn response(&self) -> Reply {
         let status = self.status();
         let body = match self.user() {
-            Some(user) => format!(
-                "{{\"status\":\"ok\",\"user\":{}}}",
-                serde_json::Value::from(user)
-            ),
+            Some(user) => {
+                let mut body = Vec::with_capacity(32 + user.len());
+                body.extend_from_slice(b"{\"status\":\"ok\",\"user\":");
+                serde_json::to_writer(&mut body, user).expect("writing to a Vec cannot fail");
+                body.push(b'}');
+                body
+            }
             None => status_body(status).into(),
         };
-        let mut response = json(status, body).with_header(header("X-Request-Id", &self.request_id));
-        if status == 200 {
-            response.add_header(header("Cache-Control", "no-store"));
-        }
+        let mut id = String::with_capacity(28);
+        let _ = write!(id, "{}", self.request_id);
+        let mut response = json(status, body).with_header(header("X-Request-Id", &id));
         if let (Err(denied), true) = (&self.result, self.recorded) {
             response.add_header(header("WWW-Authenticate", denied.reason.challenge()));
         }
@@ -111,8 +114,7 @@ impl Guard {
     pub fn new(config: &Config) -> Result<Guard, Error> {
         config.validate()?;
         let secret = config.secret.as_ref().ok_or(Error::NoSecret)?;
-        let mut prefix = [0; 4];
-        getrandom::fill(&mut prefix).expect("the operating system has no random source");
+        let id_prefix = getrandom::u32().expect("the operating system has no random source");
         Ok(Guard {
             verifier: Verifier::new(secret.expose(), &config.policy()),
             protect: config
@@ -122,7 +124,7 @@ impl Guard {
                 .collect(),
             max_token_bytes: config.max_token_bytes,
             format: config.log_format,
-            id_prefix: prefix.iter().map(|b| format!("{b:02x}")).collect(),
+            id_prefix,
             next_id: AtomicU64::new(1),
         })
     }
@@ -147,11 +149,10 @@ impl Guard {
         let result = token
             .map_err(Denied::from)
             .and_then(|token| self.verifier.verify(token));
-        let request_id = format!(
-            "{}-{}",
-            self.id_prefix,
-            self.next_id.fetch_add(1, Ordering::Relaxed)
-        );
+        let request_id = RequestId {
+            prefix: self.id_prefix,
+            n: self.next_id.fetch_add(1, Ordering::Relaxed),
+        };
         let (reason, user) = match &result {
             Ok(user) => ("ok", Some(user.as_str())),
             Err(denied) => (denied.reason.code(), denied.user.as_deref()),
@@ -171,7 +172,7 @@ impl Guard {
                 .iter()
                 .find(|h| h.field.equiv("User-Agent"))
                 .map(|h| h.value.as_str()),
-            request_id: &request_id,
+            request_id,
             user,
             fingerprint: token.ok().map(Fingerprint::of),
         };
@@ -308,7 +309,7 @@ mod tests {
     #[test]
     fn decisions_map_to_statuses() {
         let decision = |result, recorded| Decision {
-            request_id: "x-1".into(),
+            request_id: RequestId { prefix: 1, n: 1 },
             result,
             recorded,
         };
