@@ -85,7 +85,8 @@ pub struct RequestId {
 }
 
 impl RequestId {
-    fn push(&self, out: &mut String) {
+    /// Appends the id as text, `0a1b2c3d-42`.
+    pub fn push(&self, out: &mut String) {
         for shift in (0..8).rev() {
             out.push(HEX[(self.prefix >> (shift * 4)) as usize & 15] as char);
         }
@@ -309,6 +310,13 @@ fn truncate(value: &str, cap: usize) -> (&str, bool) {
 /// Escapes `value` into printable ASCII: `"` and `\` get a backslash, and every other
 /// character outside `' '..='~'` becomes `\uXXXX` (JSON, UTF-16 units) or `\u{X}` (text).
 fn push_escaped(value: &str, format: LogFormat, out: &mut String) {
+    if value
+        .bytes()
+        .all(|b| (b' '..=b'~').contains(&b) && b != b'"' && b != b'\\')
+    {
+        out.push_str(value);
+        return;
+    }
     let mut start = 0;
     for (i, c) in value.char_indices() {
         if (' '..='~').contains(&c) && c != '"' && c != '\\' {

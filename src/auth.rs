@@ -2,6 +2,7 @@
 
 use std::borrow::Cow;
 use std::fmt;
+use std::sync::OnceLock;
 
 use base64::Engine as _;
 use jsonwebtoken::{Algorithm, DecodingKey};
@@ -146,11 +147,20 @@ pub fn bearer_token<'a>(
 
 /// `b64token = 1*( ALPHA / DIGIT / "-" / "." / "_" / "~" / "+" / "/" ) *"="`
 fn is_b64token(token: &str) -> bool {
+    /// The `b64token` characters other than `=`.
+    const B64TOKEN: [bool; 256] = {
+        let mut table = [false; 256];
+        let mut b = 0;
+        while b < 256 {
+            let c = b as u8;
+            table[b] =
+                c.is_ascii_alphanumeric() || matches!(c, b'-' | b'.' | b'_' | b'~' | b'+' | b'/');
+            b += 1;
+        }
+        table
+    };
     let body = token.trim_end_matches('=');
-    !body.is_empty()
-        && body
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b"-._~+/".contains(&b))
+    !body.is_empty() && body.bytes().all(|b| B64TOKEN[usize::from(b)])
 }
 
 /// What a verifier checks besides the signature. Built from [`Config`](crate::Config).
@@ -283,6 +293,8 @@ impl Claims<'_> {
 pub struct Verifier {
     key: DecodingKey,
     policy: Policy,
+    /// The encoded header of the first token whose header passed.
+    accepted_header: OnceLock<Box<str>>,
 }
 
 impl fmt::Debug for Verifier {
@@ -306,6 +318,7 @@ impl Verifier {
         Verifier {
             key: DecodingKey::from_secret(secret),
             policy: policy.clone(),
+            accepted_header: OnceLock::new(),
         }
     }
 
@@ -318,25 +331,32 @@ impl Verifier {
     }
 
     fn verify_at(&self, token: &str, now: f64) -> Result<String, Denied> {
-        let mut parts = token.split('.');
-        let (Some(header), Some(payload), Some(signature), None) =
-            (parts.next(), parts.next(), parts.next(), parts.next())
-        else {
+        let Some((message, signature)) = token.rsplit_once('.') else {
             return Err(Reason::MalformedToken.into());
         };
-        let mut json = Vec::with_capacity(token.len() * 3 / 4);
-        BASE64URL
-            .decode_vec(header, &mut json)
-            .map_err(|_| Reason::MalformedToken)?;
-        let header: JoseHeader = parse_object(&json)?;
-        if header.alg != "HS256" {
-            return Err(Reason::AlgNotAllowed.into());
-        }
-        if header.crit.is_some() {
-            // RFC 7515 §4.1.11: jwtguard understands no extension, so none may be critical.
+        let Some((header, payload)) = message.split_once('.') else {
+            return Err(Reason::MalformedToken.into());
+        };
+        if payload.contains('.') {
             return Err(Reason::MalformedToken.into());
         }
-        let message = &token[..header_and_payload_len(token)];
+        let mut json = Vec::with_capacity(token.len() * 3 / 4);
+        // Tokens of one issuer share their header: the one accepted first is remembered,
+        // and the same bytes need no second look.
+        if self.accepted_header.get().map(|h| &**h) != Some(header) {
+            BASE64URL
+                .decode_vec(header, &mut json)
+                .map_err(|_| Reason::MalformedToken)?;
+            let parsed: JoseHeader = parse_object(&json)?;
+            if parsed.alg != "HS256" {
+                return Err(Reason::AlgNotAllowed.into());
+            }
+            if parsed.crit.is_some() {
+                // RFC 7515 §4.1.11: jwtguard understands no extension, so none may be critical.
+                return Err(Reason::MalformedToken.into());
+            }
+            let _ = self.accepted_header.set(header.into());
+        }
         match jsonwebtoken::crypto::verify(
             signature,
             message.as_bytes(),
@@ -370,11 +390,6 @@ fn parse_object<'a, T: Deserialize<'a>>(json: &'a [u8]) -> Result<T, Reason> {
         return Err(Reason::MalformedToken);
     }
     serde_json::from_slice(json).map_err(|_| Reason::MalformedToken)
-}
-
-/// The length of `header.payload`, the signed part of a compact JWS.
-fn header_and_payload_len(token: &str) -> usize {
-    token.rfind('.').unwrap_or(token.len())
 }
 
 #[cfg(test)]

@@ -1,7 +1,6 @@
 //! The tiny_http side: decide, record, respond.
 
 use std::cell::RefCell;
-use std::fmt::Write as _;
 use std::io::Cursor;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::SystemTime;
@@ -77,8 +76,9 @@ impl Decision {
             None => status_body(status).into(),
         };
         let mut id = String::with_capacity(28);
-        let _ = write!(id, "{}", self.request_id);
-        let mut response = json(status, body).with_header(header("X-Request-Id", &id));
+        self.request_id.push(&mut id);
+        let id = Header::from_bytes(&b"X-Request-Id"[..], id.into_bytes()).expect("ASCII");
+        let mut response = json(status, body).with_header(id);
         if let (Err(denied), true) = (&self.result, self.recorded) {
             response.add_header(header("WWW-Authenticate", denied.reason.challenge()));
         }
@@ -221,7 +221,10 @@ pub fn service_event(format: LogFormat, level: log::Level, action: &str, message
 
 /// The path of a request target, without the query string or fragment.
 pub fn path_of(url: &str) -> &str {
-    url.split(['?', '#']).next().unwrap_or(url)
+    match url.bytes().position(|b| b == b'?' || b == b'#') {
+        Some(end) => &url[..end],
+        None => url,
+    }
 }
 
 /// Answers one request the way the `jwtguard` binary does: `/healthz`, protected
