@@ -215,23 +215,25 @@ fn log_file_is_private_and_appended() {
 }
 
 #[test]
-fn startup_and_shutdown_are_events_and_sigterm_exits_zero() {
-    let mut server = Server::start(&[]);
-    server.get("/api/x", &[]);
-    let status = server.terminate();
-    assert!(status.success(), "{status:?}");
-    let events = server.log_json();
-    let actions: Vec<&str> = events
-        .iter()
-        .map(|e| e["event.action"].as_str().unwrap())
-        .collect();
-    assert_eq!(actions, ["startup", "authorize", "shutdown"]);
-    let startup = events[0]["message"].as_str().unwrap();
-    assert!(
-        startup.contains(&server.addr.to_string()) && startup.contains("protect=/api/"),
-        "{startup}"
-    );
-    assert!(!startup.contains(SECRET));
+fn startup_and_shutdown_are_events_and_sigterm_or_sigint_exit_zero() {
+    for signal in ["TERM", "INT"] {
+        let mut server = Server::start(&[]);
+        server.get("/api/x", &[]);
+        let status = server.signal(signal);
+        assert!(status.success(), "SIG{signal}: {status:?}");
+        let events = server.log_json();
+        let actions: Vec<&str> = events
+            .iter()
+            .map(|e| e["event.action"].as_str().unwrap())
+            .collect();
+        assert_eq!(actions, ["startup", "authorize", "shutdown"], "SIG{signal}");
+        let startup = events[0]["message"].as_str().unwrap();
+        assert!(
+            startup.contains(&server.addr.to_string()) && startup.contains("protect=/api/"),
+            "{startup}"
+        );
+        assert!(!startup.contains(SECRET));
+    }
 }
 
 #[test]

@@ -200,8 +200,13 @@ impl Server {
 
     /// Sends SIGTERM and waits (bounded) for the exit; returns the exit status.
     pub fn terminate(&mut self) -> std::process::ExitStatus {
+        self.signal("TERM")
+    }
+
+    /// Sends SIG`name` (`TERM`, `INT`) and waits (bounded) for the exit.
+    pub fn signal(&mut self, name: &str) -> std::process::ExitStatus {
         let sent = Command::new("kill")
-            .args(["-TERM", &self.pid().to_string()])
+            .args([&format!("-{name}"), &self.pid().to_string()])
             .status()
             .unwrap();
         assert!(sent.success());
