@@ -238,8 +238,35 @@ pub fn handle(guard: &Guard, request: Request) {
     } else {
         json(404, status_body(404))
     };
-    // A client that hung up is no concern of ours; its event is already written.
-    let _ = request.respond(response);
+    respond(request, response);
+}
+
+/// The largest body tiny_http reads before it hands a request over; a larger unread body
+/// is drained when the request is dropped.
+const TINY_HTTP_BUFFERED_BODY: usize = 1024;
+
+/// Sends `response`. A client that hung up is no concern of ours: its event is written.
+///
+/// tiny_http drains an unread body of more than 1 KiB when the request is dropped, and
+/// reads the socket with no timeout: on the serving thread, one client that announces a
+/// body and never sends it would stop the server. Such requests are answered, and
+/// dropped, on a thread of their own.
+fn respond(request: Request, response: Reply) {
+    if request
+        .body_length()
+        .is_some_and(|n| n > TINY_HTTP_BUFFERED_BODY)
+    {
+        let spawned = std::thread::Builder::new()
+            .name("jwtguard-drain".into())
+            .spawn(move || {
+                let _ = request.respond(response);
+            });
+        if let Err(err) = spawned {
+            log::error!("cannot start a thread to answer a request with a body: {err}");
+        }
+    } else {
+        let _ = request.respond(response);
+    }
 }
 
 /// Serves requests until `stop` is set (and [`Server::unblock`] called, so that the

@@ -266,3 +266,27 @@ fn not_yet_valid_tokens_are_refused_within_leeway_rules() {
     );
     assert_eq!(server.requests_logged()[0]["event.reason"], "not_yet_valid");
 }
+
+#[test]
+fn an_announced_body_that_never_comes_does_not_stop_the_server() {
+    use std::io::{Read, Write};
+    let server = Server::start(&[]);
+    // 100000 bytes announced, none sent: tiny_http would wait for them when the request
+    // is dropped.
+    let mut stalled = std::net::TcpStream::connect(server.addr).unwrap();
+    write!(
+        stalled,
+        "POST /api/x HTTP/1.1\r\nHost: x\r\nContent-Length: 100000\r\n\r\n"
+    )
+    .unwrap();
+    stalled
+        .set_read_timeout(Some(std::time::Duration::from_secs(5)))
+        .unwrap();
+    let mut head = [0; 12];
+    stalled.read_exact(&mut head).unwrap();
+    assert_eq!(&head, b"HTTP/1.1 401");
+    // Others are still served.
+    assert_eq!(server.get("/healthz", &[]).status, 200);
+    assert_eq!(server.get("/api/x", &[]).status, 401);
+    assert_eq!(server.requests_logged().len(), 2);
+}
