@@ -28,7 +28,8 @@ pub enum LogFormat {
     /// One JSON object per line, with Elastic Common Schema field names.
     #[default]
     Json,
-    /// `key=value` pairs in a fixed order after a timestamp and a level.
+    /// The same fields as `key=value` pairs in the same fixed order; values from the
+    /// request are always double-quoted.
     Text,
 }
 
@@ -209,8 +210,9 @@ impl<'a> Line<'a> {
                 out.push('"');
             }
             LogFormat::Text => {
+                out.push_str("@timestamp=");
                 push_timestamp(now, out);
-                out.push(' ');
+                out.push_str(" log.level=");
                 out.push_str(level);
             }
         }
@@ -444,7 +446,9 @@ impl<W: Write> LogWriter<W> {
                 SINK_FAILURES.fetch_add(1, Ordering::Relaxed);
                 if !self.failing {
                     self.failing = true;
-                    eprintln!(
+                    // Not eprintln!: it panics when stderr is the sink that failed.
+                    let _ = writeln!(
+                        io::stderr(),
                         "jwtguard: cannot write the security log to {}: {err}; refusing protected requests (503) until it works again",
                         self.name
                     );
@@ -452,7 +456,8 @@ impl<W: Write> LogWriter<W> {
             }
             Ok(_) if self.failing => {
                 self.failing = false;
-                eprintln!(
+                let _ = writeln!(
+                    io::stderr(),
                     "jwtguard: the security log at {} is writable again",
                     self.name
                 );
@@ -591,7 +596,7 @@ mod tests {
         event("/api/a b", "x\"y", None).encode(LogFormat::Text, at(0, 0), &mut out);
         assert_eq!(
             out,
-            "1970-01-01T00:00:00.000Z warn event.action=authorize event.outcome=failure \
+            "@timestamp=1970-01-01T00:00:00.000Z log.level=warn event.action=authorize event.outcome=failure \
              event.reason=bad_signature source.ip=127.0.0.1 http.response.status_code=401 \
              http.request.id=0000abcd-1 token.fingerprint=845e30448809e2bc \
              http.request.method=\"GET\" url.path=\"/api/a b\" user_agent.original=\"x\\\"y\""

@@ -54,7 +54,7 @@ impl fmt::Display for Error {
         match self {
             Error::Config { setting, problem } => write!(f, "invalid {setting}: {problem}"),
             Error::NoSecret => f.write_str(
-                "no secret configured: set JWTGUARD_SECRET or JWTGUARD_SECRET_FILE, or pass --secret-file",
+                "no secret configured: set JWTGUARD_SECRET or JWTGUARD_SECRET_FILE, or pass --secret-file (without one, serve runs a demo, and only on a loopback address)",
             ),
             Error::WeakSecret { len } => write!(
                 f,

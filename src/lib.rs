@@ -14,6 +14,8 @@
 //!     ..Config::default()
 //! };
 //! let guard = Guard::new(&config)?;
+//! // A logger must take `security` events, or every protected request gets 503.
+//! env_logger::init();
 //! let server = tiny_http::Server::http("127.0.0.1:8080").map_err(|e| e.to_string())?;
 //! for request in server.incoming_requests() {
 //!     let path = jwtguard::path_of(request.url()).to_owned();
@@ -44,9 +46,13 @@
 //! | `warn` | `security` | a request refused |
 //! | `error` | `security` | the server stopped accepting connections |
 //!
-//! The library only calls `log` macros. To refuse requests whose event could not be
-//! written, install a logger that writes through an [`audit::LogWriter`], as the binary
-//! does; with any other logger, [`Decision::recorded`] is always `true`.
+//! The library only calls `log` macros; the application installs the logger. A decision
+//! whose event no logger takes (none installed, or `security` filtered out) is not acted
+//! on: [`Decision::recorded`] is `false` and the status 503. To refuse requests also when
+//! the writes fail, have the logger write through an [`audit::LogWriter`], as the binary
+//! does.
+//!
+//! [`Guard::is_protected`] matches the raw request path: route on the same string.
 
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]

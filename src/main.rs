@@ -3,6 +3,7 @@
 use std::error::Error as StdError;
 use std::fs::OpenOptions;
 use std::io::Write as _;
+use std::os::fd::AsFd as _;
 use std::os::unix::fs::OpenOptionsExt as _;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -78,6 +79,15 @@ enum Failure {
     Fatal(Box<dyn StdError>),
 }
 
+/// A setting out of range is a usage error; anything else about the configuration
+/// (a missing or weak secret) is fatal.
+fn config_failure(err: Error) -> Failure {
+    match err {
+        Error::Config { .. } => Failure::Usage(err.to_string()),
+        err => Failure::Fatal(Box::new(err)),
+    }
+}
+
 impl<E: StdError + 'static> From<E> for Failure {
     fn from(err: E) -> Self {
         Failure::Fatal(Box::new(err))
@@ -88,7 +98,10 @@ fn main() -> ExitCode {
     match run() {
         Ok(()) => ExitCode::SUCCESS,
         Err(Failure::Usage(message)) => {
-            eprintln!("jwtguard: {message}\nTry 'jwtguard --help'.");
+            let _ = writeln!(
+                std::io::stderr(),
+                "jwtguard: {message}\nTry 'jwtguard --help'."
+            );
             ExitCode::from(2)
         }
         Err(Failure::Fatal(err)) => {
@@ -98,7 +111,7 @@ fn main() -> ExitCode {
                 message.push_str(&format!(": {cause}"));
                 source = cause.source();
             }
-            eprintln!("{message}");
+            let _ = writeln!(std::io::stderr(), "{message}");
             ExitCode::FAILURE
         }
     }
@@ -114,7 +127,7 @@ fn run() -> Result<(), Failure> {
             ttl,
             claims,
         } => {
-            config.validate()?;
+            config.validate().map_err(config_failure)?;
             let secret = config.secret.as_ref().ok_or(Error::NoSecret)?;
             let token = jwtguard::mint(
                 secret,
@@ -136,9 +149,13 @@ fn serve(mut config: Config, log_file: Option<PathBuf>) -> Result<(), Failure> {
     if demo {
         config.secret = Some(Secret::random());
     }
-    let guard = Guard::new(&config)?;
+    let guard = Guard::new(&config).map_err(config_failure)?;
     init_logger(config.log_format, log_file)?;
 
+    if demo && !is_loopback(&config.listen) {
+        // A missing secret on a reachable address is a broken deployment, not a demo.
+        return Err(Error::NoSecret.into());
+    }
     let server = tiny_http::Server::http(&config.listen).map_err(|source| Error::Bind {
         addr: config.listen.clone(),
         source,
@@ -147,13 +164,20 @@ fn serve(mut config: Config, log_file: Option<PathBuf>) -> Result<(), Failure> {
         .server_addr()
         .to_ip()
         .expect("a TCP listener has an IP address");
+    // The handler goes in before anyone can know the address: a signal from then on
+    // always ends in a shutdown event and exit 0.
+    let server = Arc::new(server);
+    let stop = Arc::new(AtomicBool::new(false));
+    {
+        let (server, stop) = (server.clone(), stop.clone());
+        ctrlc::set_handler(move || {
+            stop.store(true, Ordering::SeqCst);
+            server.unblock();
+        })?;
+    }
     let mut stdout = std::io::stdout().lock();
     writeln!(stdout, "listening on http://{addr}")?;
     if demo {
-        let mut local = addr;
-        if local.ip().is_unspecified() {
-            local.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
-        }
         let token = jwtguard::mint(
             config.secret.as_ref().expect("set above"),
             "demo",
@@ -165,7 +189,7 @@ fn serve(mut config: Config, log_file: Option<PathBuf>) -> Result<(), Failure> {
         let path = format!("{}/protected", config.protect[0].trim_end_matches('/'));
         writeln!(
             stdout,
-            "try: curl -H 'Authorization: Bearer {token}' http://{local}{path}"
+            "try: curl -H 'Authorization: Bearer {token}' http://{addr}{path}"
         )?;
         log::warn!(
             "no secret configured: using a random one for this run; tokens signed with it die with the process (set JWTGUARD_SECRET or JWTGUARD_SECRET_FILE)"
@@ -185,15 +209,6 @@ fn serve(mut config: Config, log_file: Option<PathBuf>) -> Result<(), Failure> {
         &format!("listening on http://{addr} {}", config.summary()),
     );
 
-    let server = Arc::new(server);
-    let stop = Arc::new(AtomicBool::new(false));
-    {
-        let (server, stop) = (server.clone(), stop.clone());
-        ctrlc::set_handler(move || {
-            stop.store(true, Ordering::SeqCst);
-            server.unblock();
-        })?;
-    }
     match jwtguard::serve(&server, &guard, &stop) {
         Ok(answered) => {
             guard.record_service(
@@ -208,6 +223,16 @@ fn serve(mut config: Config, log_file: Option<PathBuf>) -> Result<(), Failure> {
             Err(err.into())
         }
     }
+}
+
+/// Whether every address `listen` resolves to is a loopback one.
+fn is_loopback(listen: &str) -> bool {
+    use std::net::ToSocketAddrs as _;
+    let Ok(addrs) = listen.to_socket_addrs() else {
+        return false;
+    };
+    let addrs: Vec<_> = addrs.collect();
+    !addrs.is_empty() && addrs.iter().all(|a| a.ip().to_canonical().is_loopback())
 }
 
 /// env_logger with RUST_LOG (default `info`), writing each record as one line through
@@ -227,9 +252,22 @@ fn init_logger(format: LogFormat, log_file: Option<PathBuf>) -> Result<(), Error
                 })?;
             LogWriter::new(Box::new(file), path.display().to_string())
         }
-        None => LogWriter::new(Box::new(std::io::stderr()), "stderr"),
+        None => {
+            // A file on a copy of fd 2, not `io::stderr()`: the standard library treats a
+            // closed stderr as a sink that swallows everything, and a dead log must show.
+            let fd = std::io::stderr()
+                .as_fd()
+                .try_clone_to_owned()
+                .map_err(|source| Error::LogFile {
+                    path: "stderr".into(),
+                    source,
+                })?;
+            LogWriter::new(Box::new(std::fs::File::from(fd)), "stderr")
+        }
     };
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info"))
+        // RUST_LOG sets every other level; security events cannot be turned down or off.
+        .filter_module(audit::TARGET, log::LevelFilter::Info)
         .format(move |buf, record| {
             if record.target() == audit::TARGET {
                 writeln!(buf, "{}", record.args())
@@ -323,7 +361,9 @@ fn parse_flags() -> Result<(Command, Option<PathBuf>), lexopt::Error> {
         config.protect = protect;
     }
     let command = if subcommand.as_deref() == Some("token") {
-        let sub = sub.ok_or("token needs --sub NAME")?;
+        let sub = sub
+            .filter(|s| !s.is_empty())
+            .ok_or("token needs --sub NAME")?;
         Command::Token {
             config,
             sub,

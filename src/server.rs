@@ -160,7 +160,7 @@ impl Guard {
         let event = RequestEvent {
             success: result.is_ok(),
             reason,
-            source_ip: request.remote_addr().map(|a| a.ip()),
+            source_ip: request.remote_addr().map(|a| a.ip().to_canonical()),
             method: request.method().as_str(),
             path: path_of(request.url()),
             status: match &result {
@@ -184,8 +184,13 @@ impl Guard {
         }
     }
 
-    /// Writes `event` through the `log` facade; `false` if the sink reported a failure.
+    /// Writes `event` through the `log` facade; `false` if the sink reported a failure,
+    /// or if no logger takes `security` events at this level (a decision that cannot be
+    /// logged is not acted on).
     fn record(&self, event: &RequestEvent) -> bool {
+        if !log::log_enabled!(target: audit::TARGET, event.level()) {
+            return false;
+        }
         thread_local! {
             static LINE: RefCell<String> = const { RefCell::new(String::new()) };
         }
@@ -334,6 +339,28 @@ mod tests {
         assert_eq!(path_of("/api/x?token=abc"), "/api/x");
         assert_eq!(path_of("/api/x#frag"), "/api/x");
         assert_eq!(path_of("/api/x"), "/api/x");
+    }
+
+    #[test]
+    fn without_a_logger_for_security_events_nothing_is_served() {
+        // No logger is installed in unit tests: the event cannot be written anywhere.
+        let g = guard(&["/api/"]);
+        let token = crate::mint(
+            &Secret::new([1; 32], SecretSource::Env),
+            "alice",
+            60,
+            None,
+            None,
+            serde_json::Map::new(),
+        );
+        let request: Request = tiny_http::TestRequest::new()
+            .with_path("/api/x")
+            .with_header(header("Authorization", &format!("Bearer {token}")))
+            .into();
+        let decision = g.check(&request);
+        assert_eq!(decision.result, Ok("alice".into()));
+        assert!(!decision.recorded);
+        assert_eq!((decision.status(), decision.user()), (503, None));
     }
 
     #[test]

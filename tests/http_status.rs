@@ -186,7 +186,7 @@ fn success_body_names_the_user() {
         serde_json::json!({"status": "ok", "user": "alice"})
     );
     // The blog's claim name works too.
-    let legacy = token(&["--sub", "", "--claim", "sub=null", "--claim", "user_id=42"]);
+    let legacy = token(&["--sub", "x", "--claim", "sub=null", "--claim", "user_id=42"]);
     let response = server.get_with_token("/api/protected", &legacy);
     assert_eq!(
         response.json(),

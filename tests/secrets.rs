@@ -80,6 +80,17 @@ fn without_a_secret_serve_prints_a_working_demo_curl() {
 }
 
 #[test]
+fn demo_mode_is_for_loopback_only() {
+    // Refused before anything is bound.
+    let out = run(&["--listen", "0.0.0.0:0"], &[]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(out.stdout.is_empty(), "no token printed");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("loopback"));
+    let server = Server::spawn(TempDir::new(), &["--listen", "[::1]:0"], &[], Stdio::null());
+    assert!(server.addr.ip().is_loopback());
+}
+
+#[test]
 fn token_needs_a_secret_and_prints_only_the_token() {
     let out = run(&["token", "--sub", "a"], &[]);
     assert_eq!(out.status.code(), Some(1));

@@ -130,10 +130,10 @@ fn hostile_input_cannot_split_or_forge_lines() {
     );
 }
 
-/// Splits a text-format line after its timestamp and level into (key, value) pairs,
+/// Splits a text-format line into (key, value) pairs,
 /// reading a quoted value up to its closing unescaped quote, as a log parser would.
 fn parse_text_fields(line: &str) -> Vec<(String, String)> {
-    let mut rest = line.splitn(3, ' ').nth(2).unwrap();
+    let mut rest = line;
     let mut fields = Vec::new();
     while !rest.is_empty() {
         let (key, after) = rest.split_once('=').unwrap();
@@ -168,6 +168,8 @@ fn text_format_has_fields_in_fixed_order() {
     assert_eq!(
         keys,
         [
+            "@timestamp",
+            "log.level",
             "event.action",
             "event.outcome",
             "event.reason",
@@ -181,7 +183,7 @@ fn text_format_has_fields_in_fixed_order() {
         ],
         "{line}"
     );
-    assert!(line.split(' ').nth(1) == Some("info"), "{line}");
+    assert_eq!(fields[1].1, "info", "{line}");
 }
 
 #[test]
@@ -212,6 +214,21 @@ fn log_file_is_private_and_appended() {
         "appended, not truncated"
     );
     assert!(text.contains("\"missing_token\""));
+}
+
+#[test]
+fn a_signal_right_after_the_address_is_printed_still_shuts_down_cleanly() {
+    for _ in 0..5 {
+        let mut server = Server::start(&[]);
+        let status = server.terminate();
+        assert!(status.success(), "{status:?}");
+        let actions: Vec<String> = server
+            .log_json()
+            .iter()
+            .map(|e| e["event.action"].as_str().unwrap().to_owned())
+            .collect();
+        assert_eq!(actions.last().map(String::as_str), Some("shutdown"));
+    }
 }
 
 #[test]
@@ -256,20 +273,35 @@ fn events_go_to_stderr_without_a_log_file() {
 }
 
 #[test]
-fn rust_log_can_silence_successes() {
-    let dir = TempDir::new();
-    let log = dir.path("security.log");
-    let server = Server::spawn(
-        TempDir::new(),
-        &["--log-file", log.to_str().unwrap()],
-        &[("JWTGUARD_SECRET", SECRET), ("RUST_LOG", "warn")],
-        Stdio::null(),
-    );
-    server.get_with_token("/api/x", &token(&["--sub", "a"]));
-    server.get("/api/x", &[]);
-    let reasons: Vec<_> = support::read_json_lines(&log)
-        .iter()
-        .map(|e| e["event.reason"].clone())
-        .collect();
-    assert_eq!(reasons, ["missing_token"]);
+fn rust_log_cannot_silence_security_events() {
+    for rust_log in [
+        "warn",
+        "off",
+        "",
+        "garbage==",
+        "tiny_http=debug",
+        "security=off",
+    ] {
+        let dir = TempDir::new();
+        let log = dir.path("security.log");
+        let server = Server::spawn(
+            TempDir::new(),
+            &["--log-file", log.to_str().unwrap()],
+            &[("JWTGUARD_SECRET", SECRET), ("RUST_LOG", rust_log)],
+            Stdio::null(),
+        );
+        assert_eq!(
+            server
+                .get_with_token("/api/x", &token(&["--sub", "a"]))
+                .status,
+            200
+        );
+        server.get("/api/x", &[]);
+        let reasons: Vec<_> = support::read_json_lines(&log)
+            .iter()
+            .filter(|e| e["event.action"] == "authorize")
+            .map(|e| e["event.reason"].clone())
+            .collect();
+        assert_eq!(reasons, ["ok", "missing_token"], "RUST_LOG={rust_log:?}");
+    }
 }
