@@ -213,7 +213,7 @@ impl Secret {
                 });
             }
             (Some(path), None) => {
-                let mut bytes = std::fs::read(&path).map_err(|source| Error::SecretFile {
+                let mut bytes = read_capped(&path).map_err(|source| Error::SecretFile {
                     path: path.clone(),
                     source,
                 })?;
@@ -246,6 +246,22 @@ impl Secret {
     pub fn source(&self) -> &SecretSource {
         &self.source
     }
+}
+
+/// The longest secret file read: a secret is a few dozen bytes, and `/dev/zero` or a
+/// log file named by mistake must not be read for ever.
+const MAX_SECRET_FILE_BYTES: u64 = 64 * 1024;
+
+fn read_capped(path: &Path) -> std::io::Result<Vec<u8>> {
+    use std::io::Read as _;
+    let mut bytes = Vec::new();
+    std::fs::File::open(path)?
+        .take(MAX_SECRET_FILE_BYTES + 1)
+        .read_to_end(&mut bytes)?;
+    if bytes.len() as u64 > MAX_SECRET_FILE_BYTES {
+        return Err(std::io::Error::other("over 64 KiB: not a secret file"));
+    }
+    Ok(bytes)
 }
 
 #[cfg(test)]

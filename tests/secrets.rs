@@ -55,6 +55,10 @@ fn secret_files_from_flag_or_environment() {
     // Both a file and the variable: ambiguous, refused.
     let out = run(&["--secret-file", file], &[("JWTGUARD_SECRET", SECRET)]);
     assert_eq!(out.status.code(), Some(1));
+    // Not a secret: refused, not read for ever.
+    let out = run(&["--secret-file", "/dev/zero"], &[]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("over 64 KiB"));
     // A missing file is named in the error.
     let out = run(&["--secret-file", "/nonexistent/secret"], &[]);
     assert_eq!(out.status.code(), Some(1));
