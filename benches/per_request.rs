@@ -29,20 +29,14 @@ fn request(verifier: &Verifier, header: Option<&str>, line: &mut String, now: Sy
         Ok(token) => verifier.verify(token),
         Err(reason) => Err(reason.into()),
     };
-    let (reason, user) = match &result {
-        Ok(user) => ("ok", Some(user.as_str())),
-        Err(denied) => (denied.reason.code(), denied.user.as_deref()),
-    };
+    let (reason, user, status) = jwtguard::outcome(&result);
     let event = RequestEvent {
         success: result.is_ok(),
         reason,
         source_ip: Some(IpAddr::V4(Ipv4Addr::LOCALHOST)),
         method: "GET",
         path: "/api/protected",
-        status: match &result {
-            Ok(_) => 200,
-            Err(denied) => denied.reason.status(),
-        },
+        status,
         user_agent: None,
         request_id: jwtguard::audit::RequestId {
             prefix: 0x0a1b_2c3d,

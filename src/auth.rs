@@ -186,6 +186,19 @@ pub struct Denied {
     pub user: Option<String>,
 }
 
+/// What the log and the client are told of a verification result:
+/// (`event.reason`, `user.id`, HTTP status).
+pub fn outcome(result: &Result<String, Denied>) -> (&'static str, Option<&str>, u16) {
+    match result {
+        Ok(user) => ("ok", Some(user), 200),
+        Err(denied) => (
+            denied.reason.code(),
+            denied.user.as_deref(),
+            denied.reason.status(),
+        ),
+    }
+}
+
 impl From<Reason> for Denied {
     fn from(reason: Reason) -> Self {
         Denied { reason, user: None }

@@ -66,7 +66,7 @@ mod server;
 mod token;
 
 pub use audit::LogFormat;
-pub use auth::{Denied, Policy, Reason, Verifier, bearer_token};
+pub use auth::{Denied, Policy, Reason, Verifier, bearer_token, outcome};
 pub use config::{Config, MIN_SECRET_BYTES, SECRET_ENV, SECRET_FILE_ENV, Secret, SecretSource};
 pub use error::Error;
 pub use server::{Decision, Guard, Reply, handle, path_of, serve, service_event};

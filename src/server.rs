@@ -153,20 +153,14 @@ impl Guard {
             prefix: self.id_prefix,
             n: self.next_id.fetch_add(1, Ordering::Relaxed),
         };
-        let (reason, user) = match &result {
-            Ok(user) => ("ok", Some(user.as_str())),
-            Err(denied) => (denied.reason.code(), denied.user.as_deref()),
-        };
+        let (reason, user, status) = auth::outcome(&result);
         let event = RequestEvent {
             success: result.is_ok(),
             reason,
             source_ip: request.remote_addr().map(|a| a.ip().to_canonical()),
             method: request.method().as_str(),
             path: path_of(request.url()),
-            status: match &result {
-                Ok(_) => 200,
-                Err(denied) => denied.reason.status(),
-            },
+            status,
             user_agent: request
                 .headers()
                 .iter()
