@@ -30,7 +30,7 @@ open, anything else is 404. One security event per decision goes to stderr or --
 
 The secret comes from JWTGUARD_SECRET, or from the file named by JWTGUARD_SECRET_FILE
 or --secret-file. With none, `serve` makes a random one for this run and prints a demo
-token; `token` fails.
+token (on a loopback address only); `token` fails.
 
 Serve options:
   --listen ADDR            address to listen on, port 0 for any [default: 127.0.0.1:8080]
@@ -39,7 +39,8 @@ Serve options:
   --leeway SECONDS         clock skew allowed on exp and nbf, at most 300 [default: 30]
   --allow-missing-exp      accept tokens without exp (weaker; warns at start-up)
   --log-format json|text   security log encoding [default: json]
-  --log-file PATH          append the security log to PATH (mode 0600) instead of stderr
+  --log-file PATH          append the security log to PATH instead of stderr
+                           (a new file gets mode 0600)
 Token options:
   --sub NAME               the subject (user) of the token
   --ttl SECONDS            lifetime [default: 3600]
@@ -53,7 +54,8 @@ Common options:
   -h, --help               print this help
   -V, --version            print the version
 
-Environment: JWTGUARD_SECRET, JWTGUARD_SECRET_FILE, RUST_LOG (default: info).
+Environment: JWTGUARD_SECRET, JWTGUARD_SECRET_FILE, RUST_LOG (default: info; it cannot
+turn security events off).
 ";
 
 enum Command {
