@@ -244,27 +244,39 @@ pub fn handle(guard: &Guard, request: Request) {
 /// is drained when the request is dropped.
 const TINY_HTTP_BUFFERED_BODY: usize = 1024;
 
+/// The largest unread body left for tiny_http to drain. Its drain allocates a buffer of
+/// the whole remaining length at once, and a failed allocation aborts the process.
+pub const MAX_DRAINED_BODY: usize = 16 * 1024 * 1024;
+
 /// Sends `response`. A client that hung up is no concern of ours: its event is written.
 ///
 /// tiny_http drains an unread body of more than 1 KiB when the request is dropped, and
 /// reads the socket with no timeout: on the serving thread, one client that announces a
 /// body and never sends it would stop the server. Such requests are answered, and
-/// dropped, on a thread of their own.
+/// dropped, on a thread of their own. A request announcing more than
+/// [`MAX_DRAINED_BODY`] is never dropped, so never drained: it is left unanswered and
+/// its connection abandoned, which costs a thread and a socket, not the process.
 fn respond(request: Request, response: Reply) {
-    if request
-        .body_length()
-        .is_some_and(|n| n > TINY_HTTP_BUFFERED_BODY)
-    {
-        let spawned = std::thread::Builder::new()
-            .name("jwtguard-drain".into())
-            .spawn(move || {
-                let _ = request.respond(response);
-            });
-        if let Err(err) = spawned {
-            log::error!("cannot start a thread to answer a request with a body: {err}");
+    match request.body_length() {
+        Some(n) if n > MAX_DRAINED_BODY => {
+            log::warn!(
+                "a request announced a {n}-byte body: left unanswered, its connection abandoned (tiny_http would abort draining it)"
+            );
+            std::mem::forget(request);
         }
-    } else {
-        let _ = request.respond(response);
+        Some(n) if n > TINY_HTTP_BUFFERED_BODY => {
+            let spawned = std::thread::Builder::new()
+                .name("jwtguard-drain".into())
+                .spawn(move || {
+                    let _ = request.respond(response);
+                });
+            if let Err(err) = spawned {
+                log::error!("cannot start a thread to answer a request with a body: {err}");
+            }
+        }
+        _ => {
+            let _ = request.respond(response);
+        }
     }
 }
 
