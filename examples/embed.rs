@@ -35,8 +35,9 @@ fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
             match decision.user() {
                 Some(user) => Some(user.to_owned()),
                 None => {
-                    // 400, 401 or 503, with the right WWW-Authenticate challenge.
-                    let _ = request.respond(decision.response());
+                    // 400, 401 or 503, with the right WWW-Authenticate challenge;
+                    // jwtguard::respond also keeps tiny_http from stalling on a body.
+                    jwtguard::respond(request, decision.response());
                     continue;
                 }
             }
@@ -47,11 +48,11 @@ fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
             ("/public", _) => "anyone may read this\n".to_owned(),
             (_, Some(user)) => format!("orders of {user}\n"),
             _ => {
-                let _ = request.respond(Response::empty(404));
+                jwtguard::respond(request, Response::empty(404));
                 continue;
             }
         };
-        let _ = request.respond(Response::from_string(body));
+        jwtguard::respond(request, Response::from_string(body));
     }
     Ok(())
 }

@@ -22,12 +22,12 @@
 //!     if guard.is_protected(&path) {
 //!         let decision = guard.check(&request); // writes the security event
 //!         if decision.user().is_none() {
-//!             let _ = request.respond(decision.response()); // 400, 401 or 503
+//!             jwtguard::respond(request, decision.response()); // 400, 401 or 503
 //!             continue;
 //!         }
 //!     }
 //!     // ... serve the request: it is public, or its token verified ...
-//!     let _ = request.respond(tiny_http::Response::from_string("hello"));
+//!     jwtguard::respond(request, tiny_http::Response::from_string("hello"));
 //! }
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
@@ -69,5 +69,5 @@ pub use audit::LogFormat;
 pub use auth::{Denied, Policy, Reason, Verifier, bearer_token, outcome};
 pub use config::{Config, MIN_SECRET_BYTES, SECRET_ENV, SECRET_FILE_ENV, Secret, SecretSource};
 pub use error::Error;
-pub use server::{Decision, Guard, Reply, handle, path_of, serve, service_event};
+pub use server::{Decision, Guard, MAX_DRAINED_BODY, Reply, handle, path_of, respond, serve};
 pub use token::mint;

@@ -197,25 +197,20 @@ impl Guard {
         })
     }
 
-    /// Writes a service event (`startup`, `shutdown`) at `level`.
+    /// Writes a service event (`startup`, `shutdown`) at `level`, target `security`.
     pub fn record_service(&self, level: log::Level, action: &str, message: &str) {
-        service_event(self.format, level, action, message);
+        let mut line = String::new();
+        audit::encode_message(
+            self.format,
+            SystemTime::now(),
+            level,
+            "jwtguard",
+            Some(action),
+            message,
+            &mut line,
+        );
+        log::log!(target: audit::TARGET, level, "{line}");
     }
-}
-
-/// Writes a service event through the `log` facade, target `security`.
-pub fn service_event(format: LogFormat, level: log::Level, action: &str, message: &str) {
-    let mut line = String::new();
-    audit::encode_message(
-        format,
-        SystemTime::now(),
-        level,
-        "jwtguard",
-        Some(action),
-        message,
-        &mut line,
-    );
-    log::log!(target: audit::TARGET, level, "{line}");
 }
 
 /// The path of a request target, without the query string or fragment.
@@ -248,7 +243,8 @@ const TINY_HTTP_BUFFERED_BODY: usize = 1024;
 /// the whole remaining length at once, and a failed allocation aborts the process.
 pub const MAX_DRAINED_BODY: usize = 16 * 1024 * 1024;
 
-/// Sends `response`. A client that hung up is no concern of ours: its event is written.
+/// Sends `response` to `request`, as tiny_http's `Request::respond` does but without its
+/// two traps; use it in your own loop too. A client that hung up is ignored.
 ///
 /// tiny_http drains an unread body of more than 1 KiB when the request is dropped, and
 /// reads the socket with no timeout: on the serving thread, one client that announces a
@@ -256,7 +252,7 @@ pub const MAX_DRAINED_BODY: usize = 16 * 1024 * 1024;
 /// dropped, on a thread of their own. A request announcing more than
 /// [`MAX_DRAINED_BODY`] is never dropped, so never drained: it is left unanswered and
 /// its connection abandoned, which costs a thread and a socket, not the process.
-fn respond(request: Request, response: Reply) {
+pub fn respond<R: std::io::Read + Send + 'static>(request: Request, response: Response<R>) {
     match request.body_length() {
         Some(n) if n > MAX_DRAINED_BODY => {
             log::warn!(
