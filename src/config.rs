@@ -86,6 +86,12 @@ impl Config {
                     format!("{prefix:?} must be a path starting with '/', without '?' or '#'"),
                 );
             }
+            if prefix.trim_end_matches('/') == "/healthz" {
+                return bad(
+                    "--protect",
+                    "/healthz is always open (it is the health check)".into(),
+                );
+            }
         }
         if !(1..=65_536).contains(&self.max_token_bytes) {
             return bad(
@@ -237,6 +243,17 @@ impl Secret {
         Ok(Some(secret))
     }
 
+    /// Whether the secret comes from a file that users other than its owner may read.
+    pub fn is_readable_by_others(&self) -> bool {
+        use std::os::unix::fs::PermissionsExt as _;
+        match &self.source {
+            SecretSource::File(path) => {
+                std::fs::metadata(path).is_ok_and(|m| m.permissions().mode() & 0o077 != 0)
+            }
+            _ => false,
+        }
+    }
+
     /// The secret's bytes.
     pub fn expose(&self) -> &[u8] {
         &self.bytes
@@ -295,8 +312,9 @@ mod tests {
     #[test]
     fn bad_settings_are_named() {
         type Change = fn(&mut Config);
-        let cases: [(Change, &str); 6] = [
+        let cases: [(Change, &str); 7] = [
             (|c| c.protect = vec![], "--protect"),
+            (|c| c.protect = vec!["/healthz/".into()], "--protect"),
             (|c| c.protect = vec!["api".into()], "--protect"),
             (|c| c.max_token_bytes = 0, "--max-token-bytes"),
             (|c| c.leeway = 301, "--leeway"),

@@ -202,6 +202,13 @@ fn serve(mut config: Config, log_file: Option<PathBuf>) -> Result<(), Failure> {
     if !config.require_exp {
         log::warn!("--allow-missing-exp: tokens without exp are accepted and never expire");
     }
+    if config
+        .secret
+        .as_ref()
+        .is_some_and(Secret::is_readable_by_others)
+    {
+        log::warn!("the secret file is readable by other users: chmod 600 it");
+    }
     if config.allow_weak_secret {
         log::warn!("--allow-weak-secret: a short secret can be brute-forced from one token");
     }

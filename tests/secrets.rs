@@ -52,6 +52,25 @@ fn secret_files_from_flag_or_environment() {
             "{args:?} {env:?}"
         );
     }
+    // A file others may read works, with a warning.
+    use std::os::unix::fs::PermissionsExt as _;
+    let open_file = dir.path("open-secret");
+    std::fs::write(&open_file, SECRET).unwrap();
+    std::fs::set_permissions(&open_file, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let server = Server::spawn(
+        TempDir::new(),
+        &[
+            "--secret-file",
+            open_file.to_str().unwrap(),
+            "--log-file",
+            dir.path("log").to_str().unwrap(),
+        ],
+        &[],
+        Stdio::null(),
+    );
+    assert_eq!(server.get_with_token("/api/x", &token).status, 200);
+    let log = std::fs::read_to_string(dir.path("log")).unwrap();
+    assert!(log.contains("readable by other users"), "{log}");
     // Both a file and the variable: ambiguous, refused.
     let out = run(&["--secret-file", file], &[("JWTGUARD_SECRET", SECRET)]);
     assert_eq!(out.status.code(), Some(1));
