@@ -344,6 +344,14 @@ impl Verifier {
     }
 
     fn verify_at(&self, token: &str, now: f64) -> Result<String, Denied> {
+        thread_local! {
+            /// The decoded header or claims: one buffer per thread, reused.
+            static JSON: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+        }
+        JSON.with_borrow_mut(|json| self.verify_with(token, now, json))
+    }
+
+    fn verify_with(&self, token: &str, now: f64, json: &mut Vec<u8>) -> Result<String, Denied> {
         let Some((message, signature)) = token.rsplit_once('.') else {
             return Err(Reason::MalformedToken.into());
         };
@@ -353,14 +361,14 @@ impl Verifier {
         if payload.contains('.') {
             return Err(Reason::MalformedToken.into());
         }
-        let mut json = Vec::with_capacity(token.len() * 3 / 4);
         // Tokens of one issuer share their header: the one accepted first is remembered,
         // and the same bytes need no second look.
         if self.accepted_header.get().map(|h| &**h) != Some(header) {
+            json.clear();
             BASE64URL
-                .decode_vec(header, &mut json)
+                .decode_vec(header, json)
                 .map_err(|_| Reason::MalformedToken)?;
-            let parsed: JoseHeader = parse_object(&json)?;
+            let parsed: JoseHeader = parse_object(json)?;
             if parsed.alg != "HS256" {
                 return Err(Reason::AlgNotAllowed.into());
             }
@@ -383,9 +391,9 @@ impl Verifier {
         // The signature verified: from here on the claims are the issuer's.
         json.clear();
         BASE64URL
-            .decode_vec(payload, &mut json)
+            .decode_vec(payload, json)
             .map_err(|_| Reason::MalformedToken)?;
-        let claims: Claims = parse_object(&json)?;
+        let claims: Claims = parse_object(json)?;
         let user = claims.user();
         match claims.check(&self.policy, now) {
             Ok(()) => Ok(user.expect("check found a user")),
