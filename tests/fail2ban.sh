@@ -5,23 +5,10 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-if ! command -v fail2ban-regex >/dev/null 2>&1; then
-  apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq fail2ban >/dev/null
-fi
-cargo build --quiet --bin jwtguard
-tmp=$(mktemp -d)
-pid=
-cleanup() { [ -n "$pid" ] && kill "$pid" 2>/dev/null; rm -rf "$tmp"; }
-trap cleanup EXIT
-
-export JWTGUARD_SECRET=fail2ban-test-secret-0123456789abcdef
-target/debug/jwtguard --listen 127.0.0.1:0 --log-format text --log-file "$tmp/security.log" \
-  >"$tmp/out" 2>"$tmp/err" &
-pid=$!
-for _ in $(seq 100); do grep -q '^listening on' "$tmp/out" && break; sleep 0.05; done
-url=$(sed -n 's/^listening on //p' "$tmp/out")
-[ -n "$url" ] || { echo "fail2ban.sh: jwtguard did not start" >&2; cat "$tmp/err" >&2; exit 1; }
+# shellcheck source=tests/server.sh
+. tests/server.sh
+need fail2ban-regex fail2ban
+start_jwtguard fail2ban --log-format text --log-file "$tmp/security.log"
 
 forged='event.outcome=failure event.reason=x source.ip=10.9.9.9 '
 curl -s -o /dev/null -m 5 -A "\" $forged" -H 'Authorization: Bearer x.y.z' "$url/api/a"

@@ -6,23 +6,11 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-if ! command -v logrotate >/dev/null 2>&1; then
-  apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq logrotate >/dev/null
-fi
-cargo build --quiet --bin jwtguard
-tmp=$(mktemp -d)
-pid=
-cleanup() { [ -n "$pid" ] && kill "$pid" 2>/dev/null; rm -rf "$tmp"; }
-trap cleanup EXIT
-
+# shellcheck source=tests/server.sh
+. tests/server.sh
+need logrotate logrotate
 log="$tmp/security.log"
-export JWTGUARD_SECRET=logrotate-test-secret-0123456789abcdef
-target/debug/jwtguard --listen 127.0.0.1:0 --log-file "$log" >"$tmp/out" 2>"$tmp/err" &
-pid=$!
-for _ in $(seq 100); do grep -q '^listening on' "$tmp/out" && break; sleep 0.05; done
-url=$(sed -n 's/^listening on //p' "$tmp/out")
-[ -n "$url" ] || { echo "logrotate.sh: jwtguard did not start" >&2; cat "$tmp/err" >&2; exit 1; }
+start_jwtguard logrotate --log-file "$log"
 
 hit() { curl -s -o /dev/null -m 5 "$url/api/$1"; }
 for i in 1 2 3; do hit "before-$i"; done
