@@ -9,6 +9,7 @@ use std::fmt::Write as _;
 use std::io::{self, Write};
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use sha2::{Digest, Sha256};
@@ -88,19 +89,44 @@ pub struct RequestId {
 impl RequestId {
     /// Appends the id as text, `0a1b2c3d-42`.
     pub fn push(&self, out: &mut String) {
-        for shift in (0..8).rev() {
-            out.push(HEX[(self.prefix >> (shift * 4)) as usize & 15] as char);
+        out.push_str(self.text().as_str());
+    }
+
+    /// The id as text, `0a1b2c3d-42`, without allocating.
+    pub fn text(&self) -> IdText {
+        let mut text = IdText {
+            bytes: [0; 29],
+            len: 9,
+        };
+        for (i, shift) in (0..8).rev().enumerate() {
+            text.bytes[i] = HEX[(self.prefix >> (shift * 4)) as usize & 15];
         }
-        out.push('-');
-        out.push_str(itoa::Buffer::new().format(self.n));
+        text.bytes[8] = b'-';
+        let mut digits = itoa::Buffer::new();
+        let n = digits.format(self.n).as_bytes();
+        text.bytes[9..9 + n.len()].copy_from_slice(n);
+        text.len += n.len();
+        text
+    }
+}
+
+/// A [`RequestId`] as text: 8 hex digits, `-`, up to 20 decimal digits.
+#[derive(Clone, Copy, Debug)]
+pub struct IdText {
+    bytes: [u8; 29],
+    len: usize,
+}
+
+impl IdText {
+    /// The text.
+    pub fn as_str(&self) -> &str {
+        std::str::from_utf8(&self.bytes[..self.len]).expect("hex digits, '-' and digits")
     }
 }
 
 impl std::fmt::Display for RequestId {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let mut id = String::with_capacity(28);
-        self.push(&mut id);
-        f.write_str(&id)
+        f.write_str(self.text().as_str())
     }
 }
 
@@ -420,40 +446,95 @@ pub fn sink_failures() -> u64 {
     SINK_FAILURES.load(Ordering::Relaxed)
 }
 
-/// The sink under the logger: passes every write straight to `inner` (no buffering, so
-/// an event is in the kernel before the response is sent), counts failures in
-/// [`sink_failures`], and says on stderr when writing stops and starts working again.
-#[derive(Debug)]
-pub struct LogWriter<W> {
-    inner: W,
-    name: String,
-    failing: bool,
+/// The sink under the logger. Give the logger one handle and keep a clone: clones share
+/// one sink.
+///
+/// A write goes straight to the inner writer, unbuffered, so that an event is in the
+/// kernel before the response is sent. Between [`LogWriter::hold`] and
+/// [`LogWriter::release`], writes are collected instead and then written together in
+/// one `write(2)`: [`serve`](crate::serve) holds the events of the requests already
+/// waiting and releases them before it answers any of them (a group commit). Failures
+/// are counted in [`sink_failures`] and reported on stderr when writing stops and when
+/// it works again.
+#[derive(Clone)]
+pub struct LogWriter {
+    sink: Arc<Mutex<Sink>>,
 }
 
-impl<W: Write> LogWriter<W> {
+struct Sink {
+    inner: Box<dyn Write + Send>,
+    name: String,
+    failing: bool,
+    holding: bool,
+    held: Vec<u8>,
+}
+
+impl LogWriter {
     /// Wraps `inner`; `name` says in failure reports what it is (`stderr`, a path).
-    pub fn new(inner: W, name: impl Into<String>) -> Self {
+    pub fn new(inner: impl Write + Send + 'static, name: impl Into<String>) -> Self {
         LogWriter {
-            inner,
-            name: name.into(),
-            failing: false,
+            sink: Arc::new(Mutex::new(Sink {
+                inner: Box::new(inner),
+                name: name.into(),
+                failing: false,
+                holding: false,
+                held: Vec::new(),
+            })),
         }
     }
 
-    fn track<T>(&mut self, result: io::Result<T>) -> io::Result<T> {
-        match &result {
-            Err(err) if err.kind() != io::ErrorKind::Interrupted => {
-                SINK_FAILURES.fetch_add(1, Ordering::Relaxed);
-                if !self.failing {
-                    self.failing = true;
-                    // Not eprintln!: it panics when stderr is the sink that failed.
-                    let _ = writeln!(
-                        io::stderr(),
-                        "jwtguard: cannot write the security log to {}: {err}; refusing protected requests (503) until it works again",
-                        self.name
-                    );
+    /// Collects writes from now on, until [`LogWriter::release`].
+    pub fn hold(&self) {
+        self.sink().holding = true;
+    }
+
+    /// How many bytes are held: where the last event written so far ends.
+    pub fn held(&self) -> usize {
+        self.sink().held.len()
+    }
+
+    /// Writes what is held, in one `write(2)` unless the sink takes less, and stops
+    /// holding. Returns how many of the held bytes were written: all of them unless the
+    /// sink failed.
+    pub fn release(&self) -> usize {
+        let mut sink = self.sink();
+        sink.holding = false;
+        let held = std::mem::take(&mut sink.held);
+        let mut written = 0;
+        while written < held.len() {
+            match sink.inner.write(&held[written..]) {
+                Ok(0) => {
+                    sink.failed(&io::ErrorKind::WriteZero.into());
+                    break;
+                }
+                Ok(n) => written += n,
+                Err(err) if err.kind() == io::ErrorKind::Interrupted => {}
+                Err(err) => {
+                    sink.failed(&err);
+                    break;
                 }
             }
+        }
+        if !held.is_empty() && written == held.len() {
+            let flushed = sink.inner.flush();
+            if sink.track(flushed).is_err() {
+                written = 0;
+            }
+        }
+        sink.held = held;
+        sink.held.clear();
+        written
+    }
+
+    fn sink(&self) -> MutexGuard<'_, Sink> {
+        self.sink.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+impl Sink {
+    fn track<T>(&mut self, result: io::Result<T>) -> io::Result<T> {
+        match &result {
+            Err(err) if err.kind() != io::ErrorKind::Interrupted => self.failed(err),
             Ok(_) if self.failing => {
                 self.failing = false;
                 let _ = writeln!(
@@ -466,17 +547,50 @@ impl<W: Write> LogWriter<W> {
         }
         result
     }
+
+    fn failed(&mut self, err: &io::Error) {
+        SINK_FAILURES.fetch_add(1, Ordering::Relaxed);
+        if !self.failing {
+            self.failing = true;
+            // Not eprintln!: it panics when stderr is the sink that failed.
+            let _ = writeln!(
+                io::stderr(),
+                "jwtguard: cannot write the security log to {}: {err}; refusing protected requests (503) until it works again",
+                self.name
+            );
+        }
+    }
 }
 
-impl<W: Write> Write for LogWriter<W> {
+impl Write for LogWriter {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        let result = self.inner.write(buf);
-        self.track(result)
+        let mut sink = self.sink();
+        if sink.holding {
+            sink.held.extend_from_slice(buf);
+            return Ok(buf.len());
+        }
+        let result = sink.inner.write(buf);
+        sink.track(result)
     }
 
     fn flush(&mut self) -> io::Result<()> {
-        let result = self.inner.flush();
-        self.track(result)
+        let mut sink = self.sink();
+        if sink.holding {
+            return Ok(());
+        }
+        let result = sink.inner.flush();
+        sink.track(result)
+    }
+}
+
+impl std::fmt::Debug for LogWriter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let sink = self.sink();
+        f.debug_struct("LogWriter")
+            .field("name", &sink.name)
+            .field("failing", &sink.failing)
+            .field("held", &sink.held.len())
+            .finish()
     }
 }
 
@@ -633,32 +747,96 @@ mod tests {
         assert_eq!(v["log.level"], "error");
     }
 
-    struct Flaky(bool);
+    /// A sink that fails while its flag is set, and takes at most `limit` bytes a write.
+    struct Flaky {
+        failing: Arc<std::sync::atomic::AtomicBool>,
+        limit: usize,
+        got: Arc<Mutex<Vec<u8>>>,
+    }
     impl Write for Flaky {
         fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-            if self.0 {
-                Err(io::Error::other("disk full"))
-            } else {
-                Ok(buf.len())
+            if self.failing.load(Ordering::Relaxed) {
+                return Err(io::Error::other("disk full"));
             }
+            let n = buf.len().min(self.limit);
+            self.got.lock().unwrap().extend_from_slice(&buf[..n]);
+            Ok(n)
         }
         fn flush(&mut self) -> io::Result<()> {
             Ok(())
         }
     }
 
+    fn flaky(
+        limit: usize,
+    ) -> (
+        LogWriter,
+        Arc<std::sync::atomic::AtomicBool>,
+        Arc<Mutex<Vec<u8>>>,
+    ) {
+        let failing = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let got = Arc::new(Mutex::new(Vec::new()));
+        let sink = Flaky {
+            failing: failing.clone(),
+            limit,
+            got: got.clone(),
+        };
+        (LogWriter::new(sink, "test"), failing, got)
+    }
+
     #[test]
     fn log_writer_counts_failures() {
-        let mut writer = LogWriter::new(Flaky(false), "test");
+        let (mut writer, failing, got) = flaky(usize::MAX);
         let before = sink_failures();
         writer.write_all(b"line\n").unwrap();
         assert_eq!(sink_failures(), before);
-        writer.inner.0 = true;
+        failing.store(true, Ordering::Relaxed);
         assert!(writer.write_all(b"line\n").is_err());
         assert!(sink_failures() > before);
-        assert!(writer.failing);
-        writer.inner.0 = false;
+        assert!(writer.sink().failing);
+        failing.store(false, Ordering::Relaxed);
         writer.write_all(b"line\n").unwrap();
-        assert!(!writer.failing);
+        assert!(!writer.sink().failing);
+        assert_eq!(*got.lock().unwrap(), b"line\nline\n");
+    }
+
+    #[test]
+    fn held_writes_reach_the_sink_on_release_only() {
+        let (mut writer, _, got) = flaky(usize::MAX);
+        let logger_side = writer.clone();
+        writer.hold();
+        writer.write_all(b"one\n").unwrap();
+        writer.flush().unwrap();
+        assert_eq!(logger_side.held(), 4);
+        writer.write_all(b"two\n").unwrap();
+        assert!(got.lock().unwrap().is_empty());
+        assert_eq!(logger_side.release(), 8);
+        assert_eq!(*got.lock().unwrap(), b"one\ntwo\n");
+        // Released: writes go straight through again, and nothing is held twice.
+        writer.write_all(b"three\n").unwrap();
+        assert_eq!(*got.lock().unwrap(), b"one\ntwo\nthree\n");
+        assert_eq!(logger_side.release(), 0);
+    }
+
+    #[test]
+    fn release_says_how_much_of_the_held_log_was_written() {
+        // A sink that takes 3 bytes a write still gets everything.
+        let (mut writer, failing, got) = flaky(3);
+        writer.hold();
+        writer.write_all(b"first\nsecond\n").unwrap();
+        assert_eq!(writer.release(), 13);
+        assert_eq!(*got.lock().unwrap(), b"first\nsecond\n");
+        // A failing sink: nothing written, the failure counted.
+        let before = sink_failures();
+        failing.store(true, Ordering::Relaxed);
+        writer.hold();
+        writer.write_all(b"lost\n").unwrap();
+        assert_eq!(writer.release(), 0);
+        assert!(sink_failures() > before);
+        failing.store(false, Ordering::Relaxed);
+        writer.hold();
+        writer.write_all(b"back\n").unwrap();
+        assert_eq!(writer.release(), 5);
+        assert!(!writer.sink().failing);
     }
 }

@@ -152,7 +152,7 @@ fn serve(mut config: Config, log_file: Option<PathBuf>) -> Result<(), Failure> {
         config.secret = Some(Secret::random());
     }
     let guard = Guard::new(&config).map_err(config_failure)?;
-    init_logger(config.log_format, log_file)?;
+    let log = init_logger(config.log_format, log_file)?;
 
     if demo && !is_loopback(&config.listen) {
         // A missing secret on a reachable address is a broken deployment, not a demo.
@@ -218,7 +218,7 @@ fn serve(mut config: Config, log_file: Option<PathBuf>) -> Result<(), Failure> {
         &format!("listening on http://{addr} {}", config.summary()),
     );
 
-    match jwtguard::serve(&server, &guard, &stop) {
+    match jwtguard::serve(&server, &guard, Some(&log), &stop) {
         Ok(answered) => {
             guard.record_service(
                 log::Level::Info,
@@ -246,9 +246,10 @@ fn is_loopback(listen: &str) -> bool {
 
 /// env_logger with RUST_LOG (default `info`), writing each record as one line through
 /// a [`LogWriter`] to `log_file` or stderr. Security events arrive encoded; any other
-/// record is encoded here the same way.
-fn init_logger(format: LogFormat, log_file: Option<PathBuf>) -> Result<(), Error> {
-    let writer: LogWriter<Box<dyn std::io::Write + Send>> = match log_file {
+/// record is encoded here the same way. Returns a handle on the writer, for
+/// [`jwtguard::serve`]'s group commit.
+fn init_logger(format: LogFormat, log_file: Option<PathBuf>) -> Result<LogWriter, Error> {
+    let writer = match log_file {
         Some(path) => {
             let file = OpenOptions::new()
                 .append(true)
@@ -259,7 +260,7 @@ fn init_logger(format: LogFormat, log_file: Option<PathBuf>) -> Result<(), Error
                     path: path.clone(),
                     source,
                 })?;
-            LogWriter::new(Box::new(file), path.display().to_string())
+            LogWriter::new(file, path.display().to_string())
         }
         None => {
             // A file on a copy of fd 2, not `io::stderr()`: the standard library treats a
@@ -271,7 +272,7 @@ fn init_logger(format: LogFormat, log_file: Option<PathBuf>) -> Result<(), Error
                     path: "stderr".into(),
                     source,
                 })?;
-            LogWriter::new(Box::new(std::fs::File::from(fd)), "stderr")
+            LogWriter::new(std::fs::File::from(fd), "stderr")
         }
     };
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info"))
@@ -294,9 +295,9 @@ fn init_logger(format: LogFormat, log_file: Option<PathBuf>) -> Result<(), Error
                 writeln!(buf, "{line}")
             }
         })
-        .target(env_logger::Target::Pipe(Box::new(writer)))
+        .target(env_logger::Target::Pipe(Box::new(writer.clone())))
         .init();
-    Ok(())
+    Ok(writer)
 }
 
 fn parse_args() -> Result<Command, Failure> {

@@ -1,13 +1,13 @@
 //! The tiny_http side: decide, record, respond.
 
 use std::cell::RefCell;
-use std::io::Cursor;
+use std::io::{Cursor, Write as _};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::SystemTime;
 
-use tiny_http::{Header, Request, Response, Server};
+use tiny_http::{HTTPVersion, Header, Method, Request, Response, Server, StatusCode};
 
-use crate::audit::{self, Fingerprint, LogFormat, RequestEvent, RequestId};
+use crate::audit::{self, Fingerprint, LogFormat, LogWriter, RequestEvent, RequestId};
 use crate::auth::{self, Denied, Verifier};
 use crate::{Config, Error};
 
@@ -64,28 +64,64 @@ impl Decision {
     /// on success and says nothing of the reason otherwise (that goes to the log), with
     /// the `WWW-Authenticate` challenge on 400 and 401.
     pub fn response(&self) -> Reply {
-        let status = self.status();
-        let body = match self.user() {
-            Some(user) => {
-                let mut body = Vec::with_capacity(32 + user.len());
-                body.extend_from_slice(b"{\"status\":\"ok\",\"user\":");
-                serde_json::to_writer(&mut body, user).expect("writing to a Vec cannot fail");
-                body.push(b'}');
-                body
-            }
-            None => status_body(status).into(),
-        };
-        let mut id = String::with_capacity(28);
-        self.request_id.push(&mut id);
-        let id = Header::from_bytes(&b"X-Request-Id"[..], id.into_bytes()).expect("ASCII");
-        let mut response = json(status, body).with_header(id);
+        reply(self)
+    }
+
+    /// Sends [`Decision::response`] to `request`, its head and body in one write
+    /// (tiny_http's `Request::respond` formats each header and the date anew), with
+    /// [`respond`]'s protections.
+    pub fn answer(&self, request: Request) {
+        send(request, self);
+    }
+}
+
+/// A response jwtguard writes itself: a status, headers and a small JSON body.
+trait Answer {
+    fn status(&self) -> u16;
+    /// Calls `f` with each header beyond `Content-Type`, `Content-Length` and `Date`.
+    fn each_header(&self, f: &mut dyn FnMut(&str, &[u8]));
+    fn push_body(&self, out: &mut Vec<u8>);
+}
+
+impl Answer for Decision {
+    fn status(&self) -> u16 {
+        Decision::status(self)
+    }
+
+    fn each_header(&self, f: &mut dyn FnMut(&str, &[u8])) {
+        f("X-Request-Id", self.request_id.text().as_str().as_bytes());
         if let (Err(denied), true) = (&self.result, self.recorded) {
-            response.add_header(header("WWW-Authenticate", denied.reason.challenge()));
+            f("WWW-Authenticate", denied.reason.challenge().as_bytes());
         }
-        if status == 503 {
-            response.add_header(header("Retry-After", "5"));
+        if self.status() == 503 {
+            f("Retry-After", b"5");
         }
-        response
+    }
+
+    fn push_body(&self, out: &mut Vec<u8>) {
+        match self.user() {
+            Some(user) => {
+                out.extend_from_slice(b"{\"status\":\"ok\",\"user\":");
+                serde_json::to_writer(&mut *out, user).expect("writing to a Vec cannot fail");
+                out.push(b'}');
+            }
+            None => out.extend_from_slice(status_body(self.status()).as_bytes()),
+        }
+    }
+}
+
+/// `/healthz` (200) and paths jwtguard does not serve (404).
+struct Plain(u16);
+
+impl Answer for Plain {
+    fn status(&self) -> u16 {
+        self.0
+    }
+
+    fn each_header(&self, _: &mut dyn FnMut(&str, &[u8])) {}
+
+    fn push_body(&self, out: &mut Vec<u8>) {
+        out.extend_from_slice(status_body(self.0).as_bytes());
     }
 }
 
@@ -99,14 +135,97 @@ fn status_body(status: u16) -> &'static str {
     }
 }
 
+/// `answer` as a tiny_http response.
+fn reply(answer: &impl Answer) -> Reply {
+    let mut body = Vec::new();
+    answer.push_body(&mut body);
+    let mut response = Response::from_data(body)
+        .with_status_code(answer.status())
+        .with_header(header("Content-Type", "application/json"));
+    answer.each_header(&mut |name, value| {
+        response
+            .add_header(Header::from_bytes(name, value).expect("jwtguard's own headers are ASCII"));
+    });
+    response
+}
+
 fn header(name: &str, value: &str) -> Header {
     Header::from_bytes(name, value).expect("jwtguard's own headers are ASCII")
 }
 
-fn json(status: u16, body: impl Into<Vec<u8>>) -> Reply {
-    Response::from_data(body)
-        .with_status_code(status)
-        .with_header(header("Content-Type", "application/json"))
+/// Writes `answer` as an HTTP/1.x response into `out`, its body by way of `body`: what
+/// tiny_http's `Response::raw_print` sends for [`reply`], without its `Server` header.
+fn wire(
+    answer: &impl Answer,
+    version: &HTTPVersion,
+    head_only: bool,
+    out: &mut Vec<u8>,
+    body: &mut Vec<u8>,
+) {
+    let mut digits = itoa::Buffer::new();
+    let status = answer.status();
+    body.clear();
+    answer.push_body(body);
+    out.extend_from_slice(b"HTTP/");
+    out.extend_from_slice(digits.format(version.0).as_bytes());
+    out.push(b'.');
+    out.extend_from_slice(digits.format(version.1).as_bytes());
+    out.push(b' ');
+    out.extend_from_slice(digits.format(status).as_bytes());
+    out.push(b' ');
+    out.extend_from_slice(StatusCode(status).default_reason_phrase().as_bytes());
+    out.extend_from_slice(b"\r\nDate: ");
+    push_http_date(out);
+    out.extend_from_slice(b"\r\nContent-Type: application/json\r\nContent-Length: ");
+    out.extend_from_slice(digits.format(body.len()).as_bytes());
+    out.extend_from_slice(b"\r\n");
+    answer.each_header(&mut |name, value| {
+        out.extend_from_slice(name.as_bytes());
+        out.extend_from_slice(b": ");
+        out.extend_from_slice(value);
+        out.extend_from_slice(b"\r\n");
+    });
+    out.extend_from_slice(b"\r\n");
+    if !head_only {
+        out.extend_from_slice(body);
+    }
+}
+
+/// The current time as an HTTP date (RFC 9110 IMF-fixdate), formatted once a second.
+fn push_http_date(out: &mut Vec<u8>) {
+    thread_local! {
+        static SECOND: RefCell<(u64, String)> = const { RefCell::new((u64::MAX, String::new())) };
+    }
+    let now = SystemTime::now();
+    let secs = now
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    SECOND.with_borrow_mut(|(cached, text)| {
+        if *cached != secs {
+            *text = httpdate::fmt_http_date(now);
+            *cached = secs;
+        }
+        out.extend_from_slice(text.as_bytes());
+    });
+}
+
+/// Sends `answer` to `request`: in one write from a reused buffer when the request can
+/// be dropped here, else through [`respond`].
+fn send(request: Request, answer: &impl Answer) {
+    if unread_body(&request) > 0 {
+        return respond(request, reply(answer));
+    }
+    thread_local! {
+        static BUFFERS: RefCell<(Vec<u8>, Vec<u8>)> = const { RefCell::new((Vec::new(), Vec::new())) };
+    }
+    BUFFERS.with_borrow_mut(|(out, body)| {
+        out.clear();
+        let head_only = *request.method() == Method::Head;
+        wire(answer, request.http_version(), head_only, out, body);
+        let mut writer = request.into_writer();
+        // A client that hung up is no concern here.
+        let _ = writer.write_all(out).and_then(|()| writer.flush());
+    });
 }
 
 impl Guard {
@@ -221,18 +340,41 @@ pub fn path_of(url: &str) -> &str {
     }
 }
 
+/// Where a request goes in the `jwtguard` binary.
+enum Route {
+    /// `/healthz`, 200, open to all.
+    Health,
+    /// A protected path: the guard's decision, its event written.
+    Guarded(Decision),
+    /// Anything else: 404.
+    NotFound,
+}
+
+fn route(guard: &Guard, request: &Request) -> Route {
+    let path = path_of(request.url());
+    if path == "/healthz" {
+        Route::Health
+    } else if guard.is_protected(path) {
+        Route::Guarded(guard.check(request))
+    } else {
+        Route::NotFound
+    }
+}
+
+impl Route {
+    fn answer(self, request: Request) {
+        match self {
+            Route::Health => send(request, &Plain(200)),
+            Route::Guarded(decision) => decision.answer(request),
+            Route::NotFound => send(request, &Plain(404)),
+        }
+    }
+}
+
 /// Answers one request the way the `jwtguard` binary does: `/healthz`, protected
 /// paths through the guard, 404 for anything else.
 pub fn handle(guard: &Guard, request: Request) {
-    let path = path_of(request.url());
-    let response = if path == "/healthz" {
-        json(200, status_body(200))
-    } else if guard.is_protected(path) {
-        guard.check(&request).response()
-    } else {
-        json(404, status_body(404))
-    };
-    respond(request, response);
+    route(guard, &request).answer(request);
 }
 
 /// The largest body tiny_http reads before it hands a request over; a larger unread body
@@ -243,24 +385,39 @@ const TINY_HTTP_BUFFERED_BODY: usize = 1024;
 /// the whole remaining length at once, and a failed allocation aborts the process.
 pub const MAX_DRAINED_BODY: usize = 16 * 1024 * 1024;
 
+/// The body tiny_http has not read yet and reads when the request is dropped. It reads
+/// a body of up to 1 KiB before it hands the request over, unless the client sent
+/// `Expect: 100-continue` (then it waits to be asked for it).
+fn unread_body(request: &Request) -> usize {
+    let expects_continue = || request.headers().iter().any(|h| h.field.equiv("Expect"));
+    match request.body_length() {
+        Some(n) if n > TINY_HTTP_BUFFERED_BODY || (n > 0 && expects_continue()) => n,
+        _ => 0,
+    }
+}
+
 /// Sends `response` to `request`, as tiny_http's `Request::respond` does but without its
 /// two traps; use it in your own loop too. A client that hung up is ignored.
 ///
-/// tiny_http drains an unread body of more than 1 KiB when the request is dropped, and
-/// reads the socket with no timeout: on the serving thread, one client that announces a
-/// body and never sends it would stop the server. Such requests are answered, and
-/// dropped, on a thread of their own. A request announcing more than
-/// [`MAX_DRAINED_BODY`] is never dropped, so never drained: it is left unanswered and
-/// its connection abandoned, which costs a thread and a socket, not the process.
+/// tiny_http drains an unread body (more than 1 KiB, or any body announced with
+/// `Expect: 100-continue`) when the request is dropped, and reads the socket with no
+/// timeout: on the serving thread, one client that announces a body and never sends it
+/// would stop the server. Such requests are answered, and dropped, on a thread of their
+/// own. A request announcing more than [`MAX_DRAINED_BODY`] is never dropped, so never
+/// drained: it is left unanswered and its connection abandoned, which costs a thread and
+/// a socket, not the process.
 pub fn respond<R: std::io::Read + Send + 'static>(request: Request, response: Response<R>) {
-    match request.body_length() {
-        Some(n) if n > MAX_DRAINED_BODY => {
+    match unread_body(&request) {
+        0 => {
+            let _ = request.respond(response);
+        }
+        n if n > MAX_DRAINED_BODY => {
             log::warn!(
                 "a request announced a {n}-byte body: left unanswered, its connection abandoned (tiny_http would abort draining it)"
             );
             std::mem::forget(request);
         }
-        Some(n) if n > TINY_HTTP_BUFFERED_BODY => {
+        _ => {
             let spawned = std::thread::Builder::new()
                 .name("jwtguard-drain".into())
                 .spawn(move || {
@@ -270,26 +427,59 @@ pub fn respond<R: std::io::Read + Send + 'static>(request: Request, response: Re
                 log::error!("cannot start a thread to answer a request with a body: {err}");
             }
         }
-        _ => {
-            let _ = request.respond(response);
-        }
     }
 }
 
+/// The most requests [`serve`] decides before it writes their events and answers them.
+const MAX_BATCH: usize = 64;
+
 /// Serves requests until `stop` is set (and [`Server::unblock`] called, so that the
-/// wait ends). The request in hand when `stop` is set is answered first. Returns how
-/// many requests were answered.
-pub fn serve(server: &Server, guard: &Guard, stop: &AtomicBool) -> Result<u64, Error> {
+/// wait ends). Returns how many requests were answered.
+///
+/// With `log`, the sink under the logger, the requests already waiting (up to 64) are
+/// decided together: their events are held, written in one `write(2)`, and only then are
+/// the requests answered, each with 503 if its event did not reach the sink (a group
+/// commit). No request waits for others to arrive: a batch is what had queued up. Without
+/// `log`, each event is written as it is logged. Either way every response leaves after
+/// its event is in the kernel.
+pub fn serve(
+    server: &Server,
+    guard: &Guard,
+    log: Option<&LogWriter>,
+    stop: &AtomicBool,
+) -> Result<u64, Error> {
+    let mut batch = Vec::with_capacity(MAX_BATCH);
     let mut answered = 0;
     while !stop.load(Ordering::SeqCst) {
-        match server.recv() {
-            Ok(request) => {
-                handle(guard, request);
-                answered += 1;
-            }
+        let mut next = match server.recv() {
+            Ok(request) => Some(request),
             // `unblock` wakes `recv` with an error; so does a dead accept thread.
             Err(_) if stop.load(Ordering::SeqCst) => break,
             Err(err) => return Err(Error::Accept(err)),
+        };
+        if let Some(log) = log {
+            log.hold();
+        }
+        while let Some(request) = next {
+            let route = route(guard, &request);
+            // Where this request's event ends in the held log.
+            let end = log.map_or(0, LogWriter::held);
+            batch.push((request, route, end));
+            // An error here comes back from `recv` above.
+            next = match batch.len() < MAX_BATCH {
+                true => server.try_recv().ok().flatten(),
+                false => None,
+            };
+        }
+        let written = log.map_or(0, LogWriter::release);
+        for (request, mut route, end) in batch.drain(..) {
+            if let Route::Guarded(decision) = &mut route
+                && end > written
+            {
+                decision.recorded = false;
+            }
+            route.answer(request);
+            answered += 1;
         }
     }
     Ok(answered)
