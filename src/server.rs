@@ -571,4 +571,70 @@ mod tests {
         let bad = decision(Err(crate::Reason::InvalidRequest.into()), true);
         assert_eq!(bad.status(), 400);
     }
+
+    /// The head lines of a response, sorted, without `Server` and `Date`, and the body.
+    fn lines_and_body(bytes: &[u8]) -> (String, Vec<String>, String) {
+        let text = String::from_utf8(bytes.to_vec()).unwrap();
+        let (head, body) = text.split_once("\r\n\r\n").unwrap();
+        let mut lines = head.split("\r\n");
+        let status = lines.next().unwrap().to_owned();
+        let mut headers: Vec<String> = lines
+            .filter(|l| !l.starts_with("Server: ") && !l.starts_with("Date: "))
+            .map(str::to_owned)
+            .collect();
+        headers.sort();
+        (status, headers, body.to_owned())
+    }
+
+    /// `answer` from [`wire`] and from tiny_http's `raw_print` of [`reply`], as
+    /// (status line, sorted header lines without `Server` and `Date`, body).
+    fn both_ways(answer: &impl Answer) -> Vec<[(String, Vec<String>, String); 2]> {
+        let mut seen = Vec::new();
+        for version in [HTTPVersion(1, 0), HTTPVersion(1, 1)] {
+            for head_only in [false, true] {
+                let mut ours = Vec::new();
+                wire(answer, &version, head_only, &mut ours, &mut Vec::new());
+                let mut theirs = Vec::new();
+                reply(answer)
+                    .raw_print(&mut theirs, version.clone(), &[], head_only, None)
+                    .unwrap();
+                seen.push([lines_and_body(&ours), lines_and_body(&theirs)]);
+            }
+        }
+        seen
+    }
+
+    #[test]
+    fn one_write_responses_are_what_tiny_http_would_send() {
+        let decision = |result, recorded| Decision {
+            request_id: RequestId { prefix: 0xab, n: 7 },
+            result,
+            recorded,
+        };
+        let decisions = [
+            decision(Ok("al\"ice\u{e9}".into()), true),
+            decision(Err(crate::Reason::BadSignature.into()), true),
+            decision(Err(crate::Reason::InvalidRequest.into()), true),
+            decision(Ok("alice".into()), false),
+        ];
+        let mut compared: Vec<_> = decisions.iter().flat_map(both_ways).collect();
+        compared.extend(both_ways(&Plain(200)));
+        compared.extend(both_ways(&Plain(404)));
+        assert_eq!(compared.len(), 24);
+        for [ours, theirs] in &compared {
+            assert_eq!(ours, theirs);
+        }
+        // And the Date header is an HTTP date.
+        let mut out = Vec::new();
+        wire(
+            &Plain(200),
+            &HTTPVersion(1, 1),
+            false,
+            &mut out,
+            &mut Vec::new(),
+        );
+        let text = String::from_utf8(out).unwrap();
+        let date = text.lines().find_map(|l| l.strip_prefix("Date: ")).unwrap();
+        assert!(httpdate::parse_http_date(date).is_ok(), "{date}");
+    }
 }

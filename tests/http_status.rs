@@ -2,7 +2,7 @@
 
 mod support;
 
-use support::{Server, token};
+use support::{Connection, Server, token};
 
 const CHALLENGE: &str = "Bearer realm=\"jwtguard\"";
 const INVALID_REQUEST: &str = "Bearer realm=\"jwtguard\", error=\"invalid_request\"";
@@ -195,6 +195,55 @@ fn success_body_names_the_user() {
 }
 
 #[test]
+fn keep_alive_head_and_http_1_0_get_well_formed_responses() {
+    let server = Server::start(&[]);
+    let valid = token(&["--sub", "alice"]);
+    let host = format!("Host: {}", server.addr);
+    let mut conn = Connection::open(server.addr);
+    let get = conn.send(
+        &format!("GET /api/x HTTP/1.1\r\n{host}\r\nAuthorization: Bearer {valid}"),
+        false,
+    );
+    assert_eq!((get.version.as_str(), get.status), ("HTTP/1.1", 200));
+    assert_eq!(get.header("Content-Type"), Some("application/json"));
+    assert_eq!(
+        get.header("Content-Length"),
+        Some(get.body.len().to_string().as_str())
+    );
+    let date = get.header("Date").expect("a Date header");
+    let age = std::time::SystemTime::now()
+        .duration_since(httpdate::parse_http_date(date).expect("an HTTP date"))
+        .unwrap_or_default();
+    assert!(age.as_secs() < 60, "{date}");
+    // HEAD: the same head, no body; the connection stays usable.
+    let head = conn.send(
+        &format!("HEAD /api/x HTTP/1.1\r\n{host}\r\nAuthorization: Bearer {valid}"),
+        true,
+    );
+    assert_eq!(head.status, 200);
+    assert_eq!(head.header("Content-Length"), get.header("Content-Length"));
+    let denied = conn.send(&format!("GET /api/x HTTP/1.1\r\n{host}"), false);
+    assert_eq!(denied.status, 401);
+    assert_eq!(denied.header("WWW-Authenticate"), Some(CHALLENGE));
+    assert_eq!(denied.json()["status"], "unauthorized");
+    let health = conn.send(&format!("GET /healthz HTTP/1.1\r\n{host}"), false);
+    assert_eq!(
+        (health.status, health.json()["status"].as_str()),
+        (200, Some("ok"))
+    );
+    assert_eq!(health.header("X-Request-Id"), None, "not a security event");
+    let events = server.requests_logged();
+    assert_eq!(events.len(), 3);
+    assert_eq!(events[1]["http.request.method"], "HEAD");
+
+    // HTTP/1.0 without keep-alive: answered in HTTP/1.0, then the connection closes.
+    let mut old = Connection::open(server.addr);
+    let answer = old.send("GET /nothing HTTP/1.0", false);
+    assert_eq!((answer.version.as_str(), answer.status), ("HTTP/1.0", 404));
+    assert!(old.is_closed());
+}
+
+#[test]
 fn issuer_audience_and_prefixes_are_configurable() {
     let server = Server::start(&[
         "--issuer",
@@ -286,6 +335,29 @@ fn an_announced_body_that_never_comes_does_not_stop_the_server() {
     stalled.read_exact(&mut head).unwrap();
     assert_eq!(&head, b"HTTP/1.1 401");
     // Others are still served.
+    assert_eq!(server.get("/healthz", &[]).status, 200);
+    assert_eq!(server.get("/api/x", &[]).status, 401);
+    assert_eq!(server.requests_logged().len(), 2);
+}
+
+#[test]
+fn a_body_awaiting_100_continue_does_not_stop_the_server() {
+    use std::io::{Read, Write};
+    let server = Server::start(&[]);
+    // A small body, but announced with Expect: 100-continue: tiny_http has not read it
+    // when it hands the request over, and would wait for it when the request is dropped.
+    let mut stalled = std::net::TcpStream::connect(server.addr).unwrap();
+    write!(
+        stalled,
+        "POST /api/x HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\nExpect: 100-continue\r\n\r\n"
+    )
+    .unwrap();
+    stalled
+        .set_read_timeout(Some(std::time::Duration::from_secs(5)))
+        .unwrap();
+    let mut head = [0; 12];
+    stalled.read_exact(&mut head).unwrap();
+    assert_eq!(&head, b"HTTP/1.1 401");
     assert_eq!(server.get("/healthz", &[]).status, 200);
     assert_eq!(server.get("/api/x", &[]).status, 401);
     assert_eq!(server.requests_logged().len(), 2);

@@ -5,7 +5,7 @@ mod support;
 use std::os::unix::fs::PermissionsExt;
 use std::process::Stdio;
 
-use support::{SECRET, Server, TempDir, token};
+use support::{Connection, SECRET, Server, TempDir, forge, token};
 
 #[test]
 fn one_json_line_per_decision_with_ecs_fields() {
@@ -65,6 +65,58 @@ fn one_json_line_per_decision_with_ecs_fields() {
     );
     assert!(!log.contains(SECRET), "nor the secret");
     assert!(!log.contains("secret=query"), "nor the query string");
+}
+
+#[test]
+fn under_concurrent_load_every_answer_follows_its_event() {
+    // Connections in parallel, so that the server decides several waiting requests
+    // together: each response may only leave once its event is in the log.
+    const CLIENTS: usize = 8;
+    const REQUESTS: usize = 40;
+    let server = Server::start(&[]);
+    let valid = token(&["--sub", "alice"]);
+    let forged = forge(&valid);
+    let ids: Vec<Vec<(String, u16)>> = std::thread::scope(|scope| {
+        let clients: Vec<_> = (0..CLIENTS)
+            .map(|c| {
+                let (server, valid, forged) = (&server, &valid, &forged);
+                scope.spawn(move || {
+                    let mut conn = Connection::open(server.addr);
+                    let mut seen = Vec::new();
+                    for i in 0..REQUESTS {
+                        let bearer = if (c + i) % 3 == 0 { forged } else { valid };
+                        let response = conn.send(
+                            &format!(
+                                "GET /api/x HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {bearer}"
+                            ),
+                            false,
+                        );
+                        let id = response.header("X-Request-Id").unwrap().to_owned();
+                        let log = std::fs::read_to_string(server.log_path()).unwrap();
+                        assert!(
+                            log.contains(&format!("\"http.request.id\":\"{id}\"")),
+                            "request {id} was answered {} before its event was written",
+                            response.status
+                        );
+                        seen.push((id, response.status));
+                    }
+                    seen
+                })
+            })
+            .collect();
+        clients.into_iter().map(|c| c.join().unwrap()).collect()
+    });
+    // One event per request, each with the status its client got.
+    let events = server.requests_logged();
+    assert_eq!(events.len(), CLIENTS * REQUESTS);
+    for (id, status) in ids.iter().flatten() {
+        let matching: Vec<_> = events
+            .iter()
+            .filter(|e| e["http.request.id"] == id.as_str())
+            .collect();
+        assert_eq!(matching.len(), 1, "{id}");
+        assert_eq!(matching[0]["http.response.status_code"], *status, "{id}");
+    }
 }
 
 #[test]

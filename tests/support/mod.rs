@@ -249,9 +249,59 @@ pub fn read_json_lines(path: &Path) -> Vec<serde_json::Value> {
         .collect()
 }
 
+/// A keep-alive HTTP/1.1 connection: one request at a time, each response read to the end
+/// of its `Content-Length` body.
+pub struct Connection {
+    reader: BufReader<TcpStream>,
+}
+
+impl Connection {
+    pub fn open(addr: SocketAddr) -> Connection {
+        let stream = TcpStream::connect(addr).unwrap();
+        stream.set_read_timeout(Some(TIMEOUT)).unwrap();
+        Connection {
+            reader: BufReader::new(stream),
+        }
+    }
+
+    /// Sends `head` (request line and headers, CRLF-separated, without the final blank
+    /// line) and reads the response; `head_only` for the answer to a HEAD request.
+    pub fn send(&mut self, head: &str, head_only: bool) -> Response {
+        write!(self.reader.get_mut(), "{head}\r\n\r\n").unwrap();
+        let mut text = String::new();
+        loop {
+            let mut line = String::new();
+            assert!(
+                self.reader.read_line(&mut line).unwrap() > 0,
+                "connection closed"
+            );
+            text.push_str(&line);
+            if line == "\r\n" {
+                break;
+            }
+        }
+        let mut response = Response::parse(&text);
+        let length: usize = response.header("Content-Length").unwrap().parse().unwrap();
+        if !head_only {
+            let mut body = vec![0; length];
+            self.reader.read_exact(&mut body).unwrap();
+            response.body = String::from_utf8(body).unwrap();
+        }
+        response
+    }
+
+    /// Whether the server has closed the connection (reads EOF within the timeout).
+    pub fn is_closed(&mut self) -> bool {
+        let mut rest = Vec::new();
+        matches!(self.reader.read_to_end(&mut rest), Ok(0))
+    }
+}
+
 /// A parsed HTTP response.
 #[derive(Debug)]
 pub struct Response {
+    /// `HTTP/1.1`
+    pub version: String,
     pub status: u16,
     pub headers: Vec<(String, String)>,
     pub body: String,
@@ -261,14 +311,9 @@ impl Response {
     fn parse(text: &str) -> Response {
         let (head, body) = text.split_once("\r\n\r\n").expect("a complete response");
         let mut lines = head.split("\r\n");
-        let status = lines
-            .next()
-            .unwrap()
-            .split(' ')
-            .nth(1)
-            .unwrap()
-            .parse()
-            .unwrap();
+        let mut status_line = lines.next().unwrap().split(' ');
+        let version = status_line.next().unwrap().to_owned();
+        let status = status_line.next().unwrap().parse().unwrap();
         let headers = lines
             .map(|line| {
                 let (name, value) = line.split_once(':').unwrap();
@@ -276,6 +321,7 @@ impl Response {
             })
             .collect();
         Response {
+            version,
             status,
             headers,
             body: body.to_owned(),
