@@ -7,7 +7,8 @@
 #
 # Environment: BENCH_SECONDS (measured run, default 10), BENCH_WARMUP (seconds, default 3),
 # BENCH_CONNECTIONS (default 32), BENCH_THREADS (wrk threads, default 2),
-# BENCH_ROUNDS (rounds of floor, valid, forged; the summary takes medians, default 3),
+# BENCH_ROUNDS (rounds of floor, valid, forged, in turning order; the summary takes medians,
+# default 5),
 # BENCH_STARTS (fresh starts timed for the first-request latency, default 5),
 # BENCH_STRICT (1: exit 1 on any FAIL). See bench/README.md for what is measured.
 set -euo pipefail
@@ -20,7 +21,7 @@ WARMUP=${BENCH_WARMUP:-3}
 CONNECTIONS=${BENCH_CONNECTIONS:-32}
 THREADS=${BENCH_THREADS:-2}
 STARTS=${BENCH_STARTS:-5}
-ROUNDS=${BENCH_ROUNDS:-3}
+ROUNDS=${BENCH_ROUNDS:-5}
 STRICT=${BENCH_STRICT:-0}
 SERVER_CPU=0
 CLIENT_CPU=1
@@ -316,15 +317,22 @@ run_jwtguard() { # run_jwtguard valid|forged
   measure "$scenario" "$PID" "$url" "$log" -H "Authorization: Bearer $token"
   record "$scenario"
   stop "$PID"
+  # A run writes a few hundred MB of log: removed now, its dirty pages are dropped rather
+  # than written back while the next run is measured.
+  rm -f "$log"
 }
 
 echo "== load: $ROUNDS rounds of floor, valid, forged; wrk -t$THREADS -c$CONNECTIONS," \
   "${WARMUP}s warm-up + ${SECONDS_RUN}s measured; server on CPU $SERVER_CPU, wrk on CPU $CLIENT_CPU"
+# The order turns every round (floor valid forged, valid forged floor, forged floor valid),
+# so that no scenario always runs first or right after another's.
+ORDERS=("floor valid forged" "valid forged floor" "forged floor valid")
 for ((round = 1; round <= ROUNDS; round++)); do
-  echo "-- round $round"
-  run_floor
-  run_jwtguard valid
-  run_jwtguard forged
+  order=${ORDERS[$(((round - 1) % 3))]}
+  echo "-- round $round: $order"
+  for scenario in $order; do
+    if [ "$scenario" = floor ]; then run_floor; else run_jwtguard "$scenario"; fi
+  done
 done
 
 # ---------------------------------------------------------------------------------------

@@ -50,7 +50,8 @@
 //! whose event no logger takes (none installed, or `security` filtered out) is not acted
 //! on: [`Decision::recorded`] is `false` and the status 503. To refuse requests also when
 //! the writes fail, have the logger write through an [`audit::LogWriter`], as the binary
-//! does.
+//! does, and give [`serve`] a clone of it to write the events of waiting requests
+//! together.
 //!
 //! [`Guard::is_protected`] matches the raw request path: route on the same string.
 
