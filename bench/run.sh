@@ -157,6 +157,7 @@ to_us() {
 }
 
 calc() { awk "BEGIN { printf \"%.${2:-2}f\", $1 }"; }
+signed() { awk -v v="$1" 'BEGIN { printf "%+.2f", v }'; } # signed -0.08 / +0.74
 
 # ---------------------------------------------------------------------------------------
 # Build, sizes, tokens
@@ -454,7 +455,7 @@ SUMMARY=target/bench/summary.txt
   echo "Ratios and CPU differences are medians over rounds of the runs of one round."
   printf '%-44s %-34s %s\n' "budget" "measured" "verdict"
   printf '%-44s %-34s %s\n' "req/s jwtguard/floor >= 0.85" "valid $RATIO_VALID, forged $RATIO_FORGED" "$V_RATIO"
-  printf '%-44s %-34s %s\n' "CPU us/request <= floor + 4" "valid +$DCPU_VALID, forged +$DCPU_FORGED" "$V_CPU"
+  printf '%-44s %-34s %s\n' "CPU us/request <= floor + 4" "valid $(signed "$DCPU_VALID"), forged $(signed "$DCPU_FORGED")" "$V_CPU"
   printf '%-44s %-34s %s\n' "forged req/s >= valid req/s" "forged/valid $RATIO_FORGED_VALID" "$V_FORGED"
   printf '%-44s %-34s %s\n' "peak RSS <= 4096 KiB" "$HWM_MAX KiB" "$V_RSS"
   printf '%-44s %-34s %s\n' "stripped binary <= 1048576 bytes" "$SIZE_JWTGUARD bytes" "$V_SIZE"

@@ -35,9 +35,10 @@ fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
             match decision.user() {
                 Some(user) => Some(user.to_owned()),
                 None => {
-                    // 400, 401 or 503, with the right WWW-Authenticate challenge;
-                    // jwtguard::respond also keeps tiny_http from stalling on a body.
-                    jwtguard::respond(request, decision.response());
+                    // 400, 401 or 503, with the right WWW-Authenticate challenge, in one
+                    // write; like jwtguard::respond, it keeps tiny_http from stalling on
+                    // a body.
+                    decision.answer(request);
                     continue;
                 }
             }

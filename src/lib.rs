@@ -22,7 +22,7 @@
 //!     if guard.is_protected(&path) {
 //!         let decision = guard.check(&request); // writes the security event
 //!         if decision.user().is_none() {
-//!             jwtguard::respond(request, decision.response()); // 400, 401 or 503
+//!             decision.answer(request); // 400, 401 or 503
 //!             continue;
 //!         }
 //!     }
