@@ -555,13 +555,16 @@ mod tests {
         assert_eq!((decision.status(), decision.user()), (503, None));
     }
 
-    #[test]
-    fn decisions_map_to_statuses() {
-        let decision = |result, recorded| Decision {
-            request_id: RequestId { prefix: 1, n: 1 },
+    fn decision(result: Result<String, Denied>, recorded: bool) -> Decision {
+        Decision {
+            request_id: RequestId { prefix: 0xab, n: 7 },
             result,
             recorded,
-        };
+        }
+    }
+
+    #[test]
+    fn decisions_map_to_statuses() {
         let ok = decision(Ok("alice".into()), true);
         assert_eq!((ok.status(), ok.user()), (200, Some("alice")));
         let unrecorded = decision(Ok("alice".into()), false);
@@ -606,11 +609,6 @@ mod tests {
 
     #[test]
     fn one_write_responses_are_what_tiny_http_would_send() {
-        let decision = |result, recorded| Decision {
-            request_id: RequestId { prefix: 0xab, n: 7 },
-            result,
-            recorded,
-        };
         let decisions = [
             decision(Ok("al\"ice\u{e9}".into()), true),
             decision(Err(crate::Reason::BadSignature.into()), true),
