@@ -10,6 +10,7 @@ use std::io::{self, Write};
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::thread::ThreadId;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use sha2::{Digest, Sha256};
@@ -450,12 +451,15 @@ pub fn sink_failures() -> u64 {
 /// one sink.
 ///
 /// A write goes straight to the inner writer, unbuffered, so that an event is in the
-/// kernel before the response is sent. Between [`LogWriter::hold`] and
-/// [`LogWriter::release`], writes are collected instead and then written together in
-/// one `write(2)`: [`serve`](crate::serve) holds the events of the requests already
-/// waiting and releases them before it answers any of them (a group commit). Failures
-/// are counted in [`sink_failures`] and reported on stderr when writing stops and when
-/// it works again.
+/// kernel before the response is sent. While a thread holds the sink
+/// ([`LogWriter::hold`]), that thread's writes are collected instead, and written together
+/// in one `write(2)` when the [`Hold`] is released: [`serve`](crate::serve) holds the
+/// events of the requests already waiting and releases them before it answers any of them
+/// (a group commit). Other threads' writes still go straight through.
+///
+/// Failures are counted in [`sink_failures`] and reported on stderr when writing stops and
+/// when it works again. A line cut short by a failure is ended with a newline before the
+/// next write, so the lines after it stay whole.
 #[derive(Clone)]
 pub struct LogWriter {
     sink: Arc<Mutex<Sink>>,
@@ -465,8 +469,27 @@ struct Sink {
     inner: Box<dyn Write + Send>,
     name: String,
     failing: bool,
-    holding: bool,
-    held: Vec<u8>,
+    /// The last bytes written did not end a line.
+    mid_line: bool,
+    /// A write failed in the middle of a line: start the next write on a new line.
+    torn: bool,
+    /// Held writes, per holding thread; a buffer is kept for reuse after its release.
+    holds: Vec<Held>,
+}
+
+struct Held {
+    thread: ThreadId,
+    active: bool,
+    bytes: Vec<u8>,
+}
+
+/// This thread's hold on a [`LogWriter`]: its writes are collected until
+/// [`Hold::release`], or the drop of the `Hold`, writes them.
+#[must_use = "the writes are held until the Hold is released or dropped"]
+#[derive(Debug)]
+pub struct Hold<'a> {
+    writer: &'a LogWriter,
+    released: bool,
 }
 
 impl LogWriter {
@@ -477,53 +500,33 @@ impl LogWriter {
                 inner: Box::new(inner),
                 name: name.into(),
                 failing: false,
-                holding: false,
-                held: Vec::new(),
+                mid_line: false,
+                torn: false,
+                holds: Vec::new(),
             })),
         }
     }
 
-    /// Collects writes from now on, until [`LogWriter::release`].
-    pub fn hold(&self) {
-        self.sink().holding = true;
-    }
-
-    /// How many bytes are held: where the last event written so far ends.
-    pub fn held(&self) -> usize {
-        self.sink().held.len()
-    }
-
-    /// Writes what is held, in one `write(2)` unless the sink takes less, and stops
-    /// holding. Returns how many of the held bytes were written: all of them unless the
-    /// sink failed.
-    pub fn release(&self) -> usize {
+    /// Collects this thread's writes from now on, until the returned [`Hold`] is released.
+    pub fn hold(&self) -> Hold<'_> {
+        let thread = std::thread::current().id();
         let mut sink = self.sink();
-        sink.holding = false;
-        let held = std::mem::take(&mut sink.held);
-        let mut written = 0;
-        while written < held.len() {
-            match sink.inner.write(&held[written..]) {
-                Ok(0) => {
-                    sink.failed(&io::ErrorKind::WriteZero.into());
-                    break;
-                }
-                Ok(n) => written += n,
-                Err(err) if err.kind() == io::ErrorKind::Interrupted => {}
-                Err(err) => {
-                    sink.failed(&err);
-                    break;
-                }
+        match sink.holds.iter_mut().find(|h| h.thread == thread) {
+            Some(held) => {
+                // A hold still active here was leaked (mem::forget): its bytes stay, in
+                // order, and go with this one.
+                held.active = true;
             }
+            None => sink.holds.push(Held {
+                thread,
+                active: true,
+                bytes: Vec::new(),
+            }),
         }
-        if !held.is_empty() && written == held.len() {
-            let flushed = sink.inner.flush();
-            if sink.track(flushed).is_err() {
-                written = 0;
-            }
+        Hold {
+            writer: self,
+            released: false,
         }
-        sink.held = held;
-        sink.held.clear();
-        written
     }
 
     fn sink(&self) -> MutexGuard<'_, Sink> {
@@ -531,7 +534,103 @@ impl LogWriter {
     }
 }
 
+impl Hold<'_> {
+    /// How many bytes this thread has written since the hold began: where its last event
+    /// so far ends.
+    pub fn held(&self) -> usize {
+        let thread = std::thread::current().id();
+        let sink = self.writer.sink();
+        sink.holds
+            .iter()
+            .find(|h| h.thread == thread)
+            .map_or(0, |h| h.bytes.len())
+    }
+
+    /// Writes what this thread holds, in one `write(2)` unless the sink takes less, and
+    /// ends the hold. Returns how many of the held bytes were written: all of them unless
+    /// the sink failed.
+    pub fn release(mut self) -> usize {
+        self.released = true;
+        self.writer.release()
+    }
+}
+
+impl Drop for Hold<'_> {
+    fn drop(&mut self) {
+        if !self.released {
+            self.writer.release();
+        }
+    }
+}
+
+impl LogWriter {
+    fn release(&self) -> usize {
+        let thread = std::thread::current().id();
+        let mut sink = self.sink();
+        let Some(i) = sink.holds.iter().position(|h| h.thread == thread) else {
+            return 0;
+        };
+        sink.holds[i].active = false;
+        let bytes = std::mem::take(&mut sink.holds[i].bytes);
+        let written = sink.put_all(&bytes);
+        sink.holds[i].bytes = bytes;
+        sink.holds[i].bytes.clear();
+        written
+    }
+}
+
 impl Sink {
+    /// This thread's active hold, if any.
+    fn held(&mut self) -> Option<&mut Vec<u8>> {
+        let thread = std::thread::current().id();
+        self.holds
+            .iter_mut()
+            .find(|h| h.active && h.thread == thread)
+            .map(|h| &mut h.bytes)
+    }
+
+    /// One write to the sink, first ending a line torn by an earlier failure.
+    fn put(&mut self, bytes: &[u8]) -> io::Result<usize> {
+        if self.torn {
+            let mended = self.inner.write_all(b"\n");
+            self.track(mended)?;
+            self.torn = false;
+            self.mid_line = false;
+        }
+        let result = self.inner.write(bytes);
+        match &result {
+            Ok(n) if *n > 0 => self.mid_line = bytes[n - 1] != b'\n',
+            Err(err) if err.kind() != io::ErrorKind::Interrupted => self.torn = self.mid_line,
+            _ => {}
+        }
+        self.track(result)
+    }
+
+    /// Writes `bytes` with as few writes as the sink allows, and flushes; returns how many
+    /// were written before a failure (then the flush is not attempted).
+    fn put_all(&mut self, bytes: &[u8]) -> usize {
+        let mut written = 0;
+        while written < bytes.len() {
+            match self.put(&bytes[written..]) {
+                Ok(0) => {
+                    self.torn = self.mid_line;
+                    self.failed(&io::ErrorKind::WriteZero.into());
+                    return written;
+                }
+                Ok(n) => written += n,
+                Err(err) if err.kind() == io::ErrorKind::Interrupted => {}
+                Err(_) => return written,
+            }
+        }
+        if written > 0 {
+            let flushed = self.inner.flush();
+            if self.track(flushed).is_err() {
+                return 0;
+            }
+        }
+        written
+    }
+
     fn track<T>(&mut self, result: io::Result<T>) -> io::Result<T> {
         match &result {
             Err(err) if err.kind() != io::ErrorKind::Interrupted => self.failed(err),
@@ -565,17 +664,16 @@ impl Sink {
 impl Write for LogWriter {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
         let mut sink = self.sink();
-        if sink.holding {
-            sink.held.extend_from_slice(buf);
+        if let Some(held) = sink.held() {
+            held.extend_from_slice(buf);
             return Ok(buf.len());
         }
-        let result = sink.inner.write(buf);
-        sink.track(result)
+        sink.put(buf)
     }
 
     fn flush(&mut self) -> io::Result<()> {
         let mut sink = self.sink();
-        if sink.holding {
+        if sink.held().is_some() {
             return Ok(());
         }
         let result = sink.inner.flush();
@@ -589,7 +687,7 @@ impl std::fmt::Debug for LogWriter {
         f.debug_struct("LogWriter")
             .field("name", &sink.name)
             .field("failing", &sink.failing)
-            .field("held", &sink.held.len())
+            .field("holds", &sink.holds.len())
             .finish()
     }
 }
@@ -747,18 +845,21 @@ mod tests {
         assert_eq!(v["log.level"], "error");
     }
 
-    /// A sink that fails while its flag is set, and takes at most `limit` bytes a write.
+    /// A sink that takes at most `limit` bytes a write, and fails once `room` bytes have
+    /// been taken (until `room` is raised).
     struct Flaky {
-        failing: Arc<std::sync::atomic::AtomicBool>,
+        room: Arc<std::sync::atomic::AtomicUsize>,
         limit: usize,
         got: Arc<Mutex<Vec<u8>>>,
     }
     impl Write for Flaky {
         fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-            if self.failing.load(Ordering::Relaxed) {
+            let room = self.room.load(Ordering::Relaxed);
+            if room == 0 {
                 return Err(io::Error::other("disk full"));
             }
-            let n = buf.len().min(self.limit);
+            let n = buf.len().min(self.limit).min(room);
+            self.room.store(room - n, Ordering::Relaxed);
             self.got.lock().unwrap().extend_from_slice(&buf[..n]);
             Ok(n)
         }
@@ -767,76 +868,118 @@ mod tests {
         }
     }
 
-    fn flaky(
-        limit: usize,
-    ) -> (
-        LogWriter,
-        Arc<std::sync::atomic::AtomicBool>,
-        Arc<Mutex<Vec<u8>>>,
-    ) {
-        let failing = Arc::new(std::sync::atomic::AtomicBool::new(false));
-        let got = Arc::new(Mutex::new(Vec::new()));
-        let sink = Flaky {
-            failing: failing.clone(),
-            limit,
-            got: got.clone(),
-        };
-        (LogWriter::new(sink, "test"), failing, got)
+    struct Test {
+        writer: LogWriter,
+        room: Arc<std::sync::atomic::AtomicUsize>,
+        got: Arc<Mutex<Vec<u8>>>,
+    }
+
+    impl Test {
+        fn new(limit: usize) -> Test {
+            let room = Arc::new(std::sync::atomic::AtomicUsize::new(usize::MAX));
+            let got = Arc::new(Mutex::new(Vec::new()));
+            let sink = Flaky {
+                room: room.clone(),
+                limit,
+                got: got.clone(),
+            };
+            Test {
+                writer: LogWriter::new(sink, "test"),
+                room,
+                got,
+            }
+        }
+
+        fn room(&self, bytes: usize) {
+            self.room.store(bytes, Ordering::Relaxed);
+        }
+
+        fn got(&self) -> String {
+            String::from_utf8(self.got.lock().unwrap().clone()).unwrap()
+        }
     }
 
     #[test]
     fn log_writer_counts_failures() {
-        let (mut writer, failing, got) = flaky(usize::MAX);
+        let mut t = Test::new(usize::MAX);
         let before = sink_failures();
-        writer.write_all(b"line\n").unwrap();
+        t.writer.write_all(b"line\n").unwrap();
         assert_eq!(sink_failures(), before);
-        failing.store(true, Ordering::Relaxed);
-        assert!(writer.write_all(b"line\n").is_err());
+        t.room(0);
+        assert!(t.writer.write_all(b"line\n").is_err());
         assert!(sink_failures() > before);
-        assert!(writer.sink().failing);
-        failing.store(false, Ordering::Relaxed);
-        writer.write_all(b"line\n").unwrap();
-        assert!(!writer.sink().failing);
-        assert_eq!(*got.lock().unwrap(), b"line\nline\n");
+        assert!(t.writer.sink().failing);
+        t.room(usize::MAX);
+        t.writer.write_all(b"line\n").unwrap();
+        assert!(!t.writer.sink().failing);
+        assert_eq!(t.got(), "line\nline\n");
     }
 
     #[test]
     fn held_writes_reach_the_sink_on_release_only() {
-        let (mut writer, _, got) = flaky(usize::MAX);
-        let logger_side = writer.clone();
-        writer.hold();
-        writer.write_all(b"one\n").unwrap();
-        writer.flush().unwrap();
-        assert_eq!(logger_side.held(), 4);
-        writer.write_all(b"two\n").unwrap();
-        assert!(got.lock().unwrap().is_empty());
-        assert_eq!(logger_side.release(), 8);
-        assert_eq!(*got.lock().unwrap(), b"one\ntwo\n");
+        let t = Test::new(usize::MAX);
+        let mut logger_side = t.writer.clone();
+        let hold = t.writer.hold();
+        logger_side.write_all(b"one\n").unwrap();
+        logger_side.flush().unwrap();
+        assert_eq!(hold.held(), 4);
+        logger_side.write_all(b"two\n").unwrap();
+        assert_eq!(t.got(), "");
+        assert_eq!(hold.release(), 8);
+        assert_eq!(t.got(), "one\ntwo\n");
         // Released: writes go straight through again, and nothing is held twice.
-        writer.write_all(b"three\n").unwrap();
-        assert_eq!(*got.lock().unwrap(), b"one\ntwo\nthree\n");
-        assert_eq!(logger_side.release(), 0);
+        logger_side.write_all(b"three\n").unwrap();
+        assert_eq!(t.got(), "one\ntwo\nthree\n");
+        assert_eq!(t.writer.hold().release(), 0);
+        // A hold dropped without release writes too.
+        let hold = t.writer.hold();
+        logger_side.write_all(b"four\n").unwrap();
+        drop(hold);
+        assert_eq!(t.got(), "one\ntwo\nthree\nfour\n");
+    }
+
+    #[test]
+    fn only_the_holding_thread_is_held() {
+        let t = Test::new(usize::MAX);
+        let hold = t.writer.hold();
+        let mut here = t.writer.clone();
+        here.write_all(b"held\n").unwrap();
+        let mut other = t.writer.clone();
+        std::thread::spawn(move || other.write_all(b"other\n").unwrap())
+            .join()
+            .unwrap();
+        assert_eq!(t.got(), "other\n", "another thread's event is not held");
+        assert_eq!(hold.release(), 5);
+        assert_eq!(t.got(), "other\nheld\n");
     }
 
     #[test]
     fn release_says_how_much_of_the_held_log_was_written() {
         // A sink that takes 3 bytes a write still gets everything.
-        let (mut writer, failing, got) = flaky(3);
-        writer.hold();
-        writer.write_all(b"first\nsecond\n").unwrap();
-        assert_eq!(writer.release(), 13);
-        assert_eq!(*got.lock().unwrap(), b"first\nsecond\n");
+        let t = Test::new(3);
+        let mut logger_side = t.writer.clone();
+        let hold = t.writer.hold();
+        logger_side.write_all(b"first\nsecond\n").unwrap();
+        assert_eq!(hold.release(), 13);
+        assert_eq!(t.got(), "first\nsecond\n");
         // A failing sink: nothing written, the failure counted.
         let before = sink_failures();
-        failing.store(true, Ordering::Relaxed);
-        writer.hold();
-        writer.write_all(b"lost\n").unwrap();
-        assert_eq!(writer.release(), 0);
+        t.room(0);
+        let hold = t.writer.hold();
+        logger_side.write_all(b"lost\n").unwrap();
+        assert_eq!(hold.release(), 0);
         assert!(sink_failures() > before);
-        failing.store(false, Ordering::Relaxed);
-        writer.hold();
-        writer.write_all(b"back\n").unwrap();
-        assert_eq!(writer.release(), 5);
-        assert!(!writer.sink().failing);
+        // A sink that fills up part-way: the first event and part of the second.
+        t.room(8);
+        let hold = t.writer.hold();
+        logger_side.write_all(b"third\nfourth\n").unwrap();
+        assert_eq!(hold.release(), 8);
+        // Back: the torn line is ended before anything else is written.
+        t.room(usize::MAX);
+        let hold = t.writer.hold();
+        logger_side.write_all(b"fifth\n").unwrap();
+        assert_eq!(hold.release(), 6);
+        assert!(!t.writer.sink().failing);
+        assert_eq!(t.got(), "first\nsecond\nthird\nfo\nfifth\n");
     }
 }

@@ -7,7 +7,7 @@ use std::time::SystemTime;
 
 use tiny_http::{HTTPVersion, Header, Method, Request, Response, Server, StatusCode};
 
-use crate::audit::{self, Fingerprint, LogFormat, LogWriter, RequestEvent, RequestId};
+use crate::audit::{self, Fingerprint, Hold, LogFormat, LogWriter, RequestEvent, RequestId};
 use crate::auth::{self, Denied, Verifier};
 use crate::{Config, Error};
 
@@ -457,21 +457,23 @@ pub fn serve(
             Err(_) if stop.load(Ordering::SeqCst) => break,
             Err(err) => return Err(Error::Accept(err)),
         };
-        if let Some(log) = log {
-            log.hold();
-        }
+        let hold = log.map(LogWriter::hold);
+        let mut accept_failed = None;
         while let Some(request) = next {
             let route = route(guard, &request);
             // Where this request's event ends in the held log.
-            let end = log.map_or(0, LogWriter::held);
+            let end = hold.as_ref().map_or(0, Hold::held);
             batch.push((request, route, end));
-            // An error here comes back from `recv` above.
-            next = match batch.len() < MAX_BATCH {
-                true => server.try_recv().ok().flatten(),
-                false => None,
-            };
+            next = None;
+            if batch.len() < MAX_BATCH {
+                match server.try_recv() {
+                    Ok(request) => next = request,
+                    // The accept thread died: answer this batch, then stop.
+                    Err(err) => accept_failed = Some(err),
+                }
+            }
         }
-        let written = log.map_or(0, LogWriter::release);
+        let written = hold.map_or(0, Hold::release);
         for (request, mut route, end) in batch.drain(..) {
             if let Route::Guarded(decision) = &mut route
                 && end > written
@@ -480,6 +482,9 @@ pub fn serve(
             }
             route.answer(request);
             answered += 1;
+        }
+        if let Some(err) = accept_failed {
+            return Err(Error::Accept(err));
         }
     }
     Ok(answered)
