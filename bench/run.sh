@@ -29,12 +29,8 @@ CLIENT_CPU=1
 # ---------------------------------------------------------------------------------------
 # Tools
 
-need() { # need COMMAND PACKAGE: install PACKAGE from Debian when COMMAND is missing
-  command -v "$1" >/dev/null 2>&1 && return
-  echo "installing $2 (for $1)"
-  if [ -z "${apt_updated:-}" ]; then apt-get update -qq; apt_updated=1; fi
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$2" >/dev/null
-}
+# shellcheck source=bench/lib.sh
+. bench/lib.sh # need, port_of
 need wrk wrk
 need curl curl
 need taskset util-linux
@@ -78,15 +74,6 @@ stop() {
   local -a left=()
   for i in "${PIDS[@]}"; do [ "$i" = "$pid" ] || left+=("$i"); done
   PIDS=("${left[@]}")
-}
-
-# port_of FILE: the port from a "listening on http://IP:PORT" first line, or nothing.
-port_of() {
-  local line
-  IFS= read -r line <"$1" 2>/dev/null || true
-  if [[ $line =~ ^listening\ on\ http://.*:([0-9]+)$ ]]; then
-    echo "${BASH_REMATCH[1]}"
-  fi
 }
 
 # healthz PORT: true when GET /healthz answers 200 (no child process: bash /dev/tcp).

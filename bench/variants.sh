@@ -14,11 +14,8 @@ cd "$ROOT"
 SECONDS_RUN=${BENCH_SECONDS:-5}
 ROUNDS=${BENCH_ROUNDS:-3}
 
-need() { # need COMMAND PACKAGE: install PACKAGE from Debian when COMMAND is missing
-  command -v "$1" >/dev/null 2>&1 && return
-  if [ -z "${apt_updated:-}" ]; then apt-get update -qq; apt_updated=1; fi
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$2" >/dev/null
-}
+# shellcheck source=bench/lib.sh
+. bench/lib.sh # need, port_of
 need wrk wrk
 need taskset util-linux
 
@@ -41,19 +38,15 @@ TOKEN=$("$JWTGUARD" token --sub bench --ttl 3600)
 # run NAME PATH CMD...: one warm-up and one measured run; appends "NAME us writes" to
 # $TMP/results.
 run() {
-  local name=$1 path=$2 port="" line i t0 t1 w0 w1 out reqs
+  local name=$1 path=$2 port="" i t0 t1 w0 w1 out reqs
   shift 2
   rm -f "$TMP/security.log"
   : >"$TMP/out"
   taskset -c 0 "$@" >"$TMP/out" 2>"$TMP/err" &
   PID=$!
   for ((i = 0; i < 500; i++)); do
-    line=""
-    IFS= read -r line <"$TMP/out" || true
-    if [[ $line =~ ^listening\ on\ http://.*:([0-9]+)$ ]]; then
-      port=${BASH_REMATCH[1]}
-      break
-    fi
+    port=$(port_of "$TMP/out")
+    [ -n "$port" ] && break
     sleep 0.01
   done
   if [ -z "$port" ]; then

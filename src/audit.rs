@@ -529,6 +529,22 @@ impl LogWriter {
         }
     }
 
+    /// Writes what this thread holds and ends its hold: [`Hold::release`] and the drop of a
+    /// [`Hold`].
+    fn release(&self) -> usize {
+        let thread = std::thread::current().id();
+        let mut sink = self.sink();
+        let Some(i) = sink.holds.iter().position(|h| h.thread == thread) else {
+            return 0;
+        };
+        sink.holds[i].active = false;
+        let bytes = std::mem::take(&mut sink.holds[i].bytes);
+        let written = sink.put_all(&bytes);
+        sink.holds[i].bytes = bytes;
+        sink.holds[i].bytes.clear();
+        written
+    }
+
     fn sink(&self) -> MutexGuard<'_, Sink> {
         self.sink.lock().unwrap_or_else(PoisonError::into_inner)
     }
@@ -560,22 +576,6 @@ impl Drop for Hold<'_> {
         if !self.released {
             self.writer.release();
         }
-    }
-}
-
-impl LogWriter {
-    fn release(&self) -> usize {
-        let thread = std::thread::current().id();
-        let mut sink = self.sink();
-        let Some(i) = sink.holds.iter().position(|h| h.thread == thread) else {
-            return 0;
-        };
-        sink.holds[i].active = false;
-        let bytes = std::mem::take(&mut sink.holds[i].bytes);
-        let written = sink.put_all(&bytes);
-        sink.holds[i].bytes = bytes;
-        sink.holds[i].bytes.clear();
-        written
     }
 }
 
