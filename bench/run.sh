@@ -395,8 +395,8 @@ for d in ${DIFF_VALID//\// } ${DIFF_FORGED//\// }; do
   if ((d < 0 || d > CONNECTIONS)); then DIFF_OK=0; fi
 done
 
-V_RATIO=$(verdict "$RATIO_VALID >= 0.85 && $RATIO_FORGED >= 0.85")
-V_CPU=$(verdict "$DCPU_VALID <= 4 && $DCPU_FORGED <= 4")
+V_RATIO=$(verdict "$RATIO_VALID >= 0.95 && $RATIO_FORGED >= 0.95")
+V_CPU=$(verdict "$DCPU_VALID <= 1 && $DCPU_FORGED <= 1")
 V_FORGED=$(verdict "$RATIO_FORGED_VALID >= 1")
 V_RSS=$(verdict "$HWM_MAX <= 4096")
 V_SIZE=$(verdict "$SIZE_JWTGUARD <= 1048576")
@@ -441,8 +441,8 @@ SUMMARY=target/bench/summary.txt
   fi
   echo "Ratios and CPU differences are medians over rounds of the runs of one round."
   printf '%-44s %-34s %s\n' "budget" "measured" "verdict"
-  printf '%-44s %-34s %s\n' "req/s jwtguard/floor >= 0.85" "valid $RATIO_VALID, forged $RATIO_FORGED" "$V_RATIO"
-  printf '%-44s %-34s %s\n' "CPU us/request <= floor + 4" "valid $(signed "$DCPU_VALID"), forged $(signed "$DCPU_FORGED")" "$V_CPU"
+  printf '%-44s %-34s %s\n' "req/s jwtguard/floor >= 0.95" "valid $RATIO_VALID, forged $RATIO_FORGED" "$V_RATIO"
+  printf '%-44s %-34s %s\n' "CPU us/request <= floor + 1" "valid $(signed "$DCPU_VALID"), forged $(signed "$DCPU_FORGED")" "$V_CPU"
   printf '%-44s %-34s %s\n' "forged req/s >= valid req/s" "forged/valid $RATIO_FORGED_VALID" "$V_FORGED"
   printf '%-44s %-34s %s\n' "peak RSS <= 4096 KiB" "$HWM_MAX KiB" "$V_RSS"
   printf '%-44s %-34s %s\n' "stripped binary <= 1048576 bytes" "$SIZE_JWTGUARD bytes" "$V_SIZE"

@@ -1,54 +1,23 @@
 //! Per-request work of the guard, without HTTP: `cargo bench --bench per_request`.
 //!
-//! For each case, one "request" is what `Guard::check` does besides tiny_http and the log
-//! sink: parse the `Authorization` value (`bearer_token`), verify the token
-//! (`Verifier::verify`), fingerprint it, and encode the security event into a reused
-//! `String`, with the clock read as the guard does. The components are also timed on their
-//! own. Prints the median ns/op over
-//! several rounds, with the fastest and slowest round.
+//! Each case is one `Guard::check` on the plain parts of a request to a protected path:
+//! parse the `Authorization` value, verify the token, build the security event and write
+//! it through the installed `SecurityLog` (to `io::sink()`, so no system call is timed).
+//! This is the code path the server runs, minus tiny_http and the group commit. Prints
+//! the median ns/op over several rounds, with the fastest and slowest round.
 //!
 //! `PER_REQUEST_ROUNDS` (default 15) and `PER_REQUEST_MS` (milliseconds per round,
 //! default 100) tune the run.
 
 use std::hint::black_box;
-use std::net::{IpAddr, Ipv4Addr};
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, Instant};
 
-use jwtguard::audit::{Fingerprint, RequestEvent};
-use jwtguard::{LogFormat, Policy, Secret, SecretSource, Verifier, bearer_token};
-
-const MAX_TOKEN_BYTES: usize = 8192;
+use jwtguard::{
+    Config, Decision, Guard, LogFormat, Reason, Request, Secret, SecretSource, SecurityLog,
+};
 
 /// One timed operation.
 type Op<'a> = Box<dyn FnMut() + 'a>;
-
-/// One request through the guard's own work; returns the encoded line's length.
-fn request(verifier: &Verifier, header: Option<&str>, line: &mut String, now: SystemTime) -> usize {
-    let token = bearer_token(header, MAX_TOKEN_BYTES);
-    let result = match token {
-        Ok(token) => verifier.verify(token),
-        Err(reason) => Err(reason.into()),
-    };
-    let (reason, user, status) = jwtguard::outcome(&result);
-    let event = RequestEvent {
-        success: result.is_ok(),
-        reason,
-        source_ip: Some(IpAddr::V4(Ipv4Addr::LOCALHOST)),
-        method: "GET",
-        path: "/api/protected",
-        status,
-        user_agent: None,
-        request_id: jwtguard::audit::RequestId {
-            prefix: 0x0a1b_2c3d,
-            n: 42,
-        },
-        user,
-        fingerprint: token.ok().map(Fingerprint::of),
-    };
-    line.clear();
-    event.encode(LogFormat::Json, now, line);
-    line.len()
-}
 
 /// Runs `op` for `rounds` rounds of about `per_round` each (after a warm-up of one
 /// round) and returns the ns/op of every round, sorted.
@@ -107,77 +76,60 @@ fn main() {
         1
     });
 
+    SecurityLog::writer(std::io::sink(), "sink", LogFormat::Json)
+        .install()
+        .expect("the only logger");
     let secret = Secret::new([7u8; 32], SecretSource::Env);
     let wrong = Secret::new([8u8; 32], SecretSource::Env);
-    let policy = Policy {
-        leeway: 30,
-        require_exp: true,
-        issuer: None,
-        audience: None,
-    };
-    let verifier = Verifier::new(secret.expose(), &policy);
-    let valid = jwtguard::mint(&secret, "bench", 3600, None, None, serde_json::Map::new());
+    let guard = Guard::new(&Config {
+        secret: Some(secret.clone()),
+        ..Config::default()
+    })
+    .expect("a valid configuration");
+    let mut claims = serde_json::Map::new();
+    claims.insert("sub".into(), "bench".into());
+    claims.insert("exp".into(), u32::MAX.into());
+    let valid = jwtguard::mint(&secret, &claims);
     // Same shape and claims, signed with another secret.
-    let forged = jwtguard::mint(&wrong, "bench", 3600, None, None, serde_json::Map::new());
+    let forged = jwtguard::mint(&wrong, &claims);
     let valid_header = format!("Bearer {valid}");
     let forged_header = format!("Bearer {forged}");
+    let peer = "127.0.0.1".parse().expect("an address");
 
-    assert_eq!(verifier.verify(&valid).as_deref(), Ok("bench"));
-    assert_eq!(
-        verifier.verify(&forged).map_err(|d| d.reason),
-        Err(jwtguard::Reason::BadSignature)
-    );
+    let check = |authorization: Option<&str>| {
+        let mut headers = vec![("Host", "127.0.0.1:8080"), ("User-Agent", "wrk")];
+        headers.extend(authorization.map(|value| ("Authorization", value)));
+        guard.check(&Request::new("GET", "/api/protected", headers.as_slice()).with_peer(peer))
+    };
+    assert!(matches!(check(Some(&valid_header)), Decision::Allowed(_)));
+    assert!(matches!(
+        check(Some(&forged_header)),
+        Decision::Refused(r) if r.reason() == Some(Reason::BadSignature)
+    ));
 
-    // One request of each case; each case reuses its own line buffer, as the guard does.
-    let case = |header: Option<&'static str>| {
-        let mut line = String::new();
-        let verifier = &verifier;
+    let case = |authorization: Option<&'static str>| {
+        let check = &check;
         move || {
-            black_box(request(
-                verifier,
-                black_box(header),
-                &mut line,
-                SystemTime::now(),
-            ));
+            let _ = black_box(check(black_box(authorization)));
         }
     };
     let valid_header: &'static str = Box::leak(valid_header.into_boxed_str());
     let forged_header: &'static str = Box::leak(forged_header.into_boxed_str());
     let cases: Vec<(&str, Op)> = vec![
-        ("request: valid token", Box::new(case(Some(valid_header)))),
         (
-            "request: forged token (bad signature)",
+            "Guard::check, valid token",
+            Box::new(case(Some(valid_header))),
+        ),
+        (
+            "Guard::check, forged token",
             Box::new(case(Some(forged_header))),
         ),
-        ("request: missing header", Box::new(case(None))),
+        ("Guard::check, no Authorization", Box::new(case(None))),
         (
-            "  part: bearer_token",
+            "Guard::check, public path",
             Box::new(|| {
-                let _ = black_box(bearer_token(black_box(Some(valid_header)), MAX_TOKEN_BYTES));
-            }),
-        ),
-        (
-            "  part: Verifier::verify, valid",
-            Box::new(|| {
-                let _ = black_box(verifier.verify(black_box(&valid)));
-            }),
-        ),
-        (
-            "  part: Verifier::verify, forged",
-            Box::new(|| {
-                let _ = black_box(verifier.verify(black_box(&forged)));
-            }),
-        ),
-        (
-            "  part: Fingerprint::of",
-            Box::new(|| {
-                black_box(Fingerprint::of(black_box(&valid)));
-            }),
-        ),
-        (
-            "  part: SystemTime::now",
-            Box::new(|| {
-                black_box(SystemTime::now());
+                let headers = [("Authorization", valid_header)];
+                let _ = black_box(guard.check(&Request::new("GET", "/public", &headers)));
             }),
         ),
     ];

@@ -8,18 +8,14 @@
 //!      http://127.0.0.1:8081/api/orders                    # 200 with your own body
 //! ```
 //!
-//! Security events go through the `log` facade (target `security`); this example sends
-//! them to stderr with env_logger, as plain lines.
+//! The security log goes to stderr, one JSON line per decision; this example's own log
+//! records (none here) would go to env_logger.
 
-use std::io::Write as _;
-
-use jwtguard::{Config, Guard, Secret, path_of};
+use jwtguard::{Config, Decision, Guard, LogFormat, Secret, SecurityLog, http};
 use tiny_http::{Response, Server};
 
 fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
-    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info"))
-        .format(|buf, record| writeln!(buf, "{}", record.args()))
-        .init();
+    SecurityLog::stderr(LogFormat::Json)?.install()?;
     let config = Config {
         secret: Secret::load(None)?,
         ..Config::default()
@@ -29,31 +25,25 @@ fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
     println!("listening on http://127.0.0.1:8081");
 
     for request in server.incoming_requests() {
-        let path = path_of(request.url()).to_owned();
-        let user = if guard.is_protected(&path) {
-            let decision = guard.check(&request);
-            match decision.user() {
-                Some(user) => Some(user.to_owned()),
-                None => {
-                    // 400, 401 or 503, with the right WWW-Authenticate challenge, in one
-                    // write; like jwtguard::respond, it keeps tiny_http from stalling on
-                    // a body.
-                    decision.answer(request);
-                    continue;
-                }
+        let user = match guard.check(&http::request(&request)) {
+            // 400, 401 or 503, with the right WWW-Authenticate challenge, in one write;
+            // like http::respond, it keeps tiny_http from stalling on a request body.
+            Decision::Refused(refused) => {
+                http::answer(request, &refused);
+                continue;
             }
-        } else {
-            None
+            Decision::Allowed(allowed) => Some(allowed.user().to_owned()),
+            Decision::Public => None,
         };
-        let body = match (path.as_str(), user) {
+        let body = match (request.url(), user) {
             ("/public", _) => "anyone may read this\n".to_owned(),
             (_, Some(user)) => format!("orders of {user}\n"),
             _ => {
-                jwtguard::respond(request, Response::empty(404));
+                http::respond(request, Response::empty(404));
                 continue;
             }
         };
-        jwtguard::respond(request, Response::from_string(body));
+        http::respond(request, Response::from_string(body));
     }
     Ok(())
 }

@@ -1,10 +1,11 @@
 //! Settings, their defaults and their validation; the secret.
 
+use std::ffi::OsString;
 use std::fmt;
 use std::path::{Path, PathBuf};
 
-use crate::auth::Policy;
-use crate::{Error, LogFormat};
+use crate::Error;
+use crate::token::Policy;
 
 /// The environment variable holding the secret itself.
 pub const SECRET_ENV: &str = "JWTGUARD_SECRET";
@@ -15,11 +16,36 @@ pub const SECRET_FILE_ENV: &str = "JWTGUARD_SECRET_FILE";
 /// size of the HS256 hash output (RFC 7518 §3.2).
 pub const MIN_SECRET_BYTES: usize = 32;
 
-/// Everything the guard and the server need. Check it with [`Config::validate`] (the
-/// [`Guard`](crate::Guard) does).
+/// How security events are encoded.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum LogFormat {
+    /// One JSON object per line, with Elastic Common Schema field names.
+    #[default]
+    Json,
+    /// The same fields as `key=value` pairs in the same fixed order; values from the
+    /// request are always double-quoted.
+    Text,
+}
+
+impl std::str::FromStr for LogFormat {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Self, Error> {
+        match s {
+            "json" => Ok(LogFormat::Json),
+            "text" => Ok(LogFormat::Text),
+            _ => Err(Error::Config {
+                setting: "--log-format",
+                problem: format!("{s:?} is not json or text"),
+            }),
+        }
+    }
+}
+
+/// Everything the guard and the server need. [`Guard::new`](crate::Guard::new) validates
+/// it with [`Config::validate`].
 #[derive(Clone, Debug)]
 pub struct Config {
-    /// The address to listen on; port 0 picks a free port.
+    /// The address to listen on, `IP:PORT` or `NAME:PORT`; port 0 picks a free port.
     /// Defaults to `127.0.0.1:8080`.
     pub listen: String,
     /// Path prefixes that need a token, matched on segment boundaries: `/api/` (or
@@ -74,8 +100,16 @@ impl Default for Config {
 
 impl Config {
     /// Checks every setting; returns the first problem found.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Config`] for a malformed or out-of-range setting, [`Error::NoSecret`]
+    /// and [`Error::WeakSecret`] for the secret.
     pub fn validate(&self) -> Result<(), Error> {
         let bad = |setting, problem: String| Err(Error::Config { setting, problem });
+        if let Err(problem) = check_listen(&self.listen) {
+            return bad("--listen", problem);
+        }
         if self.protect.is_empty() {
             return bad("--protect", "at least one prefix is needed".into());
         }
@@ -108,6 +142,12 @@ impl Config {
             }
         }
         let secret = self.secret.as_ref().ok_or(Error::NoSecret)?;
+        if secret.bytes.is_empty() {
+            return bad(
+                "secret",
+                format!("the secret from {} is empty", secret.source),
+            );
+        }
         if secret.bytes.len() < MIN_SECRET_BYTES && !self.allow_weak_secret {
             return Err(Error::WeakSecret {
                 len: secret.bytes.len(),
@@ -117,7 +157,7 @@ impl Config {
     }
 
     /// The claim checks this configuration asks for.
-    pub fn policy(&self) -> Policy {
+    pub(crate) fn policy(&self) -> Policy {
         Policy {
             leeway: self.leeway,
             require_exp: self.require_exp,
@@ -126,23 +166,69 @@ impl Config {
         }
     }
 
-    /// A one-line summary for the start-up event. Never includes the secret.
-    pub fn summary(&self) -> String {
+    /// The settings for the start-up event, by name. Never the secret, only where it came
+    /// from and its length.
+    pub(crate) fn fields(&self) -> Vec<(&'static str, String)> {
         let secret = match &self.secret {
             Some(s) => format!("{} ({} bytes)", s.source, s.bytes.len()),
             None => "none".into(),
         };
-        format!(
-            "protect={} max_token_bytes={} leeway={}s require_exp={} issuer={} audience={} secret={}",
-            self.protect.join(","),
-            self.max_token_bytes,
-            self.leeway,
-            self.require_exp,
-            self.issuer.as_deref().unwrap_or("-"),
-            self.audience.as_deref().unwrap_or("-"),
-            secret,
-        )
+        let mut fields = vec![
+            ("listen", self.listen.clone()),
+            ("protect", self.protect.join(",")),
+            ("max_token_bytes", self.max_token_bytes.to_string()),
+            ("leeway", self.leeway.to_string()),
+            ("require_exp", self.require_exp.to_string()),
+        ];
+        fields.extend(self.issuer.clone().map(|v| ("issuer", v)));
+        fields.extend(self.audience.clone().map(|v| ("audience", v)));
+        fields.push(("secret", secret));
+        fields
     }
+}
+
+/// Whether `listen` is `HOST:PORT` with a port in range; says what is wrong otherwise.
+fn check_listen(listen: &str) -> Result<(), String> {
+    if listen.parse::<std::net::SocketAddr>().is_ok() {
+        return Ok(());
+    }
+    if listen.contains("://") {
+        return Err(format!("{listen:?}: give HOST:PORT, without a scheme"));
+    }
+    let Some((host, port)) = listen.rsplit_once(':') else {
+        return Err(if listen.is_empty() {
+            "is empty: give HOST:PORT".into()
+        } else if listen.bytes().all(|b| b.is_ascii_digit()) {
+            format!(
+                "{listen:?} needs a host: 127.0.0.1:{listen} (this machine only) or 0.0.0.0:{listen} (every interface)"
+            )
+        } else {
+            format!("{listen:?} needs a port: {listen}:8080, or {listen}:0 for any free one")
+        });
+    };
+    if host.is_empty() {
+        return Err(format!(
+            "{listen:?} needs a host: 127.0.0.1{listen} (this machine only) or 0.0.0.0{listen} (every interface)"
+        ));
+    }
+    if port.parse::<u16>().is_err() {
+        return Err(
+            if !port.is_empty() && port.bytes().all(|b| b.is_ascii_digit()) {
+                format!("port {port} is not in 0..=65535")
+            } else {
+                format!("{listen:?}: {port:?} is not a port number")
+            },
+        );
+    }
+    if host.contains(':') && !host.starts_with('[') {
+        return Err(format!(
+            "{listen:?}: write an IPv6 address in brackets, [{host}]:{port}"
+        ));
+    }
+    if host.starts_with('[') {
+        return Err(format!("{listen:?}: {host} is not an IPv6 address"));
+    }
+    Ok(())
 }
 
 /// Where a secret came from.
@@ -184,7 +270,7 @@ impl fmt::Debug for Secret {
 }
 
 impl Secret {
-    /// A secret given as bytes.
+    /// A secret given as bytes. [`Config::validate`] checks its length.
     pub fn new(bytes: impl Into<Vec<u8>>, source: SecretSource) -> Secret {
         Secret {
             bytes: bytes.into(),
@@ -193,30 +279,56 @@ impl Secret {
     }
 
     /// 32 random bytes from the operating system.
-    pub fn random() -> Secret {
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Random`] when the operating system gives no random bytes.
+    pub fn random() -> Result<Secret, Error> {
         let mut bytes = vec![0; MIN_SECRET_BYTES];
-        getrandom::fill(&mut bytes).expect("the operating system has no random source");
-        Secret::new(bytes, SecretSource::Random)
+        getrandom::fill(&mut bytes).map_err(|e| Error::Random(e.to_string()))?;
+        Ok(Secret::new(bytes, SecretSource::Random))
     }
 
     /// Reads the secret from, in this order: `file` (the `--secret-file` flag), the file
     /// named by `JWTGUARD_SECRET_FILE`, or `JWTGUARD_SECRET`. One trailing newline (LF or
     /// CRLF) is stripped from a file. `None` when none of them is set.
     ///
-    /// Setting `JWTGUARD_SECRET` together with a file is refused as ambiguous, and so is
-    /// an empty secret.
+    /// # Errors
+    ///
+    /// [`Error::Config`] when `JWTGUARD_SECRET` is set together with a file (ambiguous),
+    /// when a variable is set but empty, or when `JWTGUARD_SECRET` ends with a newline
+    /// (a token signed without it would not verify, and the mistake would not show);
+    /// [`Error::SecretFile`] when the file cannot be read.
     pub fn load(file: Option<&Path>) -> Result<Option<Secret>, Error> {
-        let env_file = std::env::var_os(SECRET_FILE_ENV).filter(|v| !v.is_empty());
-        let env_value = std::env::var_os(SECRET_ENV);
-        let file = file.map(Path::to_path_buf).or(env_file.map(PathBuf::from));
+        Secret::from_sources(
+            file,
+            std::env::var_os(SECRET_FILE_ENV),
+            std::env::var_os(SECRET_ENV),
+        )
+    }
+
+    /// [`Secret::load`] with the two variables' values given.
+    fn from_sources(
+        file: Option<&Path>,
+        env_file: Option<OsString>,
+        env_value: Option<OsString>,
+    ) -> Result<Option<Secret>, Error> {
+        let bad = |setting, problem: String| Err(Error::Config { setting, problem });
+        if env_file.as_ref().is_some_and(|v| v.is_empty()) && file.is_none() {
+            return bad(
+                SECRET_FILE_ENV,
+                "set but empty: name a file, or unset it".into(),
+            );
+        }
+        let file = file
+            .map(Path::to_path_buf)
+            .or(env_file.filter(|v| !v.is_empty()).map(PathBuf::from));
         let secret = match (file, env_value) {
             (Some(_), Some(_)) => {
-                return Err(Error::Config {
-                    setting: SECRET_ENV,
-                    problem: format!(
-                        "set together with a secret file; use one ({SECRET_ENV} or a file)"
-                    ),
-                });
+                return bad(
+                    SECRET_ENV,
+                    format!("set together with a secret file; use one ({SECRET_ENV} or a file)"),
+                );
             }
             (Some(path), None) => {
                 let mut bytes = read_capped(&path).map_err(|source| Error::SecretFile {
@@ -231,14 +343,23 @@ impl Secret {
                 }
                 Secret::new(bytes, SecretSource::File(path))
             }
-            (None, Some(value)) => Secret::new(value.into_encoded_bytes(), SecretSource::Env),
+            (None, Some(value)) => {
+                let bytes = value.into_encoded_bytes();
+                if bytes.ends_with(b"\n") || bytes.ends_with(b"\r") {
+                    return bad(
+                        SECRET_ENV,
+                        "ends with a newline: set it without one (printf, not echo), or put the secret in a file (one trailing newline is stripped there)".into(),
+                    );
+                }
+                Secret::new(bytes, SecretSource::Env)
+            }
             (None, None) => return Ok(None),
         };
         if secret.bytes.is_empty() {
-            return Err(Error::Config {
-                setting: "secret",
-                problem: format!("the secret from {} is empty", secret.source),
-            });
+            return bad(
+                "secret",
+                format!("the secret from {} is empty", secret.source),
+            );
         }
         Ok(Some(secret))
     }
@@ -292,6 +413,13 @@ mod tests {
         }
     }
 
+    fn setting_of(result: Result<(), Error>) -> &'static str {
+        match result {
+            Err(Error::Config { setting, .. }) => setting,
+            other => panic!("{other:?}"),
+        }
+    }
+
     #[test]
     fn defaults_validate_once_a_secret_is_set() {
         assert!(matches!(Config::default().validate(), Err(Error::NoSecret)));
@@ -299,7 +427,7 @@ mod tests {
     }
 
     #[test]
-    fn short_secrets_need_the_flag() {
+    fn short_or_empty_secrets_are_refused() {
         let mut config = with_secret(b"short");
         assert!(matches!(
             config.validate(),
@@ -307,6 +435,8 @@ mod tests {
         ));
         config.allow_weak_secret = true;
         config.validate().unwrap();
+        config.secret = Some(Secret::new(Vec::new(), SecretSource::Env));
+        assert_eq!(setting_of(config.validate()), "secret");
     }
 
     #[test]
@@ -317,50 +447,116 @@ mod tests {
             (|c| c.protect = vec!["/healthz/".into()], "--protect"),
             (|c| c.protect = vec!["api".into()], "--protect"),
             (|c| c.max_token_bytes = 0, "--max-token-bytes"),
-            (|c| c.leeway = 301, "--leeway"),
+            (|c| c.leeway = u64::MAX, "--leeway"),
             (|c| c.issuer = Some(String::new()), "--issuer"),
             (|c| c.audience = Some(String::new()), "--audience"),
         ];
         for (change, want) in cases {
             let mut config = with_secret(&[7; 32]);
             change(&mut config);
-            match config.validate() {
-                Err(Error::Config { setting, .. }) => assert_eq!(setting, want),
-                other => panic!("{want}: {other:?}"),
-            }
+            assert_eq!(setting_of(config.validate()), want);
         }
     }
 
     #[test]
-    fn debug_and_summary_never_show_the_secret() {
+    fn listen_mistakes_are_named_for_what_they_are() {
+        for ok in [
+            "127.0.0.1:8080",
+            "[::1]:0",
+            "0.0.0.0:65535",
+            "localhost:8080",
+        ] {
+            assert_eq!(check_listen(ok), Ok(()), "{ok}");
+        }
+        let cases = [
+            ("8080", "needs a host: 127.0.0.1:8080"),
+            (":8080", "needs a host: 127.0.0.1:8080"),
+            ("http://127.0.0.1:8080", "without a scheme"),
+            ("127.0.0.1:99999", "port 99999 is not in 0..=65535"),
+            ("127.0.0.1:http", "is not a port number"),
+            ("127.0.0.1", "needs a port: 127.0.0.1:8080"),
+            ("::1:8080", "in brackets, [::1]:8080"),
+            ("[::x]:8080", "is not an IPv6 address"),
+            ("", "is empty"),
+        ];
+        for (listen, want) in cases {
+            let problem = check_listen(listen).unwrap_err();
+            assert!(problem.contains(want), "{listen:?}: {problem}");
+        }
+    }
+
+    #[test]
+    fn start_up_fields_never_show_the_secret() {
         let config = with_secret(b"super-secret-value-super-secret-value");
-        let shown = format!("{config:?} {}", config.summary());
+        let shown = format!("{config:?} {:?}", config.fields());
         assert!(!shown.contains("super-secret"), "{shown}");
         assert!(shown.contains("[redacted]"));
         assert!(
             config
-                .summary()
-                .contains("secret=env:JWTGUARD_SECRET (37 bytes)")
+                .fields()
+                .contains(&("secret", "env:JWTGUARD_SECRET (37 bytes)".into()))
         );
     }
 
     #[test]
-    fn secret_file_loses_one_trailing_newline() {
+    fn secret_sources() {
         let dir = std::env::temp_dir().join(format!("jwtguard-secret-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("secret");
         for (content, want) in [
             (&b"abc\n"[..], &b"abc"[..]),
             (b"abc\r\n", b"abc"),
             (b"abc\n\n", b"abc\n"),
             (b"abc", b"abc"),
         ] {
-            let path = dir.join("secret");
             std::fs::write(&path, content).unwrap();
-            // The flag wins over the variables, which the test does not touch.
-            let secret = Secret::load(Some(&path)).unwrap().unwrap();
+            let secret = Secret::from_sources(Some(&path), None, None)
+                .unwrap()
+                .unwrap();
             assert_eq!(secret.expose(), want);
-            assert_eq!(secret.source(), &SecretSource::File(path));
+            assert_eq!(secret.source(), &SecretSource::File(path.clone()));
+            // The variable naming a file, the same way.
+            let secret = Secret::from_sources(None, Some(path.clone().into()), None)
+                .unwrap()
+                .unwrap();
+            assert_eq!(secret.expose(), want);
         }
+        let env = |v: &str| Some(OsString::from(v));
+        assert_eq!(
+            Secret::from_sources(None, None, None)
+                .unwrap()
+                .map(|s| s.bytes),
+            None
+        );
+        assert_eq!(
+            Secret::from_sources(None, None, env("s3cret"))
+                .unwrap()
+                .unwrap()
+                .expose(),
+            b"s3cret"
+        );
+        let refused = |result: Result<Option<Secret>, Error>| match result {
+            Err(Error::Config { setting, .. }) => setting,
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(refused(Secret::from_sources(None, None, env(""))), "secret");
+        assert_eq!(
+            refused(Secret::from_sources(None, None, env("s3cret\n"))),
+            SECRET_ENV
+        );
+        assert_eq!(
+            refused(Secret::from_sources(None, env(""), None)),
+            SECRET_FILE_ENV
+        );
+        assert_eq!(
+            refused(Secret::from_sources(Some(&path), None, env("s3cret"))),
+            SECRET_ENV
+        );
+        std::fs::write(&path, b"\n").unwrap();
+        assert_eq!(
+            refused(Secret::from_sources(Some(&path), None, None)),
+            "secret"
+        );
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -47,6 +47,10 @@ pub enum Error {
     },
     /// The HTTP layer stopped accepting connections (out of file descriptors, say).
     Accept(io::Error),
+    /// The operating system gave no random bytes (for the request ids, or a demo secret).
+    Random(String),
+    /// A `log` logger was installed already, so the security log could not be.
+    Logger,
 }
 
 impl fmt::Display for Error {
@@ -66,6 +70,8 @@ impl fmt::Display for Error {
             Error::LogFile { path, .. } => write!(f, "cannot open the log file {}", path.display()),
             Error::Bind { addr, .. } => write!(f, "cannot listen on {addr}"),
             Error::Accept(_) => f.write_str("the server stopped accepting connections"),
+            Error::Random(cause) => write!(f, "the operating system gave no random bytes: {cause}"),
+            Error::Logger => f.write_str("a logger is installed already: the security log must be the process's logger"),
         }
     }
 }

@@ -2,73 +2,94 @@
 //! one security event per decision.
 //!
 //! The `jwtguard` binary is a complete server; this library is the same guard for your
-//! own [`tiny_http`] loop.
+//! own [`tiny_http`] loop: the [`Guard`] decides from the plain parts of a [`Request`],
+//! [`http`] adapts tiny_http's, and the [`SecurityLog`] writes the events.
 //!
 //! # Quick start
 //!
-//! ```no_run
-//! use jwtguard::{Config, Guard, Secret, SecretSource};
+//! ```
+//! use jwtguard::{Config, Decision, Guard, LogFormat, Secret, SecretSource, SecurityLog};
 //!
-//! let config = Config {
-//!     secret: Some(Secret::new(std::env::var("JWTGUARD_SECRET")?, SecretSource::Env)),
-//!     ..Config::default()
-//! };
-//! let guard = Guard::new(&config)?;
-//! // A logger must take `security` events, or every protected request gets 503.
-//! env_logger::init();
-//! let server = tiny_http::Server::http("127.0.0.1:8080").map_err(|e| e.to_string())?;
-//! for request in server.incoming_requests() {
-//!     let path = jwtguard::path_of(request.url()).to_owned();
-//!     if guard.is_protected(&path) {
-//!         let decision = guard.check(&request); // writes the security event
-//!         if decision.user().is_none() {
-//!             decision.answer(request); // 400, 401 or 503
-//!             continue;
+//! // The security log owns the `security` target of the `log` facade: install it first.
+//! SecurityLog::stderr(LogFormat::Json)?.install()?;
+//! let secret = Secret::new(*b"an example secret of 32 bytes ..", SecretSource::Env);
+//! let guard = Guard::new(&Config { secret: Some(secret.clone()), ..Config::default() })?;
+//! let server = tiny_http::Server::http("127.0.0.1:0")?;
+//! # let addr = server.server_addr().to_ip().unwrap();
+//! # let mut claims = serde_json::Map::new();
+//! # claims.insert("sub".into(), "alice".into());
+//! # claims.insert("exp".into(), u32::MAX.into());
+//! # let token = jwtguard::mint(&secret, &claims);
+//! # let client = std::thread::spawn(move || {
+//! #     use std::io::{Read, Write};
+//! #     let mut stream = std::net::TcpStream::connect(addr).unwrap();
+//! #     write!(stream, "GET /api/orders HTTP/1.1\r\nAuthorization: Bearer {token}\r\nConnection: close\r\n\r\n").unwrap();
+//! #     let mut answer = String::new();
+//! #     stream.read_to_string(&mut answer).unwrap();
+//! #     answer
+//! # });
+//!
+//! for request in server.incoming_requests().take(1) {
+//!     match guard.check(&jwtguard::http::request(&request)) {
+//!         // 400, 401, or 503 when the event could not be written.
+//!         Decision::Refused(refused) => jwtguard::http::answer(request, &refused),
+//!         Decision::Allowed(allowed) => {
+//!             let body = format!("orders of {}\n", allowed.user());
+//!             jwtguard::http::respond(request, tiny_http::Response::from_string(body));
+//!         }
+//!         Decision::Public => {
+//!             jwtguard::http::respond(request, tiny_http::Response::from_string("hello\n"));
 //!         }
 //!     }
-//!     // ... serve the request: it is public, or its token verified ...
-//!     jwtguard::respond(request, tiny_http::Response::from_string("hello"));
 //! }
-//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! # let answer = client.join().unwrap();
+//! # assert!(answer.starts_with("HTTP/1.1 200 OK\r\n"), "{answer}");
+//! # assert!(answer.ends_with("orders of alice\n"), "{answer}");
+//! # Ok::<(), Box<dyn std::error::Error + Send + Sync>>(())
 //! ```
 //!
 //! # Security log
 //!
-//! Every [`Guard::check`] emits exactly one event through the [`log`] facade, target
-//! `security`, as one line in the configured [`LogFormat`]: `info` for a success,
-//! `warn` for a refusal. The line carries the fields listed in the README (Elastic Common
-//! Schema names) and never the token or the secret; values from the request are escaped
-//! into printable ASCII and capped at [`audit::MAX_FIELD_BYTES`].
+//! Every decision on a protected path records exactly one event through the [`log`]
+//! facade, target [`TARGET`] (`security`). The installed [`SecurityLog`] writes it as one
+//! line in the configured [`LogFormat`] and tells the guard whether it reached the sink: a
+//! request is served only then. With no logger, another logger, or a maximum level below
+//! `info`, nothing confirms the event, and the guard answers 503: it fails closed.
 //!
 //! | level | target | what |
 //! |---|---|---|
 //! | `info` | `security` | a request allowed; start-up and shutdown |
 //! | `warn` | `security` | a request refused |
 //! | `error` | `security` | the server stopped accepting connections |
+//! | any | any other | passed to the logger given to [`SecurityLog::others`] |
 //!
-//! The library only calls `log` macros; the application installs the logger. A decision
-//! whose event no logger takes (none installed, or `security` filtered out) is not acted
-//! on: [`Decision::recorded`] is `false` and the status 503. To refuse requests also when
-//! the writes fail, have the logger write through an [`audit::LogWriter`], as the binary
-//! does, and give [`serve`] a clone of it to write the events of waiting requests
-//! together.
-//!
-//! [`Guard::is_protected`] matches the raw request path: route on the same string.
+//! The line carries the fields listed in the README (Elastic Common Schema names), never
+//! the token or the secret; values from the request are escaped into printable ASCII and
+//! capped at 256 bytes.
 
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
-pub mod audit;
-mod auth;
 mod config;
-pub mod crypto;
 mod error;
+mod event;
+mod guard;
+pub mod http;
+mod keys;
+mod logger;
+mod reason;
 mod server;
+mod sink;
+mod time;
 mod token;
 
-pub use audit::LogFormat;
-pub use auth::{Denied, Policy, Reason, Verifier, bearer_token, outcome};
-pub use config::{Config, MIN_SECRET_BYTES, SECRET_ENV, SECRET_FILE_ENV, Secret, SecretSource};
+pub use config::{
+    Config, LogFormat, MIN_SECRET_BYTES, SECRET_ENV, SECRET_FILE_ENV, Secret, SecretSource,
+};
 pub use error::Error;
-pub use server::{Decision, Guard, MAX_DRAINED_BODY, Reply, handle, path_of, respond, serve};
-pub use token::mint;
+pub use event::{Cause, RequestId};
+pub use guard::{Allowed, Decision, Guard, Headers, Refused, Request};
+pub use keys::mint;
+pub use logger::{OtherRecords, SecurityLog, TARGET, write_record};
+pub use reason::Reason;
+pub use server::{Server, Stopper};

@@ -1,77 +1,521 @@
-//! Issuing tokens: for the `token` subcommand and the start-up demo.
+//! From a token to a verified user or a reason for refusal. No I/O.
+//!
+//! One pass over the token: the header is parsed once (its `alg` must be `HS256` and it
+//! must not carry `crit`), the signature is checked, and only then are the claims parsed,
+//! once, and checked against the [`Policy`].
 
-use jsonwebtoken::{Algorithm, EncodingKey, Header};
-use serde_json::{Map, Value};
+use std::borrow::Cow;
+use std::sync::OnceLock;
 
-use crate::Secret;
+use base64::Engine as _;
+use serde::Deserialize;
 
-/// Signs an HS256 token for `sub` that expires `ttl` seconds from now, with `iat`,
-/// `iss` and `aud` when given, and `extra` claims last: they replace any of those, and a
-/// `null` removes the claim (`exp: null` makes a token that never expires).
-pub fn mint(
-    secret: &Secret,
-    sub: &str,
-    ttl: u64,
-    issuer: Option<&str>,
-    audience: Option<&str>,
-    extra: Map<String, Value>,
-) -> String {
-    crate::crypto::install();
-    let now = jsonwebtoken::get_current_timestamp();
-    let mut claims = Map::new();
-    claims.insert("sub".into(), sub.into());
-    claims.insert("iat".into(), now.into());
-    claims.insert("exp".into(), now.saturating_add(ttl).into());
-    if let Some(issuer) = issuer {
-        claims.insert("iss".into(), issuer.into());
+use crate::Reason;
+use crate::keys::{BASE64URL, Key};
+
+/// What a verifier checks besides the signature.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct Policy {
+    /// Clock skew allowed on `exp` and `nbf`, in seconds.
+    pub leeway: u64,
+    /// Whether `exp` must be present. When present it is always checked.
+    pub require_exp: bool,
+    /// When set, `iss` is required and must equal it.
+    pub issuer: Option<String>,
+    /// When set, `aud` is required and must name it.
+    pub audience: Option<String>,
+}
+
+/// A refusal: the reason, and the user when the signature had verified (an expired but
+/// genuine token still names its user in the log).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct Denied {
+    pub reason: Reason,
+    pub user: Option<String>,
+}
+
+impl From<Reason> for Denied {
+    fn from(reason: Reason) -> Self {
+        Denied { reason, user: None }
     }
-    if let Some(audience) = audience {
-        claims.insert("aud".into(), audience.into());
+}
+
+/// The JOSE header fields jwtguard looks at. Unknown fields are ignored; a repeated
+/// field is an error.
+#[derive(Deserialize)]
+struct JoseHeader<'a> {
+    #[serde(borrow)]
+    alg: Cow<'a, str>,
+    #[serde(default)]
+    crit: Option<serde::de::IgnoredAny>,
+}
+
+/// The claims jwtguard checks, parsed once. `null` counts as absent.
+#[derive(Deserialize)]
+struct Claims<'a> {
+    #[serde(default)]
+    exp: Option<f64>,
+    #[serde(default)]
+    nbf: Option<f64>,
+    #[serde(borrow, default)]
+    iss: Option<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    aud: Option<Audience<'a>>,
+    #[serde(borrow, default)]
+    sub: Option<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    user_id: Option<UserId<'a>>,
+}
+
+/// `aud`: one string or an array of them (RFC 7519 §4.1.3).
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum Audience<'a> {
+    One(#[serde(borrow)] Cow<'a, str>),
+    Many(#[serde(borrow)] Vec<Cow<'a, str>>),
+}
+
+/// The blog's `user_id`: a string or an integer.
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum UserId<'a> {
+    Text(#[serde(borrow)] Cow<'a, str>),
+    Number(i64),
+}
+
+impl Claims<'_> {
+    /// `sub`, or else `user_id`; an empty one is no user.
+    fn user(&self) -> Option<String> {
+        let user = match (&self.sub, &self.user_id) {
+            (Some(sub), _) => sub.to_string(),
+            (None, Some(UserId::Text(id))) => id.to_string(),
+            (None, Some(UserId::Number(id))) => id.to_string(),
+            (None, None) => return None,
+        };
+        (!user.is_empty()).then_some(user)
     }
-    for (key, value) in extra {
-        if value.is_null() {
-            claims.remove(&key);
-        } else {
-            claims.insert(key, value);
+
+    /// The claim checks of RFC 7519 §4.1 under `policy`, at `now` (seconds since the epoch).
+    fn check(&self, policy: &Policy, now: f64) -> Result<(), Reason> {
+        let leeway = policy.leeway as f64;
+        match self.exp {
+            None if policy.require_exp => return Err(Reason::MissingClaim),
+            Some(exp) if exp < now - leeway => return Err(Reason::Expired),
+            _ => {}
+        }
+        if self.nbf.is_some_and(|nbf| nbf > now + leeway) {
+            return Err(Reason::NotYetValid);
+        }
+        if let Some(issuer) = &policy.issuer {
+            match &self.iss {
+                None => return Err(Reason::MissingClaim),
+                Some(iss) if iss != issuer => return Err(Reason::InvalidIssuer),
+                Some(_) => {}
+            }
+        }
+        match (&self.aud, &policy.audience) {
+            (None, None) => {}
+            (None, Some(_)) => return Err(Reason::MissingClaim),
+            (Some(_), None) => return Err(Reason::InvalidAudience),
+            (Some(Audience::One(aud)), Some(want)) if aud != want => {
+                return Err(Reason::InvalidAudience);
+            }
+            (Some(Audience::Many(auds)), Some(want)) if !auds.iter().any(|a| a == want) => {
+                return Err(Reason::InvalidAudience);
+            }
+            (Some(_), Some(_)) => {}
+        }
+        match self.user() {
+            Some(_) => Ok(()),
+            None => Err(Reason::MissingClaim),
         }
     }
-    let key = EncodingKey::from_secret(secret.expose());
-    jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &key)
-        .expect("HS256 signing of a JSON map cannot fail")
+}
+
+/// Verifies HS256 tokens against one key and one [`Policy`].
+pub(crate) struct Verifier {
+    key: Key,
+    policy: Policy,
+    /// The encoded header of the first token that verified: tokens of one issuer share
+    /// their header, and the same bytes need no second parse.
+    accepted_header: OnceLock<Box<str>>,
+}
+
+impl Verifier {
+    pub(crate) fn new(secret: &[u8], policy: Policy) -> Verifier {
+        Verifier {
+            key: Key::new(secret),
+            policy,
+            accepted_header: OnceLock::new(),
+        }
+    }
+
+    /// Verifies `token` at `now` (seconds since the epoch; `None` when the clock reads
+    /// before 1970): the signature first, then the claims. Returns the user.
+    pub(crate) fn verify(&self, token: &str, now: Option<f64>) -> Result<String, Denied> {
+        thread_local! {
+            /// The decoded header or claims: one buffer per thread, reused.
+            static JSON: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+        }
+        let now = now.ok_or(Reason::ClockError)?;
+        JSON.with_borrow_mut(|json| self.verify_with(token, now, json))
+    }
+
+    fn verify_with(&self, token: &str, now: f64, json: &mut Vec<u8>) -> Result<String, Denied> {
+        let Some((message, signature)) = token.rsplit_once('.') else {
+            return Err(Reason::MalformedToken.into());
+        };
+        let Some((header, payload)) = message.split_once('.') else {
+            return Err(Reason::MalformedToken.into());
+        };
+        if payload.contains('.') {
+            return Err(Reason::MalformedToken.into());
+        }
+        let known_header = self.accepted_header.get().map(|h| &**h) == Some(header);
+        if !known_header {
+            json.clear();
+            BASE64URL
+                .decode_vec(header, json)
+                .map_err(|_| Reason::MalformedToken)?;
+            let parsed: JoseHeader = parse_object(json)?;
+            if parsed.alg != "HS256" {
+                return Err(Reason::AlgNotAllowed.into());
+            }
+            if parsed.crit.is_some() {
+                // RFC 7515 §4.1.11: jwtguard understands no extension, so none may be critical.
+                return Err(Reason::MalformedToken.into());
+            }
+        }
+        match self.key.verify(message.as_bytes(), signature) {
+            Ok(true) => {}
+            Ok(false) => return Err(Reason::BadSignature.into()),
+            Err(_) => return Err(Reason::MalformedToken.into()),
+        }
+        // The signature verified: from here on the token is the issuer's.
+        if !known_header {
+            let _ = self.accepted_header.set(header.into());
+        }
+        json.clear();
+        BASE64URL
+            .decode_vec(payload, json)
+            .map_err(|_| Reason::MalformedToken)?;
+        let claims: Claims = parse_object(json)?;
+        let user = claims.user();
+        match claims.check(&self.policy, now) {
+            Ok(()) => Ok(user.expect("check found a user")),
+            Err(reason) => Err(Denied { reason, user }),
+        }
+    }
+}
+
+/// Parses a JSON object into `T`. serde's derived structs also accept an array of the
+/// field values in order; a JOSE header and a claims set must be objects (RFC 7515
+/// §4, RFC 7519 §7.2).
+fn parse_object<'a, T: Deserialize<'a>>(json: &'a [u8]) -> Result<T, Reason> {
+    let first = json.iter().find(|b| !b.is_ascii_whitespace());
+    if first != Some(&b'{') {
+        return Err(Reason::MalformedToken);
+    }
+    serde_json::from_slice(json).map_err(|_| Reason::MalformedToken)
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
-    use crate::auth::{Policy, Verifier};
-    use crate::{Reason, SecretSource};
+    use serde_json::json;
+
+    pub(crate) const SECRET: &[u8] = b"test-secret-0123456789abcdef0123456789";
+
+    fn now() -> f64 {
+        crate::time::unix_seconds(std::time::SystemTime::now()).unwrap()
+    }
+
+    fn b64(bytes: &[u8]) -> String {
+        BASE64URL.encode(bytes)
+    }
+
+    /// Signs `claims` under `header` with HMAC-SHA256, by hand (not through the code
+    /// under test).
+    pub(crate) fn sign(
+        header: serde_json::Value,
+        claims: serde_json::Value,
+        secret: &[u8],
+    ) -> String {
+        sign_raw(header, claims.to_string().as_bytes(), secret)
+    }
+
+    fn sign_raw(header: serde_json::Value, payload: &[u8], secret: &[u8]) -> String {
+        use hmac::{Hmac, KeyInit, Mac};
+        let input = format!("{}.{}", b64(header.to_string().as_bytes()), b64(payload));
+        let mut mac = Hmac::<sha2::Sha256>::new_from_slice(secret).unwrap();
+        mac.update(input.as_bytes());
+        format!("{input}.{}", b64(&mac.finalize().into_bytes()))
+    }
+
+    fn hs256(claims: serde_json::Value) -> String {
+        sign(json!({"alg": "HS256", "typ": "JWT"}), claims, SECRET)
+    }
+
+    fn policy() -> Policy {
+        Policy {
+            leeway: 30,
+            require_exp: true,
+            issuer: None,
+            audience: None,
+        }
+    }
+
+    fn verifier(policy: Policy) -> Verifier {
+        Verifier::new(SECRET, policy)
+    }
 
     #[test]
-    fn minted_tokens_verify_through_the_hs256_provider() {
-        let secret = Secret::new([9; 32], SecretSource::Env);
-        let policy = Policy {
-            leeway: 0,
-            require_exp: true,
-            issuer: Some("me".into()),
-            audience: Some("you".into()),
-        };
-        let verifier = Verifier::new(secret.expose(), &policy);
-        let token = mint(&secret, "alice", 60, Some("me"), Some("you"), Map::new());
-        assert_eq!(verifier.verify(&token), Ok("alice".into()));
-
-        let mut extra = Map::new();
-        extra.insert("exp".into(), 1000.into());
-        let expired = mint(&secret, "alice", 60, Some("me"), Some("you"), extra);
+    fn valid_tokens_name_the_user() {
+        let v = verifier(policy());
+        let exp = now() + 60.0;
+        let ok = |claims| v.verify(&hs256(claims), Some(now()));
+        assert_eq!(ok(json!({"sub": "alice", "exp": exp})), Ok("alice".into()));
+        assert_eq!(ok(json!({"user_id": "bob", "exp": exp})), Ok("bob".into()));
+        assert_eq!(ok(json!({"user_id": 42, "exp": exp})), Ok("42".into()));
+        // sub wins over user_id.
         assert_eq!(
-            verifier.verify(&expired).unwrap_err().reason,
+            ok(json!({"sub": "carol", "user_id": 1, "exp": exp})),
+            Ok("carol".into())
+        );
+        // Expired by less than the leeway.
+        assert_eq!(
+            ok(json!({"sub": "dave", "exp": now() - 10.0})),
+            Ok("dave".into())
+        );
+    }
+
+    #[test]
+    fn every_claim_reason_is_reached() {
+        let mut p = policy();
+        p.issuer = Some("https://issuer.example".into());
+        p.audience = Some("jwtguard".into());
+        let v = verifier(p);
+        let exp = now() + 60.0;
+        let good =
+            json!({"sub": "alice", "exp": exp, "iss": "https://issuer.example", "aud": "jwtguard"});
+        let with = |key: &str, value: serde_json::Value| {
+            let mut claims = good.clone();
+            claims[key] = value;
+            claims
+        };
+        let without = |key: &str| {
+            let mut claims = good.clone();
+            claims.as_object_mut().unwrap().remove(key);
+            claims
+        };
+        assert_eq!(
+            v.verify(&hs256(good.clone()), Some(now())),
+            Ok("alice".into())
+        );
+        let listed = with("aud", json!(["other", "jwtguard"]));
+        assert_eq!(v.verify(&hs256(listed), Some(now())), Ok("alice".into()));
+        let forged = sign(
+            json!({"alg": "HS256"}),
+            good.clone(),
+            b"another-secret-another-secret-xx",
+        );
+        let cases = [
+            ("garbage".to_owned(), Reason::MalformedToken, None),
+            ("a.b.c".into(), Reason::MalformedToken, None),
+            (
+                "eyJhbGciOiJIUzI1NiJ9.bm90IGpzb24.c2ln".into(),
+                Reason::BadSignature,
+                None,
+            ),
+            (
+                sign_raw(json!({"alg": "HS256"}), b"not json", SECRET),
+                Reason::MalformedToken,
+                None,
+            ),
+            (hs256(with("sub", json!(5))), Reason::MalformedToken, None),
+            (forged, Reason::BadSignature, None),
+            (
+                sign(json!({"alg": "none"}), good.clone(), SECRET),
+                Reason::AlgNotAllowed,
+                None,
+            ),
+            (
+                sign(json!({"alg": "HS512"}), good.clone(), SECRET),
+                Reason::AlgNotAllowed,
+                None,
+            ),
+            (
+                sign(
+                    json!({"alg": "HS256", "crit": ["exp"]}),
+                    good.clone(),
+                    SECRET,
+                ),
+                Reason::MalformedToken,
+                None,
+            ),
+            (
+                hs256(with("exp", json!(now() - 100.0))),
+                Reason::Expired,
+                Some("alice"),
+            ),
+            (
+                hs256(with("nbf", json!(now() + 100.0))),
+                Reason::NotYetValid,
+                Some("alice"),
+            ),
+            (hs256(without("exp")), Reason::MissingClaim, Some("alice")),
+            (hs256(without("iss")), Reason::MissingClaim, Some("alice")),
+            (hs256(without("aud")), Reason::MissingClaim, Some("alice")),
+            (hs256(without("sub")), Reason::MissingClaim, None),
+            (hs256(with("sub", json!(""))), Reason::MissingClaim, None),
+            (
+                hs256(with("iss", json!("https://evil.example"))),
+                Reason::InvalidIssuer,
+                Some("alice"),
+            ),
+            (
+                hs256(with("aud", json!("other"))),
+                Reason::InvalidAudience,
+                Some("alice"),
+            ),
+            (
+                hs256(with("aud", json!(["other", "another"]))),
+                Reason::InvalidAudience,
+                Some("alice"),
+            ),
+            (
+                hs256(with("exp", json!("tomorrow"))),
+                Reason::MalformedToken,
+                None,
+            ),
+        ];
+        for (token, reason, user) in cases {
+            let denied = v.verify(&token, Some(now())).expect_err(&token);
+            assert_eq!(denied.reason, reason, "{token}");
+            assert_eq!(denied.user.as_deref(), user, "{token}");
+        }
+    }
+
+    #[test]
+    fn token_shape_edge_cases() {
+        let v = verifier(policy());
+        let exp = now() + 60.0;
+        let good = hs256(json!({"sub": "a", "exp": exp}));
+        let cases = [
+            (format!("{good}.x"), Reason::MalformedToken),
+            (good.replacen('.', "", 1), Reason::MalformedToken),
+            (format!("{good}="), Reason::MalformedToken),
+            (
+                sign(json!({"alg": 256}), json!({"sub": "a", "exp": exp}), SECRET),
+                Reason::MalformedToken,
+            ),
+            (
+                sign(
+                    json!({"typ": "JWT"}),
+                    json!({"sub": "a", "exp": exp}),
+                    SECRET,
+                ),
+                Reason::MalformedToken,
+            ),
+            (
+                sign_raw(
+                    json!({"alg": "HS256"}),
+                    format!("{{\"sub\":\"a\",\"sub\":\"b\",\"exp\":{exp}}}").as_bytes(),
+                    SECRET,
+                ),
+                Reason::MalformedToken,
+            ),
+            (
+                sign_raw(json!({"alg": "HS256"}), b"[1,2]", SECRET),
+                Reason::MalformedToken,
+            ),
+            (
+                sign_raw(json!(["HS256"]), b"{}", SECRET),
+                Reason::MalformedToken,
+            ),
+        ];
+        for (token, reason) in cases {
+            assert_eq!(
+                v.verify(&token, Some(now())).unwrap_err().reason,
+                reason,
+                "{token}"
+            );
+        }
+        // NumericDate may be fractional; the boundary is exp == now - leeway.
+        let at = 1_000_000.0;
+        let token = |exp: f64| hs256(json!({"sub": "a", "exp": exp}));
+        assert!(v.verify(&token(at - 30.0), Some(at)).is_ok());
+        assert_eq!(
+            v.verify(&token(at - 30.5), Some(at)).unwrap_err().reason,
             Reason::Expired
         );
-
-        let other = Secret::new([8; 32], SecretSource::Env);
-        let forged = mint(&other, "alice", 60, Some("me"), Some("you"), Map::new());
+        let nbf = hs256(json!({"sub": "a", "exp": at + 100.0, "nbf": at + 30.0}));
+        assert!(v.verify(&nbf, Some(at)).is_ok());
         assert_eq!(
-            verifier.verify(&forged).unwrap_err().reason,
+            v.verify(&nbf, Some(at - 1.0)).unwrap_err().reason,
+            Reason::NotYetValid
+        );
+    }
+
+    #[test]
+    fn a_clock_before_1970_judges_no_token() {
+        let v = verifier(policy());
+        let token = hs256(json!({"sub": "a", "exp": 1}));
+        assert_eq!(
+            v.verify(&token, None).unwrap_err().reason,
+            Reason::ClockError
+        );
+    }
+
+    #[test]
+    fn the_header_is_remembered_only_once_a_signature_verified() {
+        let v = verifier(policy());
+        let claims = json!({"sub": "a", "exp": now() + 60.0});
+        // A forged token with a good header: its header is not remembered.
+        let forged = sign(
+            json!({"alg": "HS256"}),
+            claims.clone(),
+            b"another-secret-another-secret-xx",
+        );
+        assert_eq!(
+            v.verify(&forged, Some(now())).unwrap_err().reason,
             Reason::BadSignature
+        );
+        assert!(v.accepted_header.get().is_none());
+        let good = sign(json!({"alg": "HS256"}), claims, SECRET);
+        assert!(v.verify(&good, Some(now())).is_ok());
+        assert_eq!(
+            v.accepted_header.get().map(|h| &**h),
+            good.split('.').next()
+        );
+    }
+
+    #[test]
+    fn missing_exp_passes_only_when_allowed_and_exp_is_still_checked() {
+        let mut p = policy();
+        let strict = verifier(p.clone());
+        p.require_exp = false;
+        let lax = verifier(p);
+        let token = hs256(json!({"user_id": 7}));
+        assert_eq!(
+            strict.verify(&token, Some(now())).unwrap_err().reason,
+            Reason::MissingClaim
+        );
+        assert_eq!(lax.verify(&token, Some(now())), Ok("7".into()));
+        let expired = hs256(json!({"sub": "a", "exp": now() - 100.0}));
+        assert_eq!(
+            lax.verify(&expired, Some(now())).unwrap_err().reason,
+            Reason::Expired
+        );
+    }
+
+    #[test]
+    fn audience_in_token_is_refused_when_none_is_configured() {
+        let v = verifier(policy());
+        let token = hs256(json!({"sub": "a", "exp": now() + 60.0, "aud": "x"}));
+        assert_eq!(
+            v.verify(&token, Some(now())).unwrap_err().reason,
+            Reason::InvalidAudience
         );
     }
 }

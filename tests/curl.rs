@@ -30,7 +30,7 @@ fn readme_walkthrough_with_curl() {
     let (code, body) = curl(&url, &["-H", &bearer(&valid)]);
     assert_eq!(
         (code.as_str(), body.as_str()),
-        ("200", r#"{"status":"ok","user":"alice"}"#)
+        ("200", "{\"status\":\"ok\",\"user\":\"alice\"}\n")
     );
     assert_eq!(curl(&url, &[]).0, "401");
     assert_eq!(curl(&url, &["-H", &bearer(&expired)]).0, "401");

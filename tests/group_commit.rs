@@ -1,41 +1,39 @@
-//! `serve`'s group commit, through the library, with a log sink that fills up: a request is
-//! answered with its decision only when its event reached the sink, 503 otherwise.
+//! The server's group commit, through the library, with a log that fills up: the events
+//! of the requests already waiting go out in one write, and a request is answered with its
+//! decision only when its event reached the log, 503 otherwise.
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use jwtguard::audit::LogWriter;
-use jwtguard::{Config, Guard, Secret, SecretSource};
+use jwtguard::{Cause, Config, LogFormat, Secret, SecretSource, SecurityLog, Server};
 
-/// Takes whole lines until `lines` are in, then fails. Records the lines and, per write
-/// call, how many lines it was offered.
-#[derive(Clone, Default)]
-struct FillingSink {
-    lines: Arc<Mutex<usize>>,
-    got: Arc<Mutex<Vec<u8>>>,
+/// Takes whole lines until `room` lines are in, then fails. Records, per write call, how
+/// many lines it was offered. Its first write (the start-up event) waits for `go`.
+struct FillingLog {
+    room: usize,
     offered: Arc<Mutex<Vec<usize>>>,
+    started: Option<mpsc::Sender<()>>,
+    go: Option<mpsc::Receiver<()>>,
 }
 
-impl Write for FillingSink {
+impl Write for FillingLog {
     fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        let newlines: Vec<usize> = (0..buf.len()).filter(|&i| buf[i] == b'\n').collect();
-        self.offered.lock().unwrap().push(newlines.len());
-        let mut lines = self.lines.lock().unwrap();
-        if *lines == 0 {
+        if let (Some(started), Some(go)) = (self.started.take(), self.go.take()) {
+            started.send(()).unwrap();
+            go.recv().unwrap();
+            return Ok(buf.len());
+        }
+        let ends: Vec<usize> = (0..buf.len()).filter(|&i| buf[i] == b'\n').collect();
+        self.offered.lock().unwrap().push(ends.len());
+        let take = ends.len().min(self.room);
+        if take == 0 {
             return Err(std::io::Error::other("no space left"));
         }
-        let take = newlines.len().min(*lines);
-        *lines -= take;
-        let end = if take == newlines.len() {
-            buf.len()
-        } else {
-            newlines[take - 1] + 1
-        };
-        self.got.lock().unwrap().extend_from_slice(&buf[..end]);
-        Ok(end)
+        self.room -= take;
+        Ok(ends[take - 1] + 1)
     }
 
     fn flush(&mut self) -> std::io::Result<()> {
@@ -43,50 +41,63 @@ impl Write for FillingSink {
     }
 }
 
-/// Writes each record's message as a line through a [`LogWriter`], as the binary does.
-struct Logger(Mutex<LogWriter>);
-
-impl log::Log for Logger {
-    fn enabled(&self, metadata: &log::Metadata) -> bool {
-        metadata.target() == jwtguard::audit::TARGET
-    }
-
-    fn log(&self, record: &log::Record) {
-        if self.enabled(record.metadata()) {
-            let _ = writeln!(self.0.lock().unwrap(), "{}", record.args());
+/// How many established connections to local `port` still have unread bytes in their
+/// receive queue, and how many there are, from the kernel's table.
+fn server_side_queues(port: u16) -> (usize, usize) {
+    let table = std::fs::read_to_string("/proc/net/tcp").unwrap();
+    let (mut unread, mut connections) = (0, 0);
+    for line in table.lines().skip(1) {
+        let fields: Vec<&str> = line.split_whitespace().collect();
+        let local_port = u16::from_str_radix(fields[1].rsplit(':').next().unwrap(), 16).unwrap();
+        let established = fields[3] == "01";
+        if local_port == port && established {
+            connections += 1;
+            let rx = fields[4].split(':').nth(1).unwrap();
+            if u64::from_str_radix(rx, 16).unwrap() > 0 {
+                unread += 1;
+            }
         }
     }
-
-    fn flush(&self) {}
+    (unread, connections)
 }
 
 #[test]
-fn requests_whose_events_did_not_reach_the_sink_get_503() {
+fn requests_whose_events_did_not_reach_the_log_get_503() {
     const REQUESTS: usize = 5;
-    const ROOM: usize = 2; // lines the sink takes before it is full
-    let sink = FillingSink::default();
-    *sink.lines.lock().unwrap() = ROOM;
-    let writer = LogWriter::new(sink.clone(), "test sink");
-    log::set_boxed_logger(Box::new(Logger(Mutex::new(writer.clone())))).unwrap();
-    log::set_max_level(log::LevelFilter::Info);
+    const ROOM: usize = 2; // lines the log takes before it is full
+    let offered = Arc::new(Mutex::new(Vec::new()));
+    let (started, startup_write) = mpsc::channel();
+    let (go, wait) = mpsc::channel();
+    let log = FillingLog {
+        room: ROOM,
+        offered: offered.clone(),
+        started: Some(started),
+        go: Some(wait),
+    };
+    SecurityLog::writer(log, "filling log", LogFormat::Json)
+        .install()
+        .unwrap();
 
     let secret = Secret::new([7; 32], SecretSource::Env);
-    let token = jwtguard::mint(&secret, "alice", 60, None, None, Default::default());
-    let guard = Guard::new(&Config {
+    let mut claims = serde_json::Map::new();
+    claims.insert("sub".into(), "alice".into());
+    claims.insert("exp".into(), u32::MAX.into());
+    let token = jwtguard::mint(&secret, &claims);
+    let server = Server::bind(&Config {
+        listen: "127.0.0.1:0".into(),
         secret: Some(secret),
         ..Config::default()
     })
     .unwrap();
-    let server = Arc::new(tiny_http::Server::http("127.0.0.1:0").unwrap());
-    let addr = server.server_addr().to_ip().unwrap();
-
-    // All requests are queued before serve starts, so that it decides them together.
+    let addr = server.addr();
+    let stopper = server.stopper();
+    let running = std::thread::spawn(move || server.run());
+    // The serving thread is held in its start-up write; the requests queue up meanwhile.
+    startup_write.recv().unwrap();
     let mut clients: Vec<TcpStream> = (0..REQUESTS)
         .map(|_| {
             let mut stream = TcpStream::connect(addr).unwrap();
-            stream
-                .set_read_timeout(Some(Duration::from_secs(10)))
-                .unwrap();
+            stream.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
             write!(
                 stream,
                 "GET /api/x HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {token}\r\nConnection: close\r\n\r\n"
@@ -95,46 +106,40 @@ fn requests_whose_events_did_not_reach_the_sink_get_503() {
             stream
         })
         .collect();
-    std::thread::sleep(Duration::from_millis(500));
-
-    let stop = Arc::new(AtomicBool::new(false));
-    let serving = {
-        let (server, stop) = (server.clone(), stop.clone());
-        std::thread::spawn(move || jwtguard::serve(&server, &guard, Some(&writer), &stop))
-    };
-    let mut answers = Vec::new();
-    for client in &mut clients {
-        let mut text = String::new();
-        client.read_to_string(&mut text).unwrap();
-        let status: u16 = text[9..12].parse().unwrap();
-        let id = text
-            .lines()
-            .find_map(|l| l.strip_prefix("X-Request-Id: "))
-            .unwrap()
-            .to_owned();
-        answers.push((status, id));
+    // Ready when tiny_http has read every request off its socket (it parses and queues
+    // each right after reading it).
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while server_side_queues(addr.port()) != (0, REQUESTS) {
+        assert!(
+            Instant::now() < deadline,
+            "{:?}",
+            server_side_queues(addr.port())
+        );
+        std::thread::yield_now();
     }
-    stop.store(true, Ordering::SeqCst);
-    server.unblock();
-    assert_eq!(serving.join().unwrap().unwrap(), REQUESTS as u64);
+    go.send(()).unwrap();
 
-    let logged = String::from_utf8(sink.got.lock().unwrap().clone()).unwrap();
-    assert_eq!(logged.lines().count(), ROOM, "{logged}");
-    for (status, id) in &answers {
-        let in_log = logged.contains(&format!("\"http.request.id\":\"{id}\""));
-        match status {
-            200 => assert!(in_log, "{id} answered 200 without its event"),
-            503 => assert!(!in_log, "{id} answered 503 with its event written"),
-            other => panic!("{id}: status {other}"),
-        }
-    }
-    let served = answers.iter().filter(|(status, _)| *status == 200).count();
-    assert_eq!(served, ROOM);
-    // The requests were decided together: one write carried all their events.
-    let offered = sink.offered.lock().unwrap();
+    let mut statuses: Vec<String> = clients
+        .iter_mut()
+        .map(|stream| {
+            let mut response = String::new();
+            stream.read_to_string(&mut response).unwrap();
+            response.lines().next().unwrap().to_owned()
+        })
+        .collect();
+    statuses.sort();
     assert_eq!(
-        offered.first(),
-        Some(&REQUESTS),
-        "writes offered {offered:?}"
+        statuses,
+        [
+            "HTTP/1.1 200 OK",
+            "HTTP/1.1 200 OK",
+            "HTTP/1.1 503 Service Unavailable",
+            "HTTP/1.1 503 Service Unavailable",
+            "HTTP/1.1 503 Service Unavailable",
+        ]
     );
+    stopper.stop(Cause::Signal("test"));
+    running.join().unwrap().unwrap();
+    // The five events were offered in one write; then the shutdown event, refused.
+    assert_eq!(offered.lock().unwrap()[..2], [REQUESTS, 3]);
 }

@@ -71,9 +71,9 @@ fn secret_files_from_flag_or_environment() {
     assert_eq!(server.get_with_token("/api/x", &token).status, 200);
     let log = std::fs::read_to_string(dir.path("log")).unwrap();
     assert!(log.contains("readable by other users"), "{log}");
-    // Both a file and the variable: ambiguous, refused.
+    // Both a file and the variable: ambiguous, refused as a usage error.
     let out = run(&["--secret-file", file], &[("JWTGUARD_SECRET", SECRET)]);
-    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(out.status.code(), Some(2));
     // Not a secret: refused, not read for ever.
     let out = run(&["--secret-file", "/dev/zero"], &[]);
     assert_eq!(out.status.code(), Some(1));

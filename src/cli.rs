@@ -1,0 +1,200 @@
+//! The command line: `serve` (the default), `token`, `help`, `--version`.
+
+use std::path::PathBuf;
+
+use jwtguard::{Config, Error, LogFormat, Secret};
+use serde_json::{Map, Value};
+
+pub const USAGE: &str = "\
+Usage: jwtguard [serve] [OPTIONS]
+       jwtguard token --sub NAME [--ttl SECONDS] [--claim KEY=VALUE]... [OPTIONS]
+       jwtguard help | --help | --version
+
+Serves HTTP on --listen: paths under --protect need an HS256 bearer token, /healthz is
+open, anything else is 404. Prints `listening on http://IP:PORT` on stdout once bound;
+writes one security event per decision to stderr, or to --log-file.
+`token` prints a token signed with the configured secret.
+
+The secret comes from JWTGUARD_SECRET, or from the file named by JWTGUARD_SECRET_FILE
+or --secret-file. With none, `serve` makes a random one for this run and prints a demo
+token (on a loopback address only); `token` fails.
+
+Serve options:
+  --listen HOST:PORT       address to listen on, port 0 for any [default: 127.0.0.1:8080]
+  --protect PREFIX         path prefix that needs a token, repeatable [default: /api/]
+  --max-token-bytes N      longest token accepted, 1 to 65536 [default: 8192]
+  --leeway SECONDS         clock skew allowed on exp and nbf, 0 to 300 [default: 30]
+  --allow-missing-exp      accept tokens without exp (weaker; warns at start-up)
+  --log-format json|text   security log encoding [default: json]
+  --log-file PATH          append the security log to PATH instead of stderr
+                           (a new file gets mode 0600)
+Token options:
+  --sub NAME               the subject (user) of the token
+  --ttl SECONDS            lifetime [default: 3600]
+  --claim KEY=VALUE        an extra claim, repeatable; VALUE is JSON if it parses,
+                           else a string; null removes the claim (exp=null)
+Common options:
+  --issuer ISS             tokens must carry iss=ISS (and `token` sets it)
+  --audience AUD           tokens must carry aud=AUD (and `token` sets it)
+  --secret-file PATH       read the secret from PATH (one trailing newline is stripped)
+  --allow-weak-secret      accept a secret shorter than 32 bytes (weaker)
+  -h, --help               print this help
+  -V, --version            print the version
+
+Environment: JWTGUARD_SECRET, JWTGUARD_SECRET_FILE, RUST_LOG (levels of everything but
+the security events; default info). Exit codes: 0 success, 2 usage (a malformed or
+out-of-range value), 1 any other failure.
+";
+
+pub enum Command {
+    Serve {
+        config: Config,
+        log_file: Option<PathBuf>,
+    },
+    Token {
+        config: Config,
+        claims: Map<String, Value>,
+    },
+    Help,
+    Version,
+}
+
+/// A failure and the exit code it maps to.
+pub enum Failure {
+    /// Bad command line or a malformed value: exit 2.
+    Usage(String),
+    /// Anything else: exit 1.
+    Fatal(Box<dyn std::error::Error>),
+}
+
+impl From<Error> for Failure {
+    fn from(err: Error) -> Self {
+        match err {
+            Error::Config { .. } => Failure::Usage(err.to_string()),
+            err => Failure::Fatal(Box::new(err)),
+        }
+    }
+}
+
+impl From<std::io::Error> for Failure {
+    fn from(err: std::io::Error) -> Self {
+        Failure::Fatal(Box::new(err))
+    }
+}
+
+/// Parses the command line and loads the secret.
+pub fn parse() -> Result<Command, Failure> {
+    let (mut command, secret_file) = parse_flags().map_err(|e| Failure::Usage(e.to_string()))?;
+    if let Command::Serve { config, .. } | Command::Token { config, .. } = &mut command {
+        config.secret = Secret::load(secret_file.as_deref())?;
+    }
+    Ok(command)
+}
+
+/// The command line, and the `--secret-file` given if any.
+fn parse_flags() -> Result<(Command, Option<PathBuf>), lexopt::Error> {
+    use lexopt::prelude::*;
+
+    let mut parser = lexopt::Parser::from_env();
+    let mut config = Config::default();
+    let mut protect = Vec::new();
+    let mut secret_file = None;
+    let mut log_file = None;
+    let mut subcommand = None;
+    let mut sub = None;
+    let mut ttl: u64 = 3600;
+    let mut extra = Map::new();
+    let mut seen_flag = false;
+
+    while let Some(arg) = parser.next()? {
+        let in_token = subcommand.as_deref() == Some("token");
+        match arg {
+            Value(word) if subcommand.is_none() && !seen_flag => {
+                let word = word.string()?;
+                match word.as_str() {
+                    "serve" | "token" => subcommand = Some(word),
+                    "help" => return Ok((Command::Help, None)),
+                    _ => return Err(format!("unknown command {word:?}").into()),
+                }
+            }
+            Short('h') | Long("help") => return Ok((Command::Help, None)),
+            Short('V') | Long("version") => return Ok((Command::Version, None)),
+            Long("issuer") => config.issuer = Some(parser.value()?.string()?),
+            Long("audience") => config.audience = Some(parser.value()?.string()?),
+            Long("secret-file") => secret_file = Some(PathBuf::from(parser.value()?)),
+            Long("allow-weak-secret") => config.allow_weak_secret = true,
+            Long("listen") if !in_token => config.listen = parser.value()?.string()?,
+            Long("protect") if !in_token => protect.push(parser.value()?.string()?),
+            Long("max-token-bytes") if !in_token => {
+                config.max_token_bytes = parser.value()?.parse()?
+            }
+            Long("leeway") if !in_token => config.leeway = parser.value()?.parse()?,
+            Long("allow-missing-exp") if !in_token => config.require_exp = false,
+            Long("log-format") if !in_token => {
+                config.log_format = parser
+                    .value()?
+                    .string()?
+                    .parse::<LogFormat>()
+                    .map_err(|e| e.to_string())?;
+            }
+            Long("log-file") if !in_token => log_file = Some(PathBuf::from(parser.value()?)),
+            Long("sub") if in_token => sub = Some(parser.value()?.string()?),
+            Long("ttl") if in_token => ttl = parser.value()?.parse()?,
+            Long("claim") if in_token => {
+                let pair = parser.value()?.string()?;
+                let (key, value) = pair
+                    .split_once('=')
+                    .ok_or_else(|| format!("--claim takes KEY=VALUE, not {pair:?}"))?;
+                let value = serde_json::from_str(value).unwrap_or_else(|_| value.into());
+                extra.insert(key.to_owned(), value);
+            }
+            _ => return Err(arg.unexpected()),
+        }
+        seen_flag |= subcommand.is_none();
+    }
+    if !protect.is_empty() {
+        config.protect = protect;
+    }
+    let command = if subcommand.as_deref() == Some("token") {
+        let sub = sub
+            .filter(|s| !s.is_empty())
+            .ok_or("token needs --sub NAME")?;
+        let claims = claims(&config, sub, ttl, extra);
+        Command::Token { config, claims }
+    } else {
+        Command::Serve { config, log_file }
+    };
+    Ok((command, secret_file))
+}
+
+/// The claims of a token for `sub` that expires `ttl` seconds from now, with `iat`, and
+/// `iss` and `aud` when configured; `extra` claims last: they replace any of those, and a
+/// `null` removes the claim (`exp=null` makes a token that never expires).
+pub fn claims(
+    config: &Config,
+    sub: String,
+    ttl: u64,
+    extra: Map<String, Value>,
+) -> Map<String, Value> {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    let mut claims = Map::new();
+    claims.insert("sub".into(), sub.into());
+    claims.insert("iat".into(), now.into());
+    claims.insert("exp".into(), now.saturating_add(ttl).into());
+    if let Some(issuer) = &config.issuer {
+        claims.insert("iss".into(), issuer.clone().into());
+    }
+    if let Some(audience) = &config.audience {
+        claims.insert("aud".into(), audience.clone().into());
+    }
+    for (key, value) in extra {
+        if value.is_null() {
+            claims.remove(&key);
+        } else {
+            claims.insert(key, value);
+        }
+    }
+    claims
+}

@@ -1,0 +1,735 @@
+//! The security log's schema: every event jwtguard records, and its two one-line
+//! encodings (JSON and text). This is the only place that names a log field.
+//!
+//! An event becomes exactly one line of printable ASCII: every value taken from the
+//! request, the token or the configuration is escaped (quotes, backslashes, control
+//! characters and all non-ASCII characters) and capped in length, so a hostile header can
+//! neither split a line nor forge a field. The token itself never appears; its
+//! [`Fingerprint`] does. Field names follow the Elastic Common Schema; fields ECS does not
+//! define are under `jwtguard.`.
+//!
+//! In the text encoding the fields come in a fixed order: jwtguard's own values first
+//! (bare), then those from the request or the token (always quoted), then `message` (always
+//! quoted, always last, jwtguard's own words). So a line that does not end with the closing
+//! quote of `message` was torn.
+
+use std::fmt::{self, Write as _};
+use std::net::IpAddr;
+use std::time::SystemTime;
+
+use sha2::{Digest, Sha256};
+
+use crate::LogFormat;
+
+/// The ECS version the events conform to.
+pub(crate) const ECS_VERSION: &str = "9.3.0";
+
+/// The longest value from the request or the token written to the log, in bytes before
+/// escaping. A longer value is cut at a character boundary and ends with `...`.
+pub(crate) const MAX_FIELD_BYTES: usize = 256;
+
+const HEX: &[u8; 16] = b"0123456789abcdef";
+
+/// The first 8 bytes of the SHA-256 of a token, written as 16 hex digits: the events of
+/// one token can be correlated without the token being stored.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Fingerprint([u8; 8]);
+
+impl Fingerprint {
+    pub(crate) fn of(token: &str) -> Fingerprint {
+        let digest = Sha256::digest(token.as_bytes());
+        let mut first = [0; 8];
+        first.copy_from_slice(&digest[..8]);
+        Fingerprint(first)
+    }
+
+    fn push_hex(&self, out: &mut String) {
+        push_hex(&self.0, out);
+    }
+}
+
+/// Appends `bytes` as lower-case hex digits.
+pub(crate) fn push_hex(bytes: &[u8], out: &mut String) {
+    for b in bytes {
+        out.push(HEX[usize::from(b >> 4)] as char);
+        out.push(HEX[usize::from(b & 15)] as char);
+    }
+}
+
+/// A request id: 8 hex digits that differ between processes, `-`, and a counter from 1.
+/// Sent back as `X-Request-Id` and logged as `http.request.id`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct RequestId {
+    prefix: u32,
+    n: u64,
+}
+
+impl RequestId {
+    pub(crate) fn new(prefix: u32, n: u64) -> RequestId {
+        RequestId { prefix, n }
+    }
+
+    /// The id as text, `0a1b2c3d-42`, without allocating.
+    pub(crate) fn text(&self) -> IdText {
+        let mut text = IdText {
+            bytes: [0; 29],
+            len: 9,
+        };
+        for (i, shift) in (0..8).rev().enumerate() {
+            text.bytes[i] = HEX[(self.prefix >> (shift * 4)) as usize & 15];
+        }
+        text.bytes[8] = b'-';
+        let mut digits = itoa::Buffer::new();
+        let n = digits.format(self.n).as_bytes();
+        text.bytes[9..9 + n.len()].copy_from_slice(n);
+        text.len += n.len();
+        text
+    }
+}
+
+impl fmt::Display for RequestId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.text().as_str())
+    }
+}
+
+/// A [`RequestId`] as text: 8 hex digits, `-`, up to 20 decimal digits.
+#[derive(Clone, Copy)]
+pub(crate) struct IdText {
+    bytes: [u8; 29],
+    len: usize,
+}
+
+impl IdText {
+    pub(crate) fn as_str(&self) -> &str {
+        std::str::from_utf8(&self.bytes[..self.len]).expect("hex digits, '-' and digits")
+    }
+}
+
+/// One decision on one request to a guarded path.
+#[derive(Clone, Debug)]
+pub(crate) struct RequestEvent<'a> {
+    /// `event.outcome`: `true` for `success`, `false` for `failure`.
+    pub success: bool,
+    /// `event.reason`: `ok` or a [`Reason`](crate::Reason) code.
+    pub reason: &'static str,
+    /// Said in `message`: what the reason means.
+    pub reason_text: &'static str,
+    /// `source.ip`: the peer of the connection.
+    pub source_ip: Option<IpAddr>,
+    /// `http.response.status_code`.
+    pub status: u16,
+    /// `http.request.id`.
+    pub request_id: RequestId,
+    /// `jwtguard.token.fingerprint`: when the request carried a token.
+    pub fingerprint: Option<Fingerprint>,
+    /// `http.request.method`.
+    pub method: &'a str,
+    /// `url.path`: the path, without the query.
+    pub path: &'a str,
+    /// `user.id`: only once the token's signature verified.
+    pub user: Option<&'a str>,
+    /// `user_agent.original`.
+    pub user_agent: Option<&'a str>,
+}
+
+/// What ended a server, or made it begin.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Cause {
+    /// The process received this signal (`SIGTERM`, `SIGINT`).
+    Signal(&'static str),
+    /// The HTTP layer stopped accepting connections (out of file descriptors, say).
+    AcceptFailed,
+}
+
+impl Cause {
+    fn code(self) -> &'static str {
+        match self {
+            Cause::Signal(name) => name,
+            Cause::AcceptFailed => "accept_failed",
+        }
+    }
+}
+
+/// A service event: jwtguard starting or stopping.
+#[derive(Clone, Debug)]
+pub(crate) enum ServiceEvent<'a> {
+    /// The server is listening.
+    Startup {
+        /// `url.full` of the listening address, `http://IP:PORT`.
+        url: &'a str,
+        /// `jwtguard.config.*`: the settings, by name; never the secret.
+        config: &'a [(&'static str, String)],
+    },
+    /// The server stopped.
+    Shutdown {
+        /// `event.reason`.
+        cause: Cause,
+        /// `jwtguard.requests`: how many requests it answered.
+        answered: u64,
+    },
+}
+
+/// Anything written to the security log.
+#[derive(Clone, Debug)]
+pub(crate) enum Event<'a> {
+    Request(RequestEvent<'a>),
+    Service(ServiceEvent<'a>),
+    /// A record of another `log` target (a warning at start-up, tiny_http's errors).
+    Record {
+        level: log::Level,
+        logger: &'a str,
+        message: &'a str,
+    },
+}
+
+impl Event<'_> {
+    /// The level it is logged at: `info` for a success, `warn` for a refusal, `error`
+    /// when the server stops on a failure.
+    pub(crate) fn level(&self) -> log::Level {
+        match self {
+            Event::Request(e) if e.success => log::Level::Info,
+            Event::Request(_) => log::Level::Warn,
+            Event::Service(ServiceEvent::Shutdown {
+                cause: Cause::AcceptFailed,
+                ..
+            }) => log::Level::Error,
+            Event::Service(_) => log::Level::Info,
+            Event::Record { level, .. } => *level,
+        }
+    }
+
+    /// Appends the event as one line, without the newline.
+    pub(crate) fn encode(&self, format: LogFormat, now: SystemTime, out: &mut String) {
+        let mut line = Line::start(format, now, self.level(), out);
+        match self {
+            Event::Request(e) => e.encode(&mut line),
+            Event::Service(e) => e.encode(&mut line),
+            Event::Record { level, logger, .. } => {
+                ecs(
+                    &mut line,
+                    &["process"],
+                    &[if *level == log::Level::Error {
+                        "error"
+                    } else {
+                        "info"
+                    }],
+                );
+                line.text("log.logger", logger);
+            }
+        }
+        match self {
+            Event::Request(e) => {
+                let (verb, text) = if e.success {
+                    ("allowed", e.reason_text)
+                } else {
+                    ("refused", e.reason_text)
+                };
+                line.message(&[verb, ": ", text]);
+            }
+            Event::Service(ServiceEvent::Startup { url, .. }) => {
+                line.message(&[
+                    "jwtguard ",
+                    env!("CARGO_PKG_VERSION"),
+                    " listening on ",
+                    url,
+                ]);
+            }
+            Event::Service(ServiceEvent::Shutdown { cause, answered }) => {
+                let mut n = itoa::Buffer::new();
+                let why = match cause {
+                    Cause::Signal(name) => name,
+                    Cause::AcceptFailed => "a failure to accept connections",
+                };
+                line.message(&[
+                    "stopped by ",
+                    why,
+                    " after ",
+                    n.format(*answered),
+                    " requests",
+                ]);
+            }
+            Event::Record { message, .. } => line.message(&[message]),
+        }
+        line.finish();
+    }
+}
+
+/// `ecs.version`, `event.kind` and the categorisation arrays.
+fn ecs(line: &mut Line, category: &[&str], kind: &[&str]) {
+    line.raw("ecs.version", ECS_VERSION);
+    line.raw("event.kind", "event");
+    line.list("event.category", category);
+    line.list("event.type", kind);
+}
+
+impl RequestEvent<'_> {
+    fn encode(&self, line: &mut Line) {
+        line.raw("event.action", "authorize");
+        line.raw(
+            "event.outcome",
+            if self.success { "success" } else { "failure" },
+        );
+        line.raw("event.reason", self.reason);
+        if let Some(ip) = self.source_ip {
+            line.with("source.ip", |out| push_ip(ip, out));
+        }
+        line.number("http.response.status_code", u64::from(self.status));
+        line.with("http.request.id", |out| {
+            out.push_str(self.request_id.text().as_str())
+        });
+        ecs(
+            line,
+            &["web", "authentication"],
+            &["access", if self.success { "allowed" } else { "denied" }],
+        );
+        if let Some(fingerprint) = self.fingerprint {
+            line.with("jwtguard.token.fingerprint", |out| {
+                fingerprint.push_hex(out)
+            });
+        }
+        // Values from the request or the token come last, quoted, escaped and capped.
+        line.text("http.request.method", self.method);
+        line.text("url.path", self.path);
+        if let Some(user) = self.user {
+            line.text("user.id", user);
+        }
+        if let Some(agent) = self.user_agent {
+            line.text("user_agent.original", agent);
+        }
+    }
+}
+
+impl ServiceEvent<'_> {
+    fn encode(&self, line: &mut Line) {
+        match self {
+            ServiceEvent::Startup { url, config } => {
+                line.raw("event.action", "startup");
+                line.raw("event.outcome", "success");
+                ecs(line, &["process"], &["start"]);
+                line.raw("service.version", env!("CARGO_PKG_VERSION"));
+                line.number("process.pid", u64::from(std::process::id()));
+                line.text("url.full", url);
+                let mut key = String::new();
+                for (name, value) in config.iter() {
+                    key.clear();
+                    key.push_str("jwtguard.config.");
+                    key.push_str(name);
+                    line.text(&key, value);
+                }
+            }
+            ServiceEvent::Shutdown { cause, answered } => {
+                line.raw("event.action", "shutdown");
+                line.raw(
+                    "event.outcome",
+                    if *cause == Cause::AcceptFailed {
+                        "failure"
+                    } else {
+                        "success"
+                    },
+                );
+                line.raw("event.reason", cause.code());
+                ecs(line, &["process"], &["end"]);
+                line.number("process.pid", u64::from(std::process::id()));
+                line.number("jwtguard.requests", *answered);
+            }
+        }
+    }
+}
+
+impl fmt::Display for Event<'_> {
+    /// The line in the installed [`SecurityLog`](crate::SecurityLog)'s format (JSON when
+    /// none is installed), stamped now.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        thread_local! {
+            static LINE: std::cell::RefCell<String> = const { std::cell::RefCell::new(String::new()) };
+        }
+        LINE.with_borrow_mut(|line| {
+            line.clear();
+            self.encode(crate::logger::format(), SystemTime::now(), line);
+            f.write_str(line)
+        })
+    }
+}
+
+/// A line under construction: the same calls give the JSON and the text encodings, so
+/// both carry the same fields in the same order.
+struct Line<'a> {
+    format: LogFormat,
+    out: &'a mut String,
+}
+
+impl<'a> Line<'a> {
+    fn start(format: LogFormat, now: SystemTime, level: log::Level, out: &'a mut String) -> Self {
+        let level = level_name(level);
+        match format {
+            LogFormat::Json => {
+                out.push_str("{\"@timestamp\":\"");
+                crate::time::push_timestamp(now, out);
+                out.push_str("\",\"log.level\":\"");
+                out.push_str(level);
+                out.push('"');
+            }
+            LogFormat::Text => {
+                out.push_str("@timestamp=");
+                crate::time::push_timestamp(now, out);
+                out.push_str(" log.level=");
+                out.push_str(level);
+            }
+        }
+        Line { format, out }
+    }
+
+    fn key(&mut self, key: &str) {
+        match self.format {
+            LogFormat::Json => {
+                self.out.push_str(",\"");
+                self.out.push_str(key);
+                self.out.push_str("\":");
+            }
+            LogFormat::Text => {
+                self.out.push(' ');
+                self.out.push_str(key);
+                self.out.push('=');
+            }
+        }
+    }
+
+    /// A value of ours (a code) that needs no escaping: quoted in JSON, bare in text.
+    fn raw(&mut self, key: &str, value: &str) {
+        self.with(key, |out| out.push_str(value));
+    }
+
+    /// A value of ours written by `write`, quoted in JSON, bare in text.
+    fn with(&mut self, key: &str, write: impl FnOnce(&mut String)) {
+        self.key(key);
+        let json = self.format == LogFormat::Json;
+        if json {
+            self.out.push('"');
+        }
+        write(self.out);
+        if json {
+            self.out.push('"');
+        }
+    }
+
+    /// A list of our own codes: a JSON array, or comma-separated in text.
+    fn list(&mut self, key: &str, values: &[&str]) {
+        self.key(key);
+        match self.format {
+            LogFormat::Json => {
+                self.out.push('[');
+                for (i, value) in values.iter().enumerate() {
+                    if i > 0 {
+                        self.out.push(',');
+                    }
+                    self.out.push('"');
+                    self.out.push_str(value);
+                    self.out.push('"');
+                }
+                self.out.push(']');
+            }
+            LogFormat::Text => self.out.push_str(&values.join(",")),
+        }
+    }
+
+    /// A number: bare in both encodings.
+    fn number(&mut self, key: &str, value: u64) {
+        self.key(key);
+        self.out.push_str(itoa::Buffer::new().format(value));
+    }
+
+    /// A value from outside: always quoted, escaped and capped at [`MAX_FIELD_BYTES`].
+    fn text(&mut self, key: &str, value: &str) {
+        self.key(key);
+        self.out.push('"');
+        let (value, cut) = truncate(value, MAX_FIELD_BYTES);
+        push_escaped(value, self.format, self.out);
+        if cut {
+            self.out.push_str("...");
+        }
+        self.out.push('"');
+    }
+
+    /// `message`, the last field: jwtguard's own words, made of `parts` (escaped and
+    /// capped at 4 KiB all the same).
+    fn message(&mut self, parts: &[&str]) {
+        self.key("message");
+        self.out.push('"');
+        let mut left = 4096;
+        for part in parts {
+            let (part, cut) = truncate(part, left);
+            push_escaped(part, self.format, self.out);
+            left -= part.len();
+            if cut {
+                self.out.push_str("...");
+                break;
+            }
+        }
+        self.out.push('"');
+    }
+
+    fn finish(self) {
+        if self.format == LogFormat::Json {
+            self.out.push('}');
+        }
+    }
+}
+
+fn level_name(level: log::Level) -> &'static str {
+    match level {
+        log::Level::Error => "error",
+        log::Level::Warn => "warn",
+        log::Level::Info => "info",
+        log::Level::Debug => "debug",
+        log::Level::Trace => "trace",
+    }
+}
+
+/// `value` cut to at most `cap` bytes at a character boundary, and whether it was cut.
+fn truncate(value: &str, cap: usize) -> (&str, bool) {
+    if value.len() <= cap {
+        return (value, false);
+    }
+    let mut end = cap;
+    while !value.is_char_boundary(end) {
+        end -= 1;
+    }
+    (&value[..end], true)
+}
+
+/// Escapes `value` into printable ASCII: `"` and `\` get a backslash, and every other
+/// character outside `' '..='~'` becomes `\uXXXX` (JSON, UTF-16 units) or `\u{X}` (text).
+fn push_escaped(value: &str, format: LogFormat, out: &mut String) {
+    if value
+        .bytes()
+        .all(|b| (b' '..=b'~').contains(&b) && b != b'"' && b != b'\\')
+    {
+        out.push_str(value);
+        return;
+    }
+    let mut start = 0;
+    for (i, c) in value.char_indices() {
+        if (' '..='~').contains(&c) && c != '"' && c != '\\' {
+            continue;
+        }
+        out.push_str(&value[start..i]);
+        start = i + c.len_utf8();
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            _ if format == LogFormat::Json => {
+                let mut units = [0; 2];
+                for unit in c.encode_utf16(&mut units) {
+                    let _ = write!(out, "\\u{unit:04x}");
+                }
+            }
+            _ => {
+                let _ = write!(out, "\\u{{{:x}}}", c as u32);
+            }
+        }
+    }
+    out.push_str(&value[start..]);
+}
+
+/// Writes an IPv4 address without the formatting machinery; IPv6 through `Display`.
+fn push_ip(ip: IpAddr, out: &mut String) {
+    match ip {
+        IpAddr::V4(v4) => {
+            let mut digits = itoa::Buffer::new();
+            for (i, octet) in v4.octets().into_iter().enumerate() {
+                if i > 0 {
+                    out.push('.');
+                }
+                out.push_str(digits.format(octet));
+            }
+        }
+        IpAddr::V6(_) => {
+            let _ = write!(out, "{ip}");
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::{Duration, UNIX_EPOCH};
+
+    fn at(secs: u64, millis: u64) -> SystemTime {
+        UNIX_EPOCH + Duration::from_secs(secs) + Duration::from_millis(millis)
+    }
+
+    fn request<'a>(path: &'a str, agent: &'a str, user: Option<&'a str>) -> Event<'a> {
+        Event::Request(RequestEvent {
+            success: user.is_some(),
+            reason: if user.is_some() {
+                "ok"
+            } else {
+                "bad_signature"
+            },
+            reason_text: if user.is_some() {
+                "the token verified"
+            } else {
+                "token signature does not verify"
+            },
+            source_ip: Some("127.0.0.1".parse().unwrap()),
+            status: if user.is_some() { 200 } else { 401 },
+            request_id: RequestId::new(0xabcd, 1),
+            fingerprint: Some(Fingerprint::of("a.b.c")),
+            method: "GET",
+            path,
+            user,
+            user_agent: Some(agent),
+        })
+    }
+
+    fn json(event: &Event) -> serde_json::Value {
+        let mut out = String::new();
+        event.encode(LogFormat::Json, at(0, 5), &mut out);
+        serde_json::from_str(&out).unwrap()
+    }
+
+    #[test]
+    fn json_request_event_has_ecs_fields() {
+        let v = json(&request("/api/x", "curl/8", Some("alice")));
+        assert_eq!(v["@timestamp"], "1970-01-01T00:00:00.005Z");
+        assert_eq!(v["log.level"], "info");
+        assert_eq!(v["ecs.version"], ECS_VERSION);
+        assert_eq!(v["event.kind"], "event");
+        assert_eq!(
+            v["event.category"],
+            serde_json::json!(["web", "authentication"])
+        );
+        assert_eq!(v["event.type"], serde_json::json!(["access", "allowed"]));
+        assert_eq!(v["event.action"], "authorize");
+        assert_eq!(v["event.outcome"], "success");
+        assert_eq!(v["event.reason"], "ok");
+        assert_eq!(v["source.ip"], "127.0.0.1");
+        assert_eq!(v["http.request.method"], "GET");
+        assert_eq!(v["url.path"], "/api/x");
+        assert_eq!(v["http.response.status_code"], 200);
+        assert_eq!(v["user_agent.original"], "curl/8");
+        assert_eq!(v["http.request.id"], "0000abcd-1");
+        assert_eq!(v["user.id"], "alice");
+        assert_eq!(v["message"], "allowed: the token verified");
+        // sha256("a.b.c") starts with these 8 bytes (sha256sum).
+        assert_eq!(v["jwtguard.token.fingerprint"], "845e30448809e2bc");
+    }
+
+    #[test]
+    fn hostile_values_stay_on_one_escaped_line() {
+        let nasty = [
+            "/api/\r\n{\"event.outcome\":\"success\"}",
+            "a\u{1b}[31mred\u{7f}",
+            "quote\" backslash\\ tab\t",
+            "bidi \u{202e} emoji \u{1f600} nul \u{0}",
+        ];
+        for format in [LogFormat::Json, LogFormat::Text] {
+            for value in nasty {
+                let mut out = String::new();
+                request(value, value, None).encode(format, at(0, 0), &mut out);
+                assert!(
+                    out.bytes().all(|b| (b' '..=b'~').contains(&b)),
+                    "{format:?}: {out}"
+                );
+                if format == LogFormat::Json {
+                    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+                    assert_eq!(v["url.path"], value, "JSON escaping round-trips");
+                    assert_eq!(v["event.outcome"], "failure");
+                } else {
+                    assert!(out.ends_with(" message=\"refused: token signature does not verify\""));
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn text_event_has_fields_in_fixed_order() {
+        let mut out = String::new();
+        request("/api/a b", "x\"y", None).encode(LogFormat::Text, at(0, 0), &mut out);
+        assert_eq!(
+            out,
+            "@timestamp=1970-01-01T00:00:00.000Z log.level=warn event.action=authorize event.outcome=failure \
+             event.reason=bad_signature source.ip=127.0.0.1 http.response.status_code=401 \
+             http.request.id=0000abcd-1 ecs.version=9.3.0 event.kind=event \
+             event.category=web,authentication event.type=access,denied \
+             jwtguard.token.fingerprint=845e30448809e2bc \
+             http.request.method=\"GET\" url.path=\"/api/a b\" user_agent.original=\"x\\\"y\" \
+             message=\"refused: token signature does not verify\""
+        );
+    }
+
+    #[test]
+    fn ip_addresses_of_both_families() {
+        for ip in [
+            "0.0.0.0",
+            "192.168.10.255",
+            "::1",
+            "2001:db8::8a2e:370:7334",
+        ] {
+            let mut out = String::new();
+            push_ip(ip.parse().unwrap(), &mut out);
+            assert_eq!(out, ip);
+        }
+    }
+
+    #[test]
+    fn long_values_are_capped_on_a_char_boundary() {
+        let long = "é".repeat(MAX_FIELD_BYTES); // 2 bytes each
+        let v = json(&request(&long, "a", None));
+        let path = v["url.path"].as_str().unwrap();
+        assert_eq!(path, format!("{}...", "é".repeat(MAX_FIELD_BYTES / 2)));
+    }
+
+    #[test]
+    fn service_events_carry_their_fields_separately() {
+        let config = [
+            ("listen", "127.0.0.1:0".to_owned()),
+            ("protect", "/api/\n".to_owned()),
+        ];
+        let v = json(&Event::Service(ServiceEvent::Startup {
+            url: "http://127.0.0.1:1",
+            config: &config,
+        }));
+        assert_eq!(v["event.action"], "startup");
+        assert_eq!(v["event.type"], serde_json::json!(["start"]));
+        assert_eq!(v["process.pid"], std::process::id());
+        assert_eq!(v["service.version"], env!("CARGO_PKG_VERSION"));
+        assert_eq!(v["jwtguard.config.listen"], "127.0.0.1:0");
+        assert_eq!(v["jwtguard.config.protect"], "/api/\n");
+        assert!(
+            v["message"]
+                .as_str()
+                .unwrap()
+                .contains("listening on http://127.0.0.1:1")
+        );
+
+        let v = json(&Event::Service(ServiceEvent::Shutdown {
+            cause: Cause::Signal("SIGTERM"),
+            answered: 3,
+        }));
+        assert_eq!(v["event.reason"], "SIGTERM");
+        assert_eq!(v["jwtguard.requests"], 3);
+        assert_eq!(v["message"], "stopped by SIGTERM after 3 requests");
+        let v = json(&Event::Service(ServiceEvent::Shutdown {
+            cause: Cause::AcceptFailed,
+            answered: 0,
+        }));
+        assert_eq!(
+            (v["log.level"].as_str(), v["event.outcome"].as_str()),
+            (Some("error"), Some("failure"))
+        );
+    }
+
+    #[test]
+    fn other_records_are_escaped_too() {
+        let v = json(&Event::Record {
+            level: log::Level::Warn,
+            logger: "tiny_http",
+            message: "bind failed\nfake line",
+        });
+        assert_eq!(v["message"], "bind failed\nfake line");
+        assert_eq!(v["log.logger"], "tiny_http");
+        assert_eq!(v["log.level"], "warn");
+    }
+}

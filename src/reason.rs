@@ -1,0 +1,158 @@
+//! Why a request was refused: one `match` maps each reason to its log code, its HTTP
+//! status and its `WWW-Authenticate` challenge.
+
+use std::fmt;
+
+/// Why a request to a protected path was refused.
+///
+/// Each reason has a stable [`code`](Reason::code) for the log (`event.reason`), an HTTP
+/// [`status`](Reason::status) and a [`challenge`](Reason::challenge) (RFC 6750 §3).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum Reason {
+    /// No `Authorization` header.
+    MissingToken,
+    /// An `Authorization` header with a scheme other than `Bearer`.
+    UnsupportedScheme,
+    /// A malformed request: several `Authorization` headers, an empty one, `Bearer`
+    /// without a token, characters outside RFC 6750's `b64token`, or a token over the
+    /// size cap.
+    InvalidRequest,
+    /// Not a JWS in compact form, or a header or claims that are not the JSON they must be.
+    MalformedToken,
+    /// A header `alg` other than `HS256` (`none`, `HS512`, `RS256`, ...).
+    AlgNotAllowed,
+    /// The signature does not match the secret.
+    BadSignature,
+    /// `exp` is in the past (beyond the leeway).
+    Expired,
+    /// `nbf` is in the future (beyond the leeway).
+    NotYetValid,
+    /// A required claim (`exp`, `iss`, `aud`, or a user: `sub` or `user_id`) is absent.
+    MissingClaim,
+    /// `iss` is not the configured issuer.
+    InvalidIssuer,
+    /// `aud` does not name the configured audience, or is present when none is configured.
+    InvalidAudience,
+    /// The server's clock reads before 1970: no token can be judged.
+    ClockError,
+}
+
+impl Reason {
+    /// Every reason, in documentation order.
+    pub const ALL: [Reason; 12] = [
+        Reason::MissingToken,
+        Reason::UnsupportedScheme,
+        Reason::InvalidRequest,
+        Reason::MalformedToken,
+        Reason::AlgNotAllowed,
+        Reason::BadSignature,
+        Reason::Expired,
+        Reason::NotYetValid,
+        Reason::MissingClaim,
+        Reason::InvalidIssuer,
+        Reason::InvalidAudience,
+        Reason::ClockError,
+    ];
+
+    /// The stable code written to the log as `event.reason`.
+    pub fn code(self) -> &'static str {
+        match self {
+            Reason::MissingToken => "missing_token",
+            Reason::UnsupportedScheme => "unsupported_scheme",
+            Reason::InvalidRequest => "invalid_request",
+            Reason::MalformedToken => "malformed_token",
+            Reason::AlgNotAllowed => "alg_not_allowed",
+            Reason::BadSignature => "bad_signature",
+            Reason::Expired => "expired",
+            Reason::NotYetValid => "not_yet_valid",
+            Reason::MissingClaim => "missing_claim",
+            Reason::InvalidIssuer => "invalid_issuer",
+            Reason::InvalidAudience => "invalid_audience",
+            Reason::ClockError => "clock_error",
+        }
+    }
+
+    /// The HTTP status: 400 for a malformed request, 503 for a server fault, 401
+    /// otherwise.
+    pub fn status(self) -> u16 {
+        match self {
+            Reason::InvalidRequest => 400,
+            Reason::ClockError => 503,
+            _ => 401,
+        }
+    }
+
+    /// The `WWW-Authenticate` value: no error code when no credentials were offered
+    /// (RFC 6750 §3.1), `invalid_request` or `invalid_token` otherwise; none for a server
+    /// fault.
+    pub fn challenge(self) -> Option<&'static str> {
+        match self {
+            Reason::MissingToken | Reason::UnsupportedScheme => Some("Bearer realm=\"jwtguard\""),
+            Reason::InvalidRequest => Some("Bearer realm=\"jwtguard\", error=\"invalid_request\""),
+            Reason::ClockError => None,
+            _ => Some("Bearer realm=\"jwtguard\", error=\"invalid_token\""),
+        }
+    }
+}
+
+impl fmt::Display for Reason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.text())
+    }
+}
+
+impl Reason {
+    /// What the reason means, for people (the log's `message`).
+    pub(crate) fn text(self) -> &'static str {
+        match self {
+            Reason::MissingToken => "no bearer token",
+            Reason::UnsupportedScheme => "authorization scheme is not Bearer",
+            Reason::InvalidRequest => "malformed authorization header",
+            Reason::MalformedToken => "token is not a well-formed JWT",
+            Reason::AlgNotAllowed => "token algorithm is not HS256",
+            Reason::BadSignature => "token signature does not verify",
+            Reason::Expired => "token has expired",
+            Reason::NotYetValid => "token is not valid yet",
+            Reason::MissingClaim => "token lacks a required claim",
+            Reason::InvalidIssuer => "token issuer is not accepted",
+            Reason::InvalidAudience => "token audience is not accepted",
+            Reason::ClockError => "the server clock reads before 1970",
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn statuses_and_challenges() {
+        for reason in Reason::ALL {
+            let (status, challenge) = (reason.status(), reason.challenge());
+            match reason {
+                Reason::MissingToken | Reason::UnsupportedScheme => {
+                    assert_eq!(
+                        (status, challenge),
+                        (401, Some("Bearer realm=\"jwtguard\""))
+                    )
+                }
+                Reason::InvalidRequest => assert_eq!(
+                    (status, challenge),
+                    (
+                        400,
+                        Some("Bearer realm=\"jwtguard\", error=\"invalid_request\"")
+                    )
+                ),
+                Reason::ClockError => assert_eq!((status, challenge), (503, None)),
+                _ => assert_eq!(
+                    (status, challenge),
+                    (
+                        401,
+                        Some("Bearer realm=\"jwtguard\", error=\"invalid_token\"")
+                    )
+                ),
+            }
+        }
+    }
+}

@@ -1,0 +1,331 @@
+//! Where the security log goes: a file, stderr, or any writer. One owner writes it.
+//!
+//! A write goes straight to the destination, unbuffered, so that an event is in the kernel
+//! before the response it records is sent, and a batch of events is one `write(2)`. The
+//! sink says how many bytes it wrote; what it could not write is not in the log.
+//!
+//! A file is opened with `O_APPEND` and, before each write, looked up again by its path:
+//! when it was deleted or replaced (logrotate's create mode), it is reopened, created
+//! with mode 0600 if need be, so that no line goes to a file nobody will read. A write that
+//! stops part-way leaves no torn line in a file (the partial line is cut off again); in a
+//! pipe, the next write starts on a new line.
+
+use std::fs::{File, OpenOptions};
+use std::io::{self, Write};
+use std::os::unix::fs::{MetadataExt as _, OpenOptionsExt as _};
+use std::path::{Path, PathBuf};
+use std::sync::{Mutex, MutexGuard, PoisonError};
+
+pub(crate) struct Sink {
+    state: Mutex<State>,
+}
+
+struct State {
+    dest: Dest,
+    /// What failure reports call it: a path, or `stderr`.
+    name: String,
+    /// The last write failed; cleared by the next one that succeeds.
+    failing: bool,
+    /// A write stopped in the middle of a line that could not be removed: the next write
+    /// starts with a newline.
+    torn: bool,
+}
+
+enum Dest {
+    File {
+        path: PathBuf,
+        /// `None` after the file could not be reopened.
+        file: Option<File>,
+        /// (device, inode) of `file`.
+        id: (u64, u64),
+    },
+    Stream(Box<dyn Write + Send>),
+}
+
+/// Opens `path` for appending, creating it with mode 0600.
+pub(crate) fn open_log(path: &Path) -> io::Result<(File, (u64, u64))> {
+    let file = OpenOptions::new()
+        .append(true)
+        .create(true)
+        .mode(0o600)
+        .open(path)?;
+    let meta = file.metadata()?;
+    if !meta.file_type().is_file()
+        && !meta.file_type().is_fifo()
+        && !meta.file_type().is_char_device()
+    {
+        return Err(io::Error::other("not a file, a FIFO or a character device"));
+    }
+    Ok((file, (meta.dev(), meta.ino())))
+}
+
+use std::os::unix::fs::FileTypeExt as _;
+
+impl Sink {
+    /// A file, opened now: a path that cannot be opened for appending is an error here.
+    pub(crate) fn file(path: &Path) -> io::Result<Sink> {
+        let (file, id) = open_log(path)?;
+        Ok(Sink::new(
+            Dest::File {
+                path: path.to_owned(),
+                file: Some(file),
+                id,
+            },
+            path.display().to_string(),
+        ))
+    }
+
+    /// Any writer (stderr, a pipe, a test's buffer). `name` is what failure reports call it.
+    pub(crate) fn stream(writer: impl Write + Send + 'static, name: impl Into<String>) -> Sink {
+        Sink::new(Dest::Stream(Box::new(writer)), name.into())
+    }
+
+    fn new(dest: Dest, name: String) -> Sink {
+        Sink {
+            state: Mutex::new(State {
+                dest,
+                name,
+                failing: false,
+                torn: false,
+            }),
+        }
+    }
+
+    fn state(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Writes `bytes`, whole lines, in one `write(2)` unless the destination takes less.
+    /// Returns how many were written: all of them, or fewer when the destination failed;
+    /// a partial line at the end of what was written is not counted (and, in a file,
+    /// removed again).
+    pub(crate) fn write(&self, bytes: &[u8]) -> usize {
+        if bytes.is_empty() {
+            return 0;
+        }
+        let mut state = self.state();
+        match state.put(bytes) {
+            Ok(()) => {
+                state.recovered();
+                bytes.len()
+            }
+            Err((written, err)) => {
+                state.failed(&err);
+                state.cut_torn_line(&bytes[..written])
+            }
+        }
+    }
+
+    /// Whether the last write failed.
+    pub(crate) fn failing(&self) -> bool {
+        self.state().failing
+    }
+}
+
+impl State {
+    /// The destination to write to now: for a file, the file at its path.
+    fn writer(&mut self) -> io::Result<&mut dyn Write> {
+        match &mut self.dest {
+            Dest::Stream(writer) => Ok(writer.as_mut()),
+            Dest::File { path, file, id } => {
+                let current = std::fs::metadata(&*path).ok().map(|m| (m.dev(), m.ino()));
+                if file.is_none() || current != Some(*id) {
+                    // Deleted, replaced (rotation) or not open: open what is there now.
+                    *file = None;
+                    let (reopened, new_id) = open_log(path)?;
+                    *file = Some(reopened);
+                    *id = new_id;
+                }
+                Ok(file.as_mut().expect("opened above"))
+            }
+        }
+    }
+
+    /// Writes all of `bytes`; on failure, how many were written and why not.
+    fn put(&mut self, bytes: &[u8]) -> Result<(), (usize, io::Error)> {
+        let torn = self.torn;
+        let writer = self.writer().map_err(|err| (0, err))?;
+        if torn {
+            writer.write_all(b"\n").map_err(|err| (0, err))?;
+        }
+        let mut written = 0;
+        while written < bytes.len() {
+            match writer.write(&bytes[written..]) {
+                Ok(0) => return Err((written, io::ErrorKind::WriteZero.into())),
+                Ok(n) => written += n,
+                Err(err) if err.kind() == io::ErrorKind::Interrupted => {}
+                Err(err) => return Err((written, err)),
+            }
+        }
+        self.torn = false;
+        Ok(())
+    }
+
+    /// After a write that stopped after `written`: removes the partial line at its end
+    /// from a file, or marks the stream torn. Returns the bytes of whole lines written.
+    fn cut_torn_line(&mut self, written: &[u8]) -> usize {
+        let whole = written
+            .iter()
+            .rposition(|&b| b == b'\n')
+            .map_or(0, |i| i + 1);
+        let partial = (written.len() - whole) as u64;
+        if partial > 0 {
+            let cut = match &self.dest {
+                Dest::File {
+                    file: Some(file), ..
+                } => file
+                    .metadata()
+                    .ok()
+                    .filter(|m| m.file_type().is_file() && m.len() >= partial)
+                    .is_some_and(|m| file.set_len(m.len() - partial).is_ok()),
+                _ => false,
+            };
+            self.torn = !cut;
+        }
+        whole
+    }
+
+    fn failed(&mut self, err: &io::Error) {
+        if !self.failing {
+            self.failing = true;
+            // Not eprintln!: it panics when stderr is the sink that failed.
+            let _ = writeln!(
+                io::stderr(),
+                "jwtguard: cannot write the security log to {}: {err}; refusing protected requests (503) until it works again",
+                self.name
+            );
+        }
+    }
+
+    fn recovered(&mut self) {
+        if self.failing {
+            self.failing = false;
+            let _ = writeln!(
+                io::stderr(),
+                "jwtguard: the security log at {} is writable again",
+                self.name
+            );
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    /// A stream that takes at most `limit` bytes a write and fails once `room` bytes have
+    /// been taken (until `room` is raised).
+    #[derive(Clone)]
+    struct Flaky {
+        room: Arc<AtomicUsize>,
+        limit: usize,
+        got: Arc<Mutex<Vec<u8>>>,
+        writes: Arc<AtomicUsize>,
+    }
+
+    impl Write for Flaky {
+        fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+            self.writes.fetch_add(1, Ordering::Relaxed);
+            let room = self.room.load(Ordering::Relaxed);
+            if room == 0 {
+                return Err(io::Error::other("disk full"));
+            }
+            let n = buf.len().min(self.limit).min(room);
+            self.room.store(room - n, Ordering::Relaxed);
+            self.got.lock().unwrap().extend_from_slice(&buf[..n]);
+            Ok(n)
+        }
+        fn flush(&mut self) -> io::Result<()> {
+            Ok(())
+        }
+    }
+
+    fn flaky(limit: usize) -> (Sink, Flaky) {
+        let f = Flaky {
+            room: Arc::new(AtomicUsize::new(usize::MAX)),
+            limit,
+            got: Arc::default(),
+            writes: Arc::default(),
+        };
+        (Sink::stream(f.clone(), "test"), f)
+    }
+
+    impl Flaky {
+        fn got(&self) -> String {
+            String::from_utf8(self.got.lock().unwrap().clone()).unwrap()
+        }
+    }
+
+    #[test]
+    fn a_batch_is_one_write_when_the_destination_takes_it() {
+        let (sink, f) = flaky(usize::MAX);
+        assert_eq!(sink.write(b"one\ntwo\n"), 8);
+        assert_eq!(f.writes.load(Ordering::Relaxed), 1);
+        // A destination that takes 3 bytes a write still gets everything.
+        let (sink, f) = flaky(3);
+        assert_eq!(sink.write(b"first\nsecond\n"), 13);
+        assert_eq!(f.got(), "first\nsecond\n");
+    }
+
+    #[test]
+    fn failures_count_only_whole_lines_and_the_next_write_mends_a_torn_one() {
+        let (sink, f) = flaky(usize::MAX);
+        f.room.store(0, Ordering::Relaxed);
+        assert_eq!(sink.write(b"lost\n"), 0);
+        assert!(sink.failing());
+        // Fills up part-way: the first line and part of the second.
+        f.room.store(8, Ordering::Relaxed);
+        assert_eq!(sink.write(b"third\nfourth\n"), 6);
+        f.room.store(usize::MAX, Ordering::Relaxed);
+        assert_eq!(sink.write(b"fifth\n"), 6);
+        assert!(!sink.failing());
+        assert_eq!(f.got(), "third\nfo\nfifth\n");
+    }
+
+    #[test]
+    fn a_file_loses_the_torn_line_instead() {
+        let dir = std::env::temp_dir().join(format!("jwtguard-sink-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("log");
+        let sink = Sink::file(&path).unwrap();
+        assert_eq!(sink.write(b"one\n"), 4);
+        let mut state = sink.state();
+        // As if a write of "two\nthr" had stopped there.
+        state.writer().unwrap().write_all(b"two\nthr").unwrap();
+        assert_eq!(state.cut_torn_line(b"two\nthr"), 4);
+        assert!(!state.torn);
+        drop(state);
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), "one\ntwo\n");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn a_deleted_or_replaced_file_is_reopened() {
+        use std::os::unix::fs::PermissionsExt as _;
+        let dir = std::env::temp_dir().join(format!("jwtguard-reopen-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("log");
+        let sink = Sink::file(&path).unwrap();
+        assert_eq!(sink.write(b"one\n"), 4);
+        std::fs::rename(&path, dir.join("log.1")).unwrap();
+        std::fs::write(&path, b"").unwrap();
+        assert_eq!(sink.write(b"two\n"), 4);
+        std::fs::remove_file(&path).unwrap();
+        assert_eq!(sink.write(b"three\n"), 6);
+        assert_eq!(std::fs::read_to_string(dir.join("log.1")).unwrap(), "one\n");
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), "three\n");
+        let mode = std::fs::metadata(&path).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600);
+        // A directory where the file was: nothing written, until it is a file again.
+        std::fs::remove_file(&path).unwrap();
+        std::fs::create_dir(&path).unwrap();
+        assert_eq!(sink.write(b"four\n"), 0);
+        assert!(sink.failing());
+        std::fs::remove_dir(&path).unwrap();
+        assert_eq!(sink.write(b"five\n"), 5);
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), "five\n");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}
