@@ -337,21 +337,6 @@ impl ServiceEvent<'_> {
     }
 }
 
-impl fmt::Display for Event<'_> {
-    /// The line in the installed [`SecurityLog`](crate::SecurityLog)'s format (JSON when
-    /// none is installed), stamped now.
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        thread_local! {
-            static LINE: std::cell::RefCell<String> = const { std::cell::RefCell::new(String::new()) };
-        }
-        LINE.with_borrow_mut(|line| {
-            line.clear();
-            self.encode(crate::logger::format(), SystemTime::now(), line);
-            f.write_str(line)
-        })
-    }
-}
-
 /// A line under construction: the same calls give the JSON and the text encodings, so
 /// both carry the same fields in the same order.
 struct Line<'a> {

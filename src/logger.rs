@@ -15,11 +15,13 @@
 //! got.
 
 use std::cell::{Cell, RefCell};
-use std::io::{self, Write as _};
+use std::io;
 use std::marker::PhantomData;
+use std::ops::Range;
 use std::path::Path;
 use std::sync::OnceLock;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::SystemTime;
 
 use log::{LevelFilter, Log, Metadata, Record};
 
@@ -159,44 +161,35 @@ impl SecurityLog {
         Ok(())
     }
 
-    /// Writes a line (with its newline) now, or holds it in this thread's open batch.
-    fn put(&self, record: &Record) -> Recorded {
-        let ours = SLOT.get() == Slot::Waiting;
-        let level = record.level();
-        let line = |out: &mut Vec<u8>| {
-            if ours {
-                // The guard's own event: its Display is the encoded line.
-                let _ = writeln!(out, "{}", record.args());
-            } else {
-                // Anyone else's record under the security target: a message, never a line
-                // of its own making.
-                let message = record.args().to_string();
-                let event = Event::Record {
-                    level,
-                    logger: TARGET,
-                    message: &message,
-                };
-                let _ = writeln!(out, "{event}");
+    /// Writes or holds the line of the event [`record`] encoded on this thread.
+    fn confirm(&self) -> Recorded {
+        LOCAL.with_borrow(|local| match (&local.pending, local.open) {
+            (Some(line), true) => Recorded::Held(line.end),
+            (Some(line), false) => {
+                let bytes = local.line[line.clone()].as_bytes();
+                if self.sink.write(bytes) == bytes.len() {
+                    Recorded::Written
+                } else {
+                    Recorded::Lost
+                }
             }
-        };
-        let held = BATCH.with_borrow_mut(|batch| {
-            batch.open.then(|| {
-                line(&mut batch.lines);
-                Recorded::Held(batch.lines.len())
-            })
-        });
-        if let Some(held) = held {
-            return held;
-        }
-        LINE.with_borrow_mut(|buf| {
-            buf.clear();
-            line(buf);
-            if self.sink.write(buf) == buf.len() {
-                Recorded::Written
-            } else {
-                Recorded::Lost
-            }
+            (None, _) => Recorded::Lost,
         })
+    }
+
+    /// Anyone else's record under the security target: a message, never a line of its
+    /// own making. Held in this thread's batch, if one is open.
+    fn message(&self, record: &Record) {
+        let message = record.args().to_string();
+        let line = encode_line(&Event::Record {
+            level: record.level(),
+            logger: TARGET,
+            message: &message,
+        });
+        let held = LOCAL.with_borrow_mut(|local| local.open.then(|| local.batch.push_str(&line)));
+        if held.is_none() {
+            self.sink.write(line.as_bytes());
+        }
     }
 }
 
@@ -211,9 +204,10 @@ impl Log for SecurityLog {
 
     fn log(&self, record: &Record) {
         if record.target() == TARGET {
-            let recorded = self.put(record);
             if SLOT.get() == Slot::Waiting {
-                SLOT.set(Slot::Done(recorded));
+                SLOT.set(Slot::Done(self.confirm()));
+            } else {
+                self.message(record);
             }
         } else if let Some((logger, _)) = &self.others {
             logger.log(record);
@@ -251,12 +245,20 @@ impl io::Write for OtherRecords {
 /// text, both escaped.
 pub fn write_record(out: &mut dyn io::Write, record: &Record) -> io::Result<()> {
     let message = record.args().to_string();
-    let event = Event::Record {
+    let line = encode_line(&Event::Record {
         level: record.level(),
         logger: record.target(),
         message: &message,
-    };
-    writeln!(out, "{event}")
+    });
+    out.write_all(line.as_bytes())
+}
+
+/// `event` as a line of the installed format, with its newline.
+fn encode_line(event: &Event) -> String {
+    let mut line = String::new();
+    event.encode(format(), SystemTime::now(), &mut line);
+    line.push('\n');
+    line
 }
 
 /// Where a recorded event stands.
@@ -278,24 +280,72 @@ enum Slot {
     Done(Recorded),
 }
 
-struct Open {
+/// This thread's lines: the open batch, and the last event's line when no batch is open.
+struct Local {
     open: bool,
-    lines: Vec<u8>,
+    batch: String,
+    line: String,
+    /// Where the line of the event being recorded is: in `batch` when open, else `line`.
+    pending: Option<Range<usize>>,
 }
 
 thread_local! {
     static SLOT: Cell<Slot> = const { Cell::new(Slot::Idle) };
-    static BATCH: RefCell<Open> = const { RefCell::new(Open { open: false, lines: Vec::new() }) };
-    static LINE: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
+    static LOCAL: RefCell<Local> = const {
+        RefCell::new(Local { open: false, batch: String::new(), line: String::new(), pending: None })
+    };
 }
 
 /// Records `event` through the `log` facade and returns what the logger did with it.
+///
+/// The line is encoded once, here, into this thread's batch (or line buffer); jwtguard's
+/// logger confirms it, and any other logger gets the same line as its message.
 pub(crate) fn record(event: &Event) -> Recorded {
+    let format = format();
+    LOCAL.with_borrow_mut(|local| {
+        let buf = if local.open {
+            &mut local.batch
+        } else {
+            local.line.clear();
+            &mut local.line
+        };
+        let start = buf.len();
+        event.encode(format, SystemTime::now(), buf);
+        buf.push('\n');
+        local.pending = Some(start..buf.len());
+    });
     SLOT.set(Slot::Waiting);
-    log::log!(target: TARGET, event.level(), "{event}");
-    match SLOT.replace(Slot::Idle) {
+    log::log!(target: TARGET, event.level(), "{}", PendingLine);
+    let recorded = match SLOT.replace(Slot::Idle) {
         Slot::Done(recorded) => recorded,
         _ => Recorded::Lost,
+    };
+    LOCAL.with_borrow_mut(|local| {
+        let line = local.pending.take().expect("set above");
+        if recorded == Recorded::Lost && local.open {
+            // Not confirmed: the line must not reach the log with the batch.
+            local.batch.truncate(line.start);
+        }
+    });
+    recorded
+}
+
+/// The line [`record`] is recording, as the message for a logger that is not jwtguard's.
+struct PendingLine;
+
+impl std::fmt::Display for PendingLine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        LOCAL.with_borrow(|local| {
+            let buf = if local.open {
+                &local.batch
+            } else {
+                &local.line
+            };
+            match &local.pending {
+                Some(line) => f.write_str(buf[line.clone()].trim_end_matches('\n')),
+                None => Ok(()),
+            }
+        })
     }
 }
 
@@ -308,9 +358,9 @@ pub(crate) struct Batch {
 
 impl Batch {
     pub(crate) fn open() -> Batch {
-        BATCH.with_borrow_mut(|batch| {
-            batch.open = true;
-            batch.lines.clear();
+        LOCAL.with_borrow_mut(|local| {
+            local.open = true;
+            local.batch.clear();
         });
         Batch {
             _thread: PhantomData,
@@ -327,18 +377,18 @@ impl Batch {
     }
 
     fn commit_to(self, sink: &Sink) -> usize {
-        BATCH.with_borrow_mut(|batch| {
-            batch.open = false;
-            sink.write(&batch.lines)
+        LOCAL.with_borrow_mut(|local| {
+            local.open = false;
+            sink.write(local.batch.as_bytes())
         })
     }
 }
 
 impl Drop for Batch {
     fn drop(&mut self) {
-        BATCH.with_borrow_mut(|batch| {
-            batch.open = false;
-            batch.lines.clear();
+        LOCAL.with_borrow_mut(|local| {
+            local.open = false;
+            local.batch.clear();
         });
     }
 }
@@ -371,14 +421,27 @@ mod tests {
 
     /// What `record` does, against a log that is not installed (tests run in parallel).
     fn record_to(log: &SecurityLog, event: &Event) -> Recorded {
+        LOCAL.with_borrow_mut(|local| {
+            let buf = if local.open {
+                &mut local.batch
+            } else {
+                local.line.clear();
+                &mut local.line
+            };
+            let start = buf.len();
+            event.encode(format(), SystemTime::now(), buf);
+            buf.push('\n');
+            local.pending = Some(start..buf.len());
+        });
         SLOT.set(Slot::Waiting);
         log.log(
             &Record::builder()
                 .target(TARGET)
                 .level(event.level())
-                .args(format_args!("{event}"))
+                .args(format_args!("{PendingLine}"))
                 .build(),
         );
+        LOCAL.with_borrow_mut(|local| local.pending = None);
         match SLOT.replace(Slot::Idle) {
             Slot::Done(recorded) => recorded,
             _ => Recorded::Lost,
@@ -386,9 +449,16 @@ mod tests {
     }
 
     #[test]
-    fn without_a_jwtguard_logger_nothing_is_recorded() {
+    fn without_a_jwtguard_logger_nothing_is_recorded_nor_held() {
         // No logger is installed in unit tests.
         assert_eq!(record(&event()), Recorded::Lost);
+        let batch = Batch::open();
+        assert_eq!(record(&event()), Recorded::Lost);
+        assert!(
+            LOCAL.with_borrow(|local| local.batch.is_empty()),
+            "an unconfirmed line stays out of the batch"
+        );
+        drop(batch);
     }
 
     #[test]

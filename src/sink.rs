@@ -12,7 +12,7 @@
 
 use std::fs::{File, OpenOptions};
 use std::io::{self, Write};
-use std::os::unix::fs::{MetadataExt as _, OpenOptionsExt as _};
+use std::os::unix::fs::{FileTypeExt as _, MetadataExt as _, OpenOptionsExt as _};
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, MutexGuard, PoisonError};
 
@@ -38,6 +38,8 @@ enum Dest {
         file: Option<File>,
         /// (device, inode) of `file`.
         id: (u64, u64),
+        /// When the path was last looked up (seconds since the epoch).
+        looked_up: u64,
     },
     Stream(Box<dyn Write + Send>),
 }
@@ -59,7 +61,11 @@ pub(crate) fn open_log(path: &Path) -> io::Result<(File, (u64, u64))> {
     Ok((file, (meta.dev(), meta.ino())))
 }
 
-use std::os::unix::fs::FileTypeExt as _;
+fn now_secs() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
 
 impl Sink {
     /// A file, opened now: a path that cannot be opened for appending is an error here.
@@ -70,6 +76,7 @@ impl Sink {
                 path: path.to_owned(),
                 file: Some(file),
                 id,
+                looked_up: now_secs(),
             },
             path.display().to_string(),
         ))
@@ -123,14 +130,28 @@ impl Sink {
 }
 
 impl State {
-    /// The destination to write to now: for a file, the file at its path.
+    /// The destination to write to now: for a file, the file at its path. A file that was
+    /// deleted is noticed before every write (`fstat`, cheap); one replaced by another at
+    /// its path (logrotate's create mode) within a second (the path is looked up again
+    /// once a second; lines written meanwhile go to the rotated file, none is lost).
     fn writer(&mut self) -> io::Result<&mut dyn Write> {
         match &mut self.dest {
             Dest::Stream(writer) => Ok(writer.as_mut()),
-            Dest::File { path, file, id } => {
-                let current = std::fs::metadata(&*path).ok().map(|m| (m.dev(), m.ino()));
-                if file.is_none() || current != Some(*id) {
-                    // Deleted, replaced (rotation) or not open: open what is there now.
+            Dest::File {
+                path,
+                file,
+                id,
+                looked_up,
+            } => {
+                let deleted = file
+                    .as_ref()
+                    .is_none_or(|f| f.metadata().is_ok_and(|m| m.nlink() == 0));
+                let now = now_secs();
+                let replaced = !deleted
+                    && now != *looked_up
+                    && std::fs::metadata(&*path).ok().map(|m| (m.dev(), m.ino())) != Some(*id);
+                *looked_up = now;
+                if deleted || replaced {
                     *file = None;
                     let (reopened, new_id) = open_log(path)?;
                     *file = Some(reopened);
@@ -205,6 +226,16 @@ impl State {
                 "jwtguard: the security log at {} is writable again",
                 self.name
             );
+        }
+    }
+}
+
+#[cfg(test)]
+impl Sink {
+    /// As if a second had passed since the path was looked up.
+    fn forget_lookup(&self) {
+        if let Dest::File { looked_up, .. } = &mut self.state().dest {
+            *looked_up = 0;
         }
     }
 }
@@ -311,10 +342,16 @@ mod tests {
         assert_eq!(sink.write(b"one\n"), 4);
         std::fs::rename(&path, dir.join("log.1")).unwrap();
         std::fs::write(&path, b"").unwrap();
+        // Looked up again once a second: until then, lines go on into the rotated file.
+        assert_eq!(sink.write(b"one more\n"), 9);
+        sink.forget_lookup();
         assert_eq!(sink.write(b"two\n"), 4);
         std::fs::remove_file(&path).unwrap();
         assert_eq!(sink.write(b"three\n"), 6);
-        assert_eq!(std::fs::read_to_string(dir.join("log.1")).unwrap(), "one\n");
+        assert_eq!(
+            std::fs::read_to_string(dir.join("log.1")).unwrap(),
+            "one\none more\n"
+        );
         assert_eq!(std::fs::read_to_string(&path).unwrap(), "three\n");
         let mode = std::fs::metadata(&path).unwrap().permissions().mode();
         assert_eq!(mode & 0o777, 0o600);
