@@ -315,7 +315,7 @@ impl Guard {
 /// Extracts the bearer token from the values of a request's `Authorization` headers
 /// (RFC 6750 §2.1): `Bearer`, case-insensitive, one or more spaces, then a `b64token`
 /// of at most `max_bytes` bytes.
-fn bearer_token<'a>(
+pub(crate) fn bearer_token<'a>(
     values: impl IntoIterator<Item = &'a str>,
     max_bytes: usize,
 ) -> Result<&'a str, Reason> {

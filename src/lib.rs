@@ -73,6 +73,9 @@
 mod config;
 mod error;
 mod event;
+#[cfg(fuzzing)]
+#[doc(hidden)]
+pub mod fuzzing;
 mod guard;
 pub mod http;
 mod keys;
