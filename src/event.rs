@@ -175,6 +175,14 @@ pub(crate) enum ServiceEvent<'a> {
 pub(crate) enum Event<'a> {
     Request(RequestEvent<'a>),
     Service(ServiceEvent<'a>),
+    /// An answer that could not be delivered because the client does not read: the
+    /// connection is no longer served.
+    Undelivered {
+        /// `http.request.id` of the answer, if it had one.
+        request_id: Option<RequestId>,
+        /// `source.ip`.
+        source_ip: Option<IpAddr>,
+    },
     /// A record of another `log` target (a warning at start-up, tiny_http's errors).
     Record {
         level: log::Level,
@@ -189,7 +197,7 @@ impl Event<'_> {
     pub(crate) fn level(&self) -> log::Level {
         match self {
             Event::Request(e) if e.success => log::Level::Info,
-            Event::Request(_) => log::Level::Warn,
+            Event::Request(_) | Event::Undelivered { .. } => log::Level::Warn,
             Event::Service(ServiceEvent::Shutdown {
                 cause: Cause::AcceptFailed,
                 ..
@@ -205,6 +213,21 @@ impl Event<'_> {
         match self {
             Event::Request(e) => e.encode(&mut line),
             Event::Service(e) => e.encode(&mut line),
+            Event::Undelivered {
+                request_id,
+                source_ip,
+            } => {
+                line.raw("event.action", "answer");
+                line.raw("event.outcome", "failure");
+                line.raw("event.reason", "client_not_reading");
+                if let Some(ip) = source_ip {
+                    line.with("source.ip", |out| push_ip(*ip, out));
+                }
+                if let Some(id) = request_id {
+                    line.with("http.request.id", |out| out.push_str(id.text().as_str()));
+                }
+                ecs(&mut line, &["web", "network"], &["connection", "error"]);
+            }
             Event::Record { level, logger, .. } => {
                 ecs(
                     &mut line,
@@ -249,6 +272,9 @@ impl Event<'_> {
                     " requests",
                 ]);
             }
+            Event::Undelivered { .. } => line.message(&[
+                "the client does not read its answers: its connection is no longer served",
+            ]),
             Event::Record { message, .. } => line.message(&[message]),
         }
         line.finish();

@@ -55,7 +55,11 @@ pub fn encode_request(
         user_agent,
     });
     let mut line = String::new();
-    event.encode(format, UNIX_EPOCH + Duration::from_millis(millis), &mut line);
+    event.encode(
+        format,
+        UNIX_EPOCH + Duration::from_millis(millis),
+        &mut line,
+    );
     line
 }
 

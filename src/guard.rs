@@ -276,6 +276,26 @@ impl Guard {
             self.verifier
                 .verify(token, crate::time::unix_seconds(SystemTime::now()))
         });
+        self.record(request, result, token.ok())
+    }
+
+    /// Refuses `request`, whatever its path, for `reason` found by the HTTP layer (its
+    /// framing), and records the event.
+    pub(crate) fn refuse<H: Headers + ?Sized>(
+        &self,
+        request: &Request<'_, H>,
+        reason: Reason,
+    ) -> Pending {
+        self.record(request, Err(reason.into()), None)
+    }
+
+    /// Records the event of `result` for `request` and makes the decision.
+    fn record<H: Headers + ?Sized>(
+        &self,
+        request: &Request<'_, H>,
+        result: Result<String, Denied>,
+        token: Option<&str>,
+    ) -> Pending {
         let request_id =
             RequestId::new(self.id_prefix, self.next_id.fetch_add(1, Ordering::Relaxed));
         let (reason, reason_text, user, status) = match &result {
@@ -294,9 +314,9 @@ impl Guard {
             source_ip: request.peer,
             status,
             request_id,
-            fingerprint: token.ok().map(Fingerprint::of),
+            fingerprint: token.map(Fingerprint::of),
             method: request.method,
-            path,
+            path: request.path(),
             user,
             user_agent: request.headers.values("User-Agent").next(),
         });

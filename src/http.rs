@@ -6,10 +6,12 @@
 //! traps away from the serving thread.
 
 use std::cell::RefCell;
-use std::io::Write as _;
+use std::io::{ErrorKind, Write as _};
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use tiny_http::{HTTPVersion, Method, StatusCode};
 
+use crate::Reason;
 use crate::guard::{Allowed, Headers, Refused, Request};
 
 impl Headers for [tiny_http::Header] {
@@ -29,11 +31,90 @@ pub fn request(request: &tiny_http::Request) -> Request<'_, [tiny_http::Header]>
     }
 }
 
+/// Checks the framing and header syntax of `request` before anything else looks at it
+/// (RFC 9112 §6.1-6.3, RFC 9110 §5.5, §5.6.2): tiny_http 0.12 accepts ambiguous framing
+/// and lets a body it does not understand be read as the next request.
+///
+/// Refused, as [`Reason::BadFraming`]: a method or header name that is not a token; a
+/// request target or header value with a control character (CR, LF and NUL included); an
+/// HTTP version other than 1.0 and 1.1; several `Host` headers; several `Content-Length`
+/// headers, or one that is not a plain decimal number; several `Transfer-Encoding`
+/// headers, one that is not exactly `chunked`, one together with `Content-Length`, or
+/// one in an HTTP/1.0 request. [`Reason::BodyTooLarge`]: a `Content-Length` over
+/// 16 MiB, more than jwtguard lets tiny_http drain.
+pub(crate) fn framing(request: &tiny_http::Request) -> Result<(), Reason> {
+    let version = request.http_version();
+    let known_version = version.0 == 1 && version.1 <= 1;
+    if !known_version || !is_token(request.method().as_str()) {
+        return Err(Reason::BadFraming);
+    }
+    if !request.url().bytes().all(|b| (b'!'..=b'~').contains(&b)) {
+        return Err(Reason::BadFraming);
+    }
+    let (mut hosts, mut lengths, mut encodings) = (0, 0, 0);
+    let mut length = None;
+    let mut chunked = false;
+    for header in request.headers() {
+        let name = header.field.as_str().as_str();
+        let value = header.value.as_str();
+        if !is_token(name)
+            || !value
+                .bytes()
+                .all(|b| b == b'\t' || (b' '..=b'~').contains(&b))
+        {
+            return Err(Reason::BadFraming);
+        }
+        if name.eq_ignore_ascii_case("Host") {
+            hosts += 1;
+        } else if name.eq_ignore_ascii_case("Content-Length") {
+            lengths += 1;
+            if value.is_empty() || !value.bytes().all(|b| b.is_ascii_digit()) {
+                return Err(Reason::BadFraming);
+            }
+            length = Some(value.parse::<u64>().map_err(|_| Reason::BadFraming)?);
+        } else if name.eq_ignore_ascii_case("Transfer-Encoding") {
+            encodings += 1;
+            chunked = value.eq_ignore_ascii_case("chunked");
+        }
+    }
+    let http_1_0 = version.1 == 0;
+    if hosts > 1
+        || lengths > 1
+        || encodings > 1
+        || (encodings == 1 && (!chunked || lengths > 0 || http_1_0))
+    {
+        return Err(Reason::BadFraming);
+    }
+    if length.is_some_and(|n| n > MAX_DRAINED_BODY as u64) {
+        return Err(Reason::BodyTooLarge);
+    }
+    Ok(())
+}
+
+/// `tchar` of RFC 9110 §5.6.2, one or more.
+fn is_token(s: &str) -> bool {
+    !s.is_empty()
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
+}
+
+/// Whether tiny_http leaves part of the connection's input unread after `request`: a body
+/// it did not read (it drains a `Content-Length` body when the request is dropped, and
+/// leaves a chunked one to be read as the next request).
+pub(crate) fn leaves_input(request: &tiny_http::Request) -> bool {
+    unread_body(request) > 0
+        || request
+            .headers()
+            .iter()
+            .any(|h| h.field.equiv("Transfer-Encoding"))
+}
+
 /// Sends the answer to a refused request: its status, `WWW-Authenticate` challenge,
 /// `X-Request-Id` and a small JSON body that says nothing of the reason (that is in the
 /// log). Written in one write; a client that hung up is ignored.
 pub fn answer(request: tiny_http::Request, refused: &Refused) {
-    send(request, &Reply::Refused(refused));
+    let close = leaves_input(&request);
+    send(request, &Reply::Refused(refused), close);
 }
 
 /// A response jwtguard writes itself: a status, a few headers and a small JSON body.
@@ -46,6 +127,8 @@ pub(crate) enum Reply<'a> {
     Health { log_failing: bool },
     /// 404.
     NotFound,
+    /// 413, for [`respond`]'s own answer to a body too large to drain.
+    TooLarge,
 }
 
 impl Reply<'_> {
@@ -61,6 +144,7 @@ impl Reply<'_> {
                 }
             }
             Reply::NotFound => 404,
+            Reply::TooLarge => 413,
         }
     }
 
@@ -103,6 +187,7 @@ impl Reply<'_> {
                     400 => "bad_request",
                     401 => "unauthorized",
                     404 => "not_found",
+                    413 => "too_large",
                     _ => "unavailable",
                 };
                 out.extend_from_slice(b"{\"status\":\"");
@@ -113,9 +198,11 @@ impl Reply<'_> {
     }
 }
 
-/// Writes `reply` as an HTTP/1.x response into `out`, its body by way of `body`.
+/// Writes `reply` as an HTTP/1.x response into `out`, its body by way of `body`; with
+/// `close`, it says `Connection: close`.
 fn wire(
     reply: &Reply,
+    close: bool,
     version: &HTTPVersion,
     head_only: bool,
     out: &mut Vec<u8>,
@@ -144,17 +231,41 @@ fn wire(
         out.extend_from_slice(value);
         out.extend_from_slice(b"\r\n");
     });
+    if close {
+        out.extend_from_slice(b"Connection: close\r\n");
+    }
     out.extend_from_slice(b"\r\n");
     if !head_only {
         out.extend_from_slice(body);
     }
 }
 
-/// Sends `reply` to `request`: in one write from a reused buffer when the request can be
-/// dropped here, else through [`respond`].
-pub(crate) fn send(request: tiny_http::Request, reply: &Reply) {
-    if unread_body(&request) > 0 {
-        return respond(request, response(reply));
+/// How an answer went.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Sent {
+    /// Written (or handed to a thread that writes it).
+    Written,
+    /// The client hung up.
+    Gone,
+    /// The client does not read: the write found no room within the send timeout.
+    Stalled,
+}
+
+/// Sends `reply` to `request`, with `Connection: close` when `close`: in one write from a
+/// reused buffer when the request can be dropped here; through [`respond`] when tiny_http
+/// would drain a body on drop; never dropped at all when it announced a body too large
+/// to drain ([`abandon`]).
+pub(crate) fn send(request: tiny_http::Request, reply: &Reply, close: bool) -> Sent {
+    match unread_body(&request) {
+        0 => {}
+        n if n > MAX_DRAINED_BODY => {
+            abandon(request, reply);
+            return Sent::Written;
+        }
+        _ => {
+            respond(request, response(reply, close));
+            return Sent::Written;
+        }
     }
     thread_local! {
         static BUFFERS: RefCell<(Vec<u8>, Vec<u8>)> = const { RefCell::new((Vec::new(), Vec::new())) };
@@ -162,21 +273,76 @@ pub(crate) fn send(request: tiny_http::Request, reply: &Reply) {
     BUFFERS.with_borrow_mut(|(out, body)| {
         out.clear();
         let head_only = *request.method() == Method::Head;
-        wire(reply, request.http_version(), head_only, out, body);
+        wire(reply, close, request.http_version(), head_only, out, body);
         let mut writer = request.into_writer();
-        // A client that hung up is no concern here.
-        let _ = writer.write_all(out).and_then(|()| writer.flush());
-    });
+        match writer.write_all(out).and_then(|()| writer.flush()) {
+            Ok(()) => Sent::Written,
+            Err(err) if matches!(err.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {
+                Sent::Stalled
+            }
+            Err(_) => Sent::Gone,
+        }
+    })
 }
 
+/// Drops `request` unanswered, its connection no longer served (an earlier answer on it
+/// stalled, or its framing was refused): with no write, so it costs the serving thread
+/// nothing. A body tiny_http would drain is left to a thread of its own.
+pub(crate) fn dispose(request: tiny_http::Request) {
+    match unread_body(&request) {
+        0 => drop(request.into_writer()),
+        n if n > MAX_DRAINED_BODY => forget(request),
+        _ => drain(request, None::<tiny_http::Response<std::io::Empty>>),
+    }
+}
+
+/// Answers a request that announced a body too large to drain, without ever dropping the
+/// body's reader: tiny_http would allocate the whole announced length at once to drain it,
+/// and a failed allocation aborts the process. The answer goes through tiny_http's
+/// `upgrade` (the one call that hands the reader out with the writer), so it also carries
+/// `Connection: upgrade` and `Upgrade: jwtguard`, which clients ignore on a 413. The
+/// connection is then abandoned, its reader never dropped: a thread and two file
+/// descriptors until the client goes and the process is replaced (README, Security).
+fn abandon(request: tiny_http::Request, reply: &Reply) {
+    let mut body = Vec::new();
+    reply.push_body(&mut body);
+    let mut response = tiny_http::Response::from_data(body.clone())
+        .with_status_code(reply.status())
+        .with_header(header("Content-Type", b"application/json"))
+        .with_header(header("Content-Length", body.len().to_string().as_bytes()))
+        .with_header(header("Connection", b"close"));
+    reply.each_header(&mut |name, value| response.add_header(header(name, value)));
+    let mut stream = request.upgrade("jwtguard", response);
+    let _ = stream.write_all(&body).and_then(|()| stream.flush());
+    forget(stream);
+}
+
+/// Never drops `what` (a request, or its upgraded stream), so tiny_http never drains its
+/// body.
+fn forget<T>(what: T) {
+    ABANDONED.fetch_add(1, Ordering::Relaxed);
+    std::mem::forget(what);
+}
+
+/// Requests abandoned since start-up (their reader never dropped).
+static ABANDONED: AtomicUsize = AtomicUsize::new(0);
+/// Threads draining a request's body now.
+static DRAINING: AtomicUsize = AtomicUsize::new(0);
+/// The most threads draining bodies at once; past it, a request with a body to drain is
+/// abandoned instead (a thread and two descriptors for tiny_http's connection).
+const MAX_DRAINING: usize = 256;
+
 /// `reply` as a tiny_http response, for [`respond`].
-fn response(reply: &Reply) -> tiny_http::Response<std::io::Cursor<Vec<u8>>> {
+fn response(reply: &Reply, close: bool) -> tiny_http::Response<std::io::Cursor<Vec<u8>>> {
     let mut body = Vec::new();
     reply.push_body(&mut body);
     let mut response = tiny_http::Response::from_data(body)
         .with_status_code(reply.status())
         .with_header(header("Content-Type", b"application/json"));
     reply.each_header(&mut |name, value| response.add_header(header(name, value)));
+    if close {
+        response.add_header(header("Connection", b"close"));
+    }
     response
 }
 
@@ -210,9 +376,10 @@ fn unread_body(request: &tiny_http::Request) -> usize {
 /// `Expect: 100-continue`) when the request is dropped, and reads the socket with no
 /// timeout: on the serving thread, one client that announces a body and never sends it
 /// would stop the server. Such requests are answered, and dropped, on a thread of their
-/// own. A request announcing more than 16 MiB is never dropped, so never drained: it is
-/// left unanswered and its connection abandoned, which costs a thread and a socket, not
-/// the process.
+/// own (at most 256 at once). A request announcing more than 16 MiB is never dropped:
+/// tiny_http's drain would allocate it whole, and a failed allocation aborts the process.
+/// It is answered 413 and its connection abandoned, which costs a thread and two file
+/// descriptors until the process ends, not the process.
 pub fn respond<R: std::io::Read + Send + 'static>(
     request: tiny_http::Request,
     response: tiny_http::Response<R>,
@@ -221,22 +388,37 @@ pub fn respond<R: std::io::Read + Send + 'static>(
         0 => {
             let _ = request.respond(response);
         }
-        n if n > MAX_DRAINED_BODY => {
-            log::warn!(
-                "a request announced a {n}-byte body: left unanswered, its connection abandoned (tiny_http would abort draining it)"
-            );
-            std::mem::forget(request);
-        }
-        _ => {
-            let spawned = std::thread::Builder::new()
-                .name("jwtguard-drain".into())
-                .spawn(move || {
+        n if n > MAX_DRAINED_BODY => abandon(request, &Reply::TooLarge),
+        _ => drain(request, Some(response)),
+    }
+}
+
+/// Answers `request` with `response` (if any) and drops it on a thread of its own, where
+/// tiny_http drains its body; abandons it when too many are draining already.
+fn drain<R: std::io::Read + Send + 'static>(
+    request: tiny_http::Request,
+    response: Option<tiny_http::Response<R>>,
+) {
+    if DRAINING.fetch_add(1, Ordering::Relaxed) >= MAX_DRAINING {
+        DRAINING.fetch_sub(1, Ordering::Relaxed);
+        forget(request);
+        return;
+    }
+    let spawned = std::thread::Builder::new()
+        .name("jwtguard-drain".into())
+        .spawn(move || {
+            match response {
+                Some(response) => {
                     let _ = request.respond(response);
-                });
-            if let Err(err) = spawned {
-                log::error!("cannot start a thread to answer a request with a body: {err}");
+                }
+                None => drop(request.into_writer()),
             }
-        }
+            DRAINING.fetch_sub(1, Ordering::Relaxed);
+        });
+    if spawned.is_err() {
+        // The request went down with the closure: no thread, so it was dropped here, and
+        // tiny_http drained it here. Rare (out of threads), and bounded by the client.
+        DRAINING.fetch_sub(1, Ordering::Relaxed);
     }
 }
 
@@ -266,9 +448,16 @@ mod tests {
         for version in [HTTPVersion(1, 0), HTTPVersion(1, 1)] {
             for head_only in [false, true] {
                 let mut ours = Vec::new();
-                wire(reply, &version, head_only, &mut ours, &mut Vec::new());
+                wire(
+                    reply,
+                    false,
+                    &version,
+                    head_only,
+                    &mut ours,
+                    &mut Vec::new(),
+                );
                 let mut theirs = Vec::new();
-                response(reply)
+                response(reply, false)
                     .raw_print(&mut theirs, version.clone(), &[], head_only, None)
                     .unwrap();
                 seen.push([lines_and_body(&ours), lines_and_body(&theirs)]);

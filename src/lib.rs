@@ -83,6 +83,7 @@ mod logger;
 mod reason;
 mod server;
 mod sink;
+mod sys;
 mod time;
 mod token;
 

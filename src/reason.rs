@@ -36,11 +36,19 @@ pub enum Reason {
     InvalidAudience,
     /// The server's clock reads before 1970: no token can be judged.
     ClockError,
+    /// The request's framing is ambiguous or its header syntax invalid (RFC 9112 §6,
+    /// RFC 9110 §5): several or non-numeric `Content-Length`, `Transfer-Encoding` other
+    /// than `chunked` or together with `Content-Length`, control characters in a header,
+    /// a method or a header name that is not a token, several `Host` headers. Its body
+    /// could be read as another request, so the connection is closed.
+    BadFraming,
+    /// The request announces a body larger than jwtguard will let tiny_http drain.
+    BodyTooLarge,
 }
 
 impl Reason {
     /// Every reason, in documentation order.
-    pub const ALL: [Reason; 12] = [
+    pub const ALL: [Reason; 14] = [
         Reason::MissingToken,
         Reason::UnsupportedScheme,
         Reason::InvalidRequest,
@@ -53,6 +61,8 @@ impl Reason {
         Reason::InvalidIssuer,
         Reason::InvalidAudience,
         Reason::ClockError,
+        Reason::BadFraming,
+        Reason::BodyTooLarge,
     ];
 
     /// The stable code written to the log as `event.reason`.
@@ -70,14 +80,17 @@ impl Reason {
             Reason::InvalidIssuer => "invalid_issuer",
             Reason::InvalidAudience => "invalid_audience",
             Reason::ClockError => "clock_error",
+            Reason::BadFraming => "bad_framing",
+            Reason::BodyTooLarge => "body_too_large",
         }
     }
 
-    /// The HTTP status: 400 for a malformed request, 503 for a server fault, 401
-    /// otherwise.
+    /// The HTTP status: 400 for a malformed request, 413 for a body too large, 503 for a
+    /// server fault, 401 otherwise.
     pub fn status(self) -> u16 {
         match self {
-            Reason::InvalidRequest => 400,
+            Reason::InvalidRequest | Reason::BadFraming => 400,
+            Reason::BodyTooLarge => 413,
             Reason::ClockError => 503,
             _ => 401,
         }
@@ -85,12 +98,12 @@ impl Reason {
 
     /// The `WWW-Authenticate` value: no error code when no credentials were offered
     /// (RFC 6750 §3.1), `invalid_request` or `invalid_token` otherwise; none for a server
-    /// fault.
+    /// fault or a request refused for its framing.
     pub fn challenge(self) -> Option<&'static str> {
         match self {
             Reason::MissingToken | Reason::UnsupportedScheme => Some("Bearer realm=\"jwtguard\""),
             Reason::InvalidRequest => Some("Bearer realm=\"jwtguard\", error=\"invalid_request\""),
-            Reason::ClockError => None,
+            Reason::ClockError | Reason::BadFraming | Reason::BodyTooLarge => None,
             _ => Some("Bearer realm=\"jwtguard\", error=\"invalid_token\""),
         }
     }
@@ -118,6 +131,8 @@ impl Reason {
             Reason::InvalidIssuer => "token issuer is not accepted",
             Reason::InvalidAudience => "token audience is not accepted",
             Reason::ClockError => "the server clock reads before 1970",
+            Reason::BadFraming => "ambiguous framing or invalid header syntax",
+            Reason::BodyTooLarge => "announced body too large",
         }
     }
 }
@@ -145,6 +160,8 @@ mod tests {
                     )
                 ),
                 Reason::ClockError => assert_eq!((status, challenge), (503, None)),
+                Reason::BadFraming => assert_eq!((status, challenge), (400, None)),
+                Reason::BodyTooLarge => assert_eq!((status, challenge), (413, None)),
                 _ => assert_eq!(
                     (status, challenge),
                     (

@@ -1,13 +1,15 @@
 //! The `jwtguard` binary's server: the tiny_http `recv` loop that decides, records and
 //! answers, with a group commit of the security events.
 
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
 
-use crate::event::{Cause, Event, ServiceEvent};
+use crate::event::{Cause, Event, RequestId, ServiceEvent};
 use crate::guard::{Decision, Pending, path_of};
-use crate::http::{self, Reply};
+use crate::http::{self, Reply, Sent};
 use crate::logger::{self, Batch};
 use crate::{Config, Error, Guard};
 
@@ -71,10 +73,13 @@ impl Server {
     /// What [`Guard::new`] refuses, or [`Error::Bind`].
     pub fn bind(config: &Config) -> Result<Server, Error> {
         let guard = Guard::new(config)?;
-        let http = tiny_http::Server::http(&config.listen).map_err(|source| Error::Bind {
+        let bind = |source| Error::Bind {
             addr: config.listen.clone(),
             source,
-        })?;
+        };
+        let listener = crate::sys::listen(&config.listen).map_err(|e| bind(e.into()))?;
+        let http = tiny_http::Server::from_listener(listener, None).map_err(bind)?;
+        let open_files = crate::sys::raise_open_files();
         let addr = http
             .server_addr()
             .to_ip()
@@ -83,7 +88,11 @@ impl Server {
             http: Arc::new(http),
             guard,
             addr,
-            config: config.fields(),
+            config: {
+                let mut fields = config.fields();
+                fields.push(("max_open_files", open_files.to_string()));
+                fields
+            },
             stop: Arc::new(Stop {
                 flag: AtomicBool::new(false),
                 cause: Mutex::new(None),
@@ -141,69 +150,36 @@ impl Server {
 /// The most requests [`serve`] decides before it writes their events and answers them.
 const MAX_BATCH: usize = 64;
 
-/// Where a request goes.
-enum Route {
-    /// `/healthz`: open to all, never an event.
-    Health,
-    /// A path the guard decided on.
-    Guarded(Pending),
-}
-
-fn route(guard: &Guard, request: &tiny_http::Request) -> Route {
-    if path_of(request.url()) == "/healthz" {
-        return Route::Health;
-    }
-    Route::Guarded(guard.decide(&http::request(request)))
-}
-
-impl Route {
-    /// Answers `request`, once `written` bytes of the batch are in the log.
-    fn answer(self, request: tiny_http::Request, written: usize) {
-        match self {
-            Route::Health => http::send(
-                request,
-                &Reply::Health {
-                    log_failing: logger::installed().is_none_or(|log| log.failing()),
-                },
-            ),
-            Route::Guarded(pending) => match pending.settle(written) {
-                Decision::Public => http::send(request, &Reply::NotFound),
-                Decision::Allowed(allowed) => http::send(request, &Reply::Allowed(&allowed)),
-                Decision::Refused(refused) => http::send(request, &Reply::Refused(&refused)),
-            },
-        }
-    }
-}
-
 /// Serves requests until `stop` is set (and [`tiny_http::Server::unblock`] called, so
-/// that the wait ends): `/healthz` (503 while the security log is failing), protected
-/// paths through the guard, 404 for anything else. Returns how many requests were
-/// answered, and why it stopped if not because of `stop`.
-///
-/// The requests already waiting (up to 64) are decided together: their events are
-/// written in one `write(2)`, and only then are the requests answered, each with 503 if
-/// its event did not reach the log (a group commit). No request waits for others to
-/// arrive: a batch is what had queued up.
-///
-/// [`Error::Accept`] when tiny_http stops accepting connections (out of file descriptors,
-/// say), after the requests in hand are answered.
-fn serve(server: &tiny_http::Server, guard: &Guard, stop: &AtomicBool) -> (u64, Result<(), Error>) {
+/// that the wait ends). Returns how many requests were answered, and why it stopped if
+/// not because of `stop`: [`Error::Accept`] when tiny_http stops accepting connections
+/// (out of file descriptors, say), after the requests in hand are answered.
+fn serve(http: &tiny_http::Server, guard: &Guard, stop: &AtomicBool) -> (u64, Result<(), Error>) {
+    let mut serving = Serving {
+        guard,
+        dead: HashMap::new(),
+        stalled: Vec::new(),
+        answered: 0,
+    };
     let mut batch = Vec::with_capacity(MAX_BATCH);
-    let mut answered = 0;
     while !stop.load(Ordering::SeqCst) {
-        let mut next = match server.recv() {
-            Ok(request) => Some(request),
-            // `unblock` wakes `recv` with an error; so does a dead accept thread.
+        let mut next = match http.recv_timeout(TICK) {
+            Ok(Some(request)) => Some(request),
+            Ok(None) => {
+                serving.tick();
+                continue;
+            }
+            // `unblock` wakes the wait with an error; so does a dead accept thread.
             Err(_) if stop.load(Ordering::SeqCst) => break,
-            Err(err) => return (answered, Err(Error::Accept(err))),
+            Err(err) => return (serving.answered, Err(Error::Accept(err))),
         };
         let events = Batch::open();
         let mut accept_failed = None;
         while let Some(request) = next.take() {
-            let route = route(guard, &request);
+            let route = serving.route(&request);
             batch.push((request, route));
             if batch.len() < MAX_BATCH {
-                match server.try_recv() {
+                match http.try_recv() {
                     Ok(request) => next = request,
                     // The accept thread died: answer this batch, then stop.
                     Err(err) => accept_failed = Some(err),
@@ -212,12 +188,140 @@ fn serve(server: &tiny_http::Server, guard: &Guard, stop: &AtomicBool) -> (u64, 
         }
         let written = events.commit();
         for (request, route) in batch.drain(..) {
-            route.answer(request, written);
-            answered += 1;
+            serving.answer(request, route, written);
         }
+        serving.stalled.clear();
         if let Some(err) = accept_failed {
-            return (answered, Err(Error::Accept(err)));
+            return (serving.answered, Err(Error::Accept(err)));
         }
     }
-    (answered, Ok(()))
+    (serving.answered, Ok(()))
+}
+
+/// How often the serving loop wakes when no request comes, to forget old dead peers.
+const TICK: Duration = Duration::from_secs(1);
+
+/// A connection no longer served is forgotten this long after its last request (by then
+/// its client has gone, and its address and port may be another client's).
+const DEAD_FOR: Duration = Duration::from_secs(2);
+
+/// The serving thread's state.
+struct Serving<'a> {
+    guard: &'a Guard,
+    /// Connections no longer served (by peer address and port), with when they last sent
+    /// a request: their answers stalled, or their framing was refused, or what follows a
+    /// request of theirs cannot be trusted to be a request.
+    dead: HashMap<SocketAddr, Instant>,
+    /// Connections whose answer stalled in the batch being answered: the rest of their
+    /// answers in it are not written.
+    stalled: Vec<SocketAddr>,
+    answered: u64,
+}
+
+/// Where a request goes.
+enum Route {
+    /// `/healthz`: open to all, never an event.
+    Health,
+    /// Decided by the guard (or refused for its framing), with `Connection: close` when
+    /// `close`.
+    Guarded { pending: Pending, close: bool },
+    /// On a connection no longer served: dropped, unanswered.
+    Dispose,
+}
+
+impl Serving<'_> {
+    fn route(&mut self, request: &tiny_http::Request) -> Route {
+        let peer = request.remote_addr().copied();
+        if let Some(peer) = peer
+            && let Some(seen) = self.dead.get_mut(&peer)
+        {
+            *seen = Instant::now();
+            return Route::Dispose;
+        }
+        let parts = http::request(request);
+        if let Err(reason) = http::framing(request) {
+            // What follows on this connection cannot be trusted to be a request.
+            self.kill(peer);
+            return Route::Guarded {
+                pending: self.guard.refuse(&parts, reason),
+                close: true,
+            };
+        }
+        // A body tiny_http does not read, or leaves to be read as the next request: answer
+        // with Connection: close, and serve nothing more on that connection.
+        let close = http::leaves_input(request);
+        if close {
+            self.kill(peer);
+        }
+        if path_of(request.url()) == "/healthz" {
+            return Route::Health;
+        }
+        Route::Guarded {
+            pending: self.guard.decide(&parts),
+            close,
+        }
+    }
+
+    /// Answers `request`, once `written` bytes of the batch are in the log.
+    fn answer(&mut self, request: tiny_http::Request, route: Route, written: usize) {
+        let peer = request.remote_addr().copied();
+        let (decision, close) = match route {
+            Route::Dispose => return http::dispose(request),
+            Route::Health => (None, false),
+            Route::Guarded { pending, close } => (Some(pending.settle(written)), close),
+        };
+        let request_id = match &decision {
+            Some(Decision::Allowed(allowed)) => Some(allowed.request_id()),
+            Some(Decision::Refused(refused)) => Some(refused.request_id()),
+            _ => None,
+        };
+        if let Some(peer) = peer
+            && self.stalled.contains(&peer)
+        {
+            // An earlier answer to this client stalled in this batch: this one would too.
+            http::dispose(request);
+            if request_id.is_some() {
+                self.undelivered(request_id, Some(peer));
+            }
+            return;
+        }
+        let sent = match &decision {
+            None => {
+                let log_failing = logger::installed().is_none_or(|log| log.failing());
+                http::send(request, &Reply::Health { log_failing }, false)
+            }
+            Some(Decision::Public) => http::send(request, &Reply::NotFound, close),
+            Some(Decision::Allowed(allowed)) => {
+                http::send(request, &Reply::Allowed(allowed), close)
+            }
+            Some(Decision::Refused(refused)) => {
+                http::send(request, &Reply::Refused(refused), close)
+            }
+        };
+        self.answered += 1;
+        if sent == Sent::Stalled {
+            // The client does not read: do not wait on it again.
+            self.kill(peer);
+            self.stalled.extend(peer);
+            self.undelivered(request_id, peer);
+        }
+    }
+
+    /// Records that the answer to `request_id` (if it has one) did not reach `peer`.
+    fn undelivered(&self, request_id: Option<RequestId>, peer: Option<SocketAddr>) {
+        logger::record(&Event::Undelivered {
+            request_id,
+            source_ip: peer.map(|p| p.ip().to_canonical()),
+        });
+    }
+
+    fn kill(&mut self, peer: Option<SocketAddr>) {
+        if let Some(peer) = peer {
+            self.dead.insert(peer, Instant::now());
+        }
+    }
+
+    fn tick(&mut self) {
+        self.dead.retain(|_, seen| seen.elapsed() < DEAD_FOR);
+    }
 }

@@ -144,14 +144,15 @@ fn forged_tokens_get_no_user_but_expired_genuine_ones_do() {
 #[test]
 fn hostile_input_cannot_split_or_forge_lines() {
     let server = Server::start(&["--log-format", "text"]);
-    // tiny_http refuses raw CR/LF in header values, so the hostile bytes come as
-    // control characters, quotes and non-ASCII that survive the HTTP layer.
+    // tiny_http splits lines at CRLF only, so the hostile bytes come as control
+    // characters, quotes and non-ASCII that survive its parser. jwtguard refuses control
+    // characters in a header (400, bad_framing), and still logs the request, escaped.
     let agent = "User-Agent: x\" event.outcome=success user.id=\"root\u{1b}[2J\u{7f}";
     let path = "/api/%0d%0a\"injected\"";
     let response = server.raw(&format!(
         "GET {path} HTTP/1.1\r\nHost: x\r\n{agent}\r\nAuthorization: Bearer a.b.c"
     ));
-    assert_eq!(response.status, 401);
+    assert_eq!(response.status, 400);
     let log = std::fs::read_to_string(server.log_path()).unwrap();
     let lines: Vec<&str> = log
         .lines()
@@ -170,6 +171,7 @@ fn hostile_input_cannot_split_or_forge_lines() {
         .collect();
     assert_eq!(outcomes.len(), 1, "{line}");
     assert_eq!(outcomes[0].1, "failure");
+    assert!(line.contains(" event.reason=bad_framing "), "{line}");
     assert!(
         fields.iter().all(|(k, _)| k != "user.id"),
         "no forged field: {line}"

@@ -124,7 +124,21 @@ impl Server {
 
     /// Starts `jwtguard serve --listen 127.0.0.1:0 ARGS` with exactly `env`, stderr as given.
     pub fn spawn(dir: TempDir, args: &[&str], env: &[(&str, &str)], stderr: Stdio) -> Server {
-        let mut child = jwtguard()
+        Server::spawn_with(Command::new(BIN), dir, args, env, stderr)
+    }
+
+    /// [`Server::spawn`] through `command` (the binary, or a shell that execs it).
+    pub fn spawn_with(
+        mut command: Command,
+        dir: TempDir,
+        args: &[&str],
+        env: &[(&str, &str)],
+        stderr: Stdio,
+    ) -> Server {
+        let mut child = command
+            .env_remove("JWTGUARD_SECRET")
+            .env_remove("JWTGUARD_SECRET_FILE")
+            .env_remove("RUST_LOG")
             .args(["serve", "--listen", "127.0.0.1:0"])
             .args(args)
             .envs(env.iter().copied())
