@@ -273,7 +273,12 @@ pub(crate) fn send(request: tiny_http::Request, reply: &Reply, close: bool) -> S
     BUFFERS.with_borrow_mut(|(out, body)| {
         out.clear();
         let head_only = *request.method() == Method::Head;
-        wire(reply, close, request.http_version(), head_only, out, body);
+        // HTTP/1.0 answered in kind; anything else (a version refused) as HTTP/1.1.
+        let version = match request.http_version() {
+            HTTPVersion(1, 0) => HTTPVersion(1, 0),
+            _ => HTTPVersion(1, 1),
+        };
+        wire(reply, close, &version, head_only, out, body);
         let mut writer = request.into_writer();
         match writer.write_all(out).and_then(|()| writer.flush()) {
             Ok(()) => Sent::Written,

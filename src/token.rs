@@ -458,6 +458,22 @@ pub(crate) mod tests {
     }
 
     #[test]
+    fn deeply_nested_claims_do_not_overflow_the_stack() {
+        let v = verifier(policy());
+        for depth in [200, 100_000] {
+            let claims = format!(
+                r#"{{"sub":"a","exp":{},"x":{}{}}}"#,
+                now() + 60.0,
+                "[".repeat(depth),
+                "]".repeat(depth)
+            );
+            let token = sign_raw(json!({"alg": "HS256"}), claims.as_bytes(), SECRET);
+            // serde_json skips an unknown claim without recursing: no stack to exhaust.
+            assert_eq!(v.verify(&token, Some(now())), Ok("a".into()), "{depth}");
+        }
+    }
+
+    #[test]
     fn a_clock_before_1970_judges_no_token() {
         let v = verifier(policy());
         let token = hs256(json!({"sub": "a", "exp": 1}));
