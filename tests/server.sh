@@ -21,7 +21,7 @@ start_jwtguard() {
   export JWTGUARD_SECRET="$name-test-secret-0123456789abcdef"
   target/debug/jwtguard --listen 127.0.0.1:0 "$@" >"$tmp/out" 2>"$tmp/err" &
   pid=$!
-  for _ in $(seq 100); do grep -q '^listening on' "$tmp/out" && break; sleep 0.05; done
+  for _ in $(seq 100); do grep -qs '^listening on' "$tmp/out" && break; sleep 0.05; done
   url=$(sed -n 's/^listening on //p' "$tmp/out")
   [ -n "$url" ] || { echo "$name: jwtguard did not start" >&2; cat "$tmp/err" >&2; exit 1; }
 }
