@@ -203,6 +203,23 @@ impl Reply<'_> {
 fn wire(
     reply: &Reply,
     close: bool,
+    request: &tiny_http::Request,
+    out: &mut Vec<u8>,
+    body: &mut Vec<u8>,
+) {
+    // HTTP/1.0 answered in kind; anything else (a version refused) as HTTP/1.1.
+    let version = match request.http_version() {
+        HTTPVersion(1, 0) => HTTPVersion(1, 0),
+        _ => HTTPVersion(1, 1),
+    };
+    let head_only = *request.method() == Method::Head;
+    wire_raw(reply, close, &version, head_only, out, body);
+}
+
+/// [`wire`] for a given version and method.
+fn wire_raw(
+    reply: &Reply,
+    close: bool,
     version: &HTTPVersion,
     head_only: bool,
     out: &mut Vec<u8>,
@@ -251,74 +268,66 @@ pub(crate) enum Sent {
     Stalled,
 }
 
-/// Sends `reply` to `request`, with `Connection: close` when `close`: in one write from a
-/// reused buffer when the request can be dropped here; through [`respond`] when tiny_http
-/// would drain a body on drop; never dropped at all when it announced a body too large
-/// to drain ([`abandon`]).
+/// Sends `reply` to `request`, with `Connection: close` when `close`, its head and body in
+/// one write. When tiny_http would drain a body on dropping the request, the answer is
+/// written from a thread of its own once the body is read ([`drain`]); when the body is
+/// too large to drain, without ever dropping the request ([`abandon`]).
 pub(crate) fn send(request: tiny_http::Request, reply: &Reply, close: bool) -> Sent {
-    match unread_body(&request) {
-        0 => {}
-        n if n > MAX_DRAINED_BODY => {
-            abandon(request, reply);
-            return Sent::Written;
+    let unread = unread_body(&request);
+    if unread == 0 {
+        thread_local! {
+            static BUFFERS: RefCell<(Vec<u8>, Vec<u8>)> = const { RefCell::new((Vec::new(), Vec::new())) };
         }
-        _ => {
-            respond(request, response(reply, close));
-            return Sent::Written;
-        }
+        return BUFFERS.with_borrow_mut(|(out, body)| {
+            out.clear();
+            wire(reply, close, &request, out, body);
+            write_answer(request, out)
+        });
     }
-    thread_local! {
-        static BUFFERS: RefCell<(Vec<u8>, Vec<u8>)> = const { RefCell::new((Vec::new(), Vec::new())) };
+    let mut out = Vec::new();
+    wire(reply, close, &request, &mut out, &mut Vec::new());
+    if unread > MAX_DRAINED_BODY {
+        abandon(request, &out);
+    } else {
+        drain(request, Some(out));
     }
-    BUFFERS.with_borrow_mut(|(out, body)| {
-        out.clear();
-        let head_only = *request.method() == Method::Head;
-        // HTTP/1.0 answered in kind; anything else (a version refused) as HTTP/1.1.
-        let version = match request.http_version() {
-            HTTPVersion(1, 0) => HTTPVersion(1, 0),
-            _ => HTTPVersion(1, 1),
-        };
-        wire(reply, close, &version, head_only, out, body);
-        let mut writer = request.into_writer();
-        match writer.write_all(out).and_then(|()| writer.flush()) {
-            Ok(()) => Sent::Written,
-            Err(err) if matches!(err.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {
-                Sent::Stalled
-            }
-            Err(_) => Sent::Gone,
+    Sent::Written
+}
+
+/// Writes `answer` as the whole response to `request`, which has no body left to drain.
+fn write_answer(request: tiny_http::Request, answer: &[u8]) -> Sent {
+    let mut writer = request.into_writer();
+    match writer.write_all(answer).and_then(|()| writer.flush()) {
+        Ok(()) => Sent::Written,
+        Err(err) if matches!(err.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {
+            Sent::Stalled
         }
-    })
+        Err(_) => Sent::Gone,
+    }
 }
 
 /// Drops `request` unanswered, its connection no longer served (an earlier answer on it
 /// stalled, or its framing was refused): with no write, so it costs the serving thread
-/// nothing. A body tiny_http would drain is left to a thread of its own.
+/// nothing. A body tiny_http would drain is read on a thread of its own first.
 pub(crate) fn dispose(request: tiny_http::Request) {
     match unread_body(&request) {
         0 => drop(request.into_writer()),
         n if n > MAX_DRAINED_BODY => forget(request),
-        _ => drain(request, None::<tiny_http::Response<std::io::Empty>>),
+        _ => drain(request, None),
     }
 }
 
 /// Answers a request that announced a body too large to drain, without ever dropping the
 /// body's reader: tiny_http would allocate the whole announced length at once to drain it,
-/// and a failed allocation aborts the process. The answer goes through tiny_http's
-/// `upgrade` (the one call that hands the reader out with the writer), so it also carries
-/// `Connection: upgrade` and `Upgrade: jwtguard`, which clients ignore on a 413. The
-/// connection is then abandoned, its reader never dropped: a thread and two file
-/// descriptors until the client goes and the process is replaced (README, Security).
-fn abandon(request: tiny_http::Request, reply: &Reply) {
-    let mut body = Vec::new();
-    reply.push_body(&mut body);
-    let mut response = tiny_http::Response::from_data(body.clone())
-        .with_status_code(reply.status())
-        .with_header(header("Content-Type", b"application/json"))
-        .with_header(header("Content-Length", body.len().to_string().as_bytes()))
-        .with_header(header("Connection", b"close"));
-    reply.each_header(&mut |name, value| response.add_header(header(name, value)));
-    let mut stream = request.upgrade("jwtguard", response);
-    let _ = stream.write_all(&body).and_then(|()| stream.flush());
+/// and a failed allocation aborts the process. tiny_http's `upgrade` is the one call that
+/// hands out the writer without dropping the reader; it first writes a response of its own,
+/// here an interim `100 Continue` (which every HTTP/1.1 client must skip), and then
+/// `answer` follows as the final response, with `Connection: close`. The connection is
+/// then abandoned, its reader never dropped: a thread and two file descriptors until the
+/// process ends (README, Security).
+fn abandon(request: tiny_http::Request, answer: &[u8]) {
+    let mut stream = request.upgrade("jwtguard", tiny_http::Response::empty(100));
+    let _ = stream.write_all(answer).and_then(|()| stream.flush());
     forget(stream);
 }
 
@@ -336,24 +345,6 @@ static DRAINING: AtomicUsize = AtomicUsize::new(0);
 /// The most threads draining bodies at once; past it, a request with a body to drain is
 /// abandoned instead (a thread and two descriptors for tiny_http's connection).
 const MAX_DRAINING: usize = 256;
-
-/// `reply` as a tiny_http response, for [`respond`].
-fn response(reply: &Reply, close: bool) -> tiny_http::Response<std::io::Cursor<Vec<u8>>> {
-    let mut body = Vec::new();
-    reply.push_body(&mut body);
-    let mut response = tiny_http::Response::from_data(body)
-        .with_status_code(reply.status())
-        .with_header(header("Content-Type", b"application/json"));
-    reply.each_header(&mut |name, value| response.add_header(header(name, value)));
-    if close {
-        response.add_header(header("Connection", b"close"));
-    }
-    response
-}
-
-fn header(name: &str, value: &[u8]) -> tiny_http::Header {
-    tiny_http::Header::from_bytes(name, value).expect("jwtguard's own headers are ASCII")
-}
 
 /// The largest body tiny_http reads before it hands a request over; a larger unread body
 /// is drained when the request is dropped.
@@ -378,13 +369,14 @@ fn unread_body(request: &tiny_http::Request) -> usize {
 /// two traps; use it in your own loop too. A client that hung up is ignored.
 ///
 /// tiny_http drains an unread body (more than 1 KiB, or any body announced with
-/// `Expect: 100-continue`) when the request is dropped, and reads the socket with no
-/// timeout: on the serving thread, one client that announces a body and never sends it
-/// would stop the server. Such requests are answered, and dropped, on a thread of their
-/// own (at most 256 at once). A request announcing more than 16 MiB is never dropped:
-/// tiny_http's drain would allocate it whole, and a failed allocation aborts the process.
-/// It is answered 413 and its connection abandoned, which costs a thread and two file
-/// descriptors until the process ends, not the process.
+/// `Expect: 100-continue`) when the request is dropped, reading the socket with no timeout
+/// into a buffer of the whole announced length: on the serving thread, one client that
+/// announces a body and never sends it would stop the server. Such a request is answered
+/// from a thread of its own (at most 256 at once) once its body is read, 8 KiB at a time,
+/// and discarded. A request announcing more than 16 MiB is never dropped (tiny_http would
+/// allocate it whole, and a failed allocation aborts the process): it is answered 413 and
+/// its connection abandoned, which costs a thread and two file descriptors until the
+/// process ends.
 pub fn respond<R: std::io::Read + Send + 'static>(
     request: tiny_http::Request,
     response: tiny_http::Response<R>,
@@ -393,16 +385,35 @@ pub fn respond<R: std::io::Read + Send + 'static>(
         0 => {
             let _ = request.respond(response);
         }
-        n if n > MAX_DRAINED_BODY => abandon(request, &Reply::TooLarge),
-        _ => drain(request, Some(response)),
+        n if n > MAX_DRAINED_BODY => {
+            let mut out = Vec::new();
+            wire(&Reply::TooLarge, true, &request, &mut out, &mut Vec::new());
+            abandon(request, &out);
+        }
+        _ => spawn_drain(request, move |request| {
+            let _ = request.respond(response);
+        }),
     }
 }
 
-/// Answers `request` with `response` (if any) and drops it on a thread of its own, where
-/// tiny_http drains its body; abandons it when too many are draining already.
-fn drain<R: std::io::Read + Send + 'static>(
+/// Writes `answer` (if any) to `request` from a thread of its own, once the body is read.
+fn drain(request: tiny_http::Request, answer: Option<Vec<u8>>) {
+    spawn_drain(request, move |request| match answer {
+        Some(answer) => {
+            let _ = write_answer(request, &answer);
+        }
+        None => drop(request.into_writer()),
+    });
+}
+
+/// On a thread of its own, reads what the client sends of `request`'s body, 8 KiB at a
+/// time (asking for it with `100 Continue` when the client waits for that), discards it,
+/// and then calls `then`. tiny_http's own drain, on drop, would hold a buffer of the whole
+/// announced length for as long as the client keeps the connection open without sending;
+/// this way a waiting thread holds 8 KiB. Past 256 such threads, the request is abandoned.
+fn spawn_drain(
     request: tiny_http::Request,
-    response: Option<tiny_http::Response<R>>,
+    then: impl FnOnce(tiny_http::Request) + Send + 'static,
 ) {
     if DRAINING.fetch_add(1, Ordering::Relaxed) >= MAX_DRAINING {
         DRAINING.fetch_sub(1, Ordering::Relaxed);
@@ -411,13 +422,13 @@ fn drain<R: std::io::Read + Send + 'static>(
     }
     let spawned = std::thread::Builder::new()
         .name("jwtguard-drain".into())
+        .stack_size(64 * 1024)
         .spawn(move || {
-            match response {
-                Some(response) => {
-                    let _ = request.respond(response);
-                }
-                None => drop(request.into_writer()),
-            }
+            let mut request = request;
+            let mut buf = [0u8; 8192];
+            let reader = request.as_reader();
+            while let Ok(1..) = reader.read(&mut buf) {}
+            then(request);
             DRAINING.fetch_sub(1, Ordering::Relaxed);
         });
     if spawned.is_err() {
@@ -447,13 +458,25 @@ mod tests {
         (status, headers, body.to_owned())
     }
 
-    /// `reply` from [`wire`] and from tiny_http's `raw_print` of [`response`].
+    /// `reply` as a tiny_http response.
+    fn response(reply: &Reply) -> tiny_http::Response<std::io::Cursor<Vec<u8>>> {
+        let mut body = Vec::new();
+        reply.push_body(&mut body);
+        let header = |name: &str, value: &[u8]| tiny_http::Header::from_bytes(name, value).unwrap();
+        let mut response = tiny_http::Response::from_data(body)
+            .with_status_code(reply.status())
+            .with_header(header("Content-Type", b"application/json"));
+        reply.each_header(&mut |name, value| response.add_header(header(name, value)));
+        response
+    }
+
+    /// `reply` from [`wire_raw`] and from tiny_http's `raw_print` of the same response.
     fn both_ways(reply: &Reply) -> Vec<[(String, Vec<String>, String); 2]> {
         let mut seen = Vec::new();
         for version in [HTTPVersion(1, 0), HTTPVersion(1, 1)] {
             for head_only in [false, true] {
                 let mut ours = Vec::new();
-                wire(
+                wire_raw(
                     reply,
                     false,
                     &version,
@@ -462,7 +485,7 @@ mod tests {
                     &mut Vec::new(),
                 );
                 let mut theirs = Vec::new();
-                response(reply, false)
+                response(reply)
                     .raw_print(&mut theirs, version.clone(), &[], head_only, None)
                     .unwrap();
                 seen.push([lines_and_body(&ours), lines_and_body(&theirs)]);

@@ -1162,7 +1162,13 @@ fn hostile_requests_get_their_status_and_exactly_their_event() {
     let mut expected = Vec::new();
     for case in &cases {
         let answer = send(&server, case);
-        let text = String::from_utf8_lossy(&answer);
+        let mut text = String::from_utf8_lossy(&answer).into_owned();
+        // Past interim responses (jwtguard's 413 follows a 100: see http::abandon).
+        while text.starts_with("HTTP/1.1 1") {
+            text = text
+                .split_once("\r\n\r\n")
+                .map_or(String::new(), |(_, rest)| rest.to_owned());
+        }
         let status: Option<u16> = text
             .strip_prefix("HTTP/1.")
             .and_then(|rest| rest.get(2..5))

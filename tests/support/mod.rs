@@ -311,6 +311,29 @@ impl Connection {
     }
 }
 
+/// Reads `stream` past interim (1xx) responses and returns the final response's status
+/// line and headers, up to the blank line (the connection may stay open).
+pub fn final_head(stream: &TcpStream) -> String {
+    let mut reader = BufReader::new(stream);
+    loop {
+        let mut head = String::new();
+        loop {
+            let mut line = String::new();
+            assert!(
+                reader.read_line(&mut line).unwrap() > 0,
+                "connection closed: {head}"
+            );
+            head.push_str(&line);
+            if line == "\r\n" {
+                break;
+            }
+        }
+        if !head.starts_with("HTTP/1.1 1") {
+            return head;
+        }
+    }
+}
+
 /// A parsed HTTP response.
 #[derive(Debug)]
 pub struct Response {
