@@ -86,16 +86,21 @@ attack "body over 16 MiB (answered 413)" 'POST /api/x HTTP/1.1\r\nHost: x\r\nCon
 # A header line without end: tiny_http keeps all of it in memory.
 start
 read -r _ _ r0 <<<"$(usage)"
-python3 - "$PORT" <<'PY'
-import socket, sys
+python3 - "$PORT" "$TMP/ready" "$TMP/go" <<'PY' &
+import os, socket, sys, time
 s = socket.create_connection(("127.0.0.1", int(sys.argv[1])))
 s.sendall(b"GET /api/x HTTP/1.1\r\nX: ")
-chunk = b"a" * 65536
 for _ in range(160):   # 10 MiB
-    s.sendall(chunk)
-import time; time.sleep(1)
+    s.sendall(b"a" * 65536)
+open(sys.argv[2], "w").close()
+while not os.path.exists(sys.argv[3]):
+    time.sleep(0.05)
 PY
+client=$!
+for _ in $(seq 400); do [ -e "$TMP/ready" ] && break; sleep 0.05; done
+sleep 2 # tiny_http reads it a byte at a time
 read -r _ _ r1 <<<"$(usage)"
+touch "$TMP/go"; wait "$client"; rm -f "$TMP/ready" "$TMP/go"
 echo "a 10 MiB header line (no end): RSS +$(( (r1 - r0) / 1024 )) MiB while the connection lasts"
 stop
 

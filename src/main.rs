@@ -1,6 +1,7 @@
 //! The `jwtguard` command: parse, install the security log and the signal handlers, call
 //! the library, map errors to exit codes.
 
+mod allocator;
 mod cli;
 
 use std::io::Write as _;
@@ -10,11 +11,9 @@ use cli::{Command, Failure};
 use jwtguard::{Cause, Config, Error, Secret, SecurityLog, Server};
 use nix::sys::signal::{SigSet, Signal};
 
-/// One heap behind one lock, no per-thread caches: tiny_http starts a thread per
-/// connection, and glibc's per-thread arenas and caches would hold about 1 MiB more at
-/// 32 connections (README, Performance).
+/// dlmalloc, with large blocks mapped from the kernel (src/allocator.rs).
 #[global_allocator]
-static ALLOCATOR: dlmalloc::GlobalDlmalloc = dlmalloc::GlobalDlmalloc;
+static ALLOCATOR: allocator::Allocator = allocator::Allocator;
 
 fn main() -> ExitCode {
     // Before any other thread exists, so that every thread inherits it: SIGTERM and SIGHUP
