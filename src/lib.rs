@@ -80,6 +80,7 @@ mod guard;
 pub mod http;
 mod keys;
 mod logger;
+mod path;
 mod reason;
 mod server;
 mod sink;
