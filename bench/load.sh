@@ -173,22 +173,16 @@ fi
 URL="http://127.0.0.1:$PORT"
 
 # VmRSS of the server every second, as "epoch-µs KiB", until it exits (bounded by the
-# runs' length plus a minute).
+# runs' length plus a minute). awk reads the file in one read: bash's `read` takes it in
+# pieces, and /proc/PID/status can change between them.
 (
   for ((i = 0; i < WARMUP + SECONDS_RUN + 60; i++)); do
-    rss=""
-    while IFS= read -r line; do
-      if [[ $line == VmRSS:* ]]; then
-        rss=${line#VmRSS:}
-        rss=${rss% kB}
-        rss=${rss//[[:space:]]/}
-        break
-      fi
-    done <"/proc/$PID/status" || break
+    rss=$(awk '/^VmRSS:/ { print $2 }' "/proc/$PID/status" 2>/dev/null) || break
+    [ -n "$rss" ] || break
     echo "${EPOCHREALTIME//[.,]/} $rss"
     sleep 1
   done
-) >"$TMP/rss" 2>/dev/null &
+) >"$TMP/rss" &
 SAMPLER=$!
 PIDS+=("$SAMPLER")
 

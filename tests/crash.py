@@ -30,33 +30,40 @@ def check(log_path, client_path, ready_us, kill_us):
     parts = data.split(b"\n")
     whole, tail = parts[:-1], parts[-1]  # tail: b"" when the file ends with a newline
     events = []
+    bad = []
     for i, line in enumerate(whole, 1):
         try:
             event = json.loads(line)
             if not isinstance(event, dict):
                 raise ValueError
         except ValueError:
-            failures.append(f"line {i} of {len(whole)} is not one JSON object: {line[:80]!r}")
-            break
+            bad.append(f"line {i}: {line[:80]!r}")
+            continue
         events.append(event)
+    if bad:
+        failures.append(f"{len(bad)} of {len(whole)} whole lines are not one JSON object, e.g. {bad[:2]}")
     if events and events[0].get("event.action") != "startup":
         failures.append("the first line is not the startup event")
 
     # Order: ids PREFIX-1, PREFIX-2, ... as decided, no gap, no repeat, no line inside another.
     logged = {}
     order = []
-    prefix = None
+    prefix, due, breaks = None, 1, []
     for event in events:
         if event.get("event.action") != "authorize":
             continue
         rid = event.get("http.request.id", "")
         p, _, n = rid.rpartition("-")
         prefix = prefix or p
-        if p != prefix or n != str(len(order) + 1):
-            failures.append(f"request id {rid} where {prefix}-{len(order) + 1} was due")
-            break
+        if p != prefix or n != str(due):
+            breaks.append(f"{rid} where {prefix}-{due} was due")
+        due = int(n) + 1 if n.isdigit() else due + 1
+        if rid in logged:
+            breaks.append(f"{rid} twice")
         logged[rid] = event.get("http.response.status_code")
         order.append(rid)
+    if breaks:
+        failures.append(f"{len(breaks)} breaks in the request id sequence, e.g. {breaks[:3]}")
 
     torn = bool(tail)
     torn_id = None
