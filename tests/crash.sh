@@ -2,8 +2,8 @@
 # Crash consistency of the security log under load: SIGKILL jwtguard while a client keeps
 # several keep-alive connections busy, then hold the log against what the client received.
 #
-#   tests/crash.sh                    # 20 kills (about 30 s)
-#   CRASH_RUNS=8 tests/crash.sh       # the CI size (about 12 s)
+#   tests/crash.sh                    # 20 kills (about 20 s)
+#   CRASH_RUNS=10 tests/crash.sh      # the CI size (about 10 s)
 #
 # Environment (defaults in brackets):
 #   CRASH_RUNS          server processes started and killed [20]
