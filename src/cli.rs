@@ -22,6 +22,23 @@ token (on a loopback address only); `token` fails.
 Serve options:
   --listen HOST:PORT       address to listen on, port 0 for any [default: 127.0.0.1:8080]
   --protect PREFIX         path prefix that needs a token, repeatable [default: /api/]
+  --upstream http://HOST:PORT
+                           forward allowed requests to this application; then every
+                           path needs a token but those under --public
+  --public PREFIX          path prefix that needs no token, repeatable (with --upstream
+                           or --forward-auth)
+  --forward-auth PATH      answer a proxy's auth subrequests here (nginx auth_request,
+                           Caddy forward_auth): 200, 401 or 403, never 400
+  --strip-authorization    do not forward Authorization to the upstream
+  --claim-header CLAIM=HEADER
+                           also pass this claim (a dotted path for nested ones) on in
+                           this header, repeatable; X-Auth-User always carries the user
+  --require PREFIX=SCOPE   paths under PREFIX need SCOPE (in scope, scp or roles): 403
+                           without it; repeatable
+  --trusted-proxy CIDR     believe X-Forwarded-For, Forwarded, X-Real-IP and the
+                           original method and URI from these peers, repeatable
+  --upstream-timeout SECONDS
+                           for the upstream to connect and between reads [default: 30]
   --max-token-bytes N      longest token accepted, 1 to 65536 [default: 8192]
   --leeway SECONDS         clock skew allowed on exp and nbf, 0 to 300 [default: 30]
   --allow-missing-exp      accept tokens without exp (weaker; warns at start-up)
@@ -33,7 +50,11 @@ Token options:
   --ttl SECONDS            lifetime [default: 3600]
   --claim KEY=VALUE        an extra claim, repeatable; VALUE is JSON if it parses,
                            else a string; null removes the claim (exp=null)
+Token options (continued):
+  --kid KID                sign with this key of --jwks, and name it in the header
 Common options:
+  --jwks FILE              HS256 keys by kid, a JWK Set of oct keys (instead of a
+                           secret); the token's kid picks the key
   --issuer ISS             tokens must carry iss=ISS (and `token` sets it)
   --audience AUD           tokens must carry aud=AUD (and `token` sets it)
   --secret-file PATH       read the secret from PATH (one trailing newline is stripped)
@@ -54,6 +75,7 @@ pub enum Command {
     Token {
         config: Config,
         claims: Map<String, Value>,
+        kid: Option<String>,
     },
     Help,
     Version,
@@ -82,23 +104,38 @@ impl From<std::io::Error> for Failure {
     }
 }
 
-/// Parses the command line and loads the secret.
+/// Parses the command line and loads the secret (or the key set).
 pub fn parse() -> Result<Command, Failure> {
-    let (mut command, secret_file) = parse_flags().map_err(|e| Failure::Usage(e.to_string()))?;
+    let (mut command, secret_file, jwks) =
+        parse_flags().map_err(|e| Failure::Usage(e.to_string()))?;
     if let Command::Serve { config, .. } | Command::Token { config, .. } = &mut command {
-        config.secret = Secret::load(secret_file.as_deref())?;
+        match jwks {
+            Some(path) => config.keys = Some(jwtguard::KeySet::load(&path)?),
+            None => config.secret = Secret::load(secret_file.as_deref())?,
+        }
     }
     Ok(command)
 }
 
-/// The command line, and the `--secret-file` given if any.
-fn parse_flags() -> Result<(Command, Option<PathBuf>), lexopt::Error> {
+/// `NAME=VALUE` for `flag`.
+fn pair(flag: &str, text: String) -> Result<(String, String), lexopt::Error> {
+    match text.split_once('=') {
+        Some((a, b)) if !a.is_empty() && !b.is_empty() => Ok((a.to_owned(), b.to_owned())),
+        _ => Err(format!("{flag} takes A=B, not {text:?}").into()),
+    }
+}
+
+/// The command line, and the `--secret-file` and `--jwks` given if any.
+#[allow(clippy::type_complexity)]
+fn parse_flags() -> Result<(Command, Option<PathBuf>, Option<PathBuf>), lexopt::Error> {
     use lexopt::prelude::*;
 
     let mut parser = lexopt::Parser::from_env();
     let mut config = Config::default();
     let mut protect = Vec::new();
     let mut secret_file = None;
+    let mut jwks = None;
+    let mut kid = None;
     let mut log_file = None;
     let mut subcommand = None;
     let mut sub = None;
@@ -113,15 +150,41 @@ fn parse_flags() -> Result<(Command, Option<PathBuf>), lexopt::Error> {
                 let word = word.string()?;
                 match word.as_str() {
                     "serve" | "token" => subcommand = Some(word),
-                    "help" => return Ok((Command::Help, None)),
+                    "help" => return Ok((Command::Help, None, None)),
                     _ => return Err(format!("unknown command {word:?}").into()),
                 }
             }
-            Short('h') | Long("help") => return Ok((Command::Help, None)),
-            Short('V') | Long("version") => return Ok((Command::Version, None)),
+            Short('h') | Long("help") => return Ok((Command::Help, None, None)),
+            Short('V') | Long("version") => return Ok((Command::Version, None, None)),
             Long("issuer") => config.issuer = Some(parser.value()?.string()?),
             Long("audience") => config.audience = Some(parser.value()?.string()?),
             Long("secret-file") => secret_file = Some(PathBuf::from(parser.value()?)),
+            Long("jwks") => jwks = Some(PathBuf::from(parser.value()?)),
+            Long("kid") if in_token => kid = Some(parser.value()?.string()?),
+            Long("upstream") if !in_token => config.upstream = Some(parser.value()?.string()?),
+            Long("public") if !in_token => config.public.push(parser.value()?.string()?),
+            Long("forward-auth") if !in_token => {
+                config.forward_auth = Some(parser.value()?.string()?)
+            }
+            Long("strip-authorization") if !in_token => config.strip_authorization = true,
+            Long("claim-header") if !in_token => {
+                let value = parser.value()?.string()?;
+                config.claim_headers.push(pair("--claim-header", value)?);
+            }
+            Long("require") if !in_token => {
+                let value = parser.value()?.string()?;
+                config.require.push(pair("--require", value)?);
+            }
+            Long("trusted-proxy") if !in_token => {
+                let value = parser.value()?.string()?;
+                let cidr = value
+                    .parse()
+                    .map_err(|problem: String| format!("invalid --trusted-proxy: {problem}"))?;
+                config.trusted_proxies.push(cidr);
+            }
+            Long("upstream-timeout") if !in_token => {
+                config.upstream_timeout = parser.value()?.parse()?
+            }
             Long("allow-weak-secret") => config.allow_weak_secret = true,
             Long("listen") if !in_token => config.listen = parser.value()?.string()?,
             Long("protect") if !in_token => protect.push(parser.value()?.string()?),
@@ -153,18 +216,31 @@ fn parse_flags() -> Result<(Command, Option<PathBuf>), lexopt::Error> {
         seen_flag |= subcommand.is_none();
     }
     if !protect.is_empty() {
+        if config.upstream.is_some() {
+            return Err("--protect does not go with --upstream: with an upstream every path needs a token but those under --public".into());
+        }
         config.protect = protect;
+    }
+    if secret_file.is_some() && jwks.is_some() {
+        return Err("--secret-file and --jwks: use one".into());
+    }
+    if kid.is_some() && jwks.is_none() {
+        return Err("--kid goes with --jwks".into());
     }
     let command = if subcommand.as_deref() == Some("token") {
         let sub = sub
             .filter(|s| !s.is_empty())
             .ok_or("token needs --sub NAME")?;
         let claims = claims(&config, sub, ttl, extra);
-        Command::Token { config, claims }
+        Command::Token {
+            config,
+            claims,
+            kid,
+        }
     } else {
         Command::Serve { config, log_file }
     };
-    Ok((command, secret_file))
+    Ok((command, secret_file, jwks))
 }
 
 /// The claims of a token for `sub` that expires `ttl` seconds from now, with `iat`, and

@@ -4,8 +4,8 @@ use std::ffi::OsString;
 use std::fmt;
 use std::path::{Path, PathBuf};
 
-use crate::Error;
 use crate::token::Policy;
+use crate::{Cidr, Error, KeySet};
 
 /// The environment variable holding the secret itself.
 pub const SECRET_ENV: &str = "JWTGUARD_SECRET";
@@ -79,6 +79,42 @@ pub struct Config {
     /// secret can be brute-forced from any one token.
     /// Defaults to `false`.
     pub allow_weak_secret: bool,
+    /// HS256 keys by `kid` (`--jwks`), instead of one [`Config::secret`].
+    /// Defaults to `None`.
+    pub keys: Option<KeySet>,
+    /// `http://HOST:PORT` of the application to forward allowed requests to (reverse
+    /// proxy mode). With it, every path needs a token except those under
+    /// [`Config::public`], and [`Config::protect`] is not used.
+    /// Defaults to `None`.
+    pub upstream: Option<String>,
+    /// Path prefixes that need no token, with an upstream or a forward-auth endpoint.
+    /// Each one weakens security for what is under it; everything else fails safe.
+    /// Defaults to none.
+    pub public: Vec<String>,
+    /// The path of the forward-auth endpoint for a proxy's subrequests (nginx
+    /// `auth_request`, Caddy `forward_auth`), `/auth` say: it answers 200 with the identity
+    /// headers, 401, or 403, never 400.
+    /// Defaults to `None`.
+    pub forward_auth: Option<String>,
+    /// Do not forward `Authorization` to the upstream.
+    /// Defaults to `false`.
+    pub strip_authorization: bool,
+    /// More identity headers: (claim, header). The claim is a name or a dotted path into
+    /// nested objects (`team.id`); `X-Auth-User` always carries the user.
+    /// Defaults to none.
+    pub claim_headers: Vec<(String, String)>,
+    /// Proxies whose `X-Forwarded-For`, `Forwarded` and `X-Real-IP` are believed (for
+    /// `client.ip`, and a forward-auth request's original method and URI).
+    /// Defaults to none.
+    pub trusted_proxies: Vec<Cidr>,
+    /// Scopes paths require: (path prefix, scope). A token must grant every scope whose
+    /// prefix matches, in `scope`, `scp` or `roles`.
+    /// Defaults to none.
+    pub require: Vec<(String, String)>,
+    /// How long, in seconds, the upstream may take to accept a connection, and then
+    /// between any two reads or writes.
+    /// Defaults to `30`.
+    pub upstream_timeout: u64,
 }
 
 impl Default for Config {
@@ -94,8 +130,81 @@ impl Default for Config {
             log_format: LogFormat::Json,
             secret: None,
             allow_weak_secret: false,
+            keys: None,
+            upstream: None,
+            public: Vec::new(),
+            forward_auth: None,
+            strip_authorization: false,
+            claim_headers: Vec::new(),
+            trusted_proxies: Vec::new(),
+            require: Vec::new(),
+            upstream_timeout: 30,
         }
     }
+}
+
+/// The identity header that always carries the user.
+pub(crate) const USER_HEADER: &str = "X-Auth-User";
+
+/// Headers an identity header may not be: the request's own framing, routing and
+/// credentials, and what jwtguard sets.
+const RESERVED_HEADERS: [&str; 17] = [
+    "Authorization",
+    "Connection",
+    "Content-Length",
+    "Content-Type",
+    "Cookie",
+    "Expect",
+    "Forwarded",
+    "Host",
+    "Keep-Alive",
+    "Proxy-Authorization",
+    "TE",
+    "Trailer",
+    "Transfer-Encoding",
+    "Upgrade",
+    "X-Forwarded-For",
+    "X-Request-Id",
+    "X-Real-IP",
+];
+
+/// `http://HOST:PORT`, with nothing after but an optional `/`: the address.
+pub(crate) fn upstream_address(url: &str) -> Result<&str, String> {
+    let rest = url.strip_prefix("http://").ok_or_else(|| {
+        if url.starts_with("https://") {
+            format!("{url:?}: jwtguard speaks plain HTTP to the upstream (put it next to the application)")
+        } else {
+            format!("{url:?} is not http://HOST:PORT")
+        }
+    })?;
+    let addr = rest.strip_suffix('/').unwrap_or(rest);
+    if addr.is_empty() || addr.contains(['/', '@', '?', '#']) {
+        return Err(format!(
+            "{url:?} is not http://HOST:PORT (no path, user or query)"
+        ));
+    }
+    check_listen(addr)?;
+    Ok(addr)
+}
+
+/// A path prefix for `--protect`, `--public`, `--require`, `--forward-auth`.
+fn check_prefix(prefix: &str) -> Result<(), String> {
+    match crate::path::normalise(prefix) {
+        Ok(normal) if normal == prefix && !prefix.contains(['?', '#']) => Ok(()),
+        Ok(normal) if !prefix.contains(['?', '#']) => Err(format!(
+            "{prefix:?} is not a normalised path (it means {normal:?})"
+        )),
+        _ => Err(format!(
+            "{prefix:?} must be a path starting with '/', without '?', '#', '..', '//' or escapes of '/'"
+        )),
+    }
+}
+
+/// A header name that is a token (RFC 9110 §5.6.2).
+fn is_token(s: &str) -> bool {
+    !s.is_empty()
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
 }
 
 impl Config {
@@ -114,11 +223,8 @@ impl Config {
             return bad("--protect", "at least one prefix is needed".into());
         }
         for prefix in &self.protect {
-            if !prefix.starts_with('/') || prefix.contains(['?', '#']) {
-                return bad(
-                    "--protect",
-                    format!("{prefix:?} must be a path starting with '/', without '?' or '#'"),
-                );
+            if let Err(problem) = check_prefix(prefix) {
+                return bad("--protect", problem);
             }
             if prefix.trim_end_matches('/') == "/healthz" {
                 return bad(
@@ -126,6 +232,70 @@ impl Config {
                     "/healthz is always open (it is the health check)".into(),
                 );
             }
+        }
+        if let Some(upstream) = &self.upstream
+            && let Err(problem) = upstream_address(upstream)
+        {
+            return bad("--upstream", problem);
+        }
+        if !self.public.is_empty() && self.upstream.is_none() && self.forward_auth.is_none() {
+            return bad("--public", "goes with --upstream or --forward-auth".into());
+        }
+        for prefix in &self.public {
+            if let Err(problem) = check_prefix(prefix) {
+                return bad("--public", problem);
+            }
+        }
+        if let Some(path) = &self.forward_auth {
+            if let Err(problem) = check_prefix(path) {
+                return bad("--forward-auth", problem);
+            }
+            if path.trim_end_matches('/') == "/healthz" {
+                return bad("--forward-auth", "/healthz is the health check".into());
+            }
+        }
+        for (prefix, scope) in &self.require {
+            if let Err(problem) = check_prefix(prefix) {
+                return bad("--require", problem);
+            }
+            // RFC 6749 §3.3: scope-token = 1*( %x21 / %x23-5B / %x5D-7E )
+            let scope_char = |b: u8| matches!(b, 0x21 | 0x23..=0x5b | 0x5d..=0x7e);
+            if scope.is_empty() || !scope.bytes().all(scope_char) {
+                return bad(
+                    "--require",
+                    format!("{scope:?} is not a scope (RFC 6749 scope-token)"),
+                );
+            }
+        }
+        let mut headers = vec![USER_HEADER.to_owned()];
+        for (claim, header) in &self.claim_headers {
+            if claim.is_empty() || claim.split('.').any(str::is_empty) {
+                return bad(
+                    "--claim-header",
+                    format!("{claim:?} is not a claim name or dotted path"),
+                );
+            }
+            if !is_token(header)
+                || RESERVED_HEADERS
+                    .iter()
+                    .any(|r| r.eq_ignore_ascii_case(header))
+                || header.to_ascii_lowercase().starts_with("x-forwarded-")
+            {
+                return bad(
+                    "--claim-header",
+                    format!("{header:?} cannot be an identity header"),
+                );
+            }
+            if headers.iter().any(|h| h.eq_ignore_ascii_case(header)) {
+                return bad("--claim-header", format!("{header:?} twice"));
+            }
+            headers.push(header.clone());
+        }
+        if !(1..=3600).contains(&self.upstream_timeout) {
+            return bad(
+                "--upstream-timeout",
+                format!("{} is not in 1..=3600", self.upstream_timeout),
+            );
         }
         if !(1..=65_536).contains(&self.max_token_bytes) {
             return bad(
@@ -141,17 +311,24 @@ impl Config {
                 return bad(setting, "must not be empty".into());
             }
         }
-        let secret = self.secret.as_ref().ok_or(Error::NoSecret)?;
-        if secret.bytes.is_empty() {
-            return bad(
-                "secret",
-                format!("the secret from {} is empty", secret.source),
-            );
-        }
-        if secret.bytes.len() < MIN_SECRET_BYTES && !self.allow_weak_secret {
-            return Err(Error::WeakSecret {
-                len: secret.bytes.len(),
-            });
+        let shortest = match (&self.secret, &self.keys) {
+            (Some(_), Some(_)) => {
+                return bad("--jwks", "set together with a secret; use one".into());
+            }
+            (None, None) => return Err(Error::NoSecret),
+            (Some(secret), None) => {
+                if secret.bytes.is_empty() {
+                    return bad(
+                        "secret",
+                        format!("the secret from {} is empty", secret.source),
+                    );
+                }
+                secret.bytes.len()
+            }
+            (None, Some(keys)) => keys.shortest(),
+        };
+        if shortest < MIN_SECRET_BYTES && !self.allow_weak_secret {
+            return Err(Error::WeakSecret { len: shortest });
         }
         Ok(())
     }
@@ -166,23 +343,65 @@ impl Config {
         }
     }
 
-    /// The settings for the start-up event, by name. Never the secret, only where it came
-    /// from and its length.
+    /// The keys to verify with: the secret (no kid), or the key set's keys by kid.
+    pub(crate) fn verifying_keys(&self) -> Vec<(Option<String>, Vec<u8>)> {
+        match (&self.secret, &self.keys) {
+            (Some(secret), _) => vec![(None, secret.bytes.clone())],
+            (None, Some(keys)) => keys
+                .iter()
+                .map(|(kid, key)| (Some(kid.to_owned()), key.to_owned()))
+                .collect(),
+            (None, None) => Vec::new(),
+        }
+    }
+
+    /// The settings for the start-up event, by name. Never the secret or a key, only
+    /// where the secret came from and its length, and the keys' kids.
     pub(crate) fn fields(&self) -> Vec<(&'static str, String)> {
-        let secret = match &self.secret {
-            Some(s) => format!("{} ({} bytes)", s.source, s.bytes.len()),
-            None => "none".into(),
-        };
-        let mut fields = vec![
-            ("listen", self.listen.clone()),
-            ("protect", self.protect.join(",")),
+        let mut fields = vec![("listen", self.listen.clone())];
+        match &self.upstream {
+            Some(upstream) => {
+                fields.push(("upstream", upstream.clone()));
+                fields.push(("upstream_timeout", self.upstream_timeout.to_string()));
+                fields.push(("strip_authorization", self.strip_authorization.to_string()));
+            }
+            None => fields.push(("protect", self.protect.join(","))),
+        }
+        if !self.public.is_empty() {
+            fields.push(("public", self.public.join(",")));
+        }
+        fields.extend(self.forward_auth.clone().map(|v| ("forward_auth", v)));
+        fields.extend([
             ("max_token_bytes", self.max_token_bytes.to_string()),
             ("leeway", self.leeway.to_string()),
             ("require_exp", self.require_exp.to_string()),
-        ];
+        ]);
         fields.extend(self.issuer.clone().map(|v| ("issuer", v)));
         fields.extend(self.audience.clone().map(|v| ("audience", v)));
-        fields.push(("secret", secret));
+        let pairs = |pairs: &[(String, String)]| {
+            pairs
+                .iter()
+                .map(|(a, b)| format!("{a}={b}"))
+                .collect::<Vec<_>>()
+                .join(",")
+        };
+        if !self.require.is_empty() {
+            fields.push(("require", pairs(&self.require)));
+        }
+        if !self.claim_headers.is_empty() {
+            fields.push(("claim_headers", pairs(&self.claim_headers)));
+        }
+        if !self.trusted_proxies.is_empty() {
+            let nets: Vec<String> = self.trusted_proxies.iter().map(Cidr::to_string).collect();
+            fields.push(("trusted_proxies", nets.join(",")));
+        }
+        match (&self.secret, &self.keys) {
+            (Some(s), _) => {
+                fields.push(("secret", format!("{} ({} bytes)", s.source, s.bytes.len())))
+            }
+            (None, Some(keys)) => fields.push(("kids", keys.kids().collect::<Vec<_>>().join(","))),
+            (None, None) => fields.push(("secret", "none".into())),
+        }
         fields
     }
 }
@@ -390,7 +609,7 @@ impl Secret {
 /// log file named by mistake must not be read for ever.
 const MAX_SECRET_FILE_BYTES: u64 = 64 * 1024;
 
-fn read_capped(path: &Path) -> std::io::Result<Vec<u8>> {
+pub(crate) fn read_capped(path: &Path) -> std::io::Result<Vec<u8>> {
     use std::io::Read as _;
     let mut bytes = Vec::new();
     std::fs::File::open(path)?

@@ -106,9 +106,20 @@ impl IdText {
     }
 }
 
-/// One decision on one request to a guarded path.
+/// What happened to a request.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Action {
+    /// The guard's decision (`authorize`).
+    Authorize,
+    /// Forwarding to the upstream failed (`forward`).
+    Forward,
+}
+
+/// One decision on one request to a guarded path, or its forwarding's failure.
 #[derive(Clone, Debug)]
 pub(crate) struct RequestEvent<'a> {
+    /// `event.action`.
+    pub action: Action,
     /// `event.outcome`: `true` for `success`, `false` for `failure`.
     pub success: bool,
     /// `event.reason`: `ok` or a [`Reason`](crate::Reason) code.
@@ -117,10 +128,13 @@ pub(crate) struct RequestEvent<'a> {
     pub reason_text: &'static str,
     /// `source.ip`: the peer of the connection.
     pub source_ip: Option<IpAddr>,
-    /// `http.response.status_code`.
-    pub status: u16,
-    /// `http.request.id`.
-    pub request_id: RequestId,
+    /// `client.ip`: the client behind a trusted proxy, as the proxy says.
+    pub client_ip: Option<IpAddr>,
+    /// `http.response.status_code`: the status answered; none when the request goes on
+    /// to the upstream (whose answer is the application's).
+    pub status: Option<u16>,
+    /// `http.request.id`: every decision has one; a public request forwarded has none.
+    pub request_id: Option<RequestId>,
     /// `jwtguard.token.fingerprint`: when the request carried a token.
     pub fingerprint: Option<Fingerprint>,
     /// `http.request.method`.
@@ -291,7 +305,13 @@ fn ecs(line: &mut Line, category: &[&str], kind: &[&str]) {
 
 impl RequestEvent<'_> {
     fn encode(&self, line: &mut Line) {
-        line.raw("event.action", "authorize");
+        line.raw(
+            "event.action",
+            match self.action {
+                Action::Authorize => "authorize",
+                Action::Forward => "forward",
+            },
+        );
         line.raw(
             "event.outcome",
             if self.success { "success" } else { "failure" },
@@ -300,15 +320,23 @@ impl RequestEvent<'_> {
         if let Some(ip) = self.source_ip {
             line.with("source.ip", |out| push_ip(ip, out));
         }
-        line.number("http.response.status_code", u64::from(self.status));
-        line.with("http.request.id", |out| {
-            out.push_str(self.request_id.text().as_str())
-        });
-        ecs(
-            line,
-            &["web", "authentication"],
-            &["access", if self.success { "allowed" } else { "denied" }],
-        );
+        if let Some(ip) = self.client_ip {
+            line.with("client.ip", |out| push_ip(ip, out));
+        }
+        if let Some(status) = self.status {
+            line.number("http.response.status_code", u64::from(status));
+        }
+        if let Some(id) = self.request_id {
+            line.with("http.request.id", |out| out.push_str(id.text().as_str()));
+        }
+        match self.action {
+            Action::Authorize => ecs(
+                line,
+                &["web", "authentication"],
+                &["access", if self.success { "allowed" } else { "denied" }],
+            ),
+            Action::Forward => ecs(line, &["web", "network"], &["connection", "error"]),
+        }
         if let Some(fingerprint) = self.fingerprint {
             line.with("jwtguard.token.fingerprint", |out| {
                 fingerprint.push_hex(out)
@@ -572,6 +600,7 @@ mod tests {
 
     fn request<'a>(path: &'a str, agent: &'a str, user: Option<&'a str>) -> Event<'a> {
         Event::Request(RequestEvent {
+            action: Action::Authorize,
             success: user.is_some(),
             reason: if user.is_some() {
                 "ok"
@@ -584,8 +613,9 @@ mod tests {
                 "token signature does not verify"
             },
             source_ip: Some("127.0.0.1".parse().unwrap()),
-            status: if user.is_some() { 200 } else { 401 },
-            request_id: RequestId::new(0xabcd, 1),
+            client_ip: None,
+            status: Some(if user.is_some() { 200 } else { 401 }),
+            request_id: Some(RequestId::new(0xabcd, 1)),
             fingerprint: Some(Fingerprint::of("a.b.c")),
             method: "GET",
             path,

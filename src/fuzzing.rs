@@ -42,12 +42,14 @@ pub fn encode_request(
     millis: u64,
 ) -> String {
     let event = Event::Request(RequestEvent {
+        action: crate::event::Action::Authorize,
         success: false,
         reason: Reason::BadSignature.code(),
         reason_text: Reason::BadSignature.text(),
         source_ip: Some([127, 0, 0, 1].into()),
-        status: 401,
-        request_id: RequestId::new(0x0a1b_2c3d, 1),
+        client_ip: None,
+        status: Some(401),
+        request_id: Some(RequestId::new(0x0a1b_2c3d, 1)),
         fingerprint: None,
         method,
         path,

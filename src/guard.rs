@@ -1,13 +1,16 @@
 //! The guard: from the plain parts of a request to a decision, with its security event
 //! recorded. No HTTP library here: [`crate::http`] adapts tiny_http's requests.
 
+use std::borrow::Cow;
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::SystemTime;
 
-use crate::event::{Event, Fingerprint, RequestEvent, RequestId};
+use crate::config::USER_HEADER;
+use crate::event::{Action, Event, Fingerprint, RequestEvent, RequestId};
+use crate::forwarded::Trusted;
 use crate::logger::{self, Recorded};
-use crate::token::{Denied, Verifier};
+use crate::token::{Ask, Denied, Verified, Verifier};
 use crate::{Config, Error, Reason};
 
 /// A request's headers, as the guard reads them.
@@ -46,6 +49,8 @@ pub struct Request<'a, H: ?Sized> {
     target: &'a str,
     headers: &'a H,
     peer: Option<IpAddr>,
+    /// A proxy's forward-auth subrequest, carrying the original method and target.
+    forward_auth: bool,
 }
 
 impl<H: ?Sized> Clone for Request<'_, H> {
@@ -64,6 +69,7 @@ impl<'a, H: Headers + ?Sized> Request<'a, H> {
             target,
             headers,
             peer: None,
+            forward_auth: false,
         }
     }
 
@@ -73,9 +79,16 @@ impl<'a, H: Headers + ?Sized> Request<'a, H> {
         self
     }
 
-    /// The path: the target without its query or fragment.
-    pub(crate) fn path(&self) -> &'a str {
-        path_of(self.target)
+    /// A forward-auth subrequest about a request with this method and target.
+    pub(crate) fn forward_auth(mut self, method: &'a str, target: &'a str) -> Self {
+        self.method = method;
+        self.target = target;
+        self.forward_auth = true;
+        self
+    }
+
+    pub(crate) fn peer(&self) -> Option<IpAddr> {
+        self.peer
     }
 }
 
@@ -91,7 +104,7 @@ pub(crate) fn path_of(target: &str) -> &str {
 #[derive(Clone, Debug, PartialEq, Eq)]
 #[must_use]
 pub enum Decision {
-    /// The path is not protected: serve the request. No event was written.
+    /// The path needs no token: serve the request. No event was written.
     Public,
     /// The token verified and the event is in the log: serve the request.
     Allowed(Allowed),
@@ -100,11 +113,13 @@ pub enum Decision {
     Refused(Refused),
 }
 
-/// A request to a protected path whose token verified and whose event is in the log.
+/// A request whose token verified and whose event is in the log.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Allowed {
     request_id: RequestId,
     user: String,
+    /// The identity headers, `X-Auth-User` first, values percent-encoded.
+    headers: Vec<(String, String)>,
 }
 
 impl Allowed {
@@ -117,14 +132,26 @@ impl Allowed {
     pub fn request_id(&self) -> RequestId {
         self.request_id
     }
+
+    /// The identity headers to pass on: `X-Auth-User` with the user, then each configured
+    /// claim header, empty when the token lacks the claim (so that it always replaces a
+    /// copy a client sent). Values are percent-encoded: every byte outside `!`..`~`, and
+    /// `%` and `,`, as `%XX`; an array's elements are joined with `,`.
+    pub fn headers(&self) -> impl Iterator<Item = (&str, &str)> {
+        self.headers.iter().map(|(n, v)| (n.as_str(), v.as_str()))
+    }
 }
 
-/// A request to a protected path that must not be served.
+/// A request that must not be served.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Refused {
     request_id: RequestId,
     /// `None` when the event could not be written (the answer is then 503).
     reason: Option<Reason>,
+    /// The scope the token lacked, for `insufficient_scope`.
+    scope: Option<String>,
+    /// A forward-auth answer: never 400 (a proxy turns it into 500).
+    forward_auth: bool,
 }
 
 impl Refused {
@@ -135,18 +162,42 @@ impl Refused {
     }
 
     /// The status to answer: the reason's, or 503 when the event could not be written.
+    /// To a forward-auth subrequest, 401 wherever the reason says 400 or 413: nginx's
+    /// `auth_request` turns any status but 2xx, 401 and 403 into 500.
     pub fn status(&self) -> u16 {
-        self.reason.map_or(503, Reason::status)
+        self.reason
+            .map_or(503, |reason| answer_status(reason, self.forward_auth))
     }
 
-    /// The `WWW-Authenticate` value to send, if any.
-    pub fn challenge(&self) -> Option<&'static str> {
-        self.reason.and_then(Reason::challenge)
+    /// The `WWW-Authenticate` value to send, if any; for `insufficient_scope`, with the
+    /// scope (RFC 6750 §3).
+    pub fn challenge(&self) -> Option<Cow<'static, str>> {
+        let reason = self.reason?;
+        if answer_status(reason, self.forward_auth) != reason.status() {
+            // A forward-auth answer, 401 instead of 400 or 413.
+            return Reason::InvalidRequest.challenge().map(Cow::Borrowed);
+        }
+        match (&self.scope, reason.challenge()) {
+            (Some(scope), Some(challenge)) => {
+                Some(Cow::Owned(format!("{challenge}, scope=\"{scope}\"")))
+            }
+            (None, challenge) => challenge.map(Cow::Borrowed),
+            (Some(_), None) => None,
+        }
     }
 
     /// The id of its event (`http.request.id`); send it back as `X-Request-Id`.
     pub fn request_id(&self) -> RequestId {
         self.request_id
+    }
+}
+
+/// The status answered for `reason`: as the reason says, but to a forward-auth subrequest
+/// 401 for what would be 400 or 413.
+fn answer_status(reason: Reason, forward_auth: bool) -> u16 {
+    match reason.status() {
+        400 | 413 if forward_auth => 401,
+        status => status,
     }
 }
 
@@ -156,6 +207,11 @@ impl Allowed {
         Allowed {
             request_id,
             user: user.into(),
+            headers: vec![(USER_HEADER.into(), {
+                let mut value = String::new();
+                push_header_value(user, &mut value);
+                value
+            })],
         }
     }
 }
@@ -163,7 +219,12 @@ impl Allowed {
 #[cfg(test)]
 impl Refused {
     pub(crate) fn for_test(request_id: RequestId, reason: Option<Reason>) -> Refused {
-        Refused { request_id, reason }
+        Refused {
+            request_id,
+            reason,
+            scope: None,
+            forward_auth: false,
+        }
     }
 }
 
@@ -187,9 +248,12 @@ impl Pending {
             Decision::Allowed(allowed) if !recorded => Decision::Refused(Refused {
                 request_id: allowed.request_id,
                 reason: None,
+                scope: None,
+                forward_auth: false,
             }),
             Decision::Refused(refused) if !recorded => Decision::Refused(Refused {
                 reason: None,
+                scope: None,
                 ..refused
             }),
             decision => decision,
@@ -197,13 +261,43 @@ impl Pending {
     }
 }
 
+/// Which paths need a token.
+#[derive(Debug)]
+enum Protected {
+    /// Those under these prefixes (without their trailing `/`).
+    Under(Vec<String>),
+    /// All but those under these prefixes: with an upstream.
+    AllBut(Vec<String>),
+}
+
+/// Whether `path` is `prefix` (without its trailing `/`) or under it.
+fn under(path: &str, prefix: &str) -> bool {
+    path.strip_prefix(prefix)
+        .is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
+}
+
+fn trimmed(prefixes: &[String]) -> Vec<String> {
+    prefixes
+        .iter()
+        .map(|p| p.trim_end_matches('/').to_owned())
+        .collect()
+}
+
 /// Decides on requests to protected paths and records one security event per decision.
 ///
 /// Build it once from a [`Config`]; it is `Sync` and cheap to call per request.
 pub struct Guard {
     verifier: Verifier,
-    /// Protected prefixes without their trailing `/`; an empty one protects everything.
-    protect: Vec<String>,
+    protected: Protected,
+    /// `--public` prefixes, for forward-auth subrequests.
+    public: Vec<String>,
+    /// (prefix, scope) pairs.
+    require: Vec<(String, String)>,
+    /// (dotted claim path, header name).
+    claim_headers: Vec<(Vec<String>, String)>,
+    trusted: Trusted,
+    /// Allowed requests go on to an upstream.
+    forwards: bool,
     max_token_bytes: usize,
     /// Random, so that request ids differ between processes.
     id_prefix: u32,
@@ -213,7 +307,7 @@ pub struct Guard {
 impl std::fmt::Debug for Guard {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Guard")
-            .field("protect", &self.protect)
+            .field("protected", &self.protected)
             .field("max_token_bytes", &self.max_token_bytes)
             .finish_non_exhaustive()
     }
@@ -228,55 +322,108 @@ impl Guard {
     /// operating system gives no random bytes (for the request ids).
     pub fn new(config: &Config) -> Result<Guard, Error> {
         config.validate()?;
-        let secret = config.secret.as_ref().ok_or(Error::NoSecret)?;
         let id_prefix = getrandom::u32().map_err(|e| Error::Random(e.to_string()))?;
+        let protected = match config.upstream {
+            Some(_) => Protected::AllBut(trimmed(&config.public)),
+            None => Protected::Under(trimmed(&config.protect)),
+        };
         Ok(Guard {
-            verifier: Verifier::new(secret.expose(), config.policy()),
-            protect: config
-                .protect
+            verifier: Verifier::new(config.verifying_keys(), config.policy()),
+            protected,
+            public: trimmed(&config.public),
+            require: config
+                .require
                 .iter()
-                .map(|p| p.trim_end_matches('/').to_owned())
+                .map(|(prefix, scope)| (prefix.trim_end_matches('/').to_owned(), scope.clone()))
                 .collect(),
+            claim_headers: config
+                .claim_headers
+                .iter()
+                .map(|(claim, header)| {
+                    (
+                        claim.split('.').map(str::to_owned).collect(),
+                        header.clone(),
+                    )
+                })
+                .collect(),
+            trusted: Trusted::new(&config.trusted_proxies),
+            forwards: config.upstream.is_some(),
             max_token_bytes: config.max_token_bytes,
             id_prefix,
             next_id: AtomicU64::new(1),
         })
     }
 
-    /// Whether `path` (without the query string) needs a token: it is a protected prefix,
-    /// or starts with one followed by `/`.
-    pub(crate) fn is_protected(&self, path: &str) -> bool {
-        self.protect.iter().any(|prefix| {
-            path.strip_prefix(prefix.as_str())
-                .is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
-        })
+    /// Whether `path` (normalised) needs a token.
+    fn is_protected(&self, path: &str, forward_auth: bool) -> bool {
+        match (&self.protected, forward_auth) {
+            (_, true) => !self.public.iter().any(|p| under(path, p)),
+            (Protected::Under(prefixes), false) => prefixes.iter().any(|p| under(path, p)),
+            (Protected::AllBut(public), false) => !public.iter().any(|p| under(path, p)),
+        }
     }
 
-    /// Decides on `request`: [`Decision::Public`] for a path that is not protected;
+    /// Whether the peer is a trusted proxy.
+    pub(crate) fn trusts(&self, peer: Option<IpAddr>) -> bool {
+        peer.is_some_and(|p| self.trusted.contains(p))
+    }
+
+    pub(crate) fn trusted(&self) -> &Trusted {
+        &self.trusted
+    }
+
+    /// The identity headers' names: `X-Auth-User`, then the claim headers.
+    pub(crate) fn identity_names(&self) -> Vec<&str> {
+        std::iter::once(USER_HEADER)
+            .chain(self.claim_headers.iter().map(|(_, h)| h.as_str()))
+            .collect()
+    }
+
+    /// Decides on `request`: [`Decision::Public`] for a path that needs no token;
     /// otherwise verifies its bearer token and records the security event, and returns
     /// the decision only the log can back (503 when the event could not be written).
+    ///
+    /// The path is normalised first (`//`, `.` and `..` segments, escapes of unreserved
+    /// characters): a path that cannot be is refused (400, `bad_path`), never taken for a
+    /// public one.
     pub fn check<H: Headers + ?Sized>(&self, request: &Request<'_, H>) -> Decision {
         self.decide(request).settle(0)
     }
 
     /// [`Guard::check`], with the event possibly held in this thread's batch.
     pub(crate) fn decide<H: Headers + ?Sized>(&self, request: &Request<'_, H>) -> Pending {
-        let path = request.path();
-        if !self.is_protected(path) {
+        let path = match crate::path::normalise(request.target) {
+            Ok(path) => path,
+            Err(_) => {
+                let raw = path_of(request.target);
+                return self.record(request, raw, Err(Reason::BadPath.into()), None);
+            }
+        };
+        if !self.is_protected(&path, request.forward_auth) {
             return Pending {
                 decision: Decision::Public,
                 recorded: Recorded::Written,
             };
         }
+        let required: Vec<&str> = self
+            .require
+            .iter()
+            .filter(|(prefix, _)| under(&path, prefix))
+            .map(|(_, scope)| scope.as_str())
+            .collect();
         let token = bearer_token(
             request.headers.values("Authorization"),
             self.max_token_bytes,
         );
+        let ask = Ask {
+            scopes: &required,
+            claims: !self.claim_headers.is_empty(),
+        };
         let result = token.map_err(Denied::from).and_then(|token| {
             self.verifier
-                .verify(token, crate::time::unix_seconds(SystemTime::now()))
+                .verify(token, crate::time::unix_seconds(SystemTime::now()), ask)
         });
-        self.record(request, result, token.ok())
+        self.record(request, &path, result, token.ok())
     }
 
     /// Refuses `request`, whatever its path, for `reason` found by the HTTP layer (its
@@ -286,49 +433,134 @@ impl Guard {
         request: &Request<'_, H>,
         reason: Reason,
     ) -> Pending {
-        self.record(request, Err(reason.into()), None)
+        let path = crate::path::normalise(request.target);
+        let path = path.as_deref().unwrap_or(path_of(request.target));
+        self.record(request, path, Err(reason.into()), None)
     }
 
-    /// Records the event of `result` for `request` and makes the decision.
+    /// Records the event of `result` for `request` (judged on `path`) and makes the
+    /// decision.
     fn record<H: Headers + ?Sized>(
         &self,
         request: &Request<'_, H>,
-        result: Result<String, Denied>,
+        path: &str,
+        result: Result<Verified, Denied>,
         token: Option<&str>,
     ) -> Pending {
         let request_id =
             RequestId::new(self.id_prefix, self.next_id.fetch_add(1, Ordering::Relaxed));
+        let forwarded = self.forwards && !request.forward_auth;
         let (reason, reason_text, user, status) = match &result {
-            Ok(user) => ("ok", "the token verified", Some(user.as_str()), 200),
+            Ok(verified) if forwarded => (
+                "ok",
+                "the token verified; forwarded to the upstream",
+                Some(verified.user.as_str()),
+                None,
+            ),
+            Ok(verified) => (
+                "ok",
+                "the token verified",
+                Some(verified.user.as_str()),
+                Some(200),
+            ),
             Err(denied) => (
                 denied.reason.code(),
                 denied.reason.text(),
                 denied.user.as_deref(),
-                denied.reason.status(),
+                Some(answer_status(denied.reason, request.forward_auth)),
             ),
         };
         let event = Event::Request(RequestEvent {
+            action: Action::Authorize,
             success: result.is_ok(),
             reason,
             reason_text,
             source_ip: request.peer,
+            client_ip: self.trusted.client(request.peer, request.headers),
             status,
-            request_id,
+            request_id: Some(request_id),
             fingerprint: token.map(Fingerprint::of),
             method: request.method,
-            path: request.path(),
+            path,
             user,
             user_agent: request.headers.values("User-Agent").next(),
         });
         let recorded = logger::record(&event);
         let decision = match result {
-            Ok(user) => Decision::Allowed(Allowed { request_id, user }),
+            Ok(verified) => {
+                let headers = self.identity_headers(&verified);
+                Decision::Allowed(Allowed {
+                    request_id,
+                    user: verified.user,
+                    headers,
+                })
+            }
             Err(denied) => Decision::Refused(Refused {
                 request_id,
                 reason: Some(denied.reason),
+                scope: denied.scope,
+                forward_auth: request.forward_auth,
             }),
         };
         Pending { decision, recorded }
+    }
+
+    /// `X-Auth-User`, then each claim header, with their percent-encoded values.
+    fn identity_headers(&self, verified: &Verified) -> Vec<(String, String)> {
+        let mut headers = Vec::with_capacity(1 + self.claim_headers.len());
+        let mut user = String::new();
+        push_header_value(&verified.user, &mut user);
+        headers.push((USER_HEADER.to_owned(), user));
+        for (path, header) in &self.claim_headers {
+            let mut value = String::new();
+            let claim = verified
+                .claims
+                .as_ref()
+                .and_then(|claims| path.iter().try_fold(claims, |v, key| v.get(key.as_str())));
+            if let Some(claim) = claim {
+                push_claim(claim, &mut value);
+            }
+            headers.push((header.clone(), value));
+        }
+        headers
+    }
+}
+
+/// A claim as a header value: a string percent-encoded, a number or boolean as written, an
+/// array's elements joined with `,`, anything else as its JSON text, percent-encoded.
+fn push_claim(claim: &serde_json::Value, out: &mut String) {
+    use serde_json::Value;
+    match claim {
+        Value::Null => {}
+        Value::String(s) => push_header_value(s, out),
+        Value::Number(_) | Value::Bool(_) => out.push_str(&claim.to_string()),
+        Value::Array(items) => {
+            for (i, item) in items.iter().enumerate() {
+                if i > 0 {
+                    out.push(',');
+                }
+                match item {
+                    Value::Array(_) | Value::Object(_) => push_header_value(&item.to_string(), out),
+                    item => push_claim(item, out),
+                }
+            }
+        }
+        Value::Object(_) => push_header_value(&claim.to_string(), out),
+    }
+}
+
+/// Appends `value` percent-encoded for a header: every byte outside `!`..`~`, and `%` and
+/// `,`, as `%XX`. No CR, LF or other control character can reach the header.
+fn push_header_value(value: &str, out: &mut String) {
+    const HEX: &[u8; 16] = b"0123456789ABCDEF";
+    for b in value.bytes() {
+        if (b'!'..=b'~').contains(&b) && b != b'%' && b != b',' {
+            out.push(b as char);
+        } else {
+            out.push('%');
+            out.push(HEX[usize::from(b >> 4)] as char);
+            out.push(HEX[usize::from(b & 15)] as char);
+        }
     }
 }
 
@@ -461,7 +693,7 @@ mod tests {
             "/admin",
             "/admin/x",
         ] {
-            assert!(g.is_protected(path), "{path}");
+            assert!(g.is_protected(path, false), "{path}");
         }
         for path in [
             "/",
@@ -471,10 +703,10 @@ mod tests {
             "/healthz",
             "/x/api/",
         ] {
-            assert!(!g.is_protected(path), "{path}");
+            assert!(!g.is_protected(path, false), "{path}");
         }
         let all = guard(&["/"]);
-        assert!(all.is_protected("/") && all.is_protected("/anything"));
+        assert!(all.is_protected("/", false) && all.is_protected("/anything", false));
     }
 
     #[test]
@@ -512,10 +744,7 @@ mod tests {
     #[test]
     fn a_held_event_counts_only_once_the_batch_write_covers_it() {
         let allowed = |recorded| Pending {
-            decision: Decision::Allowed(Allowed {
-                request_id: RequestId::new(1, 1),
-                user: "alice".into(),
-            }),
+            decision: Decision::Allowed(Allowed::for_test(RequestId::new(1, 1), "alice")),
             recorded,
         };
         assert!(matches!(
@@ -535,15 +764,213 @@ mod tests {
             Decision::Refused(_)
         ));
         let refused = Pending {
-            decision: Decision::Refused(Refused {
-                request_id: RequestId::new(1, 2),
-                reason: Some(Reason::Expired),
-            }),
+            decision: Decision::Refused(Refused::for_test(
+                RequestId::new(1, 2),
+                Some(Reason::Expired),
+            )),
             recorded: Recorded::Held(10),
         };
         let Decision::Refused(r) = refused.settle(5) else {
             panic!()
         };
         assert_eq!(r.status(), 503);
+    }
+
+    /// A guard over `config` (with a secret), and a valid token for `claims`.
+    fn guard_with(config: Config, claims: serde_json::Value) -> (Guard, String) {
+        let secret = Secret::new([1; 32], SecretSource::Env);
+        let token = crate::mint(&secret, claims.as_object().unwrap());
+        let guard = Guard::new(&Config {
+            secret: Some(secret),
+            ..config
+        })
+        .unwrap();
+        (guard, token)
+    }
+
+    /// The decision on `method path` with `token`, had the event been written.
+    fn decide(guard: &Guard, target: &str, token: &str, extra: &[(&str, &str)]) -> Decision {
+        let bearer = format!("Bearer {token}");
+        let mut headers = vec![("Authorization", bearer.as_str())];
+        headers.extend_from_slice(extra);
+        let pending = guard.decide(&Request::new("GET", target, headers.as_slice()));
+        Pending {
+            recorded: Recorded::Written,
+            ..pending
+        }
+        .settle(0)
+    }
+
+    fn valid(sub: &str) -> serde_json::Value {
+        serde_json::json!({"sub": sub, "exp": u32::MAX})
+    }
+
+    #[test]
+    fn paths_are_judged_normalised_and_the_unjudgeable_refused() {
+        let (g, _) = guard_with(Config::default(), valid("a"));
+        for target in [
+            "/%61pi/x",
+            "//api/x",
+            "/public/../api/x",
+            "/./api",
+            "/api/x/../y",
+        ] {
+            assert!(
+                matches!(decide(&g, target, "x", &[]), Decision::Refused(r) if r.reason() == Some(Reason::MalformedToken)),
+                "{target}"
+            );
+        }
+        for target in [
+            "/api%2Fx",
+            "/api\\x",
+            "/api/..%2F",
+            "/..",
+            "/api%00",
+            "/api%zz",
+        ] {
+            let Decision::Refused(r) = decide(&g, target, "x", &[]) else {
+                panic!("{target}")
+            };
+            assert_eq!(
+                (r.reason(), r.status(), r.challenge()),
+                (Some(Reason::BadPath), 400, None),
+                "{target}"
+            );
+        }
+        assert_eq!(decide(&g, "/apix", "x", &[]), Decision::Public);
+    }
+
+    #[test]
+    fn with_an_upstream_everything_is_protected_but_public_prefixes() {
+        let config = Config {
+            upstream: Some("http://127.0.0.1:5000".into()),
+            public: vec!["/static/".into(), "/login".into()],
+            ..Config::default()
+        };
+        let (g, token) = guard_with(config, valid("alice"));
+        for public in ["/static/app.js", "/static", "/login"] {
+            assert_eq!(decide(&g, public, "x", &[]), Decision::Public, "{public}");
+        }
+        for protected in [
+            "/",
+            "/api/x",
+            "/staticx",
+            "/login2",
+            "/static/../admin",
+            "/healthz",
+        ] {
+            assert!(
+                matches!(decide(&g, protected, "x", &[]), Decision::Refused(_)),
+                "{protected}"
+            );
+        }
+        assert!(
+            matches!(decide(&g, "/anything", &token, &[]), Decision::Allowed(a) if a.user() == "alice")
+        );
+    }
+
+    #[test]
+    fn scopes_are_required_by_prefix_and_missing_ones_named() {
+        let config = Config {
+            require: vec![
+                ("/api/admin".into(), "admin".into()),
+                ("/api/".into(), "read".into()),
+            ],
+            ..Config::default()
+        };
+        let claims = serde_json::json!({"sub": "a", "exp": u32::MAX, "scope": "read"});
+        let (g, token) = guard_with(config, claims);
+        assert!(matches!(
+            decide(&g, "/api/x", &token, &[]),
+            Decision::Allowed(_)
+        ));
+        let Decision::Refused(r) = decide(&g, "/api/admin/users", &token, &[]) else {
+            panic!()
+        };
+        assert_eq!(r.reason(), Some(Reason::InsufficientScope));
+        assert_eq!(r.status(), 403);
+        assert_eq!(
+            r.challenge().as_deref(),
+            Some("Bearer realm=\"jwtguard\", error=\"insufficient_scope\", scope=\"admin\"")
+        );
+    }
+
+    #[test]
+    fn forward_auth_never_answers_400() {
+        let config = Config {
+            forward_auth: Some("/auth".into()),
+            public: vec!["/open".into()],
+            ..Config::default()
+        };
+        let (g, token) = guard_with(config, valid("a"));
+        let sub = |method, target, authorization: &str| {
+            let headers = [("Authorization", authorization)];
+            let pending =
+                g.decide(&Request::new("GET", "/auth", &headers).forward_auth(method, target));
+            Pending {
+                recorded: Recorded::Written,
+                ..pending
+            }
+            .settle(0)
+        };
+        // The original path decides, with --public exempt and everything else protected.
+        assert_eq!(sub("GET", "/open/x", ""), Decision::Public);
+        assert!(matches!(
+            sub("POST", "/anything", &format!("Bearer {token}")),
+            Decision::Allowed(_)
+        ));
+        for (authorization, target) in [
+            ("Bearer", "/x"),
+            ("Bearer a b", "/x"),
+            ("Bearer x", "/a%2Fb"),
+        ] {
+            let Decision::Refused(r) = sub("GET", target, authorization) else {
+                panic!()
+            };
+            assert_eq!(r.status(), 401, "{authorization} {target}");
+            assert_eq!(
+                r.challenge().as_deref(),
+                Some("Bearer realm=\"jwtguard\", error=\"invalid_request\""),
+                "{authorization} {target}"
+            );
+        }
+    }
+
+    #[test]
+    fn identity_headers_carry_the_user_and_claims_percent_encoded() {
+        let config = Config {
+            claim_headers: vec![
+                ("email".into(), "X-Auth-Email".into()),
+                ("groups".into(), "X-Auth-Groups".into()),
+                ("team.id".into(), "X-Auth-Team".into()),
+                ("missing".into(), "X-Auth-Missing".into()),
+                ("admin".into(), "X-Auth-Admin".into()),
+            ],
+            ..Config::default()
+        };
+        let claims = serde_json::json!({
+            "sub": "al ice\r\nX-Evil: 1",
+            "exp": u32::MAX,
+            "email": "a@example.com",
+            "groups": ["dev", "o,ps", 7],
+            "team": {"id": 42},
+            "admin": true,
+        });
+        let (g, token) = guard_with(config, claims);
+        let Decision::Allowed(a) = decide(&g, "/api/x", &token, &[]) else {
+            panic!()
+        };
+        let headers: Vec<(&str, &str)> = a.headers().collect();
+        assert_eq!(
+            headers,
+            [
+                ("X-Auth-User", "al%20ice%0D%0AX-Evil:%201"),
+                ("X-Auth-Email", "a@example.com"),
+                ("X-Auth-Groups", "dev,o%2Cps,7"),
+                ("X-Auth-Team", "42"),
+                ("X-Auth-Missing", ""),
+                ("X-Auth-Admin", "true"),
+            ]
+        );
     }
 }

@@ -129,6 +129,10 @@ pub(crate) enum Reply<'a> {
     NotFound,
     /// 413, for [`respond`]'s own answer to a body too large to drain.
     TooLarge,
+    /// 502, 503 or 504 from the reverse proxy, with the decision's id if any.
+    Status(u16, Option<crate::RequestId>),
+    /// 200 to a forward-auth subrequest about a public path: the identity headers, empty.
+    Open(Vec<&'a str>),
 }
 
 impl Reply<'_> {
@@ -145,6 +149,8 @@ impl Reply<'_> {
             }
             Reply::NotFound => 404,
             Reply::TooLarge => 413,
+            Reply::Status(status, _) => *status,
+            Reply::Open(_) => 200,
         }
     }
 
@@ -153,10 +159,21 @@ impl Reply<'_> {
         let id = match self {
             Reply::Allowed(allowed) => Some(allowed.request_id()),
             Reply::Refused(refused) => Some(refused.request_id()),
+            Reply::Status(_, id) => *id,
             _ => None,
         };
         if let Some(id) = id {
             f("X-Request-Id", id.text().as_str().as_bytes());
+        }
+        if let Reply::Allowed(allowed) = self {
+            for (name, value) in allowed.headers() {
+                f(name, value.as_bytes());
+            }
+        }
+        if let Reply::Open(names) = self {
+            for name in names {
+                f(name, b"");
+            }
         }
         if let Reply::Refused(refused) = self
             && let Some(challenge) = refused.challenge()
@@ -186,8 +203,11 @@ impl Reply<'_> {
                 let status = match self.status() {
                     400 => "bad_request",
                     401 => "unauthorized",
+                    403 => "forbidden",
                     404 => "not_found",
                     413 => "too_large",
+                    502 => "bad_gateway",
+                    504 => "gateway_timeout",
                     _ => "unavailable",
                 };
                 out.extend_from_slice(b"{\"status\":\"");
@@ -292,6 +312,25 @@ pub(crate) fn send(request: tiny_http::Request, reply: &Reply, close: bool) -> S
         drain(request, Some(out));
     }
     Sent::Written
+}
+
+/// `reply` for `request`, written out (for an answer that waits its turn on a busy
+/// connection).
+pub(crate) fn answer_bytes(request: &tiny_http::Request, reply: &Reply, close: bool) -> Vec<u8> {
+    let mut out = Vec::new();
+    wire(reply, close, request, &mut out, &mut Vec::new());
+    out
+}
+
+/// Writes `answer` (from [`answer_bytes`]) to `request`: now, or once its body is read.
+pub(crate) fn write_to(request: tiny_http::Request, answer: &[u8]) {
+    match unread_body(&request) {
+        0 => {
+            write_answer(request, answer);
+        }
+        n if n > MAX_DRAINED_BODY => abandon(request, answer),
+        _ => drain(request, Some(answer.to_vec())),
+    }
 }
 
 /// Writes `answer` as the whole response to `request`, which has no body left to drain.

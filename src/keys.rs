@@ -11,7 +11,7 @@ use hmac::{Hmac, KeyInit as _, Mac as _};
 use serde_json::{Map, Value};
 use sha2::Sha256;
 
-use crate::Secret;
+use crate::{Error, Secret};
 
 pub(crate) const BASE64URL: base64::engine::GeneralPurpose =
     base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -56,6 +56,111 @@ impl Key {
     }
 }
 
+/// HS256 keys by `kid`, from a JWK Set (RFC 7517): each an `"kty": "oct"` key with a
+/// `kid`, its bytes in `k` (base64url), and `"alg": "HS256"` if it says. Its `Debug`
+/// shows the kids, never the keys.
+///
+/// A token's `kid` picks its key; a token without `kid` is accepted only when the set
+/// holds one key. Rotate by adding the new key, reloading, having the issuer sign with
+/// it, and removing the old key once its tokens have expired.
+#[derive(Clone)]
+pub struct KeySet {
+    keys: Vec<(String, Vec<u8>)>,
+}
+
+impl std::fmt::Debug for KeySet {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KeySet")
+            .field("kids", &self.kids().collect::<Vec<_>>())
+            .field("keys", &"[redacted]")
+            .finish()
+    }
+}
+
+impl KeySet {
+    /// Reads a JWK Set from `path` (at most 64 KiB).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::SecretFile`] when it cannot be read; [`Error::Config`] (`--jwks`) when it is
+    /// not a JWK Set of HS256 keys each with its own `kid`.
+    pub fn load(path: &std::path::Path) -> Result<KeySet, Error> {
+        let text = crate::config::read_capped(path).map_err(|source| Error::SecretFile {
+            path: path.to_owned(),
+            source,
+        })?;
+        KeySet::parse(&text)
+    }
+
+    /// Parses a JWK Set.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Config`] (`--jwks`) when it is not a JWK Set of HS256 keys each with its
+    /// own `kid`: another key type or algorithm, a `use` other than `sig`, a `k` that is
+    /// not base64url, an empty set, a missing or repeated `kid`.
+    pub fn parse(json: &[u8]) -> Result<KeySet, Error> {
+        use jsonwebtoken::jwk::{AlgorithmParameters, KeyAlgorithm, PublicKeyUse};
+        let bad = |problem: String| Error::Config {
+            setting: "--jwks",
+            problem,
+        };
+        let set: jsonwebtoken::jwk::JwkSet = serde_json::from_slice(json)
+            .map_err(|_| bad("not a JWK Set of \"oct\" keys (RFC 7517)".into()))?;
+        if set.keys.is_empty() {
+            return Err(bad("the set holds no key".into()));
+        }
+        let mut keys: Vec<(String, Vec<u8>)> = Vec::new();
+        for jwk in set.keys {
+            let kid = jwk.common.key_id.clone().filter(|k| !k.is_empty());
+            let kid = kid.ok_or_else(|| bad("a key without a \"kid\"".into()))?;
+            let AlgorithmParameters::OctetKey(octets) = &jwk.algorithm else {
+                return Err(bad(format!("key {kid:?} is not an \"oct\" key")));
+            };
+            if !matches!(jwk.common.key_algorithm, None | Some(KeyAlgorithm::HS256)) {
+                return Err(bad(format!("key {kid:?} is not for HS256")));
+            }
+            if !matches!(
+                jwk.common.public_key_use,
+                None | Some(PublicKeyUse::Signature)
+            ) {
+                return Err(bad(format!("key {kid:?} is not for signatures")));
+            }
+            let bytes = BASE64URL
+                .decode(octets.value.trim_end_matches('='))
+                .map_err(|_| bad(format!("key {kid:?}: \"k\" is not base64url")))?;
+            if keys.iter().any(|(k, _)| *k == kid) {
+                return Err(bad(format!("kid {kid:?} twice")));
+            }
+            keys.push((kid, bytes));
+        }
+        Ok(KeySet { keys })
+    }
+
+    /// The kids, in the file's order.
+    pub fn kids(&self) -> impl Iterator<Item = &str> {
+        self.keys.iter().map(|(kid, _)| kid.as_str())
+    }
+
+    /// The shortest key's length in bytes.
+    pub(crate) fn shortest(&self) -> usize {
+        self.keys.iter().map(|(_, k)| k.len()).min().unwrap_or(0)
+    }
+
+    pub(crate) fn iter(&self) -> impl Iterator<Item = (&str, &[u8])> {
+        self.keys
+            .iter()
+            .map(|(kid, key)| (kid.as_str(), key.as_slice()))
+    }
+
+    /// Signs `claims` with the key `kid`, naming it in the header; `None` when the set has
+    /// no such key.
+    pub fn mint(&self, kid: &str, claims: &Map<String, Value>) -> Option<String> {
+        let (_, key) = self.keys.iter().find(|(k, _)| k == kid)?;
+        Some(sign(key, Some(kid), claims))
+    }
+}
+
 /// Signs `claims` as a compact HS256 JWS with `secret`: header `{"typ":"JWT","alg":"HS256"}`.
 ///
 /// ```
@@ -67,13 +172,19 @@ impl Key {
 /// assert_eq!(token.split('.').count(), 3);
 /// ```
 pub fn mint(secret: &Secret, claims: &Map<String, Value>) -> String {
-    let header = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256);
+    sign(secret.expose(), None, claims)
+}
+
+/// A compact HS256 JWS of `claims` with `key`, its header naming `kid` if given.
+fn sign(key: &[u8], kid: Option<&str>, claims: &Map<String, Value>) -> String {
+    let mut header = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256);
+    header.kid = kid.map(str::to_owned);
     let header = serde_json::to_vec(&header).expect("a JOSE header serialises");
     let claims = serde_json::to_vec(claims).expect("a JSON map serialises");
     let mut token = BASE64URL.encode(header);
     token.push('.');
     BASE64URL.encode_string(claims, &mut token);
-    let signature = Key::new(secret.expose()).sign(token.as_bytes());
+    let signature = Key::new(key).sign(token.as_bytes());
     token.push('.');
     BASE64URL.encode_string(signature, &mut token);
     token
@@ -82,6 +193,48 @@ pub fn mint(secret: &Secret, claims: &Map<String, Value>) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn jwk_sets_hold_hs256_oct_keys_by_kid() {
+        let k = BASE64URL.encode([7u8; 32]);
+        let set = KeySet::parse(
+            format!(r#"{{"keys":[{{"kty":"oct","kid":"a","k":"{k}","alg":"HS256","use":"sig"}},{{"kty":"oct","kid":"b","k":"{k}"}}]}}"#).as_bytes(),
+        )
+        .unwrap();
+        assert_eq!(set.kids().collect::<Vec<_>>(), ["a", "b"]);
+        assert!(!format!("{set:?}").contains(&k));
+        let token = set.mint("b", &Map::new()).unwrap();
+        let header: Value =
+            serde_json::from_slice(&BASE64URL.decode(token.split('.').next().unwrap()).unwrap())
+                .unwrap();
+        assert_eq!(header["kid"], "b");
+        assert_eq!(set.mint("c", &Map::new()), None);
+        let refused = [
+            r#"{"keys":[]}"#.to_owned(),
+            "not json".into(),
+            format!(r#"{{"keys":[{{"kty":"oct","k":"{k}"}}]}}"#),
+            format!(r#"{{"keys":[{{"kty":"oct","kid":"","k":"{k}"}}]}}"#),
+            format!(r#"{{"keys":[{{"kty":"oct","kid":"a","k":"{k}","alg":"HS512"}}]}}"#),
+            format!(r#"{{"keys":[{{"kty":"oct","kid":"a","k":"{k}","use":"enc"}}]}}"#),
+            r#"{"keys":[{"kty":"oct","kid":"a","k":"not base64!"}]}"#.into(),
+            format!(
+                r#"{{"keys":[{{"kty":"oct","kid":"a","k":"{k}"}},{{"kty":"oct","kid":"a","k":"{k}"}}]}}"#
+            ),
+            r#"{"keys":[{"kty":"RSA","kid":"a","n":"AQAB","e":"AQAB"}]}"#.into(),
+        ];
+        for json in refused {
+            assert!(
+                matches!(
+                    KeySet::parse(json.as_bytes()),
+                    Err(Error::Config {
+                        setting: "--jwks",
+                        ..
+                    })
+                ),
+                "{json}"
+            );
+        }
+    }
 
     #[test]
     fn verifies_the_rfc7515_example() {

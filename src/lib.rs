@@ -73,6 +73,7 @@
 mod config;
 mod error;
 mod event;
+mod forwarded;
 #[cfg(fuzzing)]
 #[doc(hidden)]
 pub mod fuzzing;
@@ -81,6 +82,7 @@ pub mod http;
 mod keys;
 mod logger;
 mod path;
+mod proxy;
 mod reason;
 mod server;
 mod sink;
@@ -93,8 +95,9 @@ pub use config::{
 };
 pub use error::Error;
 pub use event::{Cause, RequestId};
+pub use forwarded::Cidr;
 pub use guard::{Allowed, Decision, Guard, Headers, Refused, Request};
-pub use keys::mint;
+pub use keys::{KeySet, mint};
 pub use logger::{OtherRecords, SecurityLog, TARGET, write_record};
 pub use reason::Reason;
 pub use server::{Server, Stopper};

@@ -50,10 +50,31 @@ fn run(signals: SigSet) -> Result<(), Failure> {
     match cli::parse()? {
         Command::Help => print!("{}", cli::USAGE),
         Command::Version => println!("jwtguard {}", env!("CARGO_PKG_VERSION")),
-        Command::Token { config, claims } => {
+        Command::Token {
+            config,
+            claims,
+            kid,
+        } => {
             config.validate()?;
-            let secret = config.secret.as_ref().ok_or(Error::NoSecret)?;
-            println!("{}", jwtguard::mint(secret, &claims));
+            let token = match (&config.secret, &config.keys) {
+                (Some(secret), _) => jwtguard::mint(secret, &claims),
+                (None, Some(keys)) => {
+                    let kids: Vec<&str> = keys.kids().collect();
+                    let kid = match (kid.as_deref(), kids.as_slice()) {
+                        (Some(kid), _) => kid,
+                        (None, [only]) => only,
+                        (None, _) => {
+                            let problem =
+                                format!("--kid is needed: the keys are {}", kids.join(", "));
+                            return Err(Failure::Usage(problem));
+                        }
+                    };
+                    keys.mint(kid, &claims)
+                        .ok_or_else(|| Failure::Usage(format!("no key {kid:?} in --jwks")))?
+                }
+                (None, None) => return Err(Error::NoSecret.into()),
+            };
+            println!("{token}");
         }
         Command::Serve { config, log_file } => serve(config, log_file, signals)?,
     }
@@ -65,7 +86,7 @@ fn serve(
     log_file: Option<std::path::PathBuf>,
     signals: SigSet,
 ) -> Result<(), Failure> {
-    let demo = config.secret.is_none();
+    let demo = config.secret.is_none() && config.keys.is_none();
     if demo {
         config.secret = Some(Secret::random()?);
     }

@@ -56,7 +56,10 @@ pub(crate) fn normalise(target: &str) -> Result<Cow<'_, str>, BadPath> {
         out.push('/');
         out.push_str(segment);
     }
-    let last_is_dot = path.rsplit('/').next().is_some_and(|s| s == "." || s == "..");
+    let last_is_dot = path
+        .rsplit('/')
+        .next()
+        .is_some_and(|s| s == "." || s == "..");
     if out.is_empty() || ((trailing || last_is_dot) && !out.ends_with('/')) {
         out.push('/');
     }
@@ -76,7 +79,9 @@ fn decode_segment(raw: &str) -> Result<String, BadPath> {
                 let value = (hex_digit(hex[0])? << 4) | hex_digit(hex[1])?;
                 match value {
                     b'/' | b'\\' | 0 => return Err(BadPath),
-                    _ if value.is_ascii_alphanumeric() || matches!(value, b'-' | b'.' | b'_' | b'~') => {
+                    _ if value.is_ascii_alphanumeric()
+                        || matches!(value, b'-' | b'.' | b'_' | b'~') =>
+                    {
                         out.push(value as char)
                     }
                     _ => {
@@ -161,6 +166,9 @@ mod tests {
 
     #[test]
     fn a_clean_path_is_not_copied() {
-        assert!(matches!(normalise("/api/protected?x=1"), Ok(Cow::Borrowed("/api/protected"))));
+        assert!(matches!(
+            normalise("/api/protected?x=1"),
+            Ok(Cow::Borrowed("/api/protected"))
+        ));
     }
 }

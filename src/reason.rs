@@ -44,11 +44,19 @@ pub enum Reason {
     BadFraming,
     /// The request announces a body larger than jwtguard will let tiny_http drain.
     BodyTooLarge,
+    /// The token's `kid` names no key of the key set (or it names none, and the set holds
+    /// several).
+    UnknownKey,
+    /// The token is valid but lacks a scope its path requires (`--require`).
+    InsufficientScope,
+    /// The path cannot be normalised safely (an encoded `/`, a backslash, NUL, a bad
+    /// escape, `..` above the root): it is refused rather than judged.
+    BadPath,
 }
 
 impl Reason {
     /// Every reason, in documentation order.
-    pub const ALL: [Reason; 14] = [
+    pub const ALL: [Reason; 17] = [
         Reason::MissingToken,
         Reason::UnsupportedScheme,
         Reason::InvalidRequest,
@@ -63,6 +71,9 @@ impl Reason {
         Reason::ClockError,
         Reason::BadFraming,
         Reason::BodyTooLarge,
+        Reason::UnknownKey,
+        Reason::InsufficientScope,
+        Reason::BadPath,
     ];
 
     /// The stable code written to the log as `event.reason`.
@@ -82,14 +93,18 @@ impl Reason {
             Reason::ClockError => "clock_error",
             Reason::BadFraming => "bad_framing",
             Reason::BodyTooLarge => "body_too_large",
+            Reason::UnknownKey => "unknown_key",
+            Reason::InsufficientScope => "insufficient_scope",
+            Reason::BadPath => "bad_path",
         }
     }
 
-    /// The HTTP status: 400 for a malformed request, 413 for a body too large, 503 for a
-    /// server fault, 401 otherwise.
+    /// The HTTP status: 400 for a malformed request, 403 for a missing scope, 413 for a
+    /// body too large, 503 for a server fault, 401 otherwise.
     pub fn status(self) -> u16 {
         match self {
-            Reason::InvalidRequest | Reason::BadFraming => 400,
+            Reason::InvalidRequest | Reason::BadFraming | Reason::BadPath => 400,
+            Reason::InsufficientScope => 403,
             Reason::BodyTooLarge => 413,
             Reason::ClockError => 503,
             _ => 401,
@@ -97,13 +112,21 @@ impl Reason {
     }
 
     /// The `WWW-Authenticate` value: no error code when no credentials were offered
-    /// (RFC 6750 §3.1), `invalid_request` or `invalid_token` otherwise; none for a server
-    /// fault or a request refused for its framing.
+    /// (RFC 6750 §3.1), `invalid_request`, `invalid_token` or `insufficient_scope`
+    /// otherwise (the last followed by the scope: see [`Refused::challenge`]); none for a
+    /// server fault or a request refused for its framing or path.
+    ///
+    /// [`Refused::challenge`]: crate::Refused::challenge
     pub fn challenge(self) -> Option<&'static str> {
         match self {
             Reason::MissingToken | Reason::UnsupportedScheme => Some("Bearer realm=\"jwtguard\""),
             Reason::InvalidRequest => Some("Bearer realm=\"jwtguard\", error=\"invalid_request\""),
-            Reason::ClockError | Reason::BadFraming | Reason::BodyTooLarge => None,
+            Reason::InsufficientScope => {
+                Some("Bearer realm=\"jwtguard\", error=\"insufficient_scope\"")
+            }
+            Reason::ClockError | Reason::BadFraming | Reason::BodyTooLarge | Reason::BadPath => {
+                None
+            }
             _ => Some("Bearer realm=\"jwtguard\", error=\"invalid_token\""),
         }
     }
@@ -133,6 +156,9 @@ impl Reason {
             Reason::ClockError => "the server clock reads before 1970",
             Reason::BadFraming => "ambiguous framing or invalid header syntax",
             Reason::BodyTooLarge => "announced body too large",
+            Reason::UnknownKey => "token key id is not in the key set",
+            Reason::InsufficientScope => "token lacks a required scope",
+            Reason::BadPath => "path cannot be normalised safely",
         }
     }
 }
@@ -162,6 +188,14 @@ mod tests {
                 Reason::ClockError => assert_eq!((status, challenge), (503, None)),
                 Reason::BadFraming => assert_eq!((status, challenge), (400, None)),
                 Reason::BodyTooLarge => assert_eq!((status, challenge), (413, None)),
+                Reason::BadPath => assert_eq!((status, challenge), (400, None)),
+                Reason::InsufficientScope => assert_eq!(
+                    (status, challenge),
+                    (
+                        403,
+                        Some("Bearer realm=\"jwtguard\", error=\"insufficient_scope\"")
+                    )
+                ),
                 _ => assert_eq!(
                     (status, challenge),
                     (

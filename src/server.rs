@@ -8,9 +8,10 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use crate::event::{Cause, Event, RequestId, ServiceEvent};
-use crate::guard::{Decision, Pending, path_of};
+use crate::guard::{Decision, Headers as _, Pending};
 use crate::http::{self, Reply, Sent};
 use crate::logger::{self, Batch};
+use crate::proxy::Proxy;
 use crate::{Config, Error, Guard};
 
 /// The `jwtguard` binary's server: bound, not yet serving.
@@ -20,6 +21,8 @@ use crate::{Config, Error, Guard};
 pub struct Server {
     http: Arc<tiny_http::Server>,
     guard: Guard,
+    proxy: Option<Proxy>,
+    forward_auth: Option<String>,
     addr: SocketAddr,
     config: Vec<(&'static str, String)>,
     stop: Arc<Stop>,
@@ -73,6 +76,10 @@ impl Server {
     /// What [`Guard::new`] refuses, or [`Error::Bind`].
     pub fn bind(config: &Config) -> Result<Server, Error> {
         let guard = Guard::new(config)?;
+        let proxy = match &config.upstream {
+            Some(upstream) => Some(Proxy::new(config, upstream)?),
+            None => None,
+        };
         let bind = |source| Error::Bind {
             addr: config.listen.clone(),
             source,
@@ -87,6 +94,8 @@ impl Server {
         Ok(Server {
             http: Arc::new(http),
             guard,
+            proxy,
+            forward_auth: config.forward_auth.clone(),
             addr,
             config: {
                 let mut fields = config.fields();
@@ -132,7 +141,13 @@ impl Server {
             url: &url,
             config: &self.config,
         }));
-        let (answered, result) = serve(&self.http, &self.guard, &self.stop.flag);
+        let (answered, result) = serve(
+            &self.http,
+            &self.guard,
+            self.proxy.as_ref(),
+            self.forward_auth.as_deref(),
+            &self.stop.flag,
+        );
         let cause = match &result {
             Ok(()) => self
                 .stop
@@ -154,9 +169,17 @@ const MAX_BATCH: usize = 64;
 /// that the wait ends). Returns how many requests were answered, and why it stopped if
 /// not because of `stop`: [`Error::Accept`] when tiny_http stops accepting connections
 /// (out of file descriptors, say), after the requests in hand are answered.
-fn serve(http: &tiny_http::Server, guard: &Guard, stop: &AtomicBool) -> (u64, Result<(), Error>) {
+fn serve(
+    http: &tiny_http::Server,
+    guard: &Guard,
+    proxy: Option<&Proxy>,
+    forward_auth: Option<&str>,
+    stop: &AtomicBool,
+) -> (u64, Result<(), Error>) {
     let mut serving = Serving {
         guard,
+        proxy,
+        forward_auth,
         dead: HashMap::new(),
         stalled: Vec::new(),
         answered: 0,
@@ -208,6 +231,10 @@ const DEAD_FOR: Duration = Duration::from_secs(2);
 /// The serving thread's state.
 struct Serving<'a> {
     guard: &'a Guard,
+    /// With an upstream: where allowed and public requests go.
+    proxy: Option<&'a Proxy>,
+    /// The forward-auth endpoint's path, if any.
+    forward_auth: Option<&'a str>,
     /// Connections no longer served (by peer address and port), with when they last sent
     /// a request: their answers stalled, or their framing was refused, or what follows a
     /// request of theirs cannot be trusted to be a request.
@@ -223,8 +250,15 @@ enum Route {
     /// `/healthz`: open to all, never an event.
     Health,
     /// Decided by the guard (or refused for its framing), with `Connection: close` when
-    /// `close`.
-    Guarded { pending: Pending, close: bool },
+    /// `close`. With an upstream, an allowed or public one goes on to `target` (the
+    /// normalised path and the query).
+    Guarded {
+        pending: Pending,
+        close: bool,
+        target: Option<String>,
+    },
+    /// A forward-auth subrequest, decided.
+    Auth { pending: Pending, close: bool },
     /// On a connection no longer served: dropped, unanswered.
     Dispose,
 }
@@ -239,42 +273,136 @@ impl Serving<'_> {
             return Route::Dispose;
         }
         let parts = http::request(request);
+        let path = crate::path::normalise(request.url());
+        let auth = self.forward_auth.is_some() && path.as_deref().ok() == self.forward_auth;
         if let Err(reason) = http::framing(request) {
             // What follows on this connection cannot be trusted to be a request.
             self.kill(peer);
+            let parts = if auth {
+                self.original(request, parts)
+            } else {
+                parts
+            };
             return Route::Guarded {
                 pending: self.guard.refuse(&parts, reason),
                 close: true,
+                target: None,
             };
         }
         // A body tiny_http does not read, or leaves to be read as the next request: answer
-        // with Connection: close, and serve nothing more on that connection.
-        let close = http::leaves_input(request);
+        // with Connection: close, and serve nothing more on that connection. (The proxy
+        // reads it, and keeps the connection.)
+        let close = http::leaves_input(request) && self.proxy.is_none();
         if close {
             self.kill(peer);
         }
-        if path_of(request.url()) == "/healthz" {
+        if path.as_deref() == Ok("/healthz") {
             return Route::Health;
         }
+        if auth {
+            let parts = self.original(request, parts);
+            return Route::Auth {
+                pending: self.guard.decide(&parts),
+                close,
+            };
+        }
+        let target = match (&self.proxy, &path) {
+            (Some(_), Ok(path)) => {
+                let query = request
+                    .url()
+                    .find('?')
+                    .map_or("", |at| &request.url()[at..]);
+                Some(format!("{path}{query}"))
+            }
+            _ => None,
+        };
         Route::Guarded {
             pending: self.guard.decide(&parts),
             close,
+            target,
         }
+    }
+
+    /// A forward-auth subrequest's parts with the original request's method and target,
+    /// when its peer is a trusted proxy that says them (`X-Original-Method` and
+    /// `X-Original-URI`, nginx's; `X-Forwarded-Method` and `X-Forwarded-Uri`, Traefik's and
+    /// Caddy's); the subrequest's own otherwise.
+    fn original<'r>(
+        &self,
+        request: &'r tiny_http::Request,
+        parts: crate::Request<'r, [tiny_http::Header]>,
+    ) -> crate::Request<'r, [tiny_http::Header]> {
+        let first = |a: &'static str, b: &'static str| {
+            let headers = request.headers();
+            headers
+                .values(a)
+                .next()
+                .or_else(|| headers.values(b).next())
+        };
+        let (mut method, mut target) = (request.method().as_str(), request.url());
+        if self.guard.trusts(parts.peer()) {
+            method = first("X-Original-Method", "X-Forwarded-Method").unwrap_or(method);
+            target = first("X-Original-URI", "X-Forwarded-Uri").unwrap_or(target);
+        }
+        parts.forward_auth(method, target)
     }
 
     /// Answers `request`, once `written` bytes of the batch are in the log.
     fn answer(&mut self, request: tiny_http::Request, route: Route, written: usize) {
         let peer = request.remote_addr().copied();
-        let (decision, close) = match route {
+        let (reply, close, forward) = match route {
             Route::Dispose => return http::dispose(request),
-            Route::Health => (None, false),
-            Route::Guarded { pending, close } => (Some(pending.settle(written)), close),
+            Route::Health => (Answer::Health, false, None),
+            Route::Auth { pending, close } => (Answer::Auth(pending.settle(written)), close, None),
+            Route::Guarded {
+                pending,
+                close,
+                target,
+            } => (Answer::Decision(pending.settle(written)), close, target),
         };
-        let request_id = match &decision {
-            Some(Decision::Allowed(allowed)) => Some(allowed.request_id()),
-            Some(Decision::Refused(refused)) => Some(refused.request_id()),
-            _ => None,
-        };
+        let request_id = reply.request_id();
+        if let (Some(proxy), Some(target)) = (self.proxy, forward) {
+            let (id, identity) = match &reply {
+                Answer::Decision(Decision::Public) => (None, Vec::new()),
+                Answer::Decision(Decision::Allowed(allowed)) => (
+                    Some(allowed.request_id()),
+                    allowed
+                        .headers()
+                        .map(|(n, v)| (n.to_owned(), v.to_owned()))
+                        .collect(),
+                ),
+                _ => return self.reply(request, &reply, close, request_id, peer),
+            };
+            let path = crate::guard::path_of(&target).to_owned();
+            let forward = Box::new(crate::proxy::Forward {
+                request,
+                target,
+                id,
+                identity,
+                path,
+            });
+            self.answered += 1;
+            if let Err(forward) = proxy.forward(forward) {
+                // Too many connections wait for the upstream already.
+                let request = forward.request;
+                crate::proxy::busy_event(&request, id, &forward.path, self.guard.trusted());
+                http::send(request, &Reply::Status(503, id), false);
+            }
+            return;
+        }
+        self.reply(request, &reply, close, request_id, peer);
+    }
+
+    /// Writes jwtguard's own answer: now, or, when the connection's forwarding is still
+    /// under way, behind it.
+    fn reply(
+        &mut self,
+        request: tiny_http::Request,
+        answer: &Answer,
+        close: bool,
+        request_id: Option<RequestId>,
+        peer: Option<SocketAddr>,
+    ) {
         if let Some(peer) = peer
             && self.stalled.contains(&peer)
         {
@@ -285,21 +413,27 @@ impl Serving<'_> {
             }
             return;
         }
-        let sent = match &decision {
-            None => {
-                let log_failing = logger::installed().is_none_or(|log| log.failing());
-                http::send(request, &Reply::Health { log_failing }, false)
-            }
-            Some(Decision::Public) => http::send(request, &Reply::NotFound, close),
-            Some(Decision::Allowed(allowed)) => {
-                http::send(request, &Reply::Allowed(allowed), close)
-            }
-            Some(Decision::Refused(refused)) => {
-                http::send(request, &Reply::Refused(refused), close)
-            }
+        let log_failing = || logger::installed().is_none_or(|log| log.failing());
+        let reply = match answer {
+            Answer::Health => Reply::Health {
+                log_failing: log_failing(),
+            },
+            Answer::Decision(Decision::Public) => Reply::NotFound,
+            Answer::Auth(Decision::Public) => Reply::Open(self.guard.identity_names()),
+            Answer::Decision(Decision::Allowed(allowed))
+            | Answer::Auth(Decision::Allowed(allowed)) => Reply::Allowed(allowed),
+            Answer::Decision(Decision::Refused(refused))
+            | Answer::Auth(Decision::Refused(refused)) => Reply::Refused(refused),
         };
         self.answered += 1;
-        if sent == Sent::Stalled {
+        if let Some(proxy) = self.proxy
+            && proxy.busy(peer)
+        {
+            let bytes = http::answer_bytes(&request, &reply, close);
+            proxy.answer_after(request, bytes);
+            return;
+        }
+        if http::send(request, &reply, close) == Sent::Stalled {
             // The client does not read: do not wait on it again.
             self.kill(peer);
             self.stalled.extend(peer);
@@ -323,5 +457,27 @@ impl Serving<'_> {
 
     fn tick(&mut self) {
         self.dead.retain(|_, seen| seen.elapsed() < DEAD_FOR);
+    }
+}
+
+/// What a request gets, once decided.
+enum Answer {
+    Health,
+    Decision(Decision),
+    /// A forward-auth subrequest's decision.
+    Auth(Decision),
+}
+
+impl Answer {
+    fn request_id(&self) -> Option<RequestId> {
+        match self {
+            Answer::Decision(Decision::Allowed(a)) | Answer::Auth(Decision::Allowed(a)) => {
+                Some(a.request_id())
+            }
+            Answer::Decision(Decision::Refused(r)) | Answer::Auth(Decision::Refused(r)) => {
+                Some(r.request_id())
+            }
+            _ => None,
+        }
     }
 }

@@ -26,18 +26,30 @@ pub(crate) struct Policy {
     pub audience: Option<String>,
 }
 
-/// A refusal: the reason, and the user when the signature had verified (an expired but
-/// genuine token still names its user in the log).
+/// A refusal: the reason, the user when the signature had verified (an expired but
+/// genuine token still names its user in the log), and the scope it lacked.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub(crate) struct Denied {
     pub reason: Reason,
     pub user: Option<String>,
+    pub scope: Option<String>,
 }
 
 impl From<Reason> for Denied {
     fn from(reason: Reason) -> Self {
-        Denied { reason, user: None }
+        Denied {
+            reason,
+            user: None,
+            scope: None,
+        }
     }
+}
+
+/// A token that verified: its user, and its claims when they were asked for.
+#[derive(Clone, Debug, PartialEq)]
+pub(crate) struct Verified {
+    pub user: String,
+    pub claims: Option<serde_json::Value>,
 }
 
 /// The JOSE header fields jwtguard looks at. Unknown fields are ignored; a repeated
@@ -48,6 +60,8 @@ struct JoseHeader<'a> {
     alg: Cow<'a, str>,
     #[serde(default)]
     crit: Option<serde::de::IgnoredAny>,
+    #[serde(borrow, default)]
+    kid: Option<Cow<'a, str>>,
 }
 
 /// The claims jwtguard checks, parsed once. `null` counts as absent.
@@ -65,6 +79,30 @@ struct Claims<'a> {
     sub: Option<Cow<'a, str>>,
     #[serde(borrow, default)]
     user_id: Option<UserId<'a>>,
+    #[serde(borrow, default)]
+    scope: Option<Scopes<'a>>,
+    #[serde(borrow, default)]
+    scp: Option<Scopes<'a>>,
+    #[serde(borrow, default)]
+    roles: Option<Scopes<'a>>,
+}
+
+/// `scope`, `scp`, `roles`: a space-separated string (RFC 8693 §4.2) or an array of
+/// strings (as some issuers write `scp` and `roles`).
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum Scopes<'a> {
+    Text(#[serde(borrow)] Cow<'a, str>),
+    List(#[serde(borrow)] Vec<Cow<'a, str>>),
+}
+
+impl Scopes<'_> {
+    fn grants(&self, scope: &str) -> bool {
+        match self {
+            Scopes::Text(text) => text.split(' ').any(|s| s == scope),
+            Scopes::List(list) => list.iter().any(|s| s == scope),
+        }
+    }
 }
 
 /// `aud`: one string or an array of them (RFC 7519 §4.1.3).
@@ -130,38 +168,89 @@ impl Claims<'_> {
             None => Err(Reason::MissingClaim),
         }
     }
+
+    /// The first of `required` that none of `scope`, `scp` and `roles` grants.
+    fn missing<'r>(&self, required: &[&'r str]) -> Option<&'r str> {
+        let granted = |scope: &str| {
+            [&self.scope, &self.scp, &self.roles]
+                .into_iter()
+                .flatten()
+                .any(|s| s.grants(scope))
+        };
+        required.iter().copied().find(|scope| !granted(scope))
+    }
 }
 
-/// Verifies HS256 tokens against one key and one [`Policy`].
+/// Verifies HS256 tokens against its keys and one [`Policy`].
 pub(crate) struct Verifier {
-    key: Key,
+    /// The keys, each with its `kid` (none for a single secret).
+    keys: Vec<(Option<String>, Key)>,
     policy: Policy,
-    /// The encoded header of the first token that verified: tokens of one issuer share
-    /// their header, and the same bytes need no second parse.
-    accepted_header: OnceLock<Box<str>>,
+    /// The encoded header of the first token that verified, and its key: tokens of one
+    /// issuer share their header, and the same bytes need no second parse.
+    accepted_header: OnceLock<(Box<str>, usize)>,
+}
+
+/// What a verification is asked for besides the user.
+#[derive(Clone, Copy, Default)]
+pub(crate) struct Ask<'a> {
+    /// Scopes the token must grant (all of them).
+    pub scopes: &'a [&'a str],
+    /// Whether to return the claims (for identity headers).
+    pub claims: bool,
 }
 
 impl Verifier {
-    pub(crate) fn new(secret: &[u8], policy: Policy) -> Verifier {
+    /// A verifier for tokens signed with one of `keys`: one secret (no `kid`), or keys by
+    /// `kid`.
+    pub(crate) fn new(keys: Vec<(Option<String>, Vec<u8>)>, policy: Policy) -> Verifier {
         Verifier {
-            key: Key::new(secret),
+            keys: keys
+                .into_iter()
+                .map(|(kid, key)| (kid, Key::new(&key)))
+                .collect(),
             policy,
             accepted_header: OnceLock::new(),
         }
     }
 
     /// Verifies `token` at `now` (seconds since the epoch; `None` when the clock reads
-    /// before 1970): the signature first, then the claims. Returns the user.
-    pub(crate) fn verify(&self, token: &str, now: Option<f64>) -> Result<String, Denied> {
+    /// before 1970): the signature first, then the claims, then `ask`'s scopes.
+    pub(crate) fn verify(
+        &self,
+        token: &str,
+        now: Option<f64>,
+        ask: Ask,
+    ) -> Result<Verified, Denied> {
         thread_local! {
             /// The decoded header or claims: one buffer per thread, reused.
             static JSON: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
         }
         let now = now.ok_or(Reason::ClockError)?;
-        JSON.with_borrow_mut(|json| self.verify_with(token, now, json))
+        JSON.with_borrow_mut(|json| self.verify_with(token, now, ask, json))
     }
 
-    fn verify_with(&self, token: &str, now: f64, json: &mut Vec<u8>) -> Result<String, Denied> {
+    /// The key a header names: its `kid`'s, or the only key when it names none (or when
+    /// the keys have no kids: one secret).
+    fn key_for(&self, kid: Option<&str>) -> Result<usize, Reason> {
+        match (kid, self.keys.as_slice()) {
+            (_, [(None, _)]) => Ok(0),
+            (None, [_]) => Ok(0),
+            (Some(kid), keys) => keys
+                .iter()
+                .position(|(k, _)| k.as_deref() == Some(kid))
+                .ok_or(Reason::UnknownKey),
+            (None, _) => Err(Reason::UnknownKey),
+        }
+    }
+
+    fn verify_with(
+        &self,
+        token: &str,
+        now: f64,
+        ask: Ask,
+        json: &mut Vec<u8>,
+    ) -> Result<Verified, Denied> {
         let Some((message, signature)) = token.rsplit_once('.') else {
             return Err(Reason::MalformedToken.into());
         };
@@ -171,29 +260,33 @@ impl Verifier {
         if payload.contains('.') {
             return Err(Reason::MalformedToken.into());
         }
-        let known_header = self.accepted_header.get().map(|h| &**h) == Some(header);
-        if !known_header {
-            json.clear();
-            BASE64URL
-                .decode_vec(header, json)
-                .map_err(|_| Reason::MalformedToken)?;
-            let parsed: JoseHeader = parse_object(json)?;
-            if parsed.alg != "HS256" {
-                return Err(Reason::AlgNotAllowed.into());
+        let known = self.accepted_header.get().filter(|(h, _)| **h == *header);
+        let key = match known {
+            Some((_, key)) => *key,
+            None => {
+                json.clear();
+                BASE64URL
+                    .decode_vec(header, json)
+                    .map_err(|_| Reason::MalformedToken)?;
+                let parsed: JoseHeader = parse_object(json)?;
+                if parsed.alg != "HS256" {
+                    return Err(Reason::AlgNotAllowed.into());
+                }
+                if parsed.crit.is_some() {
+                    // RFC 7515 §4.1.11: jwtguard understands no extension, so none may be critical.
+                    return Err(Reason::MalformedToken.into());
+                }
+                self.key_for(parsed.kid.as_deref())?
             }
-            if parsed.crit.is_some() {
-                // RFC 7515 §4.1.11: jwtguard understands no extension, so none may be critical.
-                return Err(Reason::MalformedToken.into());
-            }
-        }
-        match self.key.verify(message.as_bytes(), signature) {
+        };
+        match self.keys[key].1.verify(message.as_bytes(), signature) {
             Ok(true) => {}
             Ok(false) => return Err(Reason::BadSignature.into()),
             Err(_) => return Err(Reason::MalformedToken.into()),
         }
         // The signature verified: from here on the token is the issuer's.
-        if !known_header {
-            let _ = self.accepted_header.set(header.into());
+        if known.is_none() {
+            let _ = self.accepted_header.set((header.into(), key));
         }
         json.clear();
         BASE64URL
@@ -201,10 +294,27 @@ impl Verifier {
             .map_err(|_| Reason::MalformedToken)?;
         let claims: Claims = parse_object(json)?;
         let user = claims.user();
-        match claims.check(&self.policy, now) {
-            Ok(()) => Ok(user.expect("check found a user")),
-            Err(reason) => Err(Denied { reason, user }),
+        if let Err(reason) = claims.check(&self.policy, now) {
+            return Err(Denied {
+                reason,
+                user,
+                scope: None,
+            });
         }
+        if let Some(scope) = claims.missing(ask.scopes) {
+            return Err(Denied {
+                reason: Reason::InsufficientScope,
+                user,
+                scope: Some(scope.to_owned()),
+            });
+        }
+        let user = user.expect("check found a user");
+        let claims = if ask.claims {
+            Some(serde_json::from_slice(json).map_err(|_| Reason::MalformedToken)?)
+        } else {
+            None
+        };
+        Ok(Verified { user, claims })
     }
 }
 
@@ -266,14 +376,21 @@ pub(crate) mod tests {
     }
 
     fn verifier(policy: Policy) -> Verifier {
-        Verifier::new(SECRET, policy)
+        Verifier::new(vec![(None, SECRET.to_vec())], policy)
+    }
+
+    impl Verifier {
+        /// The user of `token`, or why not, asking nothing else.
+        fn user(&self, token: &str, now: Option<f64>) -> Result<String, Denied> {
+            self.verify(token, now, Ask::default()).map(|v| v.user)
+        }
     }
 
     #[test]
     fn valid_tokens_name_the_user() {
         let v = verifier(policy());
         let exp = now() + 60.0;
-        let ok = |claims| v.verify(&hs256(claims), Some(now()));
+        let ok = |claims| v.user(&hs256(claims), Some(now()));
         assert_eq!(ok(json!({"sub": "alice", "exp": exp})), Ok("alice".into()));
         assert_eq!(ok(json!({"user_id": "bob", "exp": exp})), Ok("bob".into()));
         assert_eq!(ok(json!({"user_id": 42, "exp": exp})), Ok("42".into()));
@@ -309,11 +426,11 @@ pub(crate) mod tests {
             claims
         };
         assert_eq!(
-            v.verify(&hs256(good.clone()), Some(now())),
+            v.user(&hs256(good.clone()), Some(now())),
             Ok("alice".into())
         );
         let listed = with("aud", json!(["other", "jwtguard"]));
-        assert_eq!(v.verify(&hs256(listed), Some(now())), Ok("alice".into()));
+        assert_eq!(v.user(&hs256(listed), Some(now())), Ok("alice".into()));
         let forged = sign(
             json!({"alg": "HS256"}),
             good.clone(),
@@ -390,7 +507,7 @@ pub(crate) mod tests {
             ),
         ];
         for (token, reason, user) in cases {
-            let denied = v.verify(&token, Some(now())).expect_err(&token);
+            let denied = v.user(&token, Some(now())).expect_err(&token);
             assert_eq!(denied.reason, reason, "{token}");
             assert_eq!(denied.user.as_deref(), user, "{token}");
         }
@@ -436,7 +553,7 @@ pub(crate) mod tests {
         ];
         for (token, reason) in cases {
             assert_eq!(
-                v.verify(&token, Some(now())).unwrap_err().reason,
+                v.user(&token, Some(now())).unwrap_err().reason,
                 reason,
                 "{token}"
             );
@@ -444,15 +561,15 @@ pub(crate) mod tests {
         // NumericDate may be fractional; the boundary is exp == now - leeway.
         let at = 1_000_000.0;
         let token = |exp: f64| hs256(json!({"sub": "a", "exp": exp}));
-        assert!(v.verify(&token(at - 30.0), Some(at)).is_ok());
+        assert!(v.user(&token(at - 30.0), Some(at)).is_ok());
         assert_eq!(
-            v.verify(&token(at - 30.5), Some(at)).unwrap_err().reason,
+            v.user(&token(at - 30.5), Some(at)).unwrap_err().reason,
             Reason::Expired
         );
         let nbf = hs256(json!({"sub": "a", "exp": at + 100.0, "nbf": at + 30.0}));
-        assert!(v.verify(&nbf, Some(at)).is_ok());
+        assert!(v.user(&nbf, Some(at)).is_ok());
         assert_eq!(
-            v.verify(&nbf, Some(at - 1.0)).unwrap_err().reason,
+            v.user(&nbf, Some(at - 1.0)).unwrap_err().reason,
             Reason::NotYetValid
         );
     }
@@ -469,18 +586,153 @@ pub(crate) mod tests {
             );
             let token = sign_raw(json!({"alg": "HS256"}), claims.as_bytes(), SECRET);
             // serde_json skips an unknown claim without recursing: no stack to exhaust.
-            assert_eq!(v.verify(&token, Some(now())), Ok("a".into()), "{depth}");
+            assert_eq!(v.user(&token, Some(now())), Ok("a".into()), "{depth}");
         }
+    }
+
+    #[test]
+    fn the_kid_picks_the_key() {
+        let (a, b) = (
+            b"key-a-0123456789abcdef0123456789".to_vec(),
+            b"key-b-0123456789abcdef0123456789".to_vec(),
+        );
+        let v = Verifier::new(
+            vec![(Some("a".into()), a.clone()), (Some("b".into()), b.clone())],
+            policy(),
+        );
+        let claims = json!({"sub": "alice", "exp": now() + 60.0});
+        let signed = |kid: Option<&str>, key: &[u8]| {
+            let header = match kid {
+                Some(kid) => json!({"alg": "HS256", "kid": kid}),
+                None => json!({"alg": "HS256"}),
+            };
+            sign(header, claims.clone(), key)
+        };
+        assert_eq!(
+            v.user(&signed(Some("a"), &a), Some(now())),
+            Ok("alice".into())
+        );
+        assert_eq!(
+            v.user(&signed(Some("b"), &b), Some(now())),
+            Ok("alice".into())
+        );
+        // A kid naming the other key: that key does not verify it.
+        assert_eq!(
+            v.user(&signed(Some("a"), &b), Some(now()))
+                .unwrap_err()
+                .reason,
+            Reason::BadSignature
+        );
+        assert_eq!(
+            v.user(&signed(Some("c"), &a), Some(now()))
+                .unwrap_err()
+                .reason,
+            Reason::UnknownKey
+        );
+        assert_eq!(
+            v.user(&signed(None, &a), Some(now())).unwrap_err().reason,
+            Reason::UnknownKey
+        );
+        // One key in the set: a token without kid uses it.
+        let one = Verifier::new(vec![(Some("a".into()), a.clone())], policy());
+        assert_eq!(one.user(&signed(None, &a), Some(now())), Ok("alice".into()));
+        // One secret, no kids: a token's kid is not looked at.
+        let secret = Verifier::new(vec![(None, a.clone())], policy());
+        assert_eq!(
+            secret.user(&signed(Some("zzz"), &a), Some(now())),
+            Ok("alice".into())
+        );
+    }
+
+    #[test]
+    fn scopes_come_from_scope_scp_or_roles() {
+        let v = verifier(policy());
+        let exp = now() + 60.0;
+        let ask = |claims: serde_json::Value, scopes: &[&str]| {
+            v.verify(
+                &hs256(claims),
+                Some(now()),
+                Ask {
+                    scopes,
+                    claims: false,
+                },
+            )
+            .map(|v| v.user)
+            .map_err(|d| (d.reason, d.scope))
+        };
+        assert_eq!(
+            ask(
+                json!({"sub": "a", "exp": exp, "scope": "read write"}),
+                &["write"]
+            ),
+            Ok("a".into())
+        );
+        assert_eq!(
+            ask(
+                json!({"sub": "a", "exp": exp, "scp": ["read", "admin"]}),
+                &["admin", "read"]
+            ),
+            Ok("a".into())
+        );
+        assert_eq!(
+            ask(
+                json!({"sub": "a", "exp": exp, "roles": ["admin"]}),
+                &["admin"]
+            ),
+            Ok("a".into())
+        );
+        assert_eq!(
+            ask(
+                json!({"sub": "a", "exp": exp, "scp": "read admin"}),
+                &["admin"]
+            ),
+            Ok("a".into())
+        );
+        assert_eq!(
+            ask(
+                json!({"sub": "a", "exp": exp, "scope": "read writer"}),
+                &["write"]
+            ),
+            Err((Reason::InsufficientScope, Some("write".into())))
+        );
+        assert_eq!(
+            ask(json!({"sub": "a", "exp": exp}), &["read"]),
+            Err((Reason::InsufficientScope, Some("read".into())))
+        );
+        assert_eq!(
+            ask(json!({"sub": "a", "exp": exp, "scope": 5}), &["read"])
+                .unwrap_err()
+                .0,
+            Reason::MalformedToken
+        );
+        // A scope is only looked at once the token is otherwise valid.
+        assert_eq!(
+            ask(json!({"sub": "a", "exp": 1, "scope": "x"}), &["read"])
+                .unwrap_err()
+                .0,
+            Reason::Expired
+        );
+        // The claims, when asked for.
+        let claims = v
+            .verify(
+                &hs256(json!({"sub": "a", "exp": exp, "team": {"id": 7}})),
+                Some(now()),
+                Ask {
+                    scopes: &[],
+                    claims: true,
+                },
+            )
+            .unwrap()
+            .claims
+            .unwrap();
+        assert_eq!(claims["team"]["id"], 7);
     }
 
     #[test]
     fn a_clock_before_1970_judges_no_token() {
         let v = verifier(policy());
         let token = hs256(json!({"sub": "a", "exp": 1}));
-        assert_eq!(
-            v.verify(&token, None).unwrap_err().reason,
-            Reason::ClockError
-        );
+        assert_eq!(v.user(&token, None).unwrap_err().reason, Reason::ClockError);
     }
 
     #[test]
@@ -494,14 +746,14 @@ pub(crate) mod tests {
             b"another-secret-another-secret-xx",
         );
         assert_eq!(
-            v.verify(&forged, Some(now())).unwrap_err().reason,
+            v.user(&forged, Some(now())).unwrap_err().reason,
             Reason::BadSignature
         );
         assert!(v.accepted_header.get().is_none());
         let good = sign(json!({"alg": "HS256"}), claims, SECRET);
-        assert!(v.verify(&good, Some(now())).is_ok());
+        assert!(v.user(&good, Some(now())).is_ok());
         assert_eq!(
-            v.accepted_header.get().map(|h| &**h),
+            v.accepted_header.get().map(|(h, _)| &**h),
             good.split('.').next()
         );
     }
@@ -514,13 +766,13 @@ pub(crate) mod tests {
         let lax = verifier(p);
         let token = hs256(json!({"user_id": 7}));
         assert_eq!(
-            strict.verify(&token, Some(now())).unwrap_err().reason,
+            strict.user(&token, Some(now())).unwrap_err().reason,
             Reason::MissingClaim
         );
-        assert_eq!(lax.verify(&token, Some(now())), Ok("7".into()));
+        assert_eq!(lax.user(&token, Some(now())), Ok("7".into()));
         let expired = hs256(json!({"sub": "a", "exp": now() - 100.0}));
         assert_eq!(
-            lax.verify(&expired, Some(now())).unwrap_err().reason,
+            lax.user(&expired, Some(now())).unwrap_err().reason,
             Reason::Expired
         );
     }
@@ -530,7 +782,7 @@ pub(crate) mod tests {
         let v = verifier(policy());
         let token = hs256(json!({"sub": "a", "exp": now() + 60.0, "aud": "x"}));
         assert_eq!(
-            v.verify(&token, Some(now())).unwrap_err().reason,
+            v.user(&token, Some(now())).unwrap_err().reason,
             Reason::InvalidAudience
         );
     }

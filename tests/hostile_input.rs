@@ -787,7 +787,15 @@ fn cases() -> Vec<Case> {
         "ok",
     ));
     cases.push(path("quotes", "/api/\"x\"", 200, "ok"));
-    cases.push(path("backslash", "/api/a\\b", 200, "ok"));
+    cases.push(path("backslash", "/api/a\\b", 400, "bad_path"));
+    cases.push(path("encoded slash", "/api%2Fx", 400, "bad_path"));
+    cases.push(path("encoded NUL", "/api/x%00", 400, "bad_path"));
+    cases.push(path("bad escape", "/api/%zz", 400, "bad_path"));
+    cases.push(path("climbs above the root", "/api/../../etc/passwd", 400, "bad_path"));
+    cases.push(path("encoded dot segment", "/api/%2e%2e/admin", 400, "bad_path"));
+    cases.push(path("dot segments resolved", "/public/../api/x", 200, "ok"));
+    cases.push(path("escaped unreserved", "/%61pi/x", 200, "ok"));
+    cases.push(path("double slash", "//api//x", 200, "ok"));
     cases.push(path("query kept out", "/api/x?token=secret", 200, "ok"));
     cases.push(path("fragment", "/api/x#f", 200, "ok"));
     cases.push(path(
@@ -1081,8 +1089,14 @@ fn cases() -> Vec<Case> {
     cases.push(line(
         "absolute form",
         "GET http://evil/api/x HTTP/1.1",
-        Some(404),
-        None,
+        Some(400),
+        Some("bad_path"),
+    ));
+    cases.push(line(
+        "asterisk form",
+        "OPTIONS * HTTP/1.1",
+        Some(400),
+        Some("bad_path"),
     ));
     cases.push(line(
         "unprotected path",
