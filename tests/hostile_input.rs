@@ -791,8 +791,18 @@ fn cases() -> Vec<Case> {
     cases.push(path("encoded slash", "/api%2Fx", 400, "bad_path"));
     cases.push(path("encoded NUL", "/api/x%00", 400, "bad_path"));
     cases.push(path("bad escape", "/api/%zz", 400, "bad_path"));
-    cases.push(path("climbs above the root", "/api/../../etc/passwd", 400, "bad_path"));
-    cases.push(path("encoded dot segment", "/api/%2e%2e/admin", 400, "bad_path"));
+    cases.push(path(
+        "climbs above the root",
+        "/api/../../etc/passwd",
+        400,
+        "bad_path",
+    ));
+    cases.push(path(
+        "encoded dot segment",
+        "/api/%2e%2e/admin",
+        400,
+        "bad_path",
+    ));
     cases.push(path("dot segments resolved", "/public/../api/x", 200, "ok"));
     cases.push(path("escaped unreserved", "/%61pi/x", 200, "ok"));
     cases.push(path("double slash", "//api//x", 200, "ok"));

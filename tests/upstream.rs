@@ -1,0 +1,438 @@
+//! `jwtguard --upstream`: what reaches the application, what does not, and what the
+//! client gets back, against a small recording upstream.
+
+mod support;
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use support::{SECRET, Server, TempDir, token};
+
+/// A request as the upstream received it.
+#[derive(Clone, Debug)]
+struct Seen {
+    line: String,
+    headers: Vec<(String, String)>,
+    body: Vec<u8>,
+    /// Which upstream connection it came on.
+    connection: usize,
+}
+
+impl Seen {
+    fn header(&self, name: &str) -> Vec<&str> {
+        self.headers
+            .iter()
+            .filter(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+            .collect()
+    }
+}
+
+/// How the upstream answers a request, by the first word of its path.
+fn respond(seen: &Seen, stream: &mut TcpStream) {
+    let path = seen.line.split(' ').nth(1).unwrap_or("");
+    if path.starts_with("/chunked") {
+        write!(
+            stream,
+            "HTTP/1.1 201 Created\r\nTransfer-Encoding: chunked\r\nX-App: yes\r\nConnection: x-secret-hop\r\nX-Secret-Hop: no\r\n\r\n5\r\nhello\r\n6\r\n world\r\n0\r\n\r\n"
+        )
+        .unwrap();
+    } else if path.starts_with("/big") {
+        let body = vec![b'b'; 3 << 20];
+        write!(
+            stream,
+            "HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n",
+            body.len()
+        )
+        .unwrap();
+        stream.write_all(&body).unwrap();
+    } else if path.starts_with("/slow") {
+        std::thread::sleep(Duration::from_secs(3));
+    } else if path.starts_with("/garbage") {
+        stream.write_all(b"this is not HTTP\r\n\r\n").unwrap();
+    } else {
+        let body = format!("{} {}", seen.line, seen.body.len());
+        write!(
+            stream,
+            "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nKeep-Alive: timeout=5\r\nX-App: yes\r\n\r\n{body}",
+            body.len()
+        )
+        .unwrap();
+    }
+}
+
+/// A recording HTTP/1.1 upstream on a free port.
+struct Upstream {
+    addr: SocketAddr,
+    seen: Arc<Mutex<Vec<Seen>>>,
+}
+
+impl Upstream {
+    fn start() -> Upstream {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let record = seen.clone();
+        std::thread::spawn(move || {
+            for (connection, stream) in listener.incoming().enumerate() {
+                let Ok(stream) = stream else { return };
+                let record = record.clone();
+                std::thread::spawn(move || serve_connection(stream, connection, &record));
+            }
+        });
+        Upstream { addr, seen }
+    }
+
+    fn seen(&self) -> Vec<Seen> {
+        self.seen.lock().unwrap().clone()
+    }
+}
+
+fn serve_connection(stream: TcpStream, connection: usize, record: &Mutex<Vec<Seen>>) {
+    let mut writer = stream.try_clone().unwrap();
+    let mut reader = BufReader::new(stream);
+    loop {
+        let mut line = String::new();
+        if reader.read_line(&mut line).unwrap_or(0) == 0 {
+            return;
+        }
+        let mut headers = Vec::new();
+        loop {
+            let mut h = String::new();
+            reader.read_line(&mut h).unwrap();
+            if h == "\r\n" {
+                break;
+            }
+            let (name, value) = h.trim_end().split_once(':').unwrap();
+            headers.push((name.to_owned(), value.trim().to_owned()));
+        }
+        let get = |name: &str| {
+            headers
+                .iter()
+                .find(|(n, _)| n.eq_ignore_ascii_case(name))
+                .map(|(_, v)| v.clone())
+        };
+        let mut body = Vec::new();
+        if let Some(n) = get("Content-Length") {
+            body.resize(n.parse().unwrap(), 0);
+            reader.read_exact(&mut body).unwrap();
+        } else if get("Transfer-Encoding").is_some() {
+            loop {
+                let mut size = String::new();
+                reader.read_line(&mut size).unwrap();
+                let size = usize::from_str_radix(size.trim(), 16).unwrap();
+                let mut chunk = vec![0; size + 2];
+                reader.read_exact(&mut chunk).unwrap();
+                if size == 0 {
+                    break;
+                }
+                body.extend_from_slice(&chunk[..size]);
+            }
+        }
+        let seen = Seen {
+            line: line.trim_end().to_owned(),
+            headers,
+            body,
+            connection,
+        };
+        record.lock().unwrap().push(seen.clone());
+        respond(&seen, &mut writer);
+    }
+}
+
+fn jwtguard(upstream: &Upstream, extra: &[&str]) -> Server {
+    let url = format!("http://{}", upstream.addr);
+    let mut args = vec!["--upstream", url.as_str(), "--upstream-timeout", "1"];
+    args.extend_from_slice(extra);
+    Server::start(&args)
+}
+
+/// Sends `raw` (a whole request, or several) on one connection, ends its input and
+/// returns everything the server wrote back.
+fn exchange(server: &Server, raw: &[u8]) -> String {
+    let mut stream = TcpStream::connect(server.addr).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    stream.write_all(raw).unwrap();
+    stream.shutdown(std::net::Shutdown::Write).unwrap();
+    let mut answer = Vec::new();
+    stream.read_to_end(&mut answer).unwrap();
+    String::from_utf8_lossy(&answer).into_owned()
+}
+
+#[test]
+fn allowed_requests_reach_the_app_with_identity_and_nothing_forged() {
+    let upstream = Upstream::start();
+    let server = jwtguard(
+        &upstream,
+        &[
+            "--claim-header",
+            "team.id=X-Auth-Team",
+            "--public",
+            "/static/",
+        ],
+    );
+    let token = token(&["--sub", "alice", "--claim", r#"team={"id":7}"#]);
+    let answer = exchange(
+        &server,
+        format!(
+            "GET /api/../orders?id=5 HTTP/1.1\r\nHost: app.example\r\nAuthorization: Bearer {token}\r\n\
+             X-Auth-User: admin\r\nx-auth-team: 1\r\nX-Forwarded-For: 6.6.6.6\r\nX-Real-IP: 6.6.6.6\r\n\
+             X-Request-Id: forged\r\nConnection: close, X-Hop\r\nX-Hop: secret\r\nKeep-Alive: 1\r\n\r\n"
+        )
+        .as_bytes(),
+    );
+    assert!(answer.starts_with("HTTP/1.1 200 OK\r\n"), "{answer}");
+    assert!(
+        answer.contains("\r\nX-App: yes\r\n"),
+        "the app's headers come back: {answer}"
+    );
+    assert!(
+        !answer.contains("Keep-Alive"),
+        "hop-by-hop headers do not: {answer}"
+    );
+    let seen = upstream.seen();
+    assert_eq!(seen.len(), 1);
+    let request = &seen[0];
+    assert_eq!(
+        request.line, "GET /orders?id=5 HTTP/1.1",
+        "the normalised path, the query"
+    );
+    assert_eq!(request.header("X-Auth-User"), ["alice"]);
+    assert_eq!(request.header("X-Auth-Team"), ["7"]);
+    assert_eq!(
+        request.header("X-Forwarded-For"),
+        ["127.0.0.1"],
+        "replaced: the peer is not trusted"
+    );
+    assert_eq!(request.header("X-Real-IP"), Vec::<&str>::new());
+    assert_eq!(request.header("X-Forwarded-Host"), ["app.example"]);
+    assert_eq!(request.header("X-Forwarded-Proto"), ["http"]);
+    assert_eq!(request.header("Host"), ["app.example"]);
+    assert_eq!(
+        request.header("Authorization"),
+        [format!("Bearer {token}").as_str()]
+    );
+    let id = request.header("X-Request-Id");
+    assert!(id.len() == 1 && id[0] != "forged", "{id:?}");
+    for hop in ["Connection", "X-Hop", "Keep-Alive"] {
+        assert!(request.header(hop).is_empty(), "{hop} forwarded");
+    }
+    // The event says the request went on: no status of jwtguard's own.
+    let events = server.requests_logged();
+    assert_eq!(events[0]["event.reason"], "ok");
+    assert_eq!(events[0]["url.path"], "/orders");
+    assert_eq!(events[0]["http.request.id"], id[0]);
+    assert!(events[0].get("http.response.status_code").is_none());
+
+    // Refused: never reaches the app.
+    let answer = exchange(
+        &server,
+        b"GET /orders HTTP/1.1\r\nHost: x\r\nX-Auth-User: admin\r\n\r\n",
+    );
+    assert!(answer.starts_with("HTTP/1.1 401 "), "{answer}");
+    assert_eq!(upstream.seen().len(), 1);
+    // Public: reaches it, identity headers stripped, no event.
+    let answer = exchange(
+        &server,
+        b"GET /static/a.js HTTP/1.1\r\nHost: x\r\nX-Auth-User: admin\r\n\r\n",
+    );
+    assert!(answer.starts_with("HTTP/1.1 200 "), "{answer}");
+    let seen = upstream.seen();
+    assert_eq!(seen.len(), 2);
+    assert!(seen[1].header("X-Auth-User").is_empty());
+    assert!(seen[1].header("X-Request-Id").is_empty());
+    assert_eq!(server.requests_logged().len(), 2);
+}
+
+#[test]
+fn bodies_stream_both_ways_with_their_framing() {
+    let upstream = Upstream::start();
+    let server = jwtguard(&upstream, &["--strip-authorization"]);
+    let token = token(&["--sub", "bob"]);
+    let auth = format!("Authorization: Bearer {token}");
+    // A Content-Length body, over tiny_http's 1 KiB buffer.
+    let body = "x".repeat(100_000);
+    let answer = exchange(
+        &server,
+        format!(
+            "POST /orders HTTP/1.1\r\nHost: x\r\n{auth}\r\nContent-Length: {}\r\n\r\n{body}",
+            body.len()
+        )
+        .as_bytes(),
+    );
+    assert!(
+        answer.ends_with("POST /orders HTTP/1.1 100000"),
+        "{}",
+        &answer[..200.min(answer.len())]
+    );
+    // A chunked body: re-framed, intact.
+    let answer = exchange(
+        &server,
+        format!("PUT /orders HTTP/1.1\r\nHost: x\r\n{auth}\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n4\r\ndefg\r\n0\r\n\r\n").as_bytes(),
+    );
+    assert!(answer.ends_with("PUT /orders HTTP/1.1 7"), "{answer}");
+    let seen = upstream.seen();
+    assert_eq!(seen[0].body.len(), 100_000);
+    assert_eq!(seen[1].body, b"abcdefg");
+    assert!(
+        seen.iter().all(|s| s.header("Authorization").is_empty()),
+        "--strip-authorization"
+    );
+    // A chunked answer: re-chunked for HTTP/1.1, its own hop-by-hop headers dropped...
+    let answer = exchange(
+        &server,
+        format!("GET /chunked HTTP/1.1\r\nHost: x\r\n{auth}\r\n\r\n").as_bytes(),
+    );
+    assert!(answer.starts_with("HTTP/1.1 201 Created\r\n"), "{answer}");
+    assert!(
+        answer.contains("\r\nTransfer-Encoding: chunked\r\n"),
+        "{answer}"
+    );
+    assert!(!answer.contains("X-Secret-Hop"), "{answer}");
+    assert!(
+        answer.ends_with("\r\n\r\n5\r\nhello\r\n6\r\n world\r\n0\r\n\r\n"),
+        "{answer}"
+    );
+    // ...and sent as it comes, to the connection's end, to an HTTP/1.0 client.
+    let answer = exchange(
+        &server,
+        format!("GET /chunked HTTP/1.0\r\nHost: x\r\n{auth}\r\n\r\n").as_bytes(),
+    );
+    assert!(answer.starts_with("HTTP/1.0 201 Created\r\n"), "{answer}");
+    assert!(answer.ends_with("\r\n\r\nhello world"), "{answer}");
+    // A large answer, to a client that reads it slowly: the 10 ms send timeout does not
+    // cut it.
+    let mut stream = TcpStream::connect(server.addr).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    write!(
+        stream,
+        "GET /big HTTP/1.1\r\nHost: x\r\n{auth}\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut got = Vec::new();
+    let mut buf = [0u8; 65536];
+    loop {
+        std::thread::sleep(Duration::from_millis(5));
+        match stream.read(&mut buf).unwrap() {
+            0 => break,
+            n => got.extend_from_slice(&buf[..n]),
+        }
+    }
+    let text = String::from_utf8_lossy(&got);
+    let (head, body) = text.split_once("\r\n\r\n").unwrap();
+    assert!(head.contains("Content-Length: 3145728"), "{head}");
+    assert_eq!(body.len(), 3 << 20);
+    // HEAD: no body, the length the GET would have.
+    let answer = exchange(
+        &server,
+        format!("HEAD /big HTTP/1.1\r\nHost: x\r\n{auth}\r\n\r\n").as_bytes(),
+    );
+    assert!(
+        answer.contains("Content-Length: 3145728\r\n") && answer.ends_with("\r\n\r\n"),
+        "{answer}"
+    );
+}
+
+#[test]
+fn pipelined_requests_and_refusals_are_answered_in_order_on_one_upstream_connection() {
+    let upstream = Upstream::start();
+    let server = jwtguard(&upstream, &[]);
+    let token = token(&["--sub", "carol"]);
+    let ok = |path: &str| {
+        format!("GET {path} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {token}\r\n\r\n")
+    };
+    let refused = "GET /refused HTTP/1.1\r\nHost: x\r\n\r\n";
+    let raw = [ok("/one"), refused.into(), ok("/two"), ok("/three")].concat();
+    let answer = exchange(&server, raw.as_bytes());
+    // The upstream echoes the request line in its body, so count status lines by their status.
+    let statuses = answer.matches("HTTP/1.1 200 OK\r\n").count()
+        + answer.matches("HTTP/1.1 401 Unauthorized\r\n").count();
+    assert_eq!(statuses, 4, "{answer}");
+    let order: Vec<usize> = ["GET /one", "401 Unauthorized", "GET /two", "GET /three"]
+        .iter()
+        .map(|needle| {
+            answer
+                .find(needle)
+                .unwrap_or_else(|| panic!("{needle}: {answer}"))
+        })
+        .collect();
+    assert!(order.windows(2).all(|w| w[0] < w[1]), "in order: {answer}");
+    let seen = upstream.seen();
+    assert_eq!(seen.len(), 3);
+    assert!(
+        seen.iter().all(|s| s.connection == seen[0].connection),
+        "one kept-alive upstream connection"
+    );
+}
+
+#[test]
+fn upstream_failures_are_502_or_504_and_recorded() {
+    // Nothing listens: 502.
+    let closed = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = closed.local_addr().unwrap().port();
+    drop(closed);
+    let dir = TempDir::new();
+    let log = dir.path("security.log");
+    let url = format!("http://127.0.0.1:{port}");
+    let server = Server::spawn(
+        dir,
+        &["--upstream", &url, "--log-file", log.to_str().unwrap()],
+        &[("JWTGUARD_SECRET", SECRET)],
+        std::process::Stdio::null(),
+    );
+    let token = token(&["--sub", "dave"]);
+    let response = server.get_with_token("/x", &token);
+    assert_eq!(response.status, 502);
+    let id = response.header("X-Request-Id").unwrap().to_owned();
+    let events = server.log_json();
+    let forward: Vec<_> = events
+        .iter()
+        .filter(|e| e["event.action"] == "forward")
+        .collect();
+    assert_eq!(forward.len(), 1);
+    assert_eq!(forward[0]["event.reason"], "upstream_unreachable");
+    assert_eq!(forward[0]["http.response.status_code"], 502);
+    assert_eq!(forward[0]["http.request.id"], id.as_str());
+    // Too slow: 504; not HTTP: 502.
+    let upstream = Upstream::start();
+    let server = jwtguard(&upstream, &[]);
+    assert_eq!(server.get_with_token("/slow", &token).status, 504);
+    assert_eq!(server.get_with_token("/garbage", &token).status, 502);
+    let reasons: Vec<_> = server
+        .log_json()
+        .iter()
+        .filter(|e| e["event.action"] == "forward")
+        .map(|e| e["event.reason"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(reasons, ["upstream_timeout", "upstream_error"]);
+}
+
+#[test]
+fn a_trusted_proxy_adds_to_x_forwarded_for_and_names_the_client() {
+    let upstream = Upstream::start();
+    let server = jwtguard(&upstream, &["--trusted-proxy", "127.0.0.1"]);
+    let token = token(&["--sub", "erin"]);
+    let answer = exchange(
+        &server,
+        format!(
+            "GET /x HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {token}\r\nX-Forwarded-For: 203.0.113.9\r\nX-Forwarded-Proto: https\r\n\r\n"
+        )
+        .as_bytes(),
+    );
+    assert!(answer.starts_with("HTTP/1.1 200 "), "{answer}");
+    let seen = upstream.seen();
+    assert_eq!(
+        seen[0].header("X-Forwarded-For"),
+        ["203.0.113.9, 127.0.0.1"]
+    );
+    assert_eq!(seen[0].header("X-Forwarded-Proto"), ["https"]);
+    let events = server.requests_logged();
+    assert_eq!(events[0]["source.ip"], "127.0.0.1");
+    assert_eq!(events[0]["client.ip"], "203.0.113.9");
+}
