@@ -50,7 +50,6 @@ Token options:
   --ttl SECONDS            lifetime [default: 3600]
   --claim KEY=VALUE        an extra claim, repeatable; VALUE is JSON if it parses,
                            else a string; null removes the claim (exp=null)
-Token options (continued):
   --kid KID                sign with this key of --jwks, and name it in the header
 Common options:
   --jwks FILE              HS256 keys by kid, a JWK Set of oct keys (instead of a
@@ -110,6 +109,15 @@ pub fn parse() -> Result<Command, Failure> {
         parse_flags().map_err(|e| Failure::Usage(e.to_string()))?;
     if let Command::Serve { config, .. } | Command::Token { config, .. } = &mut command {
         match jwks {
+            Some(_)
+                if ["JWTGUARD_SECRET", "JWTGUARD_SECRET_FILE"]
+                    .iter()
+                    .any(|v| std::env::var_os(v).is_some()) =>
+            {
+                return Err(Failure::Usage(
+                    "--jwks and a secret in the environment: use one".into(),
+                ));
+            }
             Some(path) => config.keys = Some(jwtguard::KeySet::load(&path)?),
             None => config.secret = Secret::load(secret_file.as_deref())?,
         }

@@ -151,6 +151,11 @@ fn serve(
     {
         log::warn!("the secret file is readable by other users: chmod 600 it");
     }
+    if config.forward_auth.is_some() && config.trusted_proxies.is_empty() {
+        log::warn!(
+            "--forward-auth without --trusted-proxy: the proxy's X-Original-URI and X-Forwarded-Uri are ignored, every subrequest is decided on its own path"
+        );
+    }
     if config.allow_weak_secret {
         log::warn!("--allow-weak-secret: a short secret can be brute-forced from one token");
     }

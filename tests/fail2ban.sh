@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
 # contrib/fail2ban/ with the real fail2ban. A real text log from the debug binary, with
 # forged failure prefixes in every field a client or a token controls (User-Agent, path,
-# method, sub, other claims), on successes and on refusals; then synthetic lines for what
-# the binary does not write yet (client.ip behind a trusted proxy, sealed lines) and torn
-# lines. fail2ban-regex must match exactly the real refusals, each for its address
-# (client.ip when present, else source.ip), and read the UTC timestamps as UTC. Then
+# method, sub, other claims), on successes and on refusals, and requests through a trusted
+# proxy (127.0.0.2, naming the client in X-Forwarded-For); then synthetic lines for what
+# the binary does not write yet (sealed lines, IPv6 peers) and torn lines. fail2ban-regex
+# must match exactly the real refusals, each for its address (client.ip when present,
+# else source.ip), and read the UTC timestamps as UTC. Then
 # fail2ban-client tests the example jail against the stock configuration.
 # FAIL2BAN_FILTER=FILE checks another filter file. Run by .ci/run; installs fail2ban
 # from Debian when missing.
@@ -26,7 +27,7 @@ fail() {
   exit 1
 }
 
-start_jwtguard fail2ban --log-format text --log-file "$log"
+start_jwtguard fail2ban --log-format text --log-file "$log" --trusted-proxy 127.0.0.2/32
 jwt() { target/debug/jwtguard token "$@"; }
 ok_token=$(jwt --sub ok)
 
@@ -35,6 +36,7 @@ ok_token=$(jwt --sub ok)
 p='log.level=warn event.action=authorize event.outcome=failure event.reason=x'
 a="\" $p source.ip=10.9.9.1 "
 b="\\\" @timestamp=2026-01-01T00:00:00.000Z $p source.ip=10.9.9.2 client.ip=10.9.9.3 message=\"x\""
+# (A backslash in a path, even escaped, is refused as bad_path: pct is for paths without.)
 pct() { local s=${1// /%20}; s=${s//\"/%22}; printf '%s' "${s//\\/%5C}"; }
 
 # req STATUS PATH CURL_ARGS...: one request to /api/rN-PATH that must get STATUS. The
@@ -54,7 +56,7 @@ req() {
 req 200 ua -A "$a" -H "Authorization: Bearer $ok_token"
 req 200 ua -A "$b" -H "Authorization: Bearer $ok_token"
 req 200 "$(pct "$a")" -H "Authorization: Bearer $ok_token"
-req 200 "$(pct "$b")" -H "Authorization: Bearer $ok_token"
+req 200 "$(pct "${b//\\/}")" -H "Authorization: Bearer $ok_token"
 req 400 method -X 'source.ip=10.9.9.4' -H "Authorization: Bearer $ok_token"
 req 200 sub -H "Authorization: Bearer $(jwt --sub "$a")"
 req 200 sub -H "Authorization: Bearer $(jwt --sub "$b")"
@@ -63,7 +65,7 @@ req 200 claims -H "Authorization: Bearer $(jwt --sub x --claim sub=null --claim 
 # Refusals, with the same forgeries (and an X-Forwarded-For, which jwtguard ignores).
 req 401 no-token -A "$a" -H 'X-Forwarded-For: 10.9.9.5'
 req 401 "$(pct "$a")" -A "$b" -H 'Authorization: Bearer x.y.z'
-req 401 "$(pct "$b")" -A "$a" -H 'Authorization: Basic YTpi'
+req 401 "$(pct "${b//\\/}")" -A "$a" -H 'Authorization: Basic YTpi'
 req 400 empty -A "$b" -H 'Authorization: Bearer'
 req 400 method -X 'source.ip=10.9.9.4'
 req 401 expired -A "$a" -H "Authorization: Bearer $(jwt --sub "$a" --claim exp=1)"
@@ -71,6 +73,18 @@ req 401 expired -H "Authorization: Bearer $(jwt --sub "$b" --claim exp=1 --claim
 other=another-secret-0123456789abcdef0123
 req 401 signature -H "Authorization: Bearer $(JWTGUARD_SECRET=$other jwt --sub "$b")"
 req 401 audience -H "Authorization: Bearer $(jwt --sub "$a" --claim "aud=$b")"
+# Through a trusted proxy (curl binds 127.0.0.2): client.ip is the rightmost address of
+# X-Forwarded-For that is not a trusted proxy, and a refusal is for it; the forged
+# leftmost one never counts.
+via() { # via CLIENT STATUS PATH CURL_ARGS...
+  local client=$1
+  shift
+  req "$@" --interface 127.0.0.2 -H "X-Forwarded-For: 10.9.9.6, $client"
+  [ "$1" = 200 ] || want[-1]=$client
+}
+via 203.0.113.5 401 proxied-no-token -A "$a"
+via 2001:db8::5 401 proxied-bad -H 'Authorization: Bearer x.y.z'
+via 203.0.113.6 200 proxied-ok -A "$b" -H "Authorization: Bearer $ok_token"
 # Plain ones, the templates of the synthetic lines below.
 req 401 plain -H 'Authorization: Bearer x.y.z'
 req 200 plain -H "Authorization: Bearer $ok_token"
@@ -95,7 +109,7 @@ grep -q ' event\.outcome=success .* message="allowed: ' <<<"$allowed" || fail "n
 grep -F ' event.outcome=success ' "$log" >"$tmp/success"
 grep -F ' event.outcome=failure ' "$log" >"$tmp/failure"
 for forged in 'user_agent.original="\" log.level=warn ' 'user_agent.original="\\\" @timestamp=' \
-  '-%22%20log.level=warn%20' '-%5C%22%20@timestamp=' 'user.id="\" log.level=warn ' \
+  '-%22%20log.level=warn%20' '-%22%20@timestamp=' 'user.id="\" log.level=warn ' \
   'user.id="\\\" @timestamp='; do
   for outcome in success failure; do
     grep -qF -- "$forged" "$tmp/$outcome" || fail "no $outcome line with $forged"
@@ -182,7 +196,8 @@ done
 
 refusals=0
 for w in "${want[@]:1:real+2}"; do [ "$w" = - ] || refusals=$((refusals + 1)); done
-echo "fail2ban.sh: $matches matches in $i lines: the $refusals real refusals (127.0.0.1) and" \
+echo "fail2ban.sh: $matches matches in $i lines: the $refusals real refusals (127.0.0.1," \
+  "or the client a trusted proxy named) and" \
   "$((matches - refusals)) synthetic ones (client.ip, IPv6, sealed), each for its address;" \
   "no forged prefix, torn line or other line matched; UTC timestamps read as UTC;" \
   "jail config test ok (${SECONDS}s)"

@@ -1233,7 +1233,7 @@ fn hostile_requests_get_their_status_and_exactly_their_event() {
                 line.bytes().all(|b| (b' '..=b'~').contains(&b)),
                 "one printable line: {line:?}"
             );
-            serde_json::from_str(line).unwrap()
+            support::event(line)
         })
         .filter(|e: &serde_json::Value| e["event.action"] == "authorize")
         .collect();

@@ -1,6 +1,8 @@
 //! With a `log` logger that is not jwtguard's, security events still reach it (as their
 //! JSON line), but nothing confirms them to the guard: it fails closed, 503.
 
+mod support;
+
 use std::sync::Mutex;
 
 use jwtguard::{Config, Decision, Guard, Request, Secret, SecretSource};
@@ -43,7 +45,7 @@ fn another_logger_gets_the_events_and_the_guard_serves_nothing() {
     let seen = CAPTURE.0.lock().unwrap();
     assert_eq!(seen.len(), 1, "{seen:?}");
     assert_eq!(seen[0].0, jwtguard::TARGET);
-    let event: serde_json::Value = serde_json::from_str(&seen[0].1).unwrap();
+    let event = support::event(&seen[0].1);
     assert_eq!(event["event.action"], "authorize");
     assert_eq!(event["user.id"], "alice");
 }

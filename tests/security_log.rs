@@ -335,7 +335,7 @@ fn events_go_to_stderr_without_a_log_file() {
     let stderr = server.stderr_after_kill();
     let reasons: Vec<String> = stderr
         .lines()
-        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .map(support::event)
         .filter(|e| e["event.action"] == "authorize")
         .map(|e| e["event.reason"].as_str().unwrap().to_owned())
         .collect();

@@ -74,7 +74,7 @@ fn serving_resumes_when_the_log_is_writable_again() {
     assert_eq!(response.status, 200);
     line.clear();
     reader.read_line(&mut line).unwrap();
-    let event: serde_json::Value = serde_json::from_str(&line).unwrap();
+    let event = support::event(&line);
     assert_eq!(
         event["http.request.id"],
         response.header("X-Request-Id").unwrap()

@@ -254,13 +254,132 @@ impl Drop for Server {
     }
 }
 
+/// The JSON log at `path`, each line checked by [`event`].
 pub fn read_json_lines(path: &Path) -> Vec<serde_json::Value> {
     let text = std::fs::read_to_string(path).unwrap_or_default();
-    text.lines()
-        .map(|line| {
-            serde_json::from_str(line).unwrap_or_else(|e| panic!("not JSON ({e}): {line:?}"))
-        })
-        .collect()
+    text.lines().map(event).collect()
+}
+
+/// One JSON log line, parsed, after checking it against ECS 9.3: every field is one ECS
+/// defines, with the ECS type (below), or is under `jwtguard.`; `message` is on every
+/// event, and `event.kind`, `event.category`, `event.type` and `event.outcome` hold values
+/// from ECS's allowed lists. Panics on a line that is not.
+pub fn event(line: &str) -> serde_json::Value {
+    use serde_json::Value;
+    let event: Value =
+        serde_json::from_str(line).unwrap_or_else(|e| panic!("not JSON ({e}): {line:?}"));
+    let fields = event
+        .as_object()
+        .unwrap_or_else(|| panic!("not an object: {line}"));
+    let keywords = |v: &Value, allowed: &[&str]| {
+        let all = |values: &Vec<Value>| {
+            !values.is_empty()
+                && values
+                    .iter()
+                    .all(|v| v.as_str().is_some_and(|s| allowed.contains(&s)))
+        };
+        v.as_array().is_some_and(all)
+    };
+    for (name, value) in fields {
+        let ok = match name.as_str() {
+            // date: RFC 3339 in UTC, milliseconds.
+            "@timestamp" => value
+                .as_str()
+                .is_some_and(|t| t.len() == 24 && t.ends_with('Z') && t.as_bytes()[10] == b'T'),
+            // keyword, text and wildcard fields.
+            "message"
+            | "ecs.version"
+            | "log.level"
+            | "log.logger"
+            | "event.action"
+            | "event.reason"
+            | "event.hash"
+            | "http.request.id"
+            | "http.request.method"
+            | "url.path"
+            | "url.full"
+            | "user.id"
+            | "user_agent.original"
+            | "service.version" => value.is_string(),
+            "source.ip" | "client.ip" => value
+                .as_str()
+                .is_some_and(|ip| ip.parse::<std::net::IpAddr>().is_ok()),
+            // long.
+            "http.response.status_code" | "process.pid" | "event.sequence" => value.is_u64(),
+            "event.kind" => value.as_str().is_some_and(|k| {
+                [
+                    "alert",
+                    "asset",
+                    "enrichment",
+                    "event",
+                    "metric",
+                    "state",
+                    "pipeline_error",
+                    "signal",
+                ]
+                .contains(&k)
+            }),
+            "event.outcome" => value
+                .as_str()
+                .is_some_and(|o| ["failure", "success", "unknown"].contains(&o)),
+            "event.category" => keywords(
+                value,
+                &[
+                    "api",
+                    "authentication",
+                    "configuration",
+                    "database",
+                    "driver",
+                    "email",
+                    "file",
+                    "host",
+                    "iam",
+                    "intrusion_detection",
+                    "library",
+                    "malware",
+                    "network",
+                    "package",
+                    "process",
+                    "registry",
+                    "session",
+                    "threat",
+                    "vulnerability",
+                    "web",
+                ],
+            ),
+            "event.type" => keywords(
+                value,
+                &[
+                    "access",
+                    "admin",
+                    "allowed",
+                    "change",
+                    "connection",
+                    "creation",
+                    "deletion",
+                    "denied",
+                    "end",
+                    "error",
+                    "group",
+                    "indicator",
+                    "info",
+                    "installation",
+                    "protocol",
+                    "start",
+                    "user",
+                ],
+            ),
+            other => other.starts_with("jwtguard."),
+        };
+        assert!(
+            ok,
+            "{name}: {value} is not ECS 9.3 (or under jwtguard.): {line}"
+        );
+    }
+    for required in ["@timestamp", "message", "ecs.version", "log.level"] {
+        assert!(fields.contains_key(required), "no {required}: {line}");
+    }
+    event
 }
 
 /// A keep-alive HTTP/1.1 connection: one request at a time, each response read to the end
