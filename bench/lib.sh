@@ -1,4 +1,5 @@
-# Sourced by bench/run.sh and bench/variants.sh.
+# shellcheck shell=bash
+# Sourced by the bench/ scripts: what they share.
 
 need() { # need COMMAND PACKAGE: install PACKAGE from Debian when COMMAND is missing
   command -v "$1" >/dev/null 2>&1 && return
@@ -14,4 +15,50 @@ port_of() {
   if [[ $line =~ ^listening\ on\ http://.*:([0-9]+)$ ]]; then
     echo "${BASH_REMATCH[1]}"
   fi
+}
+
+now_us() { echo "${EPOCHREALTIME//[.,]/}"; }
+calc() { awk "BEGIN { printf \"%.${2:-2}f\", $1 }"; }
+
+# cpu_ticks PID: utime + stime of the whole process, in clock ticks.
+cpu_ticks() {
+  local stat
+  stat=$(<"/proc/$1/stat")
+  stat=${stat##*) } # fields after "(comm) "; utime and stime are fields 14 and 15
+  awk '{ print $12 + $13 }' <<<"$stat"
+}
+
+# children_cpu_us: sets CHILD_US to the user + system time of this shell's reaped
+# children so far, in µs (`times` must run in this shell, not in a command substitution).
+# Needs $TMP.
+children_cpu_us() {
+  times >"$TMP/times"
+  # shellcheck disable=SC2034 # read by the sourcing script
+  CHILD_US=$(awk 'NR == 2 {
+    t = 0
+    for (i = 1; i <= 2; i++) { split($i, p, "m"); sub(/s$/, "", p[2]); t += p[1] * 60 + p[2] }
+    printf "%.0f\n", t * 1000000 }' "$TMP/times")
+}
+
+# vm_hwm PID: peak resident set size of the process so far, KiB.
+vm_hwm() { awk '/^VmHWM:/ { print $2 }' "/proc/$1/status"; }
+
+# to_us VALUE: a wrk duration (12.3us, 1.2ms, 1.0s) in microseconds.
+to_us() {
+  awk -v v="$1" 'BEGIN {
+    n = v + 0; u = v; sub(/^[0-9.]+/, "", u)
+    if (u == "ms") n *= 1000; else if (u == "s") n *= 1000000; else if (u == "m") n *= 60000000
+    printf "%.1f", n }'
+}
+
+median() { # median VALUES...
+  printf '%s\n' "$@" | sort -g | awk '{ v[NR] = $1 }
+    END { if (NR % 2) print v[(NR + 1) / 2]; else printf "%.2f\n", (v[NR / 2] + v[NR / 2 + 1]) / 2 }'
+}
+
+# strip_size BINARY: the size of a stripped copy, bytes. Needs $TMP.
+strip_size() {
+  cp "$1" "$TMP/stripped"
+  strip "$TMP/stripped"
+  stat -c %s "$TMP/stripped"
 }

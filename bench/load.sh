@@ -64,7 +64,7 @@ SERVER_CPU=0
 CLIENT_CPU=1
 
 # shellcheck source=bench/lib.sh
-. bench/lib.sh # need, port_of
+. bench/lib.sh
 need wrk wrk
 need taskset util-linux
 need python3 python3
@@ -104,26 +104,8 @@ forget() { # forget PID: drop PID from PIDS once it is reaped
   PIDS=("${left[@]}")
 }
 
-now_us() { echo "${EPOCHREALTIME//[.,]/}"; }
-calc() { awk "BEGIN { printf \"%.${2:-2}f\", $1 }"; }
 
-# cpu_ticks PID: utime + stime of the whole process, in clock ticks.
-cpu_ticks() {
-  local stat
-  stat=$(<"/proc/$1/stat")
-  stat=${stat##*) }
-  awk '{ print $12 + $13 }' <<<"$stat"
-}
 
-# children_cpu_us: sets CHILD_US to the user + system time of this shell's reaped
-# children so far, in µs (`times` must run in this shell, not in a command substitution).
-children_cpu_us() {
-  times >"$TMP/times"
-  CHILD_US=$(awk 'NR == 2 {
-    t = 0
-    for (i = 1; i <= 2; i++) { split($i, p, "m"); sub(/s$/, "", p[2]); t += p[1] * 60 + p[2] }
-    printf "%.0f\n", t * 1000000 }' "$TMP/times")
-}
 
 # settled_size FILE: the size of FILE once it stopped growing (two equal readings 0.1 s
 # apart; 10 s at most).

@@ -30,7 +30,7 @@ CLIENT_CPU=1
 # Tools
 
 # shellcheck source=bench/lib.sh
-. bench/lib.sh # need, port_of
+. bench/lib.sh
 need wrk wrk
 need curl curl
 need taskset util-linux
@@ -59,7 +59,6 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
-now_us() { echo "${EPOCHREALTIME//[.,]/}"; }
 
 # stop PID: SIGTERM, up to 5 s to exit, then SIGKILL.
 stop() {
@@ -107,43 +106,17 @@ start() {
   exit 1
 }
 
-# cpu_ticks PID: utime + stime of the whole process, in clock ticks.
-cpu_ticks() {
-  local stat
-  stat=$(<"/proc/$1/stat")
-  stat=${stat##*) } # fields after "(comm) "; utime and stime are fields 14 and 15
-  awk '{ print $12 + $13 }' <<<"$stat"
-}
 
 # cpu_busy N: busy clock ticks of CPU N so far (all but idle and iowait).
 cpu_busy() {
   awk -v cpu="cpu$1" '$1 == cpu { print $2 + $3 + $4 + $7 + $8 + $9 }' /proc/stat
 }
 
-# children_cpu_us: sets CHILD_US to the user + system time of this shell's reaped
-# children so far, in µs (`times` must run in this shell, not in a command substitution).
-children_cpu_us() {
-  times >"$TMP/times"
-  CHILD_US=$(awk 'NR == 2 {
-    t = 0
-    for (i = 1; i <= 2; i++) { split($i, p, "m"); sub(/s$/, "", p[2]); t += p[1] * 60 + p[2] }
-    printf "%.0f\n", t * 1000000 }' "$TMP/times")
-}
 
-# vm_hwm PID: peak resident set size of the process so far, KiB.
-vm_hwm() { awk '/^VmHWM:/ { print $2 }' "/proc/$1/status"; }
 
 lines_of() { if [ -f "$1" ]; then wc -l <"$1"; else echo 0; fi; }
 
-# to_us VALUE: a wrk duration (12.3us, 1.2ms, 1.0s) in microseconds.
-to_us() {
-  awk -v v="$1" 'BEGIN {
-    n = v + 0; u = v; sub(/^[0-9.]+/, "", u)
-    if (u == "ms") n *= 1000; else if (u == "s") n *= 1000000; else if (u == "m") n *= 60000000
-    printf "%.1f", n }'
-}
 
-calc() { awk "BEGIN { printf \"%.${2:-2}f\", $1 }"; }
 signed() { awk -v v="$1" 'BEGIN { printf "%+.2f", v }'; } # signed -0.08 / +0.74
 
 # ---------------------------------------------------------------------------------------
@@ -154,11 +127,6 @@ cargo build --release --quiet --bin jwtguard --example floor
 JWTGUARD=target/release/jwtguard
 FLOOR=target/release/examples/floor
 
-strip_size() {
-  cp "$1" "$TMP/stripped"
-  strip "$TMP/stripped"
-  stat -c %s "$TMP/stripped"
-}
 SIZE_JWTGUARD=$(strip_size "$JWTGUARD")
 SIZE_FLOOR=$(strip_size "$FLOOR")
 
@@ -329,10 +297,6 @@ done
 # bearer token) and ignores its header; tiny_http reads headers a byte at a time, so a
 # header-less GET / would charge the HTTP layer's reading of the token to jwtguard.
 
-median() { # median VALUES...
-  printf '%s\n' "$@" | sort -g | awk '{ v[NR] = $1 }
-    END { if (NR % 2) print v[(NR + 1) / 2]; else printf "%.2f\n", (v[NR / 2] + v[NR / 2 + 1]) / 2 }'
-}
 largest() { printf '%s\n' "$@" | sort -g | tail -n1; }
 total() { printf '%s\n' "$@" | awk '{ s += $1 } END { print s }'; }
 # diffs SCENARIO: log lines - wrk completed, per round, joined by "/"

@@ -15,7 +15,7 @@ SECONDS_RUN=${BENCH_SECONDS:-5}
 ROUNDS=${BENCH_ROUNDS:-3}
 
 # shellcheck source=bench/lib.sh
-. bench/lib.sh # need, port_of
+. bench/lib.sh
 need wrk wrk
 need taskset util-linux
 

@@ -1,3 +1,4 @@
+# shellcheck shell=bash
 # Sourced by the tests/*.sh scripts: installs a Debian package when its command is
 # missing, and starts the debug jwtguard on a free loopback port, stopped by PID on exit.
 #   need COMMAND PACKAGE

@@ -1,0 +1,283 @@
+#!/usr/bin/env bash
+# jwtguard in front of an app: --upstream against nginx proxy_pass (no auth) to the same
+# upstream, and --forward-auth decisions against serve mode's, on loopback.
+#
+#   bench/proxy.sh                  # about 3 minutes
+#   BENCH_STRICT=1 bench/proxy.sh   # exit 1 when a budget fails
+#
+# Environment: BENCH_SECONDS (measured run, default 10), BENCH_WARMUP (default 3),
+# BENCH_CONNECTIONS (default 32), BENCH_ROUNDS (default 3; the summary takes medians of
+# per-round pairs), BENCH_STRICT. See bench/README.md.
+set -euo pipefail
+
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+cd "$ROOT"
+SECONDS_RUN=${BENCH_SECONDS:-10}
+WARMUP=${BENCH_WARMUP:-3}
+CONNECTIONS=${BENCH_CONNECTIONS:-32}
+ROUNDS=${BENCH_ROUNDS:-3}
+STRICT=${BENCH_STRICT:-0}
+SERVER_CPU=0 # the proxy or the guard under test
+CLIENT_CPU=1 # wrk and the upstream
+
+# shellcheck source=bench/lib.sh
+. bench/lib.sh
+need wrk wrk
+need nginx nginx-light
+need taskset util-linux
+need strip binutils
+need curl curl
+need python3 python3
+CLK_TCK=$(getconf CLK_TCK)
+
+TMP=$(mktemp -d "${TMPDIR:-/tmp}/jwtguard-proxy.XXXXXX")
+PIDS=()
+# shellcheck disable=SC2317 # invoked by the trap
+cleanup() {
+  local pid
+  for pid in "${PIDS[@]}"; do
+    kill -KILL "$pid" 2>/dev/null || true
+    wait "$pid" 2>/dev/null || true
+  done
+  rm -rf "$TMP"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+free_port() {
+  python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
+}
+
+# up PORT: waits (5 s at most) until something accepts on PORT.
+up() {
+  local i
+  for ((i = 0; i < 500; i++)); do
+    { exec 3<>"/dev/tcp/127.0.0.1/$1"; } 2>/dev/null && { exec 3>&-; return 0; }
+    sleep 0.01
+  done
+  echo "bench/proxy.sh: nothing listens on $1" >&2
+  exit 1
+}
+
+# nginx_on CPU NAME PORT LOCATION: one nginx process (no master, one worker's work) on
+# CPU, serving LOCATION's directives for every path; sets PID.
+nginx_on() {
+  local cpu=$1 name=$2 port=$3 location=$4
+  mkdir -p "$TMP/$name"
+  cat >"$TMP/$name/nginx.conf" <<EOF
+daemon off;
+master_process off;
+worker_processes 1;
+pid $TMP/$name/nginx.pid;
+error_log $TMP/$name/error.log warn;
+events { worker_connections 4096; }
+http {
+  access_log off;
+  keepalive_requests 1000000;
+  client_body_temp_path $TMP/$name/body;
+  proxy_temp_path $TMP/$name/proxy;
+  fastcgi_temp_path $TMP/$name/fastcgi;
+  uwsgi_temp_path $TMP/$name/uwsgi;
+  scgi_temp_path $TMP/$name/scgi;
+  upstream app { server 127.0.0.1:$UPSTREAM_PORT; keepalive 64; keepalive_requests 1000000; }
+  server { listen 127.0.0.1:$port; location / { $location } }
+}
+EOF
+  taskset -c "$cpu" nginx -p "$TMP/$name" -e "$TMP/$name/error.log" -c "$TMP/$name/nginx.conf" &
+  PID=$!
+  PIDS+=("$PID")
+  up "$port"
+}
+
+# jwtguard_on NAME ARGS...: jwtguard on the server CPU, logging to $TMP/NAME.log; sets
+# PID and PORT.
+jwtguard_on() {
+  local name=$1 i
+  shift
+  : >"$TMP/$name.out"
+  taskset -c "$SERVER_CPU" "$JWTGUARD" --listen 127.0.0.1:0 --log-file "$TMP/$name.log" "$@" \
+    >"$TMP/$name.out" 2>"$TMP/$name.err" &
+  PID=$!
+  PIDS+=("$PID")
+  PORT=""
+  for ((i = 0; i < 500; i++)); do
+    PORT=$(port_of "$TMP/$name.out")
+    [ -n "$PORT" ] && return 0
+    sleep 0.01
+  done
+  echo "bench/proxy.sh: jwtguard $name did not start" >&2
+  cat "$TMP/$name.err" >&2
+  exit 1
+}
+
+stop() {
+  local pid=$1 p
+  kill -TERM "$pid" 2>/dev/null || true
+  wait "$pid" 2>/dev/null || true
+  local -a left=()
+  for p in "${PIDS[@]}"; do [ "$p" = "$pid" ] || left+=("$p"); done
+  PIDS=("${left[@]}")
+}
+
+# check URL WANT HEADER...: one request must get WANT.
+check() {
+  local url=$1 want=$2 got
+  shift 2
+  local -a args=()
+  for h in "$@"; do args+=(-H "$h"); done
+  got=$(curl -s -o /dev/null -w '%{http_code}' --max-time 5 "${args[@]}" "$url" || true)
+  [ "$got" = "$want" ] || { echo "bench/proxy.sh: $url answered $got, not $want" >&2; exit 1; }
+}
+
+# measure NAME PID URL HEADER...: warm-up, then the measured run; appends to the
+# per-scenario lists.
+declare -A RPS CPU HWM NON2XX REQS LINES OTHER
+measure() {
+  local name=$1 pid=$2 url=$3 t0 t1 w1 w2 b0 b1 l0=0 l1=0 logged=-
+  shift 3
+  local -a args=()
+  for h in "$@"; do args+=(-H "$h"); done
+  local out="$TMP/$name.wrk"
+  timeout $((WARMUP + 30)) taskset -c "$CLIENT_CPU" \
+    wrk -t1 -c"$CONNECTIONS" -d"${WARMUP}s" "${args[@]}" "$url" >/dev/null
+  sleep 0.3
+  [ -f "$TMP/$name.log" ] && l0=$(wc -l <"$TMP/$name.log")
+  t0=$(cpu_ticks "$pid")
+  b0=$(awk -v c="cpu$SERVER_CPU" '$1 == c { print $2 + $3 + $4 + $7 + $8 + $9 }' /proc/stat)
+  w1=$(now_us)
+  timeout $((SECONDS_RUN + 30)) taskset -c "$CLIENT_CPU" \
+    wrk -t1 -c"$CONNECTIONS" -d"${SECONDS_RUN}s" "${args[@]}" "$url" >"$out"
+  w2=$(now_us)
+  sleep 0.3
+  t1=$(cpu_ticks "$pid")
+  b1=$(awk -v c="cpu$SERVER_CPU" '$1 == c { print $2 + $3 + $4 + $7 + $8 + $9 }' /proc/stat)
+  local rps reqs non2xx cpu hwm other
+  rps=$(awk '/^Requests\/sec:/ { print $2 }' "$out")
+  reqs=$(awk '/ requests in / { print $1 }' "$out")
+  if [ -f "$TMP/$name.log" ]; then
+    l1=$(wc -l <"$TMP/$name.log")
+    logged=$((l1 - l0 - reqs))
+  fi
+  non2xx=$(awk '/Non-2xx or 3xx responses:/ { print $NF }' "$out")
+  cpu=$(calc "($t1 - $t0) * 1000000 / $CLK_TCK / $reqs" 2)
+  hwm=$(vm_hwm "$pid")
+  # Time on the server CPU used by other processes over the run: high means noisy.
+  other=$(calc "((($b1 - $b0) - ($t1 - $t0)) * 1000000 / $CLK_TCK) * 100 / ($w2 - $w1 + 300000)" 0)
+  RPS[$name]+="$rps " CPU[$name]+="$cpu " HWM[$name]+="$hwm " NON2XX[$name]+="${non2xx:-0} "
+  REQS[$name]+="$reqs " LINES[$name]+="$((l1 - l0)) " OTHER[$name]+="$other "
+  printf '   %-7s %9s req/s  %6s us/req  VmHWM %5s KiB  non-2xx %s  log lines - requests %s  others %s%%\n' \
+    "$name" "$rps" "$cpu" "$hwm" "${non2xx:-0}" "$logged" "$other"
+  rm -f "$TMP/$name.log"
+}
+
+echo "== build"
+cargo build --release --quiet --bin jwtguard
+JWTGUARD=target/release/jwtguard
+SIZE=$(strip_size "$JWTGUARD")
+export JWTGUARD_SECRET
+JWTGUARD_SECRET=$(head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n')
+TOKEN=$("$JWTGUARD" token --sub bench --ttl 3600)
+AUTH="Authorization: Bearer $TOKEN"
+
+# The upstream: nginx answering 200 "ok" on the client CPU, for every scenario.
+UPSTREAM_PORT=$(free_port)
+nginx_on "$CLIENT_CPU" upstream "$UPSTREAM_PORT" 'return 200 "ok\n";'
+check "http://127.0.0.1:$UPSTREAM_PORT/api/protected" 200
+
+run_nginx() {
+  local port
+  port=$(free_port)
+  nginx_on "$SERVER_CPU" nginx "$port" \
+    'proxy_pass http://app; proxy_http_version 1.1; proxy_set_header Connection "";'
+  check "http://127.0.0.1:$port/api/protected" 200
+  measure nginx "$PID" "http://127.0.0.1:$port/api/protected" "$AUTH"
+  stop "$PID"
+}
+run_proxy() {
+  jwtguard_on proxy --upstream "http://127.0.0.1:$UPSTREAM_PORT"
+  check "http://127.0.0.1:$PORT/api/protected" 401
+  check "http://127.0.0.1:$PORT/api/protected" 200 "$AUTH"
+  measure proxy "$PID" "http://127.0.0.1:$PORT/api/protected" "$AUTH"
+  stop "$PID"
+}
+# serve and auth get the same request bytes but the path: the original method and URI
+# headers nginx's auth_request sends (ignored in serve mode).
+ORIGINAL=("X-Original-URI: /api/protected" "X-Original-Method: GET")
+run_serve() {
+  jwtguard_on serve
+  check "http://127.0.0.1:$PORT/api/protected" 200 "$AUTH"
+  measure serve "$PID" "http://127.0.0.1:$PORT/api/protected" "$AUTH" "${ORIGINAL[@]}"
+  stop "$PID"
+}
+run_auth() {
+  jwtguard_on auth --forward-auth /auth --trusted-proxy 127.0.0.1/32
+  check "http://127.0.0.1:$PORT/auth" 401 "${ORIGINAL[@]}"
+  check "http://127.0.0.1:$PORT/auth" 200 "$AUTH" "${ORIGINAL[@]}"
+  measure auth "$PID" "http://127.0.0.1:$PORT/auth" "$AUTH" "${ORIGINAL[@]}"
+  stop "$PID"
+}
+
+echo "== $ROUNDS rounds; wrk -t1 -c$CONNECTIONS ${WARMUP}s + ${SECONDS_RUN}s; proxy or guard on CPU $SERVER_CPU, wrk and the upstream (nginx) on CPU $CLIENT_CPU"
+ORDERS=("nginx proxy serve auth" "proxy serve auth nginx" "serve auth nginx proxy" "auth nginx proxy serve")
+for ((round = 1; round <= ROUNDS; round++)); do
+  order=${ORDERS[$(((round - 1) % 4))]}
+  echo "-- round $round: $order"
+  for scenario in $order; do "run_$scenario"; done
+done
+
+# paired EXPR A B: the median over rounds of EXPR (awk, in a and b) of round i of A and B.
+paired() {
+  local expr=$1 i
+  local -a a b out=()
+  read -r -a a <<<"$2"
+  read -r -a b <<<"$3"
+  for i in "${!a[@]}"; do
+    out+=("$(awk -v a="${a[i]}" -v b="${b[i]}" "BEGIN { printf \"%.3f\", $expr }")")
+  done
+  median "${out[@]}"
+}
+verdict() { if awk "BEGIN { exit !($1) }"; then echo PASS; else echo FAIL; fi; }
+largest() { printf '%s\n' "$@" | sort -g | tail -n1; }
+
+# shellcheck disable=SC2086 # word splitting of the per-round lists is intended
+{
+  RATIO=$(paired 'b / a' "${RPS[nginx]}" "${RPS[proxy]}")
+  DCPU=$(paired 'b - a' "${CPU[serve]}" "${CPU[auth]}")
+  HWM_PROXY=$(largest ${HWM[proxy]})
+  NON2XX_ALL=$(printf '%s\n' ${NON2XX[nginx]} ${NON2XX[proxy]} ${NON2XX[serve]} ${NON2XX[auth]} | awk '{ s += $1 } END { print s }')
+  LOG_OK=1
+  read -r -a l <<<"${LINES[proxy]} ${LINES[auth]}"
+  read -r -a r <<<"${REQS[proxy]} ${REQS[auth]}"
+  for i in "${!l[@]}"; do
+    d=$((l[i] - r[i]))
+    if ((d < 0 || d > CONNECTIONS)); then LOG_OK=0; fi
+  done
+  V_RATIO=$(verdict "$RATIO >= 0.8")
+  V_RSS=$(verdict "$HWM_PROXY <= 6144")
+  V_CPU=$(verdict "$DCPU <= 1")
+  V_SIZE=$(verdict "$SIZE <= 1310720")
+  V_STATUS=$(verdict "$NON2XX_ALL == 0 && $LOG_OK == 1")
+  mkdir -p target/bench
+  {
+    echo "jwtguard proxy benchmark, $(date -u +%Y-%m-%dT%H:%M:%SZ), $(git rev-parse --short HEAD 2>/dev/null || echo '?')$(git diff --quiet HEAD -- src Cargo.toml 2>/dev/null || echo '+dirty')"
+    echo "$(nproc) CPUs ($(awk -F': ' '/^model name/ { print $2; exit }' /proc/cpuinfo)), $(nginx -v 2>&1)"
+    echo "wrk -t1 -c$CONNECTIONS -d${SECONDS_RUN}s, $ROUNDS rounds, medians; a fresh process per run"
+    echo
+    printf '%-22s %12s %12s %12s %12s\n' "" "nginx proxy" "jwt proxy" "jwt serve" "jwt auth"
+    printf '%-22s %12s %12s %12s %12s\n' "req/s" "$(median ${RPS[nginx]})" "$(median ${RPS[proxy]})" \
+      "$(median ${RPS[serve]})" "$(median ${RPS[auth]})"
+    printf '%-22s %12s %12s %12s %12s\n' "server CPU us/request" "$(median ${CPU[nginx]})" \
+      "$(median ${CPU[proxy]})" "$(median ${CPU[serve]})" "$(median ${CPU[auth]})"
+    printf '%-22s %12s %12s %12s %12s\n' "peak RSS KiB (max)" "$(largest ${HWM[nginx]})" \
+      "$HWM_PROXY" "$(largest ${HWM[serve]})" "$(largest ${HWM[auth]})"
+    printf '%-22s %12s %12s %12s %12s\n' "others on CPU $SERVER_CPU % (max)" "$(largest ${OTHER[nginx]})" \
+      "$(largest ${OTHER[proxy]})" "$(largest ${OTHER[serve]})" "$(largest ${OTHER[auth]})"
+    echo
+    echo "$V_RATIO  proxy req/s / nginx proxy_pass req/s = $RATIO (budget >= 0.8)"
+    echo "$V_RSS  proxy peak RSS = $HWM_PROXY KiB at $CONNECTIONS connections (budget <= 6144)"
+    echo "$V_CPU  forward-auth CPU - serve CPU = $DCPU us/decision (budget <= 1)"
+    echo "$V_SIZE  stripped binary = $SIZE bytes (budget <= 1310720, 1.25 MiB)"
+    echo "$V_STATUS  every answer 2xx, every proxied and forward-auth request logged (lines - requests in [0, $CONNECTIONS])"
+  } | tee target/bench/proxy.txt
+}
+if [ "$STRICT" = 1 ] && grep -q '^FAIL' target/bench/proxy.txt; then exit 1; fi
