@@ -16,7 +16,8 @@ app = Flask(__name__)
 
 def seen(**extra):
     """The user jwtguard vouched for, and every header this request came with."""
-    return jsonify(user=request.headers.get("X-Auth-User"), headers=dict(request.headers), **extra)
+    user = request.headers.get("X-Auth-User")
+    return jsonify(user=user, headers=dict(request.headers), **extra)
 
 
 @app.get("/api/protected")

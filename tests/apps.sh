@@ -72,13 +72,16 @@ start_another_jwtguard() {
 need_service() {
   command -v "$1" >/dev/null 2>&1 && return
   local policy=/usr/sbin/policy-rc.d made=
-  if [ ! -e $policy ]; then printf '#!/bin/sh\nexit 101\n' >$policy && chmod +x $policy && made=1; fi
+  if [ ! -e $policy ]; then
+    printf '#!/bin/sh\nexit 101\n' >$policy && chmod +x $policy && made=1
+  fi
   need "$1" "$2"
   [ -z "$made" ] || rm -f $policy
 }
 
 free_port() {
-  python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
+  python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0))
+print(s.getsockname()[1])'
 }
 
 wait_http() {
@@ -123,7 +126,8 @@ start_flask() {
     py=$tmp/venv/bin/python
   fi
   app_log=$tmp/app.log
-  PYTHONUNBUFFERED=1 "$py" examples/flask_app.py 0 >/dev/null 2>"$app_log" &
+  : >"$app_log" # there before the app opens it: read below while it starts
+  PYTHONUNBUFFERED=1 "$py" examples/flask_app.py 0 >/dev/null 2>>"$app_log" &
   started $!
   local port=
   for _ in $(seq 100); do
@@ -144,7 +148,10 @@ req() {
   got=$(curl -s -m 10 --interface $client -D "$tmp/$name.h" -o "$tmp/$name.b" \
     -w '%{http_code}' "$@") || true
   tail -n +"$((before + 1))" "$log" >"$tmp/$name.ev"
-  [ "$got" = "$want" ] || { cat "$tmp/$name.h" "$tmp/$name.b" >&2; fail "$name: got $got, not $want"; }
+  if [ "$got" != "$want" ]; then
+    cat "$tmp/$name.h" "$tmp/$name.b" >&2
+    fail "$name: got $got, not $want"
+  fi
   passed=$((passed + 1))
 }
 

@@ -85,9 +85,16 @@ for case in missing:missing_token bad:bad_signature expired:expired; do
   esac
   req "$name" 401 "${auth[@]}" "$front/api/protected?t=$name"
   not_reached "$name"
-  check "$name: challenge" "$(header "$name" WWW-Authenticate | cut -c1-23)" 'Bearer realm="jwtguard"'
+  check "$name: challenge" "$(header "$name" WWW-Authenticate | cut -c1-23)" \
+    'Bearer realm="jwtguard"'
   check "$name: reason" "$(event "$name" '."event.reason"')" "${case#*:}"
 done
+
+# A malformed Authorization header: 401 invalid_request, never 400 (which it is without
+# a proxy).
+req malformed 401 -H 'Authorization: Bearer a b' "$front/api/protected?t=malformed"
+not_reached malformed
+check 'malformed: event' "$(event malformed '."event.reason"')" invalid_request
 
 # A public prefix climbed out of is not public: the decision is on the normalised path.
 req dotdot 401 --path-as-is "$front/public/../api/admin/stats?t=dotdot"
@@ -151,6 +158,6 @@ check 'untrusted: event' "$(event untrusted '[."http.request.method", ."url.path
   ."client.ip" // "-"] | join(" ")')" 'GET /auth 127.0.0.1 -'
 
 not_reached missing && not_reached bad && not_reached expired && not_reached noscope
-not_reached dotdot
+not_reached dotdot && not_reached malformed
 not_reached forged-X-Original-URI && not_reached forged-X-Forwarded-Uri
 finish

@@ -33,7 +33,8 @@ site() {
   sed -e "s|^\( *listen\) 8080;|\1 127.0.0.1:$1;|" -e "s|127\.0\.0\.1:9090|$2|" \
     -e "s|127\.0\.0\.1:5000|${app#http://}|" examples/nginx.conf
 }
-if ! grep -q '^ *listen 8080;' examples/nginx.conf || ! grep -q 127.0.0.1:9090 examples/nginx.conf ||
+if ! grep -q '^ *listen 8080;' examples/nginx.conf ||
+  ! grep -q 127.0.0.1:9090 examples/nginx.conf ||
   ! grep -q 127.0.0.1:5000 examples/nginx.conf; then
   fail 'examples/nginx.conf: a port to template is gone'
 fi
@@ -95,9 +96,16 @@ for case in missing:missing_token bad:bad_signature expired:expired; do
   esac
   req "$name" 401 "${auth[@]}" "$front/api/protected?t=$name"
   not_reached "$name"
-  check "$name: challenge" "$(header "$name" WWW-Authenticate | cut -c1-23)" 'Bearer realm="jwtguard"'
+  check "$name: challenge" "$(header "$name" WWW-Authenticate | cut -c1-23)" \
+    'Bearer realm="jwtguard"'
   check "$name: reason" "$(event "$name" '."event.reason"')" "${case#*:}"
 done
+
+# A malformed Authorization header: 401 invalid_request, never 400 (which nginx would
+# turn into 500).
+req malformed 401 -H 'Authorization: Bearer a b' "$front/api/protected?t=malformed"
+not_reached malformed
+check 'malformed: event' "$(event malformed '."event.reason"')" invalid_request
 
 # A public prefix climbed out of is not public: the decision is on the normalised path.
 req dotdot 401 --path-as-is "$front/public/../api/admin/stats?t=dotdot"
@@ -154,6 +162,6 @@ check 'untrusted: event' "$(event untrusted '[."http.request.method", ."url.path
   ."client.ip" // "-"] | join(" ")')" 'GET /auth 127.0.0.1 -'
 
 not_reached missing && not_reached bad && not_reached expired && not_reached noscope
-not_reached dotdot
+not_reached dotdot && not_reached malformed
 not_reached forged-uri
 finish

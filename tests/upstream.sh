@@ -40,7 +40,8 @@ for case in missing:missing_token bad:bad_signature expired:expired; do
   esac
   req "$name" 401 "${auth[@]}" "$url/api/protected?t=$name"
   not_reached "$name"
-  check "$name: challenge" "$(header "$name" WWW-Authenticate | cut -c1-23)" 'Bearer realm="jwtguard"'
+  check "$name: challenge" "$(header "$name" WWW-Authenticate | cut -c1-23)" \
+    'Bearer realm="jwtguard"'
   check "$name: reason" "$(event "$name" '."event.reason"')" "${case#*:}"
 done
 
@@ -88,8 +89,8 @@ check 'public: no event' "$(wc -l <"$tmp/public.ev")" 0
 # 7. A body reaches the app intact: the small one above, and 1 MiB of JSON.
 check 'post: method' "$(body post .method)" POST
 check 'post: body' "$(body post .order | jq -cS .)" "$(jq -cS . <<<"$order")"
-python3 -c 'import json; print(json.dumps({"lines": ["%06d %s" % (i, "x" * 100) for i in range(10000)]}))' \
-  >"$tmp/big.json"
+python3 -c 'import json; print(json.dumps({"lines": ["%06d %s" % (i, "x" * 100)
+  for i in range(10000)]}))' >"$tmp/big.json"
 req big 200 -H "Authorization: Bearer $alice" -H 'Content-Type: application/json' \
   --data-binary @"$tmp/big.json" "$url/api/orders?t=big"
 check 'big body intact' "$(body big .order | sha256sum)" "$(jq . "$tmp/big.json" | sha256sum)"
@@ -98,7 +99,8 @@ check 'big body intact' "$(body big .order | sha256sum)" "$(jq . "$tmp/big.json"
 kill "${procs[0]}"
 wait "${procs[0]}" 2>/dev/null || true
 req down 502 -H "Authorization: Bearer $alice" "$url/api/protected?t=down"
-check 'down: events' "$(jq -r '[."event.action", ."event.reason", ."http.response.status_code" // "-"] | join(" ")' "$tmp/down.ev" | tr '\n' ';')" \
+check 'down: events' "$(jq -r '[."event.action", ."event.reason",
+  ."http.response.status_code" // "-"] | join(" ")' "$tmp/down.ev" | tr '\n' ';')" \
   'authorize ok -;forward upstream_unreachable 502;'
 
 not_reached missing && not_reached bad && not_reached expired && not_reached noscope
