@@ -201,6 +201,7 @@ impl Reply<'_> {
             }
             _ => {
                 let status = match self.status() {
+                    200 => "ok",
                     400 => "bad_request",
                     401 => "unauthorized",
                     403 => "forbidden",

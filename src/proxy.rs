@@ -411,7 +411,10 @@ impl Shared {
         for h in headers {
             let name = h.field.as_str().as_str();
             let is = |other: &str| name.eq_ignore_ascii_case(other);
-            let dropped = HOP_BY_HOP.iter().any(|n| is(n))
+            // A name with "_": CGI-style apps read it as its "-" twin (X-Auth_User as
+            // X-Auth-User), so none goes on, as with nginx's underscores_in_headers off.
+            let dropped = name.contains('_')
+                || HOP_BY_HOP.iter().any(|n| is(n))
                 || listed.iter().any(|n| is(n))
                 || is("Expect")
                 || is("X-Request-Id")

@@ -198,3 +198,46 @@ fn forward_auth_without_a_trusted_proxy_warns_at_start_up() {
         "{log} {stderr}"
     );
 }
+
+#[test]
+fn a_client_cannot_add_its_own_original_uri_beside_the_proxys() {
+    // Caddy and Traefik set X-Forwarded-Method/-Uri and pass a client's own X-Original-*
+    // on; nginx the other way round. Two different answers to "which request is this?"
+    // (or one header twice) are refused, whichever pair the proxy sets.
+    let server = start("127.0.0.1/32");
+    for headers in [
+        vec!["X-Forwarded-Uri: /admin/users", "X-Original-URI: /static/x"],
+        vec!["X-Original-URI: /admin/users", "X-Forwarded-Uri: /static/x"],
+        vec![
+            "X-Forwarded-Uri: /admin/users",
+            "X-Forwarded-Uri: /static/x",
+        ],
+        vec!["X-Original-URI: /static/x", "X-Original-URI: /admin/users"],
+        vec![
+            "X-Forwarded-Uri: /static/x",
+            "X-Forwarded-Method: GET",
+            "X-Original-Method: POST",
+        ],
+    ] {
+        let answer = auth(&server, &headers);
+        assert_eq!(answer.status, 401, "{headers:?}: {answer:?}");
+        assert!(
+            answer
+                .header("WWW-Authenticate")
+                .is_some_and(|c| c.contains("invalid_request")),
+            "{headers:?}: {answer:?}"
+        );
+    }
+    // Both pairs, saying the same: fine.
+    let answer = auth(
+        &server,
+        &["X-Forwarded-Uri: /static/x", "X-Original-URI: /static/x"],
+    );
+    assert_eq!(answer.status, 200, "{answer:?}");
+    let reasons: Vec<_> = server
+        .requests_logged()
+        .iter()
+        .map(|e| e["event.reason"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(reasons, ["invalid_request"; 5]);
+}

@@ -125,7 +125,8 @@ check 'scope: user' "$(body scope .user)" root
 # 4. A client's own X-Auth-User never reaches the app as such: with a token for another
 # user, the token's user; on a public path without a token, none (jwtguard answers an
 # empty X-Auth-User, and nginx then sends none). Nor do a client's own original-request
-# headers decide: nginx's X-Original-* replace them, and come first.
+# headers decide: nginx's X-Original-* replace them, and the config drops the client's
+# X-Forwarded-Uri and -Method (jwtguard would refuse the two disagreeing, 401).
 req forged-user 200 -H "Authorization: Bearer $alice" -H 'X-Auth-User: admin' \
   "$front/api/protected?t=forged-user"
 check 'forged X-Auth-User, with a token' "$(body forged-user .user)" alice

@@ -20,9 +20,14 @@ start_jwtguard() {
   shift
   cargo build --quiet --bin jwtguard
   export JWTGUARD_SECRET="$name-test-secret-0123456789abcdef"
+  rm -f "$tmp/out" # a second start must not read the first one's line
   target/debug/jwtguard --listen 127.0.0.1:0 "$@" >"$tmp/out" 2>"$tmp/err" &
   pid=$!
-  for _ in $(seq 100); do grep -qs '^listening on' "$tmp/out" && break; sleep 0.05; done
+  for _ in $(seq 100); do
+    grep -qs '^listening on' "$tmp/out" && break
+    kill -0 "$pid" 2>/dev/null || break # exited at start-up
+    sleep 0.05
+  done
   url=$(sed -n 's/^listening on //p' "$tmp/out")
   [ -n "$url" ] || { echo "$name: jwtguard did not start" >&2; cat "$tmp/err" >&2; exit 1; }
 }

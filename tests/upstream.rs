@@ -181,7 +181,8 @@ fn allowed_requests_reach_the_app_with_identity_and_nothing_forged() {
         format!(
             "GET /api/../orders?id=5 HTTP/1.1\r\nHost: app.example\r\nAuthorization: Bearer {token}\r\n\
              X-Auth-User: admin\r\nx-auth-team: 1\r\nX-Forwarded-For: 6.6.6.6\r\nX-Real-IP: 6.6.6.6\r\n\
-             X-Request-Id: forged\r\nConnection: close, X-Hop\r\nX-Hop: secret\r\nKeep-Alive: 1\r\n\r\n"
+             X-Request-Id: forged\r\nConnection: close, X-Hop\r\nX-Hop: secret\r\nKeep-Alive: 1\r\n\
+             X-Auth_User: admin\r\nX_Forwarded_For: 6.6.6.6\r\nX-Custom: kept\r\n\r\n"
         )
         .as_bytes(),
     );
@@ -221,6 +222,14 @@ fn allowed_requests_reach_the_app_with_identity_and_nothing_forged() {
     for hop in ["Connection", "X-Hop", "Keep-Alive"] {
         assert!(request.header(hop).is_empty(), "{hop} forwarded");
     }
+    // A CGI-style app reads X-Auth_User as X-Auth-User: no name with "_" goes on (as
+    // nginx's underscores_in_headers off); other headers do.
+    assert!(
+        request.headers.iter().all(|(name, _)| !name.contains('_')),
+        "{:?}",
+        request.headers
+    );
+    assert_eq!(request.header("X-Custom"), ["kept"]);
     // The event says the request went on: no status of jwtguard's own.
     let events = server.requests_logged();
     assert_eq!(events[0]["event.reason"], "ok");
