@@ -11,6 +11,8 @@ set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$ROOT"
 N=${BOUNDS_N:-200}
+# shellcheck source=bench/lib.sh
+. bench/lib.sh # serving
 
 cargo build --release --quiet --bin jwtguard
 TMP=$(mktemp -d "${TMPDIR:-/tmp}/jwtguard-bounds.XXXXXX")
@@ -26,9 +28,11 @@ start() {
   PORT=$(sed -n 's/^listening on http:\/\/127.0.0.1://p' "$TMP/out")
 }
 stop() { kill -TERM "$PID"; wait "$PID" 2>/dev/null || true; PID=""; }
-usage() { # fds threads rss_kib
-  printf '%s %s %s' "$(ls "/proc/$PID/fd" | wc -l)" "$(ls "/proc/$PID/task" | wc -l)" \
-    "$(awk '/^VmRSS:/ { print $2 }' "/proc/$PID/status")"
+usage() { # fds threads rss_kib of the process that serves (the supervisor's worker)
+  local p
+  p=$(serving "$PID")
+  printf '%s %s %s' "$(ls "/proc/$p/fd" | wc -l)" "$(ls "/proc/$p/task" | wc -l)" \
+    "$(awk '/^VmRSS:/ { print $2 }' "/proc/$p/status")"
 }
 
 # attack NAME PAYLOAD: N connections each send PAYLOAD (python escapes) and stay open;

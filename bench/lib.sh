@@ -20,13 +20,32 @@ port_of() {
 now_us() { echo "${EPOCHREALTIME//[.,]/}"; }
 calc() { awk "BEGIN { printf \"%.${2:-2}f\", $1 }"; }
 
-# cpu_ticks PID: utime + stime of the whole process, in clock ticks.
-cpu_ticks() {
-  local stat
-  stat=$(<"/proc/$1/stat")
-  stat=${stat##*) } # fields after "(comm) "; utime and stime are fields 14 and 15
-  awk '{ print $12 + $13 }' <<<"$stat"
+# children PID: PID's child processes (a supervised jwtguard's worker), space-separated.
+children() { cat "/proc/$1/task/"*/children 2>/dev/null || true; }
+
+# serving PID: the process that serves: the worker of jwtguard's supervisor PID, or PID
+# itself (run with --no-supervisor, or another server).
+serving() {
+  local c
+  c=$(children "$1")
+  c=${c%% *}
+  echo "${c:-$1}"
 }
+
+# cpu_ticks PID: utime + stime of PID and of its children (jwtguard's supervisor and its
+# worker), in clock ticks.
+cpu_ticks() {
+  local p stat total=0
+  for p in "$1" $(children "$1"); do
+    stat=$(<"/proc/$p/stat") || continue
+    stat=${stat##*) } # fields after "(comm) "; utime and stime are fields 14 and 15
+    total=$((total + $(awk '{ print $12 + $13 }' <<<"$stat")))
+  done
+  echo "$total"
+}
+
+# pss_kib PID: the proportional set size of PID (shared pages split among their users), KiB.
+pss_kib() { awk '/^Pss:/ { print $2 }' "/proc/$1/smaps_rollup"; }
 
 # children_cpu_us: sets CHILD_US to the user + system time of this shell's reaped
 # children so far, in µs (`times` must run in this shell, not in a command substitution).

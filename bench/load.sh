@@ -160,7 +160,7 @@ URL="http://127.0.0.1:$PORT"
 # pieces, and /proc/PID/status can change between them.
 (
   for ((i = 0; i < WARMUP + SECONDS_RUN + 60; i++)); do
-    rss=$(awk '/^VmRSS:/ { print $2 }' "/proc/$PID/status" 2>/dev/null) || break
+    rss=$(awk '/^VmRSS:/ { print $2 }' "/proc/$(serving "$PID")/status" 2>/dev/null) || break
     [ -n "$rss" ] || break
     echo "${EPOCHREALTIME//[.,]/} $rss"
     sleep 1

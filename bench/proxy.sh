@@ -160,7 +160,7 @@ measure() {
   fi
   non2xx=$(awk '/Non-2xx or 3xx responses:/ { print $NF }' "$out")
   cpu=$(calc "($t1 - $t0) * 1000000 / $CLK_TCK / $reqs" 2)
-  hwm=$(vm_hwm "$pid")
+  hwm=$(vm_hwm "$(serving "$pid")")
   # Time on the server CPU used by other processes over the run: high means noisy.
   other=$(calc "((($b1 - $b0) - ($t1 - $t0)) * 1000000 / $CLK_TCK) * 100 / ($w2 - $w1 + 300000)" 0)
   RPS[$name]+="$rps " CPU[$name]+="$cpu " HWM[$name]+="$hwm " NON2XX[$name]+="${non2xx:-0} "

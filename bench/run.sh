@@ -209,7 +209,7 @@ measure() {
   c1=$(cpu_busy "$CLIENT_CPU")
   l1=$(lines_of "$log")
   w3=$(now_us)
-  R_HWM=$(vm_hwm "$pid")
+  R_HWM=$(vm_hwm "$(serving "$pid")")
   R_RPS=$(awk '/^Requests\/sec:/ { print $2 }' "$out")
   R_REQS=$(awk '/ requests in / { print $1 }' "$out")
   R_NON2XX=$(awk '/Non-2xx or 3xx responses:/ { print $NF }' "$out")

@@ -57,12 +57,14 @@ run() {
   local url="http://127.0.0.1:$port$path"
   taskset -c 1 wrk -t2 -c32 -d2s -H "Authorization: Bearer $TOKEN" "$url" >/dev/null
   sleep 0.2
-  read -r t0 < <(awk '{ print $14 + $15 }' "/proc/$PID/stat")
-  w0=$(awk '/^syscw:/ { print $2 }' "/proc/$PID/io")
+  local serving_pid
+  serving_pid=$(serving "$PID") # the supervisor's worker, if any
+  read -r t0 < <(awk '{ print $14 + $15 }' "/proc/$serving_pid/stat")
+  w0=$(awk '/^syscw:/ { print $2 }' "/proc/$serving_pid/io")
   out=$(taskset -c 1 wrk -t2 -c32 -d"${SECONDS_RUN}s" -H "Authorization: Bearer $TOKEN" "$url")
   sleep 0.2
-  read -r t1 < <(awk '{ print $14 + $15 }' "/proc/$PID/stat")
-  w1=$(awk '/^syscw:/ { print $2 }' "/proc/$PID/io")
+  read -r t1 < <(awk '{ print $14 + $15 }' "/proc/$serving_pid/stat")
+  w1=$(awk '/^syscw:/ { print $2 }' "/proc/$serving_pid/io")
   kill -TERM "$PID"
   wait "$PID" 2>/dev/null || true
   PID=""

@@ -70,6 +70,8 @@ pub enum Command {
     Serve {
         config: Config,
         log_file: Option<PathBuf>,
+        /// Run under jwtguard's supervisor (the default; `--no-supervisor` for one process).
+        supervise: bool,
     },
     Token {
         config: Config,
@@ -136,93 +138,42 @@ fn pair(flag: &str, text: String) -> Result<(String, String), lexopt::Error> {
 /// The command line, and the `--secret-file` and `--jwks` given if any.
 #[allow(clippy::type_complexity)]
 fn parse_flags() -> Result<(Command, Option<PathBuf>, Option<PathBuf>), lexopt::Error> {
-    use lexopt::prelude::*;
-
+    let mut flags = Flags {
+        config: Config::default(),
+        protect: Vec::new(),
+        secret_file: None,
+        jwks: None,
+        kid: None,
+        log_file: None,
+        subcommand: None,
+        sub: None,
+        ttl: 3600,
+        extra: Map::new(),
+        seen_flag: false,
+        supervise: true,
+        read_config: false,
+    };
     let mut parser = lexopt::Parser::from_env();
-    let mut config = Config::default();
-    let mut protect = Vec::new();
-    let mut secret_file = None;
-    let mut jwks = None;
-    let mut kid = None;
-    let mut log_file = None;
-    let mut subcommand = None;
-    let mut sub = None;
-    let mut ttl: u64 = 3600;
-    let mut extra = Map::new();
-    let mut seen_flag = false;
-
     while let Some(arg) = parser.next()? {
-        let in_token = subcommand.as_deref() == Some("token");
-        match arg {
-            Value(word) if subcommand.is_none() && !seen_flag => {
-                let word = word.string()?;
-                match word.as_str() {
-                    "serve" | "token" => subcommand = Some(word),
-                    "help" => return Ok((Command::Help, None, None)),
-                    _ => return Err(format!("unknown command {word:?}").into()),
-                }
-            }
-            Short('h') | Long("help") => return Ok((Command::Help, None, None)),
-            Short('V') | Long("version") => return Ok((Command::Version, None, None)),
-            Long("issuer") => config.issuer = Some(parser.value()?.string()?),
-            Long("audience") => config.audience = Some(parser.value()?.string()?),
-            Long("secret-file") => secret_file = Some(PathBuf::from(parser.value()?)),
-            Long("jwks") => jwks = Some(PathBuf::from(parser.value()?)),
-            Long("kid") if in_token => kid = Some(parser.value()?.string()?),
-            Long("upstream") if !in_token => config.upstream = Some(parser.value()?.string()?),
-            Long("public") if !in_token => config.public.push(parser.value()?.string()?),
-            Long("forward-auth") if !in_token => {
-                config.forward_auth = Some(parser.value()?.string()?)
-            }
-            Long("strip-authorization") if !in_token => config.strip_authorization = true,
-            Long("claim-header") if !in_token => {
-                let value = parser.value()?.string()?;
-                config.claim_headers.push(pair("--claim-header", value)?);
-            }
-            Long("require") if !in_token => {
-                let value = parser.value()?.string()?;
-                config.require.push(pair("--require", value)?);
-            }
-            Long("trusted-proxy") if !in_token => {
-                let value = parser.value()?.string()?;
-                let cidr = value
-                    .parse()
-                    .map_err(|problem: String| format!("invalid --trusted-proxy: {problem}"))?;
-                config.trusted_proxies.push(cidr);
-            }
-            Long("upstream-timeout") if !in_token => {
-                config.upstream_timeout = parser.value()?.parse()?
-            }
-            Long("allow-weak-secret") => config.allow_weak_secret = true,
-            Long("listen") if !in_token => config.listen = parser.value()?.string()?,
-            Long("protect") if !in_token => protect.push(parser.value()?.string()?),
-            Long("max-token-bytes") if !in_token => {
-                config.max_token_bytes = parser.value()?.parse()?
-            }
-            Long("leeway") if !in_token => config.leeway = parser.value()?.parse()?,
-            Long("allow-missing-exp") if !in_token => config.require_exp = false,
-            Long("log-format") if !in_token => {
-                config.log_format = parser
-                    .value()?
-                    .string()?
-                    .parse::<LogFormat>()
-                    .map_err(|e| e.to_string())?;
-            }
-            Long("log-file") if !in_token => log_file = Some(PathBuf::from(parser.value()?)),
-            Long("sub") if in_token => sub = Some(parser.value()?.string()?),
-            Long("ttl") if in_token => ttl = parser.value()?.parse()?,
-            Long("claim") if in_token => {
-                let pair = parser.value()?.string()?;
-                let (key, value) = pair
-                    .split_once('=')
-                    .ok_or_else(|| format!("--claim takes KEY=VALUE, not {pair:?}"))?;
-                let value = serde_json::from_str(value).unwrap_or_else(|_| value.into());
-                extra.insert(key.to_owned(), value);
-            }
-            _ => return Err(arg.unexpected()),
+        let arg = Owned::from(arg);
+        if let Some(early) = flags.take(arg.arg(), &mut parser)? {
+            return Ok((early, None, None));
         }
-        seen_flag |= subcommand.is_none();
     }
+    let Flags {
+        mut config,
+        protect,
+        secret_file,
+        jwks,
+        kid,
+        log_file,
+        subcommand,
+        sub,
+        ttl,
+        extra,
+        supervise,
+        ..
+    } = flags;
     if !protect.is_empty() {
         if config.upstream.is_some() {
             return Err("--protect does not go with --upstream: with an upstream every path needs a token but those under --public".into());
@@ -246,9 +197,179 @@ fn parse_flags() -> Result<(Command, Option<PathBuf>, Option<PathBuf>), lexopt::
             kid,
         }
     } else {
-        Command::Serve { config, log_file }
+        Command::Serve {
+            config,
+            log_file,
+            supervise,
+        }
     };
     Ok((command, secret_file, jwks))
+}
+
+/// An argument, apart from the parser it came from (which gives the option's value).
+enum Owned {
+    Short(char),
+    Long(String),
+    Value(std::ffi::OsString),
+}
+
+impl From<lexopt::Arg<'_>> for Owned {
+    fn from(arg: lexopt::Arg<'_>) -> Owned {
+        match arg {
+            lexopt::Arg::Short(c) => Owned::Short(c),
+            lexopt::Arg::Long(name) => Owned::Long(name.to_owned()),
+            lexopt::Arg::Value(value) => Owned::Value(value),
+        }
+    }
+}
+
+impl Owned {
+    fn arg(&self) -> lexopt::Arg<'_> {
+        match self {
+            Owned::Short(c) => lexopt::Arg::Short(*c),
+            Owned::Long(name) => lexopt::Arg::Long(name),
+            Owned::Value(value) => lexopt::Arg::Value(value.clone()),
+        }
+    }
+}
+
+/// The command line as parsed so far.
+struct Flags {
+    config: Config,
+    protect: Vec<String>,
+    secret_file: Option<PathBuf>,
+    jwks: Option<PathBuf>,
+    kid: Option<String>,
+    log_file: Option<PathBuf>,
+    subcommand: Option<String>,
+    sub: Option<String>,
+    ttl: u64,
+    extra: Map<String, Value>,
+    seen_flag: bool,
+    supervise: bool,
+    /// A `--config` file was read (one may not name another).
+    read_config: bool,
+}
+
+impl Flags {
+    /// Takes one argument (and its value from `parser`); `Some` for `help` and
+    /// `--version`, which end the parsing.
+    fn take(
+        &mut self,
+        arg: lexopt::Arg<'_>,
+        parser: &mut lexopt::Parser,
+    ) -> Result<Option<Command>, lexopt::Error> {
+        use lexopt::prelude::*;
+        let in_token = self.subcommand.as_deref() == Some("token");
+        match arg {
+            Value(word) if self.subcommand.is_none() && !self.seen_flag => {
+                let word = word.string()?;
+                match word.as_str() {
+                    "serve" | "token" => self.subcommand = Some(word),
+                    "help" => return Ok(Some(Command::Help)),
+                    _ => return Err(format!("unknown command {word:?}").into()),
+                }
+            }
+            Short('h') | Long("help") => return Ok(Some(Command::Help)),
+            Short('V') | Long("version") => return Ok(Some(Command::Version)),
+            Long("issuer") => self.config.issuer = Some(parser.value()?.string()?),
+            Long("audience") => self.config.audience = Some(parser.value()?.string()?),
+            Long("secret-file") => self.secret_file = Some(PathBuf::from(parser.value()?)),
+            Long("jwks") => self.jwks = Some(PathBuf::from(parser.value()?)),
+            Long("kid") if in_token => self.kid = Some(parser.value()?.string()?),
+            Long("upstream") if !in_token => self.config.upstream = Some(parser.value()?.string()?),
+            Long("public") if !in_token => self.config.public.push(parser.value()?.string()?),
+            Long("forward-auth") if !in_token => {
+                self.config.forward_auth = Some(parser.value()?.string()?)
+            }
+            Long("strip-authorization") if !in_token => self.config.strip_authorization = true,
+            Long("claim-header") if !in_token => {
+                let value = parser.value()?.string()?;
+                self.config
+                    .claim_headers
+                    .push(pair("--claim-header", value)?);
+            }
+            Long("require") if !in_token => {
+                let value = parser.value()?.string()?;
+                self.config.require.push(pair("--require", value)?);
+            }
+            Long("trusted-proxy") if !in_token => {
+                let value = parser.value()?.string()?;
+                let cidr = value
+                    .parse()
+                    .map_err(|problem: String| format!("invalid --trusted-proxy: {problem}"))?;
+                self.config.trusted_proxies.push(cidr);
+            }
+            Long("upstream-timeout") if !in_token => {
+                self.config.upstream_timeout = parser.value()?.parse()?
+            }
+            Long("allow-weak-secret") => self.config.allow_weak_secret = true,
+            Long("listen") if !in_token => self.config.listen = parser.value()?.string()?,
+            Long("protect") if !in_token => self.protect.push(parser.value()?.string()?),
+            Long("max-token-bytes") if !in_token => {
+                self.config.max_token_bytes = parser.value()?.parse()?
+            }
+            Long("leeway") if !in_token => self.config.leeway = parser.value()?.parse()?,
+            Long("allow-missing-exp") if !in_token => self.config.require_exp = false,
+            Long("log-format") if !in_token => {
+                self.config.log_format = parser
+                    .value()?
+                    .string()?
+                    .parse::<LogFormat>()
+                    .map_err(|e| e.to_string())?;
+            }
+            Long("log-file") if !in_token => self.log_file = Some(PathBuf::from(parser.value()?)),
+            Long("sub") if in_token => self.sub = Some(parser.value()?.string()?),
+            Long("ttl") if in_token => self.ttl = parser.value()?.parse()?,
+            Long("claim") if in_token => {
+                let pair = parser.value()?.string()?;
+                let (key, value) = pair
+                    .split_once('=')
+                    .ok_or_else(|| format!("--claim takes KEY=VALUE, not {pair:?}"))?;
+                let value = serde_json::from_str(value).unwrap_or_else(|_| value.into());
+                self.extra.insert(key.to_owned(), value);
+            }
+            Long("no-supervisor") if !in_token => self.supervise = false,
+            Long("config") if !in_token && !self.read_config => {
+                let path = PathBuf::from(parser.value()?);
+                self.read_config = true;
+                let args = config_file(&path)?;
+                let mut file = lexopt::Parser::from_args(args);
+                while let Some(arg) = file.next()? {
+                    let arg = Owned::from(arg);
+                    if let Value(word) = arg.arg() {
+                        return Err(format!("{}: {word:?} is not an option", path.display()).into());
+                    }
+                    self.take(arg.arg(), &mut file)?;
+                }
+            }
+            _ => return Err(arg.unexpected()),
+        }
+        self.seen_flag |= self.subcommand.is_none();
+        Ok(None)
+    }
+}
+
+/// The options in a `--config` file, as arguments: one per line, `NAME VALUE` or `NAME`
+/// (a long option without its `--`, which may also be written), `#` comments and blank
+/// lines skipped.
+fn config_file(path: &std::path::Path) -> Result<Vec<String>, lexopt::Error> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| format!("cannot read --config {}: {e}", path.display()))?;
+    let mut args = Vec::new();
+    for line in text.lines() {
+        let line = line.trim();
+        if line.is_empty() || line.starts_with('#') {
+            continue;
+        }
+        let (name, value) = match line.split_once(char::is_whitespace) {
+            Some((name, value)) => (name, Some(value.trim())),
+            None => (line, None),
+        };
+        args.push(format!("--{}", name.trim_start_matches("--")));
+        args.extend(value.map(str::to_owned));
+    }
+    Ok(args)
 }
 
 /// The claims of a token for `sub` that expires `ttl` seconds from now, with `iat`, and

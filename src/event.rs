@@ -154,6 +154,8 @@ pub enum Cause {
     Signal(&'static str),
     /// The HTTP layer stopped accepting connections (out of file descriptors, say).
     AcceptFailed,
+    /// It handed over to another process serving the same socket, and finished.
+    Drained,
 }
 
 impl Cause {
@@ -161,6 +163,7 @@ impl Cause {
         match self {
             Cause::Signal(name) => name,
             Cause::AcceptFailed => "accept_failed",
+            Cause::Drained => "drained",
         }
     }
 }
@@ -184,11 +187,61 @@ pub(crate) enum ServiceEvent<'a> {
     },
 }
 
+/// What jwtguard's supervisor (the parent process that holds the listening socket and
+/// runs the server in a worker process) did: one event each, written by the supervisor
+/// (README, Process model).
+#[derive(Clone, Copy, Debug)]
+pub enum Supervision<'a> {
+    /// The worker `previous` ended abnormally (`how`: `exit status 101`, `signal SIGKILL`);
+    /// `worker` serves, `took` after the end was seen.
+    Restarted {
+        /// The worker that ended.
+        previous: u32,
+        /// How it ended.
+        how: &'a str,
+        /// The worker that serves now.
+        worker: u32,
+        /// From the end seen to the new worker accepting.
+        took: std::time::Duration,
+    },
+    /// The watchdog found `previous` unhealthy (`cause`, a code: `loop_stalled`,
+    /// `healthz_failed`, `too_many_open_files`, `too_many_threads`); `worker` serves, and
+    /// `previous` finishes what it holds.
+    Replaced {
+        /// The worker replaced.
+        previous: u32,
+        /// Why.
+        cause: &'a str,
+        /// The worker that serves now.
+        worker: u32,
+    },
+    /// SIGHUP: `worker` serves with the configuration and keys read again, and `previous`
+    /// finishes what it holds.
+    Reloaded {
+        /// The worker replaced.
+        previous: u32,
+        /// The worker that serves now.
+        worker: u32,
+    },
+    /// A new worker for `action` (`restart`, `replace`, `reload`) did not start (`how`); for
+    /// a reload or a replacement, `previous` keeps serving.
+    Failed {
+        /// `restart`, `replace` or `reload`.
+        action: &'static str,
+        /// The worker that was to be replaced (0 for none).
+        previous: u32,
+        /// How the new one failed: `exit status 2` (a configuration that does not
+        /// validate), `not ready within 10 s`, ...
+        how: &'a str,
+    },
+}
+
 /// Anything written to the security log.
 #[derive(Clone, Debug)]
 pub(crate) enum Event<'a> {
     Request(RequestEvent<'a>),
     Service(ServiceEvent<'a>),
+    Supervision(Supervision<'a>),
     /// An answer that could not be delivered because the client does not read: the
     /// connection is no longer served.
     Undelivered {
@@ -216,7 +269,11 @@ impl Event<'_> {
                 cause: Cause::AcceptFailed,
                 ..
             }) => log::Level::Error,
-            Event::Service(_) => log::Level::Info,
+            Event::Service(_) | Event::Supervision(Supervision::Reloaded { .. }) => {
+                log::Level::Info
+            }
+            Event::Supervision(Supervision::Failed { .. }) => log::Level::Error,
+            Event::Supervision(_) => log::Level::Warn,
             Event::Record { level, .. } => *level,
         }
     }
@@ -227,6 +284,7 @@ impl Event<'_> {
         match self {
             Event::Request(e) => e.encode(&mut line),
             Event::Service(e) => e.encode(&mut line),
+            Event::Supervision(e) => e.encode(&mut line),
             Event::Undelivered {
                 request_id,
                 source_ip,
@@ -277,6 +335,7 @@ impl Event<'_> {
                 let why = match cause {
                     Cause::Signal(name) => name,
                     Cause::AcceptFailed => "a failure to accept connections",
+                    Cause::Drained => "a new worker taking over",
                 };
                 line.message(&[
                     "stopped by ",
@@ -285,6 +344,61 @@ impl Event<'_> {
                     n.format(*answered),
                     " requests",
                 ]);
+            }
+            Event::Supervision(e) => {
+                let mut a = itoa::Buffer::new();
+                let mut b = itoa::Buffer::new();
+                let mut ms = itoa::Buffer::new();
+                match e {
+                    Supervision::Restarted {
+                        previous,
+                        how,
+                        worker,
+                        took,
+                    } => line.message(&[
+                        "worker ",
+                        a.format(*previous),
+                        " ended (",
+                        how,
+                        "); worker ",
+                        b.format(*worker),
+                        " serves, ",
+                        ms.format(took.as_millis()),
+                        " ms later",
+                    ]),
+                    Supervision::Replaced {
+                        previous,
+                        cause,
+                        worker,
+                    } => line.message(&[
+                        "worker ",
+                        a.format(*previous),
+                        " replaced (",
+                        cause,
+                        ") by worker ",
+                        b.format(*worker),
+                        "; it finishes what it holds",
+                    ]),
+                    Supervision::Reloaded { previous, worker } => line.message(&[
+                        "reloaded: worker ",
+                        b.format(*worker),
+                        " serves with the configuration read again; worker ",
+                        a.format(*previous),
+                        " finishes what it holds",
+                    ]),
+                    Supervision::Failed { action, how, .. } => line.message(&[
+                        "a new worker for the ",
+                        action,
+                        " did not start (",
+                        how,
+                        ")",
+                        if *action == "restart" {
+                            "; trying again"
+                        } else {
+                            "; the worker serving goes on"
+                        },
+                    ]),
+                }
             }
             Event::Undelivered { .. } => line.message(&[
                 "the client does not read its answers: its connection is no longer served",
@@ -354,6 +468,47 @@ impl RequestEvent<'_> {
     }
 }
 
+impl Supervision<'_> {
+    fn encode(&self, line: &mut Line) {
+        let (action, success, reason, kind) = match self {
+            Supervision::Restarted { .. } => ("restart", true, "worker_exited", "start"),
+            Supervision::Replaced { cause, .. } => ("replace", true, *cause, "change"),
+            Supervision::Reloaded { .. } => ("reload", true, "SIGHUP", "change"),
+            Supervision::Failed { action, .. } => (*action, false, "worker_failed", "error"),
+        };
+        line.raw("event.action", action);
+        line.raw("event.outcome", if success { "success" } else { "failure" });
+        line.raw("event.reason", reason);
+        ecs(line, &["process"], &[kind]);
+        line.number("process.pid", u64::from(std::process::id()));
+        let (previous, worker) = match self {
+            Supervision::Restarted {
+                previous, worker, ..
+            }
+            | Supervision::Replaced {
+                previous, worker, ..
+            }
+            | Supervision::Reloaded { previous, worker } => (*previous, Some(*worker)),
+            Supervision::Failed { previous, .. } => (*previous, None),
+        };
+        if let Some(worker) = worker {
+            line.number("jwtguard.worker.pid", u64::from(worker));
+        }
+        if previous != 0 {
+            line.number("jwtguard.worker.previous_pid", u64::from(previous));
+        }
+        if let Supervision::Restarted { took, .. } = self {
+            line.number(
+                "event.duration",
+                u64::try_from(took.as_nanos()).unwrap_or(u64::MAX),
+            );
+        }
+        if let Supervision::Restarted { how, .. } | Supervision::Failed { how, .. } = self {
+            line.text("jwtguard.worker.how", how);
+        }
+    }
+}
+
 impl ServiceEvent<'_> {
     fn encode(&self, line: &mut Line) {
         match self {
@@ -363,6 +518,11 @@ impl ServiceEvent<'_> {
                 ecs(line, &["process"], &["start"]);
                 line.raw("service.version", env!("CARGO_PKG_VERSION"));
                 line.number("process.pid", u64::from(std::process::id()));
+                // Under jwtguard's supervisor, the supervisor.
+                line.number(
+                    "process.parent.pid",
+                    u64::from(std::os::unix::process::parent_id()),
+                );
                 line.text("url.full", url);
                 let mut key = String::new();
                 for (name, value) in config.iter() {

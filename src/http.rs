@@ -123,8 +123,9 @@ pub(crate) enum Reply<'a> {
     Allowed(&'a Allowed),
     /// The refusal's status and challenge.
     Refused(&'a Refused),
-    /// `/healthz`: 200, or 503 when the security log is failing.
-    Health { log_failing: bool },
+    /// `/healthz`: 200, or 503 when the security log is failing; whether this worker
+    /// still accepts connections (not while it hands over to a new one).
+    Health { log_failing: bool, draining: bool },
     /// 404.
     NotFound,
     /// 413, for [`respond`]'s own answer to a body too large to drain.
@@ -140,7 +141,7 @@ impl Reply<'_> {
         match self {
             Reply::Allowed(_) => 200,
             Reply::Refused(refused) => refused.status(),
-            Reply::Health { log_failing } => {
+            Reply::Health { log_failing, .. } => {
                 if *log_failing {
                     503
                 } else {
@@ -193,11 +194,18 @@ impl Reply<'_> {
                     .expect("writing to a Vec cannot fail");
                 out.extend_from_slice(b"}\n");
             }
-            Reply::Health { log_failing: true } => {
-                out.extend_from_slice(b"{\"status\":\"unavailable\",\"log\":\"failing\"}\n")
-            }
-            Reply::Health { log_failing: false } => {
-                out.extend_from_slice(b"{\"status\":\"ok\",\"log\":\"ok\"}\n")
+            Reply::Health {
+                log_failing,
+                draining,
+            } => {
+                out.extend_from_slice(match log_failing {
+                    true => b"{\"status\":\"unavailable\",\"log\":\"failing\"",
+                    false => b"{\"status\":\"ok\",\"log\":\"ok\"",
+                });
+                out.extend_from_slice(match draining {
+                    true => b",\"accepting\":false}\n",
+                    false => b",\"accepting\":true}\n",
+                });
             }
             _ => {
                 let status = match self.status() {
@@ -545,8 +553,14 @@ mod tests {
         let mut replies = vec![Reply::Allowed(&allowed)];
         replies.extend(refusals.iter().map(Reply::Refused));
         replies.extend([
-            Reply::Health { log_failing: false },
-            Reply::Health { log_failing: true },
+            Reply::Health {
+                log_failing: false,
+                draining: false,
+            },
+            Reply::Health {
+                log_failing: true,
+                draining: true,
+            },
             Reply::NotFound,
         ]);
         let compared: Vec<_> = replies.iter().flat_map(both_ways).collect();

@@ -94,10 +94,10 @@ pub use config::{
     Config, LogFormat, MIN_SECRET_BYTES, SECRET_ENV, SECRET_FILE_ENV, Secret, SecretSource,
 };
 pub use error::Error;
-pub use event::{Cause, RequestId};
+pub use event::{Cause, RequestId, Supervision};
 pub use forwarded::Cidr;
 pub use guard::{Allowed, Decision, Guard, Headers, Refused, Request};
 pub use keys::{KeySet, mint};
-pub use logger::{OtherRecords, SecurityLog, TARGET, write_record};
+pub use logger::{OtherRecords, SecurityLog, TARGET, record_supervision, write_record};
 pub use reason::Reason;
 pub use server::{Server, Stopper};

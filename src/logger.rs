@@ -296,6 +296,12 @@ thread_local! {
     };
 }
 
+/// Records what jwtguard's supervisor did (src/supervisor.rs, in the binary) as one
+/// security event; false when it did not reach the log.
+pub fn record_supervision(event: crate::Supervision) -> bool {
+    record(&Event::Supervision(event)) == Recorded::Written
+}
+
 /// Records `event` through the `log` facade and returns what the logger did with it.
 ///
 /// The line is encoded once, here, into this thread's batch (or line buffer); jwtguard's

@@ -3,8 +3,12 @@
 
 mod allocator;
 mod cli;
+mod fds;
+mod notify;
+mod supervisor;
 
-use std::io::Write as _;
+use std::io::Write;
+use std::os::fd::AsRawFd as _;
 use std::process::ExitCode;
 
 use cli::{Command, Failure};
@@ -19,7 +23,7 @@ fn main() -> ExitCode {
     // Before any other thread exists, so that every thread inherits it: SIGTERM and SIGHUP
     // wait for the thread that takes them (sigwait) instead of running a handler. SIGINT
     // is ctrlc's.
-    let signals = SigSet::from_iter([Signal::SIGTERM, Signal::SIGHUP]);
+    let signals = SigSet::from_iter([Signal::SIGTERM, Signal::SIGHUP, Signal::SIGUSR2]);
     let blocked = signals.thread_block();
     let result = blocked
         .map_err(|e| Failure::Fatal(Box::new(e)))
@@ -76,24 +80,70 @@ fn run(signals: SigSet) -> Result<(), Failure> {
             };
             println!("{token}");
         }
-        Command::Serve { config, log_file } => serve(config, log_file, signals)?,
+        Command::Serve {
+            config,
+            log_file,
+            supervise,
+        } => serve(config, log_file, supervise, signals)?,
     }
     Ok(())
 }
 
+/// The environment variable that carries the demo secret from a supervisor to its
+/// workers, so that the demo token stays good across restarts.
+const DEMO_SECRET: &str = "JWTGUARD_DEMO_SECRET";
+
+/// The settings a supervisor holds for its workers (the socket, the log it writes too):
+/// a reload cannot change them.
+const FIXED: &str = "JWTGUARD_FIXED";
+
 fn serve(
     mut config: Config,
     log_file: Option<std::path::PathBuf>,
+    supervise: bool,
     signals: SigSet,
 ) -> Result<(), Failure> {
+    // Before any file is opened: the socket passed as descriptor 3, if any.
+    let inherited = fds::inherited().map_err(Failure::Usage)?;
+    let worker = matches!(inherited, Some((_, fds::From::Supervisor)));
+    let fixed = format!(
+        "listen={} log-file={} log-format={:?}",
+        config.listen,
+        log_file.as_deref().unwrap_or("-".as_ref()).display(),
+        config.log_format
+    );
+    if worker && std::env::var(FIXED).ok().as_deref() != Some(fixed.as_str()) {
+        return Err(Failure::Usage(
+            "--listen, --log-file and --log-format cannot change on a reload: restart jwtguard to change them".into(),
+        ));
+    }
     let demo = config.secret.is_none() && config.keys.is_none();
+    // The demo secret as text: a supervisor passes it to its workers in the environment.
+    let mut demo_secret = None;
     if demo {
-        config.secret = Some(Secret::random()?);
+        let text = match std::env::var(DEMO_SECRET) {
+            Ok(text) if worker => text,
+            _ => random_hex()?,
+        };
+        config.secret = Some(Secret::new(
+            text.clone().into_bytes(),
+            jwtguard::SecretSource::Random,
+        ));
+        demo_secret = Some(text);
     }
     config.validate()?;
+    jwtguard::Guard::new(&config)?;
     if demo && !is_loopback(&config.listen) {
         // A missing secret on a reachable address is a broken deployment, not a demo.
         return Err(Error::NoSecret.into());
+    }
+    if worker {
+        // A worker outlives no supervisor: the socket and the restarts are its.
+        nix::sys::prctl::set_pdeathsig(Signal::SIGTERM).map_err(std::io::Error::from)?;
+        if std::env::var(fds::SUPERVISOR).ok() != Some(nix::unistd::getppid().as_raw().to_string())
+        {
+            return Ok(());
+        }
     }
     let log = match &log_file {
         Some(path) => SecurityLog::file(path, config.log_format)?,
@@ -106,10 +156,30 @@ fn serve(
             .target(env_logger::Target::Pipe(Box::new(log.other_records())))
             .build();
     let level = others.filter();
-    log.others(Box::new(others), level).install()?;
+    log.others(Box::new(Others(others)), level).install()?;
 
-    let server = Server::bind(&config)?;
+    let listener = match inherited {
+        Some((listener, _)) => listener,
+        None => Server::listen(&config.listen)?,
+    };
+    if supervise && !worker {
+        return supervise_workers(&config, listener, demo_secret, fixed);
+    }
+    let fd = listener.as_raw_fd();
+    let mut server = Server::from_listener(&config, listener)?;
     let addr = server.addr();
+    if worker {
+        server.on_drain(move || fds::unlisten(fd));
+        let beat = std::io::stdout();
+        let _ = nix::fcntl::fcntl(
+            &beat,
+            nix::fcntl::FcntlArg::F_SETFL(nix::fcntl::OFlag::O_NONBLOCK),
+        );
+        // A byte a second to the supervisor; a full pipe (it is not reading) is skipped.
+        server.on_heartbeat(move || {
+            let _ = (&beat).write(b".");
+        });
+    }
     // The handlers go in before anyone can know the address: a signal from then on always
     // ends in a shutdown event and exit 0.
     let stopper = server.stopper();
@@ -120,27 +190,115 @@ fn serve(
         .name("jwtguard-signals".into())
         .spawn(move || {
             while let Ok(signal) = signals.wait() {
-                stopper.stop(Cause::Signal(signal.as_str()));
+                match signal {
+                    // The supervisor hands over to a new worker.
+                    Signal::SIGUSR2 if worker => {
+                        DRAINING.store(true, std::sync::atomic::Ordering::SeqCst);
+                        stopper.drain();
+                    }
+                    Signal::SIGHUP => log::warn!(
+                        "SIGHUP ignored: reloading is the supervisor's (run without --no-supervisor)"
+                    ),
+                    Signal::SIGUSR2 => {}
+                    signal => stopper.stop(Cause::Signal(signal.as_str())),
+                }
             }
         })?;
 
     let mut stdout = std::io::stdout().lock();
     writeln!(stdout, "listening on http://{addr}")?;
-    if demo {
-        let mut claims = cli::claims(&config, "demo".into(), 3600, Default::default());
-        claims.retain(|_, v| !v.is_null());
-        let token = jwtguard::mint(config.secret.as_ref().expect("set above"), &claims);
-        let path = format!("{}/protected", config.protect[0].trim_end_matches('/'));
-        writeln!(
-            stdout,
-            "try: curl -H 'Authorization: Bearer {token}' http://{addr}{path}"
-        )?;
-        log::warn!(
-            "no secret configured: using a random one for this run; tokens signed with it die with the process (set JWTGUARD_SECRET or JWTGUARD_SECRET_FILE)"
-        );
+    if demo && !worker {
+        print_demo(&mut stdout, &config, addr)?;
     }
     stdout.flush()?;
     drop(stdout);
+    warn_weaker(&config);
+    server.run()?;
+    Ok(())
+}
+
+/// Set once a worker hands over: its accept thread's failure is then the expected end.
+static DRAINING: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// env_logger, without tiny_http's "Error accepting new client" once the worker drains:
+/// the accept thread was stopped on purpose (src/fds.rs), nothing failed.
+struct Others(env_logger::Logger);
+
+impl log::Log for Others {
+    fn enabled(&self, metadata: &log::Metadata) -> bool {
+        self.0.enabled(metadata)
+    }
+
+    fn log(&self, record: &log::Record) {
+        let drained = DRAINING.load(std::sync::atomic::Ordering::SeqCst)
+            && record.target() == "tiny_http"
+            && record
+                .args()
+                .to_string()
+                .starts_with("Error accepting new client");
+        if !drained {
+            self.0.log(record);
+        }
+    }
+
+    fn flush(&self) {
+        self.0.flush();
+    }
+}
+
+/// Holds the listening socket and runs the server in worker processes
+/// (src/supervisor.rs).
+fn supervise_workers(
+    config: &Config,
+    listener: std::net::TcpListener,
+    demo_secret: Option<String>,
+    fixed: String,
+) -> Result<(), Failure> {
+    let addr = listener.local_addr()?;
+    let mut env = vec![(FIXED.to_owned(), fixed)];
+    let demo = demo_secret.is_some();
+    if let Some(text) = demo_secret {
+        env.push((DEMO_SECRET.to_owned(), text));
+    }
+    let mut stdout = std::io::stdout().lock();
+    writeln!(stdout, "listening on http://{addr}")?;
+    if demo {
+        print_demo(&mut stdout, config, addr)?;
+    }
+    stdout.flush()?;
+    drop(stdout);
+    let options = supervisor::Options {
+        exe: std::env::current_exe()?,
+        args: std::env::args_os().skip(1).collect(),
+        env,
+        listener,
+        addr,
+    };
+    supervisor::run(options).map_err(|message| Failure::Fatal(message.into()))
+}
+
+/// The demo token line: a token for `demo` signed with this run's random secret.
+fn print_demo(
+    out: &mut impl Write,
+    config: &Config,
+    addr: std::net::SocketAddr,
+) -> Result<(), Failure> {
+    let mut claims = cli::claims(config, "demo".into(), 3600, Default::default());
+    claims.retain(|_, v| !v.is_null());
+    let token = jwtguard::mint(config.secret.as_ref().expect("set above"), &claims);
+    let path = format!("{}/protected", config.protect[0].trim_end_matches('/'));
+    writeln!(
+        out,
+        "try: curl -H 'Authorization: Bearer {token}' http://{addr}{path}"
+    )?;
+    log::warn!(
+        "no secret configured: using a random one for this run; tokens signed with it die with the process (set JWTGUARD_SECRET or JWTGUARD_SECRET_FILE)"
+    );
+    Ok(())
+}
+
+/// Start-up warnings for the settings that weaken a check.
+fn warn_weaker(config: &Config) {
     if !config.require_exp {
         log::warn!("--allow-missing-exp: tokens without exp are accepted and never expire");
     }
@@ -151,16 +309,22 @@ fn serve(
     {
         log::warn!("the secret file is readable by other users: chmod 600 it");
     }
+    if config.allow_weak_secret {
+        log::warn!("--allow-weak-secret: a short secret can be brute-forced from one token");
+    }
     if config.forward_auth.is_some() && config.trusted_proxies.is_empty() {
         log::warn!(
             "--forward-auth without --trusted-proxy: the proxy's X-Original-URI and X-Forwarded-Uri are ignored, every subrequest is decided on its own path"
         );
     }
-    if config.allow_weak_secret {
-        log::warn!("--allow-weak-secret: a short secret can be brute-forced from one token");
-    }
-    server.run()?;
-    Ok(())
+}
+
+/// 32 random bytes as 64 hex digits: the demo secret.
+fn random_hex() -> Result<String, Failure> {
+    let mut bytes = [0u8; 32];
+    getrandom::fill(&mut bytes)
+        .map_err(|e| Failure::Fatal(Box::new(Error::Random(e.to_string()))))?;
+    Ok(bytes.iter().map(|b| format!("{b:02x}")).collect())
 }
 
 /// Whether every address `listen` resolves to is a loopback one.

@@ -14,6 +14,7 @@
 use std::collections::{HashMap, VecDeque};
 use std::io::{self, BufRead, BufReader, ErrorKind, Read, Write};
 use std::net::{IpAddr, SocketAddr, TcpStream, ToSocketAddrs};
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
@@ -86,6 +87,9 @@ struct Shared {
     idle: Mutex<Vec<TcpStream>>,
     lanes: Mutex<Lanes>,
     work: Condvar,
+    /// The worker is handing over to another: every answer says `Connection: close`,
+    /// and no upstream connection is kept.
+    draining: std::sync::atomic::AtomicBool,
 }
 
 #[derive(Default)]
@@ -128,8 +132,21 @@ impl Proxy {
                 idle: Mutex::new(Vec::new()),
                 lanes: Mutex::new(Lanes::default()),
                 work: Condvar::new(),
+                draining: std::sync::atomic::AtomicBool::new(false),
             }),
         })
+    }
+
+    /// From now on, every answer closes its connection, and no upstream connection is
+    /// kept idle.
+    pub(crate) fn drain(&self) {
+        self.shared.draining.store(true, Ordering::SeqCst);
+        lock(&self.shared.idle).clear();
+    }
+
+    /// Whether no request is being forwarded or waits to be.
+    pub(crate) fn is_idle(&self) -> bool {
+        lock(&self.shared.lanes).busy.is_empty()
     }
 
     /// Whether `peer`'s connection has a request being forwarded or waiting.
@@ -293,7 +310,7 @@ impl Shared {
             Err(failure) => return Err((Some(Box::new(request)), failure)),
         };
         let version = request.http_version().clone();
-        let client_closes = closes(&request);
+        let client_closes = closes(&request) || self.draining.load(Ordering::SeqCst);
         let client_1_0 = version == tiny_http::HTTPVersion(1, 0);
         // The body of an HTTP/1.0 client that keeps its connection needs a length.
         let (framing, buffered) = match framing {
@@ -336,7 +353,7 @@ impl Shared {
             }
         };
         client.flush().map_err(gone)?;
-        if reusable {
+        if reusable && !self.draining.load(Ordering::SeqCst) {
             let mut idle = lock(&self.idle);
             if idle.len() < MAX_IDLE {
                 idle.push(reader.into_inner());

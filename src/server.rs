@@ -26,11 +26,19 @@ pub struct Server {
     addr: SocketAddr,
     config: Vec<(&'static str, String)>,
     stop: Arc<Stop>,
+    heartbeat: Option<Box<dyn FnMut() + Send>>,
 }
+
+/// Stops the accept thread: afterwards its next `accept` fails. The binary's replaces the
+/// listening descriptor with `/dev/null` (src/fds.rs).
+type Unlisten = Box<dyn FnOnce() -> std::io::Result<()> + Send>;
 
 struct Stop {
     flag: AtomicBool,
     cause: Mutex<Option<Cause>>,
+    /// Hand over to another process: stop accepting, finish what is held, stop.
+    drain: AtomicBool,
+    unlisten: Mutex<Option<Unlisten>>,
 }
 
 /// Stops a running [`Server`] from another thread (a signal handler's).
@@ -58,6 +66,31 @@ impl Stopper {
         self.stop.flag.store(true, Ordering::SeqCst);
         self.http.unblock();
     }
+
+    /// Asks the server to hand over to another process serving the same listening socket:
+    /// it stops accepting connections (through the hook given to [`Server::on_drain`], run
+    /// here, at once), answers every request still coming on the connections it holds with
+    /// `Connection: close`, and returns once they are closed or idle (1 s), 10 s at most;
+    /// the shutdown event says `drained`. Without a hook it stops as [`Stopper::stop`] does.
+    pub fn drain(&self) {
+        let unlisten = self
+            .stop
+            .unlisten
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take();
+        match unlisten.map(|unlisten| unlisten()) {
+            Some(Ok(())) => {
+                self.stop.drain.store(true, Ordering::SeqCst);
+                self.http.unblock();
+            }
+            Some(Err(err)) => {
+                log::error!("cannot stop accepting connections: {err}; stopping");
+                self.stop(Cause::Drained);
+            }
+            None => self.stop(Cause::Drained),
+        }
+    }
 }
 
 impl std::fmt::Debug for Server {
@@ -75,6 +108,33 @@ impl Server {
     ///
     /// What [`Guard::new`] refuses, or [`Error::Bind`].
     pub fn bind(config: &Config) -> Result<Server, Error> {
+        Server::from_listener(config, Server::listen(&config.listen)?)
+    }
+
+    /// Binds `addr` (`IP:PORT`), as [`Server::bind`] does, for [`Server::from_listener`]
+    /// (in this process, or in another one it is passed to).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Bind`].
+    pub fn listen(addr: &str) -> Result<std::net::TcpListener, Error> {
+        crate::sys::listen(addr).map_err(|e| Error::Bind {
+            addr: addr.to_owned(),
+            source: e.into(),
+        })
+    }
+
+    /// Validates `config`, builds the guard, and serves on `listener` (inherited from
+    /// systemd or jwtguard's supervisor, say), giving it the send timeout every accepted
+    /// connection inherits. `config.listen` is only reported.
+    ///
+    /// # Errors
+    ///
+    /// What [`Guard::new`] refuses, or [`Error::Bind`].
+    pub fn from_listener(
+        config: &Config,
+        listener: std::net::TcpListener,
+    ) -> Result<Server, Error> {
         let guard = Guard::new(config)?;
         let proxy = match &config.upstream {
             Some(upstream) => Some(Proxy::new(config, upstream)?),
@@ -84,7 +144,7 @@ impl Server {
             addr: config.listen.clone(),
             source,
         };
-        let listener = crate::sys::listen(&config.listen).map_err(|e| bind(e.into()))?;
+        crate::sys::set_send_timeout(&listener).map_err(|e| bind(e.into()))?;
         let http = tiny_http::Server::from_listener(listener, None).map_err(bind)?;
         let open_files = crate::sys::raise_open_files();
         let addr = http
@@ -105,8 +165,26 @@ impl Server {
             stop: Arc::new(Stop {
                 flag: AtomicBool::new(false),
                 cause: Mutex::new(None),
+                drain: AtomicBool::new(false),
+                unlisten: Mutex::new(None),
             }),
+            heartbeat: None,
         })
+    }
+
+    /// Gives [`Stopper::drain`] the way to stop this server's accept thread.
+    pub fn on_drain(&mut self, unlisten: impl FnOnce() -> std::io::Result<()> + Send + 'static) {
+        *self
+            .stop
+            .unlisten
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) = Some(Box::new(unlisten));
+    }
+
+    /// Calls `beat` from the serving loop about once a second while it runs (not at all
+    /// while it is stuck): a supervisor's or systemd's watchdog.
+    pub fn on_heartbeat(&mut self, beat: impl FnMut() + Send + 'static) {
+        self.heartbeat = Some(Box::new(beat));
     }
 
     /// The address it listens on.
@@ -135,7 +213,7 @@ impl Server {
     ///
     /// [`Error::Accept`] when tiny_http stops accepting connections; the shutdown event
     /// says so too.
-    pub fn run(self) -> Result<u64, Error> {
+    pub fn run(mut self) -> Result<u64, Error> {
         let url = format!("http://{}", self.addr);
         logger::record(&Event::Service(ServiceEvent::Startup {
             url: &url,
@@ -146,9 +224,12 @@ impl Server {
             &self.guard,
             self.proxy.as_ref(),
             self.forward_auth.as_deref(),
-            &self.stop.flag,
+            &self.stop,
+            self.addr,
+            self.heartbeat.as_mut(),
         );
         let cause = match &result {
+            Ok(()) if self.stop.drain.load(Ordering::SeqCst) => Cause::Drained,
             Ok(()) => self
                 .stop
                 .cause
@@ -166,15 +247,19 @@ impl Server {
 const MAX_BATCH: usize = 64;
 
 /// Serves requests until `stop` is set (and [`tiny_http::Server::unblock`] called, so
-/// that the wait ends). Returns how many requests were answered, and why it stopped if
-/// not because of `stop`: [`Error::Accept`] when tiny_http stops accepting connections
-/// (out of file descriptors, say), after the requests in hand are answered.
+/// that the wait ends), or a drain is over. Returns how many requests were answered, and
+/// why it stopped if not because of `stop`: [`Error::Accept`] when tiny_http stops
+/// accepting connections (out of file descriptors, say), after the requests in hand are
+/// answered.
+#[allow(clippy::too_many_arguments)]
 fn serve(
     http: &tiny_http::Server,
     guard: &Guard,
     proxy: Option<&Proxy>,
     forward_auth: Option<&str>,
-    stop: &AtomicBool,
+    stop: &Stop,
+    addr: SocketAddr,
+    mut heartbeat: Option<&mut Box<dyn FnMut() + Send>>,
 ) -> (u64, Result<(), Error>) {
     let mut serving = Serving {
         guard,
@@ -183,19 +268,51 @@ fn serve(
         dead: HashMap::new(),
         stalled: Vec::new(),
         answered: 0,
+        draining: false,
     };
     let mut batch = Vec::with_capacity(MAX_BATCH);
-    while !stop.load(Ordering::SeqCst) {
-        let mut next = match http.recv_timeout(TICK) {
+    let mut drain: Option<Drain> = None;
+    let mut beaten = Instant::now();
+    if let Some(beat) = heartbeat.as_mut() {
+        beat();
+    }
+    while !stop.flag.load(Ordering::SeqCst) {
+        if beaten.elapsed() >= HEARTBEAT
+            && let Some(beat) = heartbeat.as_mut()
+        {
+            beat();
+            beaten = Instant::now();
+        }
+        if drain.is_none() && stop.drain.load(Ordering::SeqCst) {
+            serving.draining = true;
+            if let Some(proxy) = proxy {
+                proxy.drain();
+            }
+            drain = Some(Drain::new(addr));
+        }
+        if let Some(drain) = &mut drain {
+            if drain.over(proxy) {
+                break;
+            }
+            drain.wake_accept();
+        }
+        let wait = if drain.is_some() { DRAIN_TICK } else { TICK };
+        let mut next = match http.recv_timeout(wait) {
             Ok(Some(request)) => Some(request),
             Ok(None) => {
                 serving.tick();
                 continue;
             }
-            // `unblock` wakes the wait with an error; so does a dead accept thread.
-            Err(_) if stop.load(Ordering::SeqCst) => break,
+            // Draining: the accept thread stopped, as asked.
+            Err(_) if drain.is_some() => {
+                drain.as_mut().expect("draining").accepting = false;
+                continue;
+            }
             Err(err) => return (serving.answered, Err(Error::Accept(err))),
         };
+        if let Some(drain) = &mut drain {
+            drain.last_request = Instant::now();
+        }
         let events = Batch::open();
         let mut accept_failed = None;
         while let Some(request) = next.take() {
@@ -204,6 +321,9 @@ fn serve(
             if batch.len() < MAX_BATCH {
                 match http.try_recv() {
                     Ok(request) => next = request,
+                    Err(_) if drain.is_some() => {
+                        drain.as_mut().expect("draining").accepting = false;
+                    }
                     // The accept thread died: answer this batch, then stop.
                     Err(err) => accept_failed = Some(err),
                 }
@@ -219,6 +339,71 @@ fn serve(
         }
     }
     (serving.answered, Ok(()))
+}
+
+/// How often the serving loop calls its heartbeat.
+const HEARTBEAT: Duration = Duration::from_secs(1);
+
+/// How often a draining loop looks at what it still holds.
+const DRAIN_TICK: Duration = Duration::from_millis(20);
+
+/// The longest a drain waits for the connections it holds.
+const GRACE: Duration = Duration::from_secs(10);
+
+/// A connection that sent nothing for this long while draining is idle: closed.
+const IDLE: Duration = Duration::from_secs(1);
+
+/// A server handing over to another process on the same listening socket.
+struct Drain {
+    started: Instant,
+    last_request: Instant,
+    /// Until the accept thread's failure arrives: it may still take one connection.
+    accepting: bool,
+    /// Where to connect to wake the accept thread, and when it was last done.
+    wake: SocketAddr,
+    woken: Option<Instant>,
+}
+
+impl Drain {
+    fn new(addr: SocketAddr) -> Drain {
+        let mut wake = addr;
+        if wake.ip().is_unspecified() {
+            wake.set_ip(match addr {
+                SocketAddr::V4(_) => std::net::Ipv4Addr::LOCALHOST.into(),
+                SocketAddr::V6(_) => std::net::Ipv6Addr::LOCALHOST.into(),
+            });
+        }
+        let now = Instant::now();
+        Drain {
+            started: now,
+            last_request: now,
+            accepting: true,
+            wake,
+            woken: None,
+        }
+    }
+
+    /// The accept thread sleeps in `accept` until a connection comes, and only then
+    /// finds its socket gone: a connection of its own wakes it (or the other process's
+    /// accept, which then sees a connection close without a request).
+    fn wake_accept(&mut self) {
+        if self.accepting && self.woken.is_none_or(|t| t.elapsed() >= DRAIN_TICK) {
+            let _ = std::net::TcpStream::connect_timeout(&self.wake, DRAIN_TICK);
+            self.woken = Some(Instant::now());
+        }
+    }
+
+    /// Whether the drain is over: nothing more can be accepted, and the connections are
+    /// closed or idle and nothing is being forwarded; or the grace period is over.
+    fn over(&self, proxy: Option<&Proxy>) -> bool {
+        if self.started.elapsed() >= GRACE {
+            return true;
+        }
+        if self.accepting || !proxy.is_none_or(Proxy::is_idle) {
+            return false;
+        }
+        self.last_request.elapsed() >= IDLE || crate::sys::open_sockets() == 0
+    }
 }
 
 /// How often the serving loop wakes when no request comes, to forget old dead peers.
@@ -243,6 +428,8 @@ struct Serving<'a> {
     /// answers in it are not written.
     stalled: Vec<SocketAddr>,
     answered: u64,
+    /// Handing over: every answer closes its connection.
+    draining: bool,
 }
 
 /// Where a request goes.
@@ -292,7 +479,7 @@ impl Serving<'_> {
         // A body tiny_http does not read, or leaves to be read as the next request: answer
         // with Connection: close, and serve nothing more on that connection. (The proxy
         // reads it, and keeps the connection.)
-        let close = http::leaves_input(request) && self.proxy.is_none();
+        let close = (http::leaves_input(request) && self.proxy.is_none()) || self.draining;
         if close {
             self.kill(peer);
         }
@@ -430,6 +617,7 @@ impl Serving<'_> {
         let reply = match answer {
             Answer::Health => Reply::Health {
                 log_failing: log_failing(),
+                draining: self.draining,
             },
             Answer::Decision(Decision::Public) => Reply::NotFound,
             Answer::Auth(Decision::Public) => Reply::Open(self.guard.identity_names()),

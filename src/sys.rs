@@ -22,9 +22,32 @@ pub(crate) const SEND_TIMEOUT: Duration = Duration::from_millis(10);
 /// accept thread would exit.)
 pub(crate) fn listen(addr: &str) -> io::Result<TcpListener> {
     let listener = TcpListener::bind(addr)?;
-    let timeout = TimeVal::new(0, SEND_TIMEOUT.as_micros() as _);
-    setsockopt(&listener, sockopt::SendTimeout, &timeout).map_err(io::Error::from)?;
+    set_send_timeout(&listener)?;
     Ok(listener)
+}
+
+/// Sets `SO_SNDTIMEO` to [`SEND_TIMEOUT`] on a listening socket (one inherited too).
+pub(crate) fn set_send_timeout(listener: &TcpListener) -> io::Result<()> {
+    let timeout = TimeVal::new(0, SEND_TIMEOUT.as_micros() as _);
+    setsockopt(listener, sockopt::SendTimeout, &timeout).map_err(io::Error::from)
+}
+
+/// How many sockets this process has open (`/proc/self/fd`): a draining server's
+/// connections, and its upstream connections.
+pub(crate) fn open_sockets() -> usize {
+    let Ok(dir) = std::fs::read_dir("/proc/self/fd") else {
+        return 0;
+    };
+    dir.filter_map(Result::ok)
+        .filter(|entry| {
+            std::fs::read_link(entry.path()).is_ok_and(|target| {
+                target
+                    .as_os_str()
+                    .as_encoded_bytes()
+                    .starts_with(b"socket:")
+            })
+        })
+        .count()
 }
 
 /// Raises the soft limit on open files to the hard limit: each connection costs tiny_http

@@ -99,7 +99,9 @@ for ((run = 1; run <= RUNS; run++)); do
   mkdir "$dir"
   : >"$dir/server.out"
   : >"$dir/client.out"
-  "${server_pin[@]}" "$bin" --listen 127.0.0.1:0 --log-file "$dir/security.log" \
+  # --no-supervisor: the process killed is the one that writes the log (tests/attacks.sh
+  # kills a supervised worker).
+  "${server_pin[@]}" "$bin" --no-supervisor --listen 127.0.0.1:0 --log-file "$dir/security.log" \
     >"$dir/server.out" 2>"$dir/server.err" &
   pid=$!
   port=""

@@ -310,7 +310,8 @@ fn startup_and_shutdown_are_events_and_sigterm_or_sigint_exit_zero() {
             startup["jwtguard.config.secret"],
             "env:JWTGUARD_SECRET (40 bytes)"
         );
-        assert_eq!(startup["process.pid"], server.pid());
+        // The worker, under jwtguard's supervisor (the process started).
+        assert_eq!(startup["process.parent.pid"], server.pid());
         assert_eq!(startup["service.version"], env!("CARGO_PKG_VERSION"));
         assert!(!startup.to_string().contains(SECRET));
         let shutdown = &events[2];

@@ -39,7 +39,7 @@ for _ in $(seq 40); do
   esac
 done
 [ "$refused" -gt 0 ] || fail "the device never filled ($served served)"
-[ "$(health)" = '{"status":"unavailable","log":"failing"}' ] || fail "/healthz: $(health)"
+[ "$(health)" = '{"status":"unavailable","log":"failing","accepting":true}' ] || fail "/healthz: $(health)"
 grep -q "cannot write the security log to $log" "$tmp/err" || fail "no report on stderr"
 whole "$log" || { cat "$log" >&2; fail "a torn line is left in the log"; }
 lines=$(grep -c 'url.path="/api/full"' "$log" || true)
@@ -47,7 +47,7 @@ lines=$(grep -c 'url.path="/api/full"' "$log" || true)
 # Room again: the next request is served and logged.
 mount -o remount,size=1m "$mnt"
 [ "$(code /api/again)" = 200 ] || fail "not served again with room"
-[ "$(health)" = '{"status":"ok","log":"ok"}' ] || fail "/healthz after recovery: $(health)"
+[ "$(health)" = '{"status":"ok","log":"ok","accepting":true}' ] || fail "/healthz after recovery: $(health)"
 grep -q "is writable again" "$tmp/err" || fail "no recovery report on stderr"
 whole "$log" || fail "a torn line after recovery"
 echo "sink_faults.sh: full device: $served served and logged, $refused refused with 503, no torn line, recovered: ok"
@@ -56,7 +56,7 @@ echo "sink_faults.sh: full device: $served served and logged, $refused refused w
 rm "$log"
 mkdir "$log"
 [ "$(code /api/dir)" = 503 ] || fail "served while the log cannot be opened"
-[ "$(health)" = '{"status":"unavailable","log":"failing"}' ] || fail "/healthz: $(health)"
+[ "$(health)" = '{"status":"unavailable","log":"failing","accepting":true}' ] || fail "/healthz: $(health)"
 rmdir "$log"
 [ "$(code /api/back)" = 200 ] || fail "not served once the log can be opened"
 grep -q 'url.path="/api/back"' "$log" || fail "no event in the new file"

@@ -305,7 +305,11 @@ pub fn event(line: &str) -> serde_json::Value {
                 .as_str()
                 .is_some_and(|ip| ip.parse::<std::net::IpAddr>().is_ok()),
             // long.
-            "http.response.status_code" | "process.pid" | "event.sequence" => value.is_u64(),
+            "http.response.status_code"
+            | "process.pid"
+            | "process.parent.pid"
+            | "event.sequence"
+            | "event.duration" => value.is_u64(),
             "event.kind" => value.as_str().is_some_and(|k| {
                 [
                     "alert",

@@ -1,0 +1,670 @@
+//! The supervisor: a small parent process that holds the listening socket and runs the
+//! server in a worker process on it (src/fds.rs, the same way systemd passes a socket), so
+//! that the socket outlives any worker. It never reads client traffic.
+//!
+//! - A worker that ends abnormally (a crash, SIGKILL, tiny_http's accept thread dying) is
+//!   started again at once; connections wait in the socket's queue meanwhile.
+//! - The watchdog replaces a worker that is alive but unhealthy: its serving loop stopped
+//!   beating, `/healthz` stopped answering, or it holds most of the descriptors or threads
+//!   it may have. The new worker starts accepting first; then the old one stops accepting
+//!   and finishes what it holds (SIGUSR2, [`jwtguard::Stopper::drain`]).
+//! - SIGHUP starts a new worker, which reads the configuration and keys again, and
+//!   replaces the old one the same way; a new worker that does not start is an event, and
+//!   the old one goes on serving.
+//! - SIGTERM and SIGINT stop the workers (SIGTERM) and then the supervisor, exit 0.
+//!
+//! A worker reports on its standard output, a pipe to the supervisor: its `listening on`
+//! line when it accepts, then a byte per second from its serving loop (the heartbeat).
+
+use std::ffi::OsString;
+use std::io::Read as _;
+use std::net::{SocketAddr, TcpListener};
+use std::os::fd::AsFd as _;
+use std::path::PathBuf;
+use std::process::{Child, ChildStdout, Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+
+use jwtguard::{Supervision, record_supervision};
+use nix::fcntl::{FcntlArg, OFlag, fcntl};
+use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
+use nix::sys::signal::{SigSet, Signal, kill};
+use nix::sys::signalfd::{SfdFlags, SignalFd};
+use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
+use nix::unistd::Pid;
+
+use crate::notify::Notify;
+
+/// A worker that does not accept within this long after its start is given up.
+const START_TIMEOUT: Duration = Duration::from_secs(10);
+/// A serving loop that has not beaten for this long is stalled.
+const STALL: Duration = Duration::from_secs(3);
+/// How often the watchdog looks, and probes `/healthz`.
+const CHECK: Duration = Duration::from_secs(1);
+const PROBE: Duration = Duration::from_secs(2);
+/// Probes in a row without an answer that make a worker unhealthy.
+const PROBE_FAILURES: u32 = 2;
+/// No watchdog replacement within this long of the last one.
+const COOLDOWN: Duration = Duration::from_secs(10);
+/// A draining worker has its own 10 s of grace; past this, it is killed.
+const DRAIN_LIMIT: Duration = Duration::from_secs(12);
+/// How long SIGTERM waits for the workers before it kills them.
+const STOP_LIMIT: Duration = Duration::from_secs(12);
+/// The share of its limits on descriptors and threads that makes a worker unhealthy.
+const LIMIT_SHARE: f64 = 0.8;
+
+/// What the supervisor needs to start workers.
+pub(crate) struct Options {
+    /// The binary, and its arguments (the supervisor's own).
+    pub exe: PathBuf,
+    pub args: Vec<OsString>,
+    /// Extra environment for the workers (the demo secret).
+    pub env: Vec<(String, String)>,
+    pub listener: TcpListener,
+    /// Where the listener listens (for the `/healthz` probe).
+    pub addr: SocketAddr,
+}
+
+/// Why a worker was started.
+enum Purpose {
+    First,
+    Restart {
+        previous: u32,
+        how: String,
+        since: Instant,
+    },
+    Replace {
+        cause: &'static str,
+    },
+    Reload,
+}
+
+struct Worker {
+    child: Child,
+    out: ChildStdout,
+    /// What it printed before its `listening on` line.
+    line: Vec<u8>,
+    ready: bool,
+    started: Instant,
+    beat: Instant,
+    purpose: Purpose,
+    /// When it was asked to drain.
+    draining: Option<Instant>,
+    /// Sent SIGTERM (once it could take it: when ready).
+    stopped: bool,
+}
+
+impl Worker {
+    fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    fn signal(&self, signal: Signal) {
+        let _ = kill(Pid::from_raw(self.pid() as i32), signal);
+    }
+
+    /// Reads what it wrote: its `listening on` line makes it ready; any byte after it is a
+    /// heartbeat. Returns true on a new heartbeat.
+    fn read(&mut self) -> bool {
+        let mut buf = [0u8; 512];
+        let mut beat = false;
+        loop {
+            match self.out.read(&mut buf) {
+                Ok(0) | Err(_) => return beat,
+                Ok(n) if self.ready => {
+                    beat = true;
+                    self.beat = Instant::now();
+                    let _ = n;
+                }
+                Ok(n) => {
+                    self.line.extend_from_slice(&buf[..n]);
+                    if let Some(end) = self.line.iter().position(|b| *b == b'\n') {
+                        if self.line.starts_with(b"listening on ") {
+                            self.ready = true;
+                            self.beat = Instant::now();
+                            beat = self.line.len() > end + 1;
+                        }
+                        self.line.clear();
+                    } else if self.line.len() > 4096 {
+                        self.line.clear();
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Runs the workers until SIGTERM or SIGINT. `Err` only when the first worker cannot
+/// start (its own message is on stderr).
+pub(crate) fn run(options: Options) -> Result<(), String> {
+    let signals = SigSet::from_iter([
+        Signal::SIGTERM,
+        Signal::SIGINT,
+        Signal::SIGHUP,
+        Signal::SIGCHLD,
+    ]);
+    signals.thread_block().map_err(|e| e.to_string())?;
+    let signalfd = SignalFd::with_flags(&signals, SfdFlags::SFD_NONBLOCK | SfdFlags::SFD_CLOEXEC)
+        .map_err(|e| e.to_string())?;
+    let notify = Notify::from_env();
+    let probe = Probe::start(options.addr);
+    let mut s = Supervisor {
+        options,
+        current: None,
+        pending: None,
+        old: Vec::new(),
+        stopping: None,
+        stop_signal: Signal::SIGTERM,
+        last_check: Instant::now(),
+        last_replace: None,
+        crashes: Vec::new(),
+        retry_at: None,
+        notified_beat: Instant::now(),
+        notify,
+        probe,
+    };
+    s.pending = Some(s.spawn(Purpose::First)?);
+    loop {
+        let mut fds = vec![PollFd::new(signalfd.as_fd(), PollFlags::POLLIN)];
+        let workers: Vec<&Worker> = s.workers().collect();
+        fds.extend(
+            workers
+                .iter()
+                .map(|w| PollFd::new(w.out.as_fd(), PollFlags::POLLIN)),
+        );
+        let _ = poll(&mut fds, PollTimeout::from(100u16));
+        drop(fds);
+        while let Ok(Some(info)) = signalfd.read_signal() {
+            match Signal::try_from(info.ssi_signo as i32) {
+                Ok(signal @ (Signal::SIGTERM | Signal::SIGINT)) => s.stop(signal),
+                Ok(Signal::SIGHUP) => s.reload(),
+                _ => {}
+            }
+        }
+        s.read_workers();
+        s.reap()?;
+        if s.stopping.is_some() {
+            if s.workers().next().is_none() {
+                return Ok(());
+            }
+            s.stop_ready();
+            if s.stopping.is_some_and(|t| t.elapsed() > STOP_LIMIT) {
+                s.workers().for_each(|w| w.signal(Signal::SIGKILL));
+            }
+            continue;
+        }
+        s.promote();
+        s.watch();
+    }
+}
+
+struct Supervisor {
+    options: Options,
+    current: Option<Worker>,
+    /// Started, not yet accepting.
+    pending: Option<Worker>,
+    /// Draining.
+    old: Vec<Worker>,
+    stopping: Option<Instant>,
+    stop_signal: Signal,
+    last_check: Instant,
+    last_replace: Option<Instant>,
+    /// When recent workers ended abnormally: a worker that keeps failing is started again
+    /// after a growing pause.
+    crashes: Vec<Instant>,
+    /// A restart waiting for its pause: when, and why.
+    retry_at: Option<(Instant, Purpose)>,
+    notified_beat: Instant,
+    notify: Option<Notify>,
+    probe: Probe,
+}
+
+impl Supervisor {
+    fn workers(&self) -> impl Iterator<Item = &Worker> {
+        self.current
+            .iter()
+            .chain(self.pending.iter())
+            .chain(self.old.iter())
+    }
+
+    fn spawn(&self, purpose: Purpose) -> Result<Worker, String> {
+        let mut command = Command::new(&self.options.exe);
+        command
+            .args(&self.options.args)
+            .envs(self.options.env.iter().map(|(k, v)| (k, v)))
+            .env(crate::fds::SUPERVISOR, std::process::id().to_string())
+            .env("LISTEN_FDS", "1")
+            .env_remove("LISTEN_PID")
+            .env_remove("LISTEN_FDNAMES")
+            // The supervisor speaks to systemd; a worker would be refused anyway.
+            .env_remove("NOTIFY_SOCKET")
+            .env_remove("WATCHDOG_USEC")
+            .env_remove("WATCHDOG_PID")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit());
+        crate::fds::pass(&mut command, &self.options.listener);
+        let mut child = command
+            .spawn()
+            .map_err(|e| format!("cannot start a worker: {e}"))?;
+        let out = child.stdout.take().expect("piped");
+        let _ = fcntl(&out, FcntlArg::F_SETFL(OFlag::O_NONBLOCK));
+        let now = Instant::now();
+        Ok(Worker {
+            child,
+            out,
+            line: Vec::new(),
+            ready: false,
+            started: now,
+            beat: now,
+            purpose,
+            draining: None,
+            stopped: false,
+        })
+    }
+
+    /// Stops the workers with `signal` (the one the supervisor got: their shutdown events
+    /// name it), then the supervisor.
+    fn stop(&mut self, signal: Signal) {
+        if self.stopping.is_none() {
+            self.stopping = Some(Instant::now());
+            self.stop_signal = signal;
+            self.notify("STOPPING=1");
+        }
+        self.stop_ready();
+    }
+
+    /// SIGTERM to each worker that can take it: one that is not ready yet may not have
+    /// its handler (it gets it once it is, or ends on its own).
+    fn stop_ready(&mut self) {
+        let workers = self
+            .current
+            .iter_mut()
+            .chain(self.pending.iter_mut())
+            .chain(self.old.iter_mut());
+        for worker in workers {
+            if worker.ready && !worker.stopped {
+                worker.signal(self.stop_signal);
+                worker.stopped = true;
+            }
+        }
+    }
+
+    fn reload(&mut self) {
+        if self.stopping.is_some() || self.pending.is_some() {
+            // A new worker is on its way already: it reads the configuration too.
+            return;
+        }
+        self.notify(&format!("RELOADING=1\nMONOTONIC_USEC={}", monotonic_usec()));
+        match self.spawn(Purpose::Reload) {
+            Ok(worker) => self.pending = Some(worker),
+            Err(how) => {
+                record_supervision(Supervision::Failed {
+                    action: "reload",
+                    previous: self.current.as_ref().map_or(0, Worker::pid),
+                    how: &how,
+                });
+                self.notify("READY=1");
+            }
+        }
+    }
+
+    fn read_workers(&mut self) {
+        let mut beat = false;
+        if let Some(current) = &mut self.current {
+            beat = current.read();
+        }
+        if let Some(pending) = &mut self.pending {
+            pending.read();
+        }
+        for old in &mut self.old {
+            old.read();
+        }
+        if beat && self.notified_beat.elapsed() >= CHECK {
+            self.notified_beat = Instant::now();
+            self.notify("WATCHDOG=1");
+        }
+    }
+
+    /// Collects the workers that ended, and acts on each: a restart for the current one,
+    /// a failure event for a new one that never accepted.
+    fn reap(&mut self) -> Result<(), String> {
+        loop {
+            let status = match waitpid(None, Some(WaitPidFlag::WNOHANG)) {
+                Ok(WaitStatus::StillAlive) | Err(_) => return Ok(()),
+                Ok(status) => status,
+            };
+            let Some(pid) = status.pid().map(|p| p.as_raw() as u32) else {
+                continue;
+            };
+            let how = describe(status);
+            if self.stopping.is_some() {
+                // Ending, as asked.
+                self.current.take_if(|w| w.pid() == pid);
+                self.pending.take_if(|w| w.pid() == pid);
+                self.old.retain(|w| w.pid() != pid);
+                continue;
+            }
+            if let Some(i) = self.old.iter().position(|w| w.pid() == pid) {
+                let mut worker = self.old.swap_remove(i);
+                let _ = worker.child.try_wait();
+            } else if self.pending.as_ref().is_some_and(|w| w.pid() == pid) {
+                let mut worker = self.pending.take().expect("checked");
+                let _ = worker.child.try_wait();
+                self.failed_start(worker.purpose, &how)?;
+            } else if self.current.as_ref().is_some_and(|w| w.pid() == pid) {
+                let mut worker = self.current.take().expect("checked");
+                let _ = worker.child.try_wait();
+                if matches!(status, WaitStatus::Exited(_, 0)) {
+                    // Stopped on purpose (a signal sent to it, or to the process group):
+                    // so is the service.
+                    self.stop(Signal::SIGTERM);
+                    continue;
+                }
+                self.restart(worker.pid(), how);
+            }
+        }
+    }
+
+    /// The current worker ended abnormally: a new one at once, or after a pause when
+    /// workers keep failing (3 in 10 s).
+    fn restart(&mut self, previous: u32, how: String) {
+        let now = Instant::now();
+        self.crashes
+            .retain(|t| now.duration_since(*t) < Duration::from_secs(10));
+        self.crashes.push(now);
+        let purpose = Purpose::Restart {
+            previous,
+            how,
+            since: now,
+        };
+        if self.pending.is_some() {
+            // A replacement is on its way: it takes over as soon as it accepts.
+            return;
+        }
+        let pause = match self.crashes.len() {
+            0..=2 => Duration::ZERO,
+            n => Duration::from_millis(100 << (n - 3).min(5)),
+        };
+        if pause.is_zero() {
+            self.start_restart(purpose);
+        } else {
+            self.retry_at = Some((now + pause, purpose));
+        }
+    }
+
+    fn start_restart(&mut self, purpose: Purpose) {
+        match self.spawn(purpose) {
+            Ok(worker) => self.pending = Some(worker),
+            Err(how) => {
+                record_supervision(Supervision::Failed {
+                    action: "restart",
+                    previous: 0,
+                    how: &how,
+                });
+                self.retry_at = Some((
+                    Instant::now() + Duration::from_secs(1),
+                    Purpose::Restart {
+                        previous: 0,
+                        how,
+                        since: Instant::now(),
+                    },
+                ));
+            }
+        }
+    }
+
+    fn failed_start(&mut self, purpose: Purpose, how: &str) -> Result<(), String> {
+        let previous = self.current.as_ref().map_or(0, Worker::pid);
+        match purpose {
+            Purpose::First => return Err(format!("the worker ended at start-up ({how})")),
+            Purpose::Restart { .. } => {
+                record_supervision(Supervision::Failed {
+                    action: "restart",
+                    previous,
+                    how,
+                });
+                self.restart(0, how.to_owned());
+            }
+            Purpose::Replace { .. } => {
+                record_supervision(Supervision::Failed {
+                    action: "replace",
+                    previous,
+                    how,
+                });
+                self.last_replace = Some(Instant::now());
+            }
+            Purpose::Reload => {
+                record_supervision(Supervision::Failed {
+                    action: "reload",
+                    previous,
+                    how,
+                });
+                self.notify("READY=1");
+            }
+        }
+        if self.current.is_none() && self.pending.is_none() && self.retry_at.is_none() {
+            self.restart(previous, how.to_owned());
+        }
+        Ok(())
+    }
+
+    /// A new worker that accepts takes over: the one it replaces drains.
+    fn promote(&mut self) {
+        if let Some((at, _)) = &self.retry_at
+            && Instant::now() >= *at
+            && self.pending.is_none()
+        {
+            let (_, purpose) = self.retry_at.take().expect("checked");
+            self.start_restart(purpose);
+        }
+        let Some(pending) = &self.pending else { return };
+        if !pending.ready {
+            if pending.started.elapsed() > START_TIMEOUT {
+                // Reaped as a failed start once it is gone.
+                pending.signal(Signal::SIGKILL);
+            }
+            return;
+        }
+        let worker = self.pending.take().expect("checked");
+        let pid = worker.pid();
+        let previous = self.current.take();
+        let previous_pid = previous.as_ref().map_or(0, Worker::pid);
+        if let Some(mut previous) = previous {
+            previous.signal(Signal::SIGUSR2);
+            previous.draining = Some(Instant::now());
+            self.old.push(previous);
+        }
+        match &worker.purpose {
+            Purpose::First => self.notify("READY=1"),
+            Purpose::Restart {
+                previous,
+                how,
+                since,
+            } => {
+                record_supervision(Supervision::Restarted {
+                    previous: *previous,
+                    how,
+                    worker: pid,
+                    took: since.elapsed(),
+                });
+            }
+            Purpose::Replace { cause } => {
+                record_supervision(Supervision::Replaced {
+                    previous: previous_pid,
+                    cause,
+                    worker: pid,
+                });
+            }
+            Purpose::Reload => {
+                record_supervision(Supervision::Reloaded {
+                    previous: previous_pid,
+                    worker: pid,
+                });
+                self.notify("READY=1");
+            }
+        }
+        self.current = Some(worker);
+    }
+
+    /// The watchdog: kills drains that overran, and replaces an unhealthy current worker.
+    fn watch(&mut self) {
+        for old in &self.old {
+            if old.draining.is_some_and(|t| t.elapsed() > DRAIN_LIMIT) {
+                old.signal(Signal::SIGKILL);
+            }
+        }
+        if self.last_check.elapsed() < CHECK {
+            return;
+        }
+        self.last_check = Instant::now();
+        let Some(current) = &self.current else { return };
+        if self.pending.is_some()
+            || self.last_replace.is_some_and(|t| t.elapsed() < COOLDOWN)
+            || current.started.elapsed() < COOLDOWN.min(STALL * 2)
+        {
+            return;
+        }
+        let cause = if current.beat.elapsed() > STALL {
+            Some("loop_stalled")
+        } else if self.probe.failures() >= PROBE_FAILURES {
+            Some("healthz_failed")
+        } else {
+            over_limits(current.pid())
+        };
+        if let Some(cause) = cause {
+            self.last_replace = Some(Instant::now());
+            match self.spawn(Purpose::Replace { cause }) {
+                Ok(worker) => self.pending = Some(worker),
+                Err(how) => {
+                    record_supervision(Supervision::Failed {
+                        action: "replace",
+                        previous: current.pid(),
+                        how: &how,
+                    });
+                }
+            }
+        }
+    }
+
+    fn notify(&self, state: &str) {
+        if let Some(notify) = &self.notify {
+            notify.send(state);
+        }
+    }
+}
+
+/// `exit status N`, `signal SIGKILL`.
+fn describe(status: WaitStatus) -> String {
+    match status {
+        WaitStatus::Exited(_, code) => format!("exit status {code}"),
+        WaitStatus::Signaled(_, signal, _) => format!("signal {}", signal.as_str()),
+        other => format!("{other:?}"),
+    }
+}
+
+/// `too_many_open_files` or `too_many_threads` when the worker `pid` holds more than
+/// [`LIMIT_SHARE`] of what it may: tiny_http spends a thread and two descriptors on each
+/// connection, and some it never gives back (README, Security).
+fn over_limits(pid: u32) -> Option<&'static str> {
+    let proc = format!("/proc/{pid}");
+    let limits = std::fs::read_to_string(format!("{proc}/limits")).ok()?;
+    let soft = |name: &str| {
+        limits
+            .lines()
+            .find(|l| l.starts_with(name))
+            .and_then(|l| l[name.len()..].split_whitespace().next())
+            .and_then(|v| v.parse::<f64>().ok())
+    };
+    if let Some(files) = soft("Max open files") {
+        let open = std::fs::read_dir(format!("{proc}/fd")).ok()?.count() as f64;
+        if open >= files * LIMIT_SHARE {
+            return Some("too_many_open_files");
+        }
+    }
+    let kernel = std::fs::read_to_string("/proc/sys/kernel/threads-max")
+        .ok()
+        .and_then(|t| t.trim().parse::<f64>().ok());
+    let max = match (soft("Max processes"), kernel) {
+        (Some(a), Some(b)) => a.min(b),
+        (a, b) => a.or(b)?,
+    };
+    let status = std::fs::read_to_string(format!("{proc}/status")).ok()?;
+    let threads = status
+        .lines()
+        .find_map(|l| l.strip_prefix("Threads:"))
+        .and_then(|n| n.trim().parse::<f64>().ok())?;
+    (threads >= max * LIMIT_SHARE).then_some("too_many_threads")
+}
+
+/// `CLOCK_MONOTONIC` in µs, for systemd's `RELOADING=1`.
+fn monotonic_usec() -> u64 {
+    nix::time::clock_gettime(nix::time::ClockId::CLOCK_MONOTONIC)
+        .map(|t| t.tv_sec() as u64 * 1_000_000 + t.tv_nsec() as u64 / 1_000)
+        .unwrap_or(0)
+}
+
+/// `GET /healthz` on the listening socket every [`PROBE`], from a thread of its own: how
+/// many in a row went unanswered (a 503, the log failing, is an answer: a new worker would
+/// not write better).
+struct Probe {
+    failures: Arc<AtomicU32>,
+}
+
+impl Probe {
+    fn start(addr: SocketAddr) -> Probe {
+        let failures = Arc::new(AtomicU32::new(0));
+        let count = failures.clone();
+        let mut target = addr;
+        if target.ip().is_unspecified() {
+            target.set_ip(match addr {
+                SocketAddr::V4(_) => std::net::Ipv4Addr::LOCALHOST.into(),
+                SocketAddr::V6(_) => std::net::Ipv6Addr::LOCALHOST.into(),
+            });
+        }
+        let _ = std::thread::Builder::new()
+            .name("jwtguard-probe".into())
+            .stack_size(64 * 1024)
+            .spawn(move || {
+                loop {
+                    std::thread::sleep(PROBE);
+                    if probe(target) {
+                        count.store(0, Ordering::Relaxed);
+                    } else {
+                        count.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+            });
+        Probe { failures }
+    }
+
+    fn failures(&self) -> u32 {
+        self.failures.load(Ordering::Relaxed)
+    }
+}
+
+fn probe(addr: SocketAddr) -> bool {
+    use std::io::Write as _;
+    let timeout = Duration::from_secs(2);
+    let Ok(mut stream) = std::net::TcpStream::connect_timeout(&addr, timeout) else {
+        return false;
+    };
+    let _ = stream.set_read_timeout(Some(timeout));
+    let _ = stream.set_write_timeout(Some(timeout));
+    if stream
+        .write_all(b"GET /healthz HTTP/1.1\r\nHost: jwtguard\r\nConnection: close\r\n\r\n")
+        .is_err()
+    {
+        return false;
+    }
+    let mut head = [0u8; 16];
+    let mut got = 0;
+    while got < head.len() {
+        match stream.read(&mut head[got..]) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => got += n,
+        }
+    }
+    head.starts_with(b"HTTP/1.1 200") || head.starts_with(b"HTTP/1.1 503")
+}
