@@ -80,6 +80,8 @@ mod guard;
 pub mod http;
 mod keys;
 mod logger;
+#[cfg(test)]
+mod proptests;
 mod reason;
 mod server;
 mod sink;
