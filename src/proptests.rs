@@ -71,8 +71,10 @@ fn format() -> impl Strategy<Value = LogFormat> {
     prop_oneof![Just(LogFormat::Json), Just(LogFormat::Text)]
 }
 
-/// The fields jwtguard writes itself at the start of every event.
-const HEAD: [(&str, Want); 2] = [("@timestamp", Want::Own), ("log.level", Want::Own)];
+/// The fields jwtguard writes itself at the start of every event stamped `now`.
+fn head(now: SystemTime) -> Vec<(&'static str, Want<'static>)> {
+    vec![("@timestamp", Want::Time(now)), ("log.level", Want::Own)]
+}
 
 /// `event.kind` and the categorisation fields, as [`crate::event`] writes them.
 const ECS: [(&str, Want); 4] = [
@@ -121,7 +123,7 @@ proptest! {
             user: user.as_deref(),
             user_agent: user_agent.as_deref(),
         });
-        let mut want = HEAD.to_vec();
+        let mut want = head(now);
         want.extend([
             ("event.action", Want::Own),
             ("event.outcome", Want::Own),
@@ -162,7 +164,7 @@ proptest! {
         format in format(),
     ) {
         let event = Event::Record { level, logger: &logger, message: &message };
-        let mut want = HEAD.to_vec();
+        let mut want = head(now);
         want.extend(ECS);
         want.push(("log.logger", Want::Quoted(&logger, MAX_FIELD_BYTES)));
         want.push(("message", Want::Quoted(&message, MESSAGE_CAP)));
@@ -182,7 +184,8 @@ proptest! {
         let config = [("listen", listen.clone()), ("protect", protect.clone())];
         let event = Event::Service(ServiceEvent::Startup { url: &url, config: &config });
         let message = format!("jwtguard {} listening on {url}", env!("CARGO_PKG_VERSION"));
-        let mut want = HEAD.to_vec();
+        let now = SystemTime::now();
+        let mut want = head(now);
         want.extend([("event.action", Want::Own), ("event.outcome", Want::Own)]);
         want.extend(ECS);
         want.extend([("service.version", Want::Own), ("process.pid", Want::Own)]);
@@ -190,7 +193,7 @@ proptest! {
         want.push(("jwtguard.config.listen", Want::Quoted(&listen, MAX_FIELD_BYTES)));
         want.push(("jwtguard.config.protect", Want::Quoted(&protect, MAX_FIELD_BYTES)));
         want.push(("message", Want::Quoted(&message, MESSAGE_CAP)));
-        let line = encode(&event, format, SystemTime::now());
+        let line = encode(&event, format, now);
         check::check_line(&line, format, &want).map_err(TestCaseError::fail)?;
     }
 

@@ -4,7 +4,7 @@
 # after the other; exits non-zero when a target finds a crash (a panic, a failed check, a
 # timeout or running out of memory). Prints each target's execs, exec/s, coverage and CPU
 # time from libFuzzer's output. Needs rustup with a nightly toolchain; installs cargo-fuzz
-# when it is missing (`cargo install cargo-fuzz --locked`: about 40 s on 2 cores).
+# when it is missing (`cargo install cargo-fuzz --locked`: about a minute on 2 cores).
 #
 #   bash tests/fuzz.sh                          # about 20 s a target, plus the build
 #   FUZZ_SECONDS=600 bash tests/fuzz.sh verify  # one target, 10 minutes
@@ -30,7 +30,7 @@ if ! rustup run nightly rustc --version >/dev/null 2>&1; then
   exit 1
 fi
 if ! cargo fuzz --version >/dev/null 2>&1; then
-  echo "fuzz.sh: installing cargo-fuzz (about 40 s on 2 cores)"
+  echo "fuzz.sh: installing cargo-fuzz (about a minute on 2 cores)"
   cargo install cargo-fuzz --locked
 fi
 

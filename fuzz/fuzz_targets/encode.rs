@@ -1,8 +1,11 @@
 //! The log encoders: arbitrary request values (method, path, user, user agent) and another
 //! logger's records (logger, message), in both formats. Each event is exactly one line of
 //! printable ASCII with exactly its fields, in order; the values read back (JSON through
-//! serde_json, text unescaped), capped at 256 bytes (the message at 4096) plus `...`.
+//! serde_json, text unescaped), capped at 256 bytes (the message at 4096) plus `...`; the
+//! request's `@timestamp` is its time in RFC 3339 (checked against httpdate's calendar).
 #![no_main]
+
+use std::time::{Duration, UNIX_EPOCH};
 
 use jwtguard::fuzzing::{encode_record, encode_request};
 use jwtguard::{LogFormat, Reason};
@@ -17,8 +20,9 @@ const MESSAGE_CAP: usize = 4096;
 fuzz_target!(|data: &[u8]| {
     let input = encode_input(data);
     let message = format!("refused: {}", Reason::BadSignature);
+    let stamped = UNIX_EPOCH + Duration::from_millis(input.millis);
     let mut request = vec![
-        ("@timestamp", Want::Own),
+        ("@timestamp", Want::Time(stamped)),
         ("log.level", Want::Own),
         ("event.action", Want::Own),
         ("event.outcome", Want::Own),

@@ -5,6 +5,8 @@
 //! src/proptests.rs (through `#[path]`), which is why it names the crate under test only
 //! as `super::{LogFormat, Reason}`.
 
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
 use base64::Engine as _;
 use hmac::{Hmac, KeyInit as _, Mac as _};
 use serde::Deserializer as _;
@@ -264,8 +266,10 @@ pub fn capped(value: &str, cap: usize) -> String {
 /// What a field of a log line must hold.
 #[derive(Clone, Copy, Debug)]
 pub enum Want<'a> {
-    /// One of jwtguard's own values (a code, a number, a time): only its place is checked.
+    /// One of jwtguard's own values (a code, a number): only its place is checked.
     Own,
+    /// The time the event was stamped with (see [`check_timestamp`]).
+    Time(SystemTime),
     /// A value from outside (or the message): always quoted, escaped, and `capped(value,
     /// cap)` once unescaped.
     Quoted(&'a str, usize),
@@ -304,11 +308,60 @@ pub fn check_line(line: &str, format: LogFormat, want: &[(&str, Want)]) -> Resul
                 }
             }
             // In text, our own values are bare (a JSON string here only if quoted).
-            Want::Own if format == LogFormat::Text && value.is_string() => {
+            Want::Own | Want::Time(_) if format == LogFormat::Text && value.is_string() => {
                 return Err(format!("{key} is quoted: {line}"));
             }
             Want::Own => {}
+            Want::Time(time) => {
+                let text = match format {
+                    LogFormat::Json => value.as_str(),
+                    LogFormat::Text => bare_value(line, key),
+                };
+                let text = text.ok_or_else(|| format!("{key} is {value}: {line}"))?;
+                check_timestamp(text, *time).map_err(|e| format!("{e}: {line}"))?;
+            }
         }
+    }
+    Ok(())
+}
+
+/// The bare value of `key` in the text line `line`.
+fn bare_value<'l>(line: &'l str, key: &str) -> Option<&'l str> {
+    line.split(' ')
+        .find_map(|field| field.strip_prefix(key)?.strip_prefix('='))
+}
+
+/// The earliest time httpdate cannot write: year 10000.
+const YEAR_10000: u64 = 253_402_300_800;
+
+/// Checks an event's `@timestamp`, `text`, against the time it was stamped with, `time`:
+/// RFC 3339 in UTC with milliseconds, the epoch for a clock before 1970, the calendar
+/// compared with httpdate's up to year 9999 (past it, only the shape).
+pub fn check_timestamp(text: &str, time: SystemTime) -> Result<(), String> {
+    let since = time.duration_since(UNIX_EPOCH).unwrap_or_default();
+    let secs = since.as_secs();
+    let wrong = || Err(format!("@timestamp {text:?} for {since:?} after the epoch"));
+    let Some(date_time) = text.strip_suffix(&format!(".{:03}Z", since.subsec_millis())) else {
+        return wrong();
+    };
+    if secs >= YEAR_10000 {
+        let shape = date_time.split_once('-').is_some_and(|(year, rest)| {
+            year.len() > 4 && year.bytes().all(|b| b.is_ascii_digit()) && rest.len() == 14
+        });
+        return if shape { Ok(()) } else { wrong() };
+    }
+    // "Thu, 01 Jan 1970 00:00:00 GMT"
+    let http = httpdate::fmt_http_date(UNIX_EPOCH + Duration::from_secs(secs));
+    let parts: Vec<&str> = http.split(' ').collect();
+    let [_, day, month, year, clock, "GMT"] = parts[..] else {
+        return Err(format!("httpdate wrote {http:?}"));
+    };
+    let months = [
+        "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
+    ];
+    let month = months.iter().position(|m| *m == month).expect("a month") + 1;
+    if date_time != format!("{year}-{month:02}-{day}T{clock}") {
+        return wrong();
     }
     Ok(())
 }
