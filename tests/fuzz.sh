@@ -3,8 +3,9 @@
 # runs for FUZZ_SECONDS (default 20) from a copy of its seed corpus in fuzz/corpus/, one
 # after the other; exits non-zero when a target finds a crash (a panic, a failed check, a
 # timeout or running out of memory). Prints each target's execs, exec/s, coverage and CPU
-# time from libFuzzer's output. Needs rustup with a nightly toolchain; installs cargo-fuzz
-# when it is missing (`cargo install cargo-fuzz --locked`: about a minute on 2 cores).
+# time from libFuzzer's output. Uses the nightly toolchain when rustup has one, else the
+# default one (enough without a sanitizer); installs cargo-fuzz when it is missing
+# (`cargo install cargo-fuzz --locked`: about a minute on 2 cores).
 #
 #   bash tests/fuzz.sh                          # about 20 s a target, plus the build
 #   FUZZ_SECONDS=600 bash tests/fuzz.sh verify  # one target, 10 minutes
@@ -12,7 +13,8 @@
 # Settings (environment):
 #   FUZZ_SECONDS    time per target, in seconds (default 20)
 #   FUZZ_SANITIZER  cargo fuzz's --sanitizer: none (default; jwtguard forbids unsafe code,
-#                   and AddressSanitizer makes these targets about 5x slower) or address
+#                   and AddressSanitizer makes these targets 5 to 10 times slower) or
+#                   address (needs nightly)
 #   FUZZ_WORK       keep the grown corpora in FUZZ_WORK/<target>/ (default: a temporary
 #                   directory, removed at the end)
 # The committed corpus is never written to: libFuzzer adds to the copy. A crash input is
@@ -25,8 +27,15 @@ sanitizer=${FUZZ_SANITIZER:-none}
 targets=("$@")
 [ ${#targets[@]} -gt 0 ] || targets=(authorization verify encode)
 
-if ! rustup run nightly rustc --version >/dev/null 2>&1; then
-  echo "fuzz.sh: cargo-fuzz needs a nightly toolchain: rustup toolchain install nightly" >&2
+# cargo-fuzz wants nightly, but without a sanitizer it passes no nightly-only flag: the
+# default toolchain builds the targets then (a new machine may have no nightly).
+if rustup run nightly rustc --version >/dev/null 2>&1; then
+  fuzz=(cargo +nightly fuzz)
+elif [ "$sanitizer" = none ]; then
+  fuzz=(cargo fuzz)
+  echo "fuzz.sh: no nightly toolchain; building with $(rustc --version)"
+else
+  echo "fuzz.sh: --sanitizer $sanitizer needs a nightly toolchain (rustup toolchain install nightly)" >&2
   exit 1
 fi
 if ! cargo fuzz --version >/dev/null 2>&1; then
@@ -60,7 +69,7 @@ for target in "${targets[@]}"; do
   seeds=fuzz/corpus/$target
   [ -d "$seeds" ] || { echo "fuzz.sh: no target $target" >&2; exit 2; }
   echo "== $target: building (sanitizer $sanitizer)"
-  cargo +nightly fuzz build --sanitizer "$sanitizer" "$target"
+  "${fuzz[@]}" build --sanitizer "$sanitizer" "$target"
   mkdir -p "$work/$target" "fuzz/artifacts/$target"
   cp -R "$seeds/." "$work/$target/"
   dict=()
@@ -68,7 +77,7 @@ for target in "${targets[@]}"; do
   log=$work/$target.log
   echo "== $target: fuzzing for ${seconds}s from $(ls "$seeds" | wc -l) seeds"
   status=0
-  { time cargo +nightly fuzz run --sanitizer "$sanitizer" "$target" "$work/$target" -- \
+  { time "${fuzz[@]}" run --sanitizer "$sanitizer" "$target" "$work/$target" -- \
       -max_total_time="$seconds" -max_len="$(max_len "$target")" -timeout=10 \
       -rss_limit_mb=2048 -print_final_stats=1 -artifact_prefix="$PWD/fuzz/artifacts/$target/" \
       "${dict[@]}" >"$log" 2>&1; } 2>"$work/$target.time" || status=$?
@@ -88,7 +97,7 @@ for target in "${targets[@]}"; do
     echo "fuzz.sh: $target failed (exit $status); libFuzzer's output:" >&2
     grep -v -E '^#[0-9]+' "$log" | tail -n 60 >&2
     for crash in $(sed -n 's/^artifact_prefix=.*; Test unit written to \(.*\)$/\1/p' "$log"); do
-      echo "fuzz.sh: crash input $crash (reproduce: cargo +nightly fuzz run $target $crash):" >&2
+      echo "fuzz.sh: crash input $crash (reproduce: ${fuzz[*]} run -s $sanitizer $target $crash):" >&2
       od -A d -t x1z "$crash" | head -n 40 >&2
     done
   fi
