@@ -15,10 +15,11 @@
 #   FUZZ_SANITIZER  cargo fuzz's --sanitizer: none (default; jwtguard forbids unsafe code,
 #                   and AddressSanitizer makes these targets 5 to 10 times slower) or
 #                   address (needs nightly)
-#   FUZZ_WORK       keep the grown corpora in FUZZ_WORK/<target>/ (default: a temporary
-#                   directory, removed at the end)
+#   FUZZ_WORK       keep the grown corpora in FUZZ_WORK/<target>/ and libFuzzer's output
+#                   in FUZZ_WORK/<target>.log (default: a temporary directory, removed at
+#                   the end)
 # The committed corpus is never written to: libFuzzer adds to the copy. A crash input is
-# kept in fuzz/artifacts/<target>/ (ignored by git) and printed as hex.
+# kept in fuzz/artifacts/<target>/ (ignored by git) with libFuzzer's output, and printed.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -94,8 +95,10 @@ for target in "${targets[@]}"; do
   echo "$line"
   if [ "$status" -ne 0 ]; then
     failed+=("$target")
-    echo "fuzz.sh: $target failed (exit $status); libFuzzer's output:" >&2
-    grep -v -E '^#[0-9]+' "$log" | tail -n 60 >&2
+    cp "$log" "fuzz/artifacts/$target/libfuzzer.log"
+    echo "fuzz.sh: $target failed (exit $status); what libFuzzer said (all of it in fuzz/artifacts/$target/libfuzzer.log):" >&2
+    grep -E -A6 'panicked at|ERROR: libFuzzer|ERROR: AddressSanitizer|ALARM|out-of-memory' "$log" |
+      grep -v -E '^ +[0-9]+: |^ +at ' | head -n 40 >&2
     for crash in $(sed -n 's/^artifact_prefix=.*; Test unit written to \(.*\)$/\1/p' "$log"); do
       echo "fuzz.sh: crash input $crash (reproduce: ${fuzz[*]} run -s $sanitizer $target $crash):" >&2
       od -A d -t x1z "$crash" | head -n 40 >&2
