@@ -76,7 +76,7 @@ for target in "${targets[@]}"; do
   dict=()
   [ -f "fuzz/dict/$target.dict" ] && dict=("-dict=$PWD/fuzz/dict/$target.dict")
   log=$work/$target.log
-  echo "== $target: fuzzing for ${seconds}s from $(ls "$seeds" | wc -l) seeds"
+  echo "== $target: fuzzing for ${seconds}s from $(find "$seeds" -type f | wc -l) seeds"
   status=0
   { time "${fuzz[@]}" run --sanitizer "$sanitizer" "$target" "$work/$target" -- \
       -max_total_time="$seconds" -max_len="$(max_len "$target")" -timeout=10 \
@@ -98,11 +98,11 @@ for target in "${targets[@]}"; do
     cp "$log" "fuzz/artifacts/$target/libfuzzer.log"
     echo "fuzz.sh: $target failed (exit $status); what libFuzzer said (all of it in fuzz/artifacts/$target/libfuzzer.log):" >&2
     grep -E -A6 'panicked at|ERROR: libFuzzer|ERROR: AddressSanitizer|ALARM|out-of-memory' "$log" |
-      grep -v -E '^ +[0-9]+: |^ +at ' | head -n 40 >&2
-    for crash in $(sed -n 's/^artifact_prefix=.*; Test unit written to \(.*\)$/\1/p' "$log"); do
+      grep -v -E '^ +[0-9]+: |^ +at ' | head -n 40 >&2 || true
+    sed -n 's/^artifact_prefix=.*; Test unit written to \(.*\)$/\1/p' "$log" | while read -r crash; do
       echo "fuzz.sh: crash input $crash (reproduce: ${fuzz[*]} run -s $sanitizer $target $crash):" >&2
-      od -A d -t x1z "$crash" | head -n 40 >&2
-    done
+      od -A d -t x1z "$crash" | head -n 40 >&2 || true
+    done || true
   fi
 done
 
