@@ -4,7 +4,7 @@
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use crate::event::{Event, RequestEvent, RequestId};
-use crate::token::{Policy, Verifier};
+use crate::token::{Ask, Policy, Verifier};
 use crate::{LogFormat, Reason};
 
 /// The secret [`verify`] checks signatures with.
@@ -21,14 +21,22 @@ pub fn bearer_token<'a>(values: &[&'a str]) -> Result<&'a str, Reason> {
 /// user, or the reason and the user of a genuine token.
 pub fn verify(token: &str, now: Option<f64>) -> Result<String, (Reason, Option<String>)> {
     thread_local! {
-        static VERIFIER: Verifier = Verifier::new(SECRET, Policy {
+        static VERIFIER: Verifier = Verifier::new(vec![(None, SECRET.to_vec())], Policy {
             leeway: 30,
             require_exp: true,
             issuer: None,
             audience: None,
         });
     }
-    VERIFIER.with(|v| v.verify(token, now).map_err(|d| (d.reason, d.user)))
+    let ask = Ask {
+        scopes: &[],
+        claims: false,
+    };
+    VERIFIER.with(|v| {
+        v.verify(token, now, ask)
+            .map(|verified| verified.user)
+            .map_err(|d| (d.reason, d.user))
+    })
 }
 
 /// The line of a refused request's event with these values from the request, in

@@ -82,6 +82,8 @@ pub mod http;
 mod keys;
 mod logger;
 mod path;
+#[cfg(test)]
+mod proptests;
 mod proxy;
 mod reason;
 mod server;
