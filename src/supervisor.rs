@@ -156,6 +156,7 @@ pub(crate) fn run(options: Options) -> Result<(), String> {
         old: Vec::new(),
         stopping: None,
         stop_signal: Signal::SIGTERM,
+        reload_wanted: false,
         last_check: Instant::now(),
         last_replace: None,
         crashes: Vec::new(),
@@ -178,7 +179,7 @@ pub(crate) fn run(options: Options) -> Result<(), String> {
         while let Ok(Some(info)) = signalfd.read_signal() {
             match Signal::try_from(info.ssi_signo as i32) {
                 Ok(signal @ (Signal::SIGTERM | Signal::SIGINT)) => s.stop(signal),
-                Ok(Signal::SIGHUP) => s.reload(),
+                Ok(Signal::SIGHUP) => s.reload_wanted = true,
                 _ => {}
             }
         }
@@ -195,6 +196,10 @@ pub(crate) fn run(options: Options) -> Result<(), String> {
             continue;
         }
         s.promote();
+        if s.reload_wanted && s.pending.is_none() && s.retry_at.is_none() {
+            s.reload_wanted = false;
+            s.reload();
+        }
         s.watch();
     }
 }
@@ -208,6 +213,8 @@ struct Supervisor {
     old: Vec<Worker>,
     stopping: Option<Instant>,
     stop_signal: Signal,
+    /// SIGHUP came: a reload starts once no other worker is starting.
+    reload_wanted: bool,
     last_check: Instant,
     last_replace: Option<Instant>,
     /// When recent workers ended abnormally: a worker that keeps failing is started again
@@ -291,11 +298,9 @@ impl Supervisor {
         }
     }
 
+    /// Starts a new worker for a reload (SIGHUP). One that comes while another worker is
+    /// starting waits for it: that one may have read the configuration before it changed.
     fn reload(&mut self) {
-        if self.stopping.is_some() || self.pending.is_some() {
-            // A new worker is on its way already: it reads the configuration too.
-            return;
-        }
         self.notify(&format!("RELOADING=1\nMONOTONIC_USEC={}", monotonic_usec()));
         match self.spawn(Purpose::Reload) {
             Ok(worker) => self.pending = Some(worker),
@@ -362,25 +367,33 @@ impl Supervisor {
                     self.stop(Signal::SIGTERM);
                     continue;
                 }
-                self.restart(worker.pid(), how);
+                // It served: started again at once, however often it happens (a worker
+                // that never starts is what waits).
+                self.restart(worker.pid(), how, false);
             }
         }
     }
 
     /// The current worker ended abnormally: a new one at once, or after a pause when
     /// workers keep failing (3 in 10 s).
-    fn restart(&mut self, previous: u32, how: String) {
+    /// `young`: the worker ended before it accepted (a start that fails again and again
+    /// waits a little longer each time).
+    fn restart(&mut self, previous: u32, how: String, young: bool) {
         let now = Instant::now();
         self.crashes
             .retain(|t| now.duration_since(*t) < Duration::from_secs(10));
-        self.crashes.push(now);
+        if young {
+            self.crashes.push(now);
+        }
         let purpose = Purpose::Restart {
             previous,
             how,
             since: now,
         };
-        if self.pending.is_some() {
-            // A replacement is on its way: it takes over as soon as it accepts.
+        if let Some(pending) = &mut self.pending {
+            // A replacement is on its way: it takes over as soon as it accepts, as the
+            // restart.
+            pending.purpose = purpose;
             return;
         }
         let pause = match self.crashes.len() {
@@ -425,7 +438,7 @@ impl Supervisor {
                     previous,
                     how,
                 });
-                self.restart(0, how.to_owned());
+                self.restart(0, how.to_owned(), true);
             }
             Purpose::Replace { .. } => {
                 record_supervision(Supervision::Failed {
@@ -445,7 +458,7 @@ impl Supervisor {
             }
         }
         if self.current.is_none() && self.pending.is_none() && self.retry_at.is_none() {
-            self.restart(previous, how.to_owned());
+            self.restart(previous, how.to_owned(), true);
         }
         Ok(())
     }
@@ -469,6 +482,7 @@ impl Supervisor {
         }
         let worker = self.pending.take().expect("checked");
         let pid = worker.pid();
+        self.probe.reset();
         let previous = self.current.take();
         let previous_pid = previous.as_ref().map_or(0, Worker::pid);
         if let Some(mut previous) = previous {
@@ -520,10 +534,7 @@ impl Supervisor {
         }
         self.last_check = Instant::now();
         let Some(current) = &self.current else { return };
-        if self.pending.is_some()
-            || self.last_replace.is_some_and(|t| t.elapsed() < COOLDOWN)
-            || current.started.elapsed() < COOLDOWN.min(STALL * 2)
-        {
+        if self.pending.is_some() || self.last_replace.is_some_and(|t| t.elapsed() < COOLDOWN) {
             return;
         }
         let cause = if current.beat.elapsed() > STALL {
@@ -641,6 +652,11 @@ impl Probe {
 
     fn failures(&self) -> u32 {
         self.failures.load(Ordering::Relaxed)
+    }
+
+    /// A new worker serves: earlier failures were not its.
+    fn reset(&self) {
+        self.failures.store(0, Ordering::Relaxed);
     }
 }
 
