@@ -67,11 +67,14 @@ fn poll_once(addr: SocketAddr, auth: &str) -> Result<u16, String> {
         .ok_or_else(|| format!("no status: {answer:?}"))
 }
 
+/// When a poll started and ended, and how it ended.
+type Poll = (Instant, Instant, Result<u16, String>);
+
 /// A client that polls a protected path every 10 ms on a new connection each time,
 /// recording when each request started and how it ended.
 struct Poller {
     stop: Arc<AtomicBool>,
-    results: Arc<Mutex<Vec<(Instant, Instant, Result<u16, String>)>>>,
+    results: Arc<Mutex<Vec<Poll>>>,
     thread: Option<std::thread::JoinHandle<()>>,
 }
 
@@ -100,7 +103,7 @@ impl Poller {
         self.results.lock().unwrap().len()
     }
 
-    fn finish(mut self) -> Vec<(Instant, Instant, Result<u16, String>)> {
+    fn finish(mut self) -> Vec<Poll> {
         self.stop.store(true, Ordering::SeqCst);
         self.thread.take().unwrap().join().unwrap();
         std::mem::take(&mut *self.results.lock().unwrap())
