@@ -175,9 +175,10 @@ fn serve(
             &beat,
             nix::fcntl::FcntlArg::F_SETFL(nix::fcntl::OFlag::O_NONBLOCK),
         );
-        // A byte a second to the supervisor; a full pipe (it is not reading) is skipped.
+        // A line a second to the supervisor (stdout is line-buffered: the newline sends
+        // it); a full pipe (the supervisor is not reading) is skipped.
         server.on_heartbeat(move || {
-            let _ = (&beat).write(b".");
+            let _ = (&beat).write(b".\n");
         });
     }
     // The handlers go in before anyone can know the address: a signal from then on always

@@ -14,7 +14,7 @@
 //! - SIGTERM and SIGINT stop the workers (SIGTERM) and then the supervisor, exit 0.
 //!
 //! A worker reports on its standard output, a pipe to the supervisor: its `listening on`
-//! line when it accepts, then a byte per second from its serving loop (the heartbeat).
+//! line when it accepts, then a line per second from its serving loop (the heartbeat).
 
 use std::ffi::OsString;
 use std::io::Read as _;
