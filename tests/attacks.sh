@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# shellcheck disable=SC2154 # $tmp comes from tests/server.sh
 # The failures tiny_http 0.12 leaves to the process model, each against a fresh,
 # supervised release jwtguard while a client polls a protected path every 50 ms on a new
 # connection (tests/attacks.py): a flood of huge Content-Length bodies and HTTP/2.0
@@ -14,7 +15,6 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 # shellcheck source=tests/server.sh
 . tests/server.sh # need, $tmp, $pid (stopped on exit)
-# shellcheck disable=SC2154 # $tmp comes from tests/server.sh
 need python3 python3
 cargo build --release --quiet --bin jwtguard
 export JWTGUARD_SECRET=attacks-test-secret-0123456789abcdef
