@@ -12,7 +12,11 @@ Usage: jwtguard [serve] [OPTIONS]
 
 Serves HTTP on --listen: paths under --protect need an HS256 bearer token, /healthz is
 open, anything else is 404. Prints `listening on http://IP:PORT` on stdout once bound;
-writes one security event per decision to stderr, or to --log-file.
+writes one security event per decision to stderr, or to --log-file. A supervisor
+process holds the socket and runs the server in a worker: it restarts a worker that
+dies, replaces one that stalls, and on SIGHUP reloads (a new worker reads the --config
+file, the secret file and the keys again, and takes over without a dropped request);
+SIGTERM and SIGINT stop. A socket passed by systemd (LISTEN_FDS) is served.
 `token` prints a token signed with the configured secret.
 
 The secret comes from JWTGUARD_SECRET, or from the file named by JWTGUARD_SECRET_FILE
@@ -45,6 +49,9 @@ Serve options:
   --log-format json|text   security log encoding [default: json]
   --log-file PATH          append the security log to PATH instead of stderr
                            (a new file gets mode 0600)
+  --config FILE            options from FILE, one per line (NAME VALUE, no --), here
+                           in the command line; read again on a reload
+  --no-supervisor          serve in this one process: no restart, no reload
 Token options:
   --sub NAME               the subject (user) of the token
   --ttl SECONDS            lifetime [default: 3600]

@@ -130,3 +130,69 @@ fn base64url(bytes: &[u8]) -> String {
     }
     out
 }
+
+/// The README's rotation: add the new key and reload, sign with it, remove the old key
+/// and reload; a client that always sends the token of the current key never fails.
+#[test]
+fn a_rotation_by_reload_fails_no_request() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::{Arc, Mutex};
+    let dir = TempDir::new();
+    let file = dir.path("jwks.json");
+    let path = file.to_str().unwrap().to_owned();
+    std::fs::write(&file, jwks(&[("2026-10", OLD)])).unwrap();
+    let old_token = mint(&path, "2026-10");
+    let server = serve(&path);
+    let current = Arc::new(Mutex::new(old_token.clone()));
+    let stop = Arc::new(AtomicBool::new(false));
+    let client = {
+        let (current, stop, addr) = (current.clone(), stop.clone(), server.addr);
+        std::thread::spawn(move || {
+            let mut statuses = Vec::new();
+            while !stop.load(Ordering::SeqCst) {
+                let token = current.lock().unwrap().clone();
+                let mut c = support::Connection::open(addr);
+                let head =
+                    format!("GET /api/x HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {token}");
+                statuses.push(c.send(&head, false).status);
+                std::thread::sleep(std::time::Duration::from_millis(5));
+            }
+            statuses
+        })
+    };
+    let reload = |keys: &[(&str, &str)]| {
+        std::fs::write(&file, jwks(keys)).unwrap();
+        let reloads = |s: &Server| {
+            s.log_json()
+                .iter()
+                .filter(|e| e["event.action"] == "reload")
+                .count()
+        };
+        let before = reloads(&server);
+        let status = std::process::Command::new("kill")
+            .args(["-HUP", &server.pid().to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success());
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while reloads(&server) == before {
+            assert!(std::time::Instant::now() < deadline, "no reload event");
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    };
+    std::thread::sleep(std::time::Duration::from_millis(100));
+    // 1. Both keys: the old tokens still verify, the new ones already do.
+    reload(&[("2026-10", OLD), ("2026-11", NEW)]);
+    // 2. The issuer signs with the new key.
+    *current.lock().unwrap() = mint(&path, "2026-11");
+    std::thread::sleep(std::time::Duration::from_millis(100));
+    // 3. The old tokens have expired (here: no one sends them): the old key goes.
+    reload(&[("2026-11", NEW)]);
+    stop.store(true, Ordering::SeqCst);
+    let statuses = client.join().unwrap();
+    assert!(statuses.len() > 20, "{} requests", statuses.len());
+    assert!(statuses.iter().all(|s| *s == 200), "{statuses:?}");
+    // And the old key's tokens are refused now.
+    assert_eq!(server.get_with_token("/api/x", &old_token).status, 401);
+}
