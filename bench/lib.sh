@@ -44,6 +44,14 @@ cpu_ticks() {
   echo "$total"
 }
 
+# own_ticks PID: utime + stime of PID alone (the supervisor without its worker).
+own_ticks() {
+  local stat
+  stat=$(<"/proc/$1/stat")
+  stat=${stat##*) }
+  awk '{ print $12 + $13 }' <<<"$stat"
+}
+
 # pss_kib PID: the proportional set size of PID (shared pages split among their users), KiB.
 pss_kib() { awk '/^Pss:/ { print $2 }' "/proc/$1/smaps_rollup"; }
 
