@@ -3,7 +3,7 @@
 //! supervisor passes it to its worker the same way, naming itself in
 //! `JWTGUARD_SUPERVISOR` (its pid) where systemd names the receiver in `LISTEN_PID`.
 //!
-//! The three `unsafe` blocks of the binary besides its allocator are here: taking
+//! The `unsafe` blocks of the binary besides its allocator are here: looking at and taking
 //! ownership of an inherited descriptor, putting one at descriptor 3 in a child between
 //! `fork` and `exec`, and replacing the listening descriptor under tiny_http.
 
@@ -49,8 +49,14 @@ pub(crate) fn inherited() -> Result<Option<(TcpListener, From)>, String> {
         Some(n) => return Err(format!("LISTEN_FDS={n}: jwtguard serves one socket")),
         None => return Ok(None),
     }
-    // SAFETY: the protocol hands this process descriptor 3, open, for it to own; nothing
-    // else in the process has taken it (this runs before any file is opened).
+    // SAFETY: only looked at: whether descriptor 3 is open at all.
+    let open = fcntl(unsafe { BorrowedFd::borrow_raw(FIRST) }, FcntlArg::F_GETFD).is_ok();
+    if !open {
+        return Err("LISTEN_FDS=1, but descriptor 3 is not open".into());
+    }
+    // SAFETY: the protocol hands this process descriptor 3, open (checked above), for it
+    // to own; nothing else in the process has taken it (this runs before any file is
+    // opened).
     let fd = unsafe { OwnedFd::from_raw_fd(FIRST) };
     let listening = getsockopt(&fd, sockopt::AcceptConn).unwrap_or(false);
     let stream =
