@@ -8,12 +8,18 @@ use serde_json::{Map, Value};
 pub const USAGE: &str = "\
 Usage: jwtguard [serve] [OPTIONS]
        jwtguard token --sub NAME [--ttl SECONDS] [--claim KEY=VALUE]... [OPTIONS]
+       jwtguard seal-init KEYFILE
+       jwtguard verify-log --key VERIFICATION_KEY [--as-of TIME] LOGFILE...
        jwtguard help | --help | --version
 
 Serves HTTP on --listen: paths under --protect need an HS256 bearer token, /healthz is
 open, anything else is 404. Prints `listening on http://IP:PORT` on stdout once bound;
 writes one security event per decision to stderr, or to --log-file.
 `token` prints a token signed with the configured secret.
+`seal-init` creates a sealing key file (mode 0600, never overwritten) for `serve
+--seal-key` and prints its verification key on stdout: keep that off this host.
+`verify-log` checks a sealed log, its files oldest first (rotated ones, then the
+current one): exit 0 intact, 1 tampered or cut short, 2 usage.
 
 The secret comes from JWTGUARD_SECRET, or from the file named by JWTGUARD_SECRET_FILE
 or --secret-file. With none, `serve` makes a random one for this run and prints a demo
@@ -45,6 +51,12 @@ Serve options:
   --log-format json|text   security log encoding [default: json]
   --log-file PATH          append the security log to PATH instead of stderr
                            (a new file gets mode 0600)
+  --seal-key KEYFILE       seal every log line (event.sequence, event.hash) with the
+                           key seal-init made; the key moves on every 15 minutes
+Verify-log options:
+  --key VERIFICATION_KEY   the line seal-init printed
+  --as-of TIME             judge the log's end as of TIME (2026-11-27T21:42:09Z)
+                           instead of now
 Token options:
   --sub NAME               the subject (user) of the token
   --ttl SECONDS            lifetime [default: 3600]
@@ -70,6 +82,13 @@ pub enum Command {
     Serve {
         config: Config,
         log_file: Option<PathBuf>,
+        seal_key: Option<PathBuf>,
+    },
+    SealInit(PathBuf),
+    VerifyLog {
+        key: jwtguard::seal::VerificationKey,
+        as_of: std::time::SystemTime,
+        files: Vec<PathBuf>,
     },
     Token {
         config: Config,
@@ -86,6 +105,8 @@ pub enum Failure {
     Usage(String),
     /// Anything else: exit 1.
     Fatal(Box<dyn std::error::Error>),
+    /// Exit with this code; what there was to say is said.
+    Exit(u8),
 }
 
 impl From<Error> for Failure {
@@ -145,6 +166,7 @@ fn parse_flags() -> Result<(Command, Option<PathBuf>, Option<PathBuf>), lexopt::
     let mut jwks = None;
     let mut kid = None;
     let mut log_file = None;
+    let mut seal_key = None;
     let mut subcommand = None;
     let mut sub = None;
     let mut ttl: u64 = 3600;
@@ -158,6 +180,7 @@ fn parse_flags() -> Result<(Command, Option<PathBuf>, Option<PathBuf>), lexopt::
                 let word = word.string()?;
                 match word.as_str() {
                     "serve" | "token" => subcommand = Some(word),
+                    "seal-init" | "verify-log" => return Ok((tool(&word, parser)?, None, None)),
                     "help" => return Ok((Command::Help, None, None)),
                     _ => return Err(format!("unknown command {word:?}").into()),
                 }
@@ -209,6 +232,7 @@ fn parse_flags() -> Result<(Command, Option<PathBuf>, Option<PathBuf>), lexopt::
                     .map_err(|e| e.to_string())?;
             }
             Long("log-file") if !in_token => log_file = Some(PathBuf::from(parser.value()?)),
+            Long("seal-key") if !in_token => seal_key = Some(PathBuf::from(parser.value()?)),
             Long("sub") if in_token => sub = Some(parser.value()?.string()?),
             Long("ttl") if in_token => ttl = parser.value()?.parse()?,
             Long("claim") if in_token => {
@@ -246,9 +270,58 @@ fn parse_flags() -> Result<(Command, Option<PathBuf>, Option<PathBuf>), lexopt::
             kid,
         }
     } else {
-        Command::Serve { config, log_file }
+        Command::Serve {
+            config,
+            log_file,
+            seal_key,
+        }
     };
     Ok((command, secret_file, jwks))
+}
+
+/// The rest of a `seal-init` or `verify-log` command line.
+fn tool(command: &str, mut parser: lexopt::Parser) -> Result<Command, lexopt::Error> {
+    use lexopt::prelude::*;
+    let verify = command == "verify-log";
+    let mut files = Vec::new();
+    let mut key = None;
+    let mut as_of = None;
+    while let Some(arg) = parser.next()? {
+        match arg {
+            Value(file) => files.push(PathBuf::from(file)),
+            Long("key") if verify => {
+                let text = parser.value()?.string()?;
+                key = Some(
+                    text.parse()
+                        .map_err(|e: String| format!("invalid --key: {e}"))?,
+                );
+            }
+            Long("as-of") if verify => {
+                let text = parser.value()?.string()?;
+                let ms = jwtguard::seal::parse_time(&text).ok_or_else(|| {
+                    format!("invalid --as-of: {text:?} is not a UTC time like 2026-11-27T21:42:09Z")
+                })?;
+                as_of = Some(std::time::UNIX_EPOCH + std::time::Duration::from_millis(ms));
+            }
+            Short('h') | Long("help") => return Ok(Command::Help),
+            _ => return Err(arg.unexpected()),
+        }
+    }
+    if !verify {
+        return match <[PathBuf; 1]>::try_from(files) {
+            Ok([file]) => Ok(Command::SealInit(file)),
+            Err(_) => Err("seal-init takes one KEYFILE".into()),
+        };
+    }
+    let key = key.ok_or("verify-log needs --key VERIFICATION_KEY (the line seal-init printed)")?;
+    if files.is_empty() {
+        return Err("verify-log needs the log files, oldest first".into());
+    }
+    Ok(Command::VerifyLog {
+        key,
+        as_of: as_of.unwrap_or_else(std::time::SystemTime::now),
+        files,
+    })
 }
 
 /// The claims of a token for `sub` that expires `ttl` seconds from now, with `iat`, and

@@ -84,11 +84,13 @@ mod logger;
 mod path;
 mod proxy;
 mod reason;
+pub mod seal;
 mod server;
 mod sink;
 mod sys;
 mod time;
 mod token;
+mod verify;
 
 pub use config::{
     Config, LogFormat, MIN_SECRET_BYTES, SECRET_ENV, SECRET_FILE_ENV, Secret, SecretSource,

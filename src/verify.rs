@@ -1,0 +1,610 @@
+//! Checking a sealed log ([`verify`]): the chain line by line, file by file, and where
+//! and how it breaks.
+//!
+//! The fast path reads each file once, in large blocks, and per line takes the seal off
+//! the end, checks the sequence number and computes one HMAC. Only when the chain breaks
+//! are the files read again, to tell a changed line from an inserted one, a deleted line
+//! from a moved one, and a missing file from lines cut off the end of the one before.
+
+use std::fs::File;
+use std::io::{self, BufRead as _, BufReader};
+use std::path::Path;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use crate::event::{self, SealReason};
+use crate::seal::{EPOCH_SECONDS, Key, LineMac, MAX_EPOCH, VerificationKey, line_hash};
+
+/// How late a seal may be before a log that ends without a shutdown counts as cut short:
+/// a running jwtguard checks every 5 seconds whether its epoch is over.
+const GRACE_SECONDS: u64 = 120;
+
+/// A line of one of the files, 1-based.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Pos {
+    file: usize,
+    line: u64,
+}
+
+/// Why the chain breaks.
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum Break {
+    /// The line does not match its hash (or a seal line says what it cannot).
+    Changed,
+    /// The line has no seal, and the next line takes up the chain after it.
+    ChangedSeal,
+    /// The line does not belong: the next one carries its sequence number.
+    Inserted,
+    /// The line repeats a sequence number already verified.
+    Copied { sequence: u64 },
+    /// Lines are missing inside a file.
+    Deleted { from: u64, to: u64 },
+    /// The line is out of its place: `expected` is later, at `found`.
+    Reordered { expected: u64, found: Pos },
+    /// Lines missing between two files: a whole file.
+    MissingFile { from: u64, to: u64 },
+    /// Lines missing between two files: cut off the end of the first.
+    CutEnd { from: u64, to: u64 },
+    /// A file starts with lines already verified.
+    Replayed { expected: u64 },
+    /// The first sealed line is not where a chain or a file begins.
+    HeadCut,
+    /// The log was sealed with another key.
+    WrongKey { found: String, expected: String },
+    /// The last line has no newline.
+    Torn { bytes: usize },
+    /// The log ends without a shutdown, and no seal for longer than an epoch.
+    Stale { minutes: u64 },
+    /// No sealed line at all.
+    Empty,
+}
+
+/// What [`verify`] found: every line verified, or the first place the chain breaks.
+/// `Display` writes the report `jwtguard verify-log` prints.
+#[derive(Clone, Debug)]
+pub struct Report {
+    files: Vec<String>,
+    /// Lines verified in the chain.
+    lines: u64,
+    /// Lines before the chain began (written before the log was sealed).
+    unsealed: u64,
+    sequences: Option<(u64, u64)>,
+    times: Option<(String, String)>,
+    epochs: Option<(u64, u64)>,
+    /// Seal lines by reason: start-up, epoch, shutdown, file.
+    seals: [u64; 4],
+    /// The last seal line that began an epoch: where, when, and the lines after it.
+    last_seal: Option<(Pos, String, SealReason)>,
+    after_last_seal: u64,
+    /// The first break, where, and the line's sequence number if it had one.
+    problem: Option<(Pos, Option<u64>, Break)>,
+}
+
+impl Report {
+    /// Whether every line verified and the log is whole: it ends with a shutdown, or its
+    /// last seal is recent enough for a log still being written.
+    pub fn is_intact(&self) -> bool {
+        self.problem.is_none()
+    }
+
+    /// Lines verified.
+    pub fn lines(&self) -> u64 {
+        self.lines
+    }
+
+    fn at(&self, pos: Pos) -> String {
+        format!("{} line {}", self.files[pos.file], pos.line)
+    }
+
+    fn ended_by_shutdown(&self) -> bool {
+        self.after_last_seal == 0 && matches!(self.last_seal, Some((_, _, SealReason::Shutdown)))
+    }
+}
+
+impl std::fmt::Display for Report {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let summary = |f: &mut std::fmt::Formatter<'_>| -> std::fmt::Result {
+            let files = self.files.len();
+            write!(
+                f,
+                "{} lines in {files} file{}",
+                self.lines,
+                if files == 1 { "" } else { "s" }
+            )?;
+            if let Some((a, b)) = self.sequences {
+                write!(f, ", sequences {a} to {b}")?;
+            }
+            if let Some((a, b)) = &self.times {
+                write!(f, ", {a} to {b}")?;
+            }
+            if self.unsealed > 0 {
+                write!(
+                    f,
+                    " (after {} lines written before sealing began)",
+                    self.unsealed
+                )?;
+            }
+            if let Some((a, b)) = self.epochs {
+                let [startup, epoch, shutdown, file] = self.seals;
+                write!(
+                    f,
+                    "\n  epochs {a} to {b}: {startup} start-ups, {shutdown} shutdowns, {epoch} of 15 minutes; {file} files begun"
+                )?;
+            }
+            Ok(())
+        };
+        let sealed_up_to = |f: &mut std::fmt::Formatter<'_>| -> std::fmt::Result {
+            match &self.last_seal {
+                Some((pos, time, _)) => write!(f, "sealed up to {time} ({})", self.at(*pos)),
+                None => f.write_str("no seal line"),
+            }
+        };
+        match &self.problem {
+            None => {
+                f.write_str("intact: ")?;
+                summary(f)?;
+                if self.ended_by_shutdown() {
+                    f.write_str("\n  the log ends with a shutdown, ")?;
+                    sealed_up_to(f)
+                } else {
+                    f.write_str("\n  ")?;
+                    sealed_up_to(f)?;
+                    write!(
+                        f,
+                        "; the {} lines after it verify and are sealed at the next epoch (at most 15 minutes later); no shutdown at the end: jwtguard is running, or stopped without one",
+                        self.after_last_seal
+                    )
+                }
+            }
+            Some((pos, sequence, problem)) => {
+                let what = if matches!(problem, Break::Torn { .. } | Break::Stale { .. }) {
+                    "INCOMPLETE"
+                } else {
+                    "TAMPERED"
+                };
+                write!(f, "{what}: {}", self.at(*pos))?;
+                if let Some(sequence) = sequence {
+                    write!(f, " (sequence {sequence})")?;
+                }
+                f.write_str(": ")?;
+                match problem {
+                    Break::Changed => f.write_str("changed: its hash does not match its content")?,
+                    Break::ChangedSeal => f.write_str(
+                        "changed: it has no valid seal (event.sequence and event.hash at its end)",
+                    )?,
+                    Break::Inserted => f.write_str(
+                        "inserted: the line after it carries its sequence number and follows the line before it",
+                    )?,
+                    Break::Copied { sequence } => write!(
+                        f,
+                        "inserted: it repeats sequence {sequence}, a line verified before (a copy)"
+                    )?,
+                    Break::Deleted { from, to } => write!(
+                        f,
+                        "lines deleted before it: sequences {from} to {to} are missing ({} lines)",
+                        to - from + 1
+                    )?,
+                    Break::Reordered { expected, found } => write!(
+                        f,
+                        "reordered: it comes where sequence {expected} was due, and {expected} is at {}",
+                        self.at(*found)
+                    )?,
+                    Break::MissingFile { from, to } => write!(
+                        f,
+                        "a file is missing before {}: sequences {from} to {to} ({} lines) are in none of the files given",
+                        self.files[pos.file],
+                        to - from + 1
+                    )?,
+                    Break::CutEnd { from, to } => write!(
+                        f,
+                        "lines deleted from the end of {}: sequences {from} to {to} ({} lines) are missing",
+                        self.files[pos.file - 1],
+                        to - from + 1
+                    )?,
+                    Break::Replayed { expected } => write!(
+                        f,
+                        "an old file again: the chain is at sequence {expected}, and this file starts with lines verified before (a replayed copy, or files not given oldest first)"
+                    )?,
+                    Break::HeadCut => f.write_str(
+                        "not where a sealed log or log file begins (its first line is a seal line): lines before it were removed, or give the files before it too",
+                    )?,
+                    Break::WrongKey { found, expected } => write!(
+                        f,
+                        "sealed with another key (key {found}; this verification key is for key {expected})"
+                    )?,
+                    Break::Torn { bytes } => write!(
+                        f,
+                        "the last line is torn ({bytes} bytes without a newline): a write cut short (jwtguard killed while writing) or a cut; the lines before it verify"
+                    )?,
+                    Break::Stale { minutes } => write!(
+                        f,
+                        "the log ends without a shutdown, and its last seal is {minutes} minutes old although jwtguard writes one every 15 minutes while it runs: lines after it may have been removed (or jwtguard was killed and not restarted)"
+                    )?,
+                    Break::Empty => f.write_str("no sealed line: not a sealed log")?,
+                }
+                f.write_str("\n  verified before it: ")?;
+                summary(f)?;
+                f.write_str("\n  ")?;
+                sealed_up_to(f)
+            }
+        }
+    }
+}
+
+/// Where the chain stands while verifying.
+struct Chain {
+    epoch: u64,
+    key: Key,
+    mac: LineMac,
+    sequence: u64,
+    hash: [u8; 32],
+}
+
+impl Chain {
+    fn next_epoch(&mut self) {
+        self.key = self.key.next();
+        self.mac = self.key.line_mac();
+        self.epoch += 1;
+    }
+}
+
+/// A line that does not continue the chain, before diagnosis.
+enum Fault {
+    NoSeal,
+    Sequence(u64),
+    Hash(u64),
+    /// Found for sure.
+    Known(Option<u64>, Break),
+}
+
+struct Verifier<'a> {
+    key: &'a VerificationKey,
+    id: String,
+    chain: Option<Chain>,
+    report: Report,
+    /// The sequence number of the current file's first line, and of the previous one's.
+    file_first: Option<u64>,
+    previous_file_first: Option<u64>,
+    first_time: Option<[u8; 24]>,
+    last_time: [u8; 24],
+}
+
+/// Verifies the sealed log in `files`, oldest first (rotated files, then the current
+/// one), with `key`, as of `now` (a log that ends without a shutdown must have a seal
+/// less than 15 minutes and a grace period older than `now`).
+///
+/// # Errors
+///
+/// A file cannot be read.
+pub fn verify(
+    key: &VerificationKey,
+    files: &[impl AsRef<Path>],
+    now: SystemTime,
+) -> io::Result<Report> {
+    let first = key.first();
+    let mut v = Verifier {
+        key,
+        id: first.id(),
+        chain: None,
+        report: Report {
+            files: files
+                .iter()
+                .map(|p| p.as_ref().display().to_string())
+                .collect(),
+            lines: 0,
+            unsealed: 0,
+            sequences: None,
+            times: None,
+            epochs: None,
+            seals: [0; 4],
+            last_seal: None,
+            after_last_seal: 0,
+            problem: None,
+        },
+        file_first: None,
+        previous_file_first: None,
+        first_time: None,
+        last_time: [b' '; 24],
+    };
+    let mut buf = Vec::new();
+    let mut last = None;
+    'files: for (index, path) in files.iter().enumerate() {
+        let file = File::open(path.as_ref()).map_err(|e| {
+            io::Error::new(
+                e.kind(),
+                format!("cannot read {}: {e}", path.as_ref().display()),
+            )
+        })?;
+        let mut reader = BufReader::with_capacity(1 << 20, file);
+        v.previous_file_first = v.file_first.take().or(v.previous_file_first);
+        let mut line = 0;
+        loop {
+            buf.clear();
+            if reader.read_until(b'\n', &mut buf)? == 0 {
+                break;
+            }
+            line += 1;
+            let pos = Pos { file: index, line };
+            last = Some(pos);
+            if buf.last() != Some(&b'\n') {
+                v.report.problem = Some((pos, None, Break::Torn { bytes: buf.len() }));
+                break 'files;
+            }
+            buf.pop();
+            if let Err(fault) = v.line(&buf, pos) {
+                let (sequence, problem) = v.diagnose(fault, &buf, pos, files)?;
+                v.report.problem = Some((pos, sequence, problem));
+                break 'files;
+            }
+        }
+    }
+    v.finish(last, now);
+    Ok(v.report)
+}
+
+impl Verifier<'_> {
+    /// Checks one line (without its newline) and moves the chain on.
+    fn line(&mut self, line: &[u8], pos: Pos) -> Result<(), Fault> {
+        let Some(sealed) = event::split_seal(line) else {
+            if self.chain.is_none() && pos.file == 0 && self.report.lines == 0 {
+                self.report.unsealed += 1;
+                return Ok(());
+            }
+            return Err(Fault::NoSeal);
+        };
+        let seal = event::seal_fields(sealed.covered);
+        let sequence = sealed.sequence;
+        let chain = match &mut self.chain {
+            Some(chain) => {
+                if sequence != chain.sequence + 1 {
+                    return Err(Fault::Sequence(sequence));
+                }
+                if let Some(seal) = &seal {
+                    let epoch = chain.epoch + u64::from(seal.reason.changes_epoch());
+                    if seal.key_id != self.id || seal.previous != chain.hash || seal.epoch != epoch
+                    {
+                        return Err(Fault::Known(Some(sequence), Break::Changed));
+                    }
+                }
+                chain
+            }
+            None => {
+                // The chain begins at a seal line: the first of all (sequence 1), or the
+                // first of a file.
+                let Some(seal) = &seal else {
+                    return Err(Fault::Known(Some(sequence), Break::HeadCut));
+                };
+                if seal.key_id != self.id {
+                    let found = seal.key_id.clone();
+                    return Err(Fault::Known(
+                        Some(sequence),
+                        Break::WrongKey {
+                            found,
+                            expected: self.id.clone(),
+                        },
+                    ));
+                }
+                let epoch = seal.epoch - u64::from(seal.reason.changes_epoch() && seal.epoch > 0);
+                let genesis = sequence == 1 && seal.previous == [0; 32];
+                if !(1..=MAX_EPOCH).contains(&epoch) || (self.report.unsealed > 0 && !genesis) {
+                    return Err(Fault::Known(Some(sequence), Break::HeadCut));
+                }
+                let mut key = self.key.first();
+                for _ in 1..epoch {
+                    key = key.next();
+                }
+                self.report.sequences = Some((sequence, sequence));
+                self.report.epochs = Some((epoch, epoch));
+                self.file_first = Some(sequence);
+                self.chain.insert(Chain {
+                    epoch,
+                    mac: key.line_mac(),
+                    key,
+                    sequence: sequence - 1,
+                    hash: seal.previous,
+                })
+            }
+        };
+        let hash = line_hash(&chain.mac, &chain.hash, sequence, sealed.covered);
+        if hash != sealed.hash {
+            return Err(Fault::Hash(sequence));
+        }
+        chain.sequence = sequence;
+        chain.hash = hash;
+        let report = &mut self.report;
+        report.lines += 1;
+        report.after_last_seal += 1;
+        if let Some((_, last)) = &mut report.sequences {
+            *last = sequence;
+        }
+        if self.file_first.is_none() {
+            self.file_first = Some(sequence);
+        }
+        if let Some(time) = event::timestamp(line) {
+            self.last_time.copy_from_slice(time.as_bytes());
+            self.first_time.get_or_insert(self.last_time);
+        }
+        if let Some(seal) = seal {
+            report.seals[match seal.reason {
+                SealReason::Startup => 0,
+                SealReason::Epoch => 1,
+                SealReason::Shutdown => 2,
+                SealReason::File => 3,
+            }] += 1;
+            if seal.reason.changes_epoch() {
+                chain.next_epoch();
+                if let Some((_, last)) = &mut report.epochs {
+                    *last = chain.epoch;
+                }
+                let time = String::from_utf8_lossy(&self.last_time).into_owned();
+                report.last_seal = Some((pos, time, seal.reason));
+                report.after_last_seal = 0;
+            }
+        }
+        Ok(())
+    }
+
+    /// Tells what a fault at `pos` is, reading on where needed.
+    fn diagnose(
+        &mut self,
+        fault: Fault,
+        line: &[u8],
+        pos: Pos,
+        files: &[impl AsRef<Path>],
+    ) -> io::Result<(Option<u64>, Break)> {
+        let sequence = event::split_seal(line).map(|s| s.sequence);
+        let Some(chain) = &self.chain else {
+            return Ok(match fault {
+                Fault::Known(sequence, problem) => (sequence, problem),
+                _ => (sequence, Break::Changed),
+            });
+        };
+        let expected = chain.sequence + 1;
+        // The line after this one: does it take up the chain as if this one were not there?
+        let takes_up = |next: &[u8], previous: &[u8; 32], sequence: u64| {
+            event::split_seal(next).is_some_and(|s| {
+                s.sequence == sequence
+                    && line_hash(&chain.mac, previous, sequence, s.covered) == s.hash
+            })
+        };
+        let next = read_lines(files, pos, 1)?.pop().map(|(_, l)| l);
+        let file_start = pos.line == 1 && pos.file > 0;
+        Ok(match fault {
+            Fault::Known(sequence, problem) => (sequence, problem),
+            Fault::NoSeal => {
+                if next
+                    .as_deref()
+                    .is_some_and(|n| takes_up(n, &chain.hash, expected))
+                {
+                    (None, Break::Inserted)
+                } else {
+                    (None, Break::ChangedSeal)
+                }
+            }
+            Fault::Hash(sequence) => {
+                if next
+                    .as_deref()
+                    .is_some_and(|n| takes_up(n, &chain.hash, expected))
+                {
+                    (Some(sequence), Break::Inserted)
+                } else {
+                    (Some(sequence), Break::Changed)
+                }
+            }
+            Fault::Sequence(got) if got < expected => {
+                if file_start {
+                    (Some(got), Break::Replayed { expected })
+                } else {
+                    (Some(got), Break::Copied { sequence: got })
+                }
+            }
+            Fault::Sequence(got) => {
+                let found = find_sequence(files, pos, expected)?;
+                let (from, to) = (expected, got - 1);
+                let problem = match found {
+                    Some(found) => Break::Reordered { expected, found },
+                    None if file_start => {
+                        let seal =
+                            event::split_seal(line).and_then(|s| event::seal_fields(s.covered));
+                        let previous_file = seal
+                            .filter(|s| s.reason == SealReason::File)
+                            .map(|s| s.previous_file);
+                        if previous_file.is_some() && previous_file == self.previous_file_first {
+                            Break::CutEnd { from, to }
+                        } else {
+                            Break::MissingFile { from, to }
+                        }
+                    }
+                    None => Break::Deleted { from, to },
+                };
+                (Some(got), problem)
+            }
+        })
+    }
+
+    /// The end of the log: a shutdown, or a recent seal, or it was cut short.
+    fn finish(&mut self, last: Option<Pos>, now: SystemTime) {
+        let report = &mut self.report;
+        if let Some(first) = self.first_time {
+            report.times = Some((
+                String::from_utf8_lossy(&first).into_owned(),
+                String::from_utf8_lossy(&self.last_time).into_owned(),
+            ));
+        }
+        if report.problem.is_some() {
+            return;
+        }
+        let Some(last) = last.filter(|_| self.chain.is_some()) else {
+            let pos = last.unwrap_or(Pos { file: 0, line: 0 });
+            report.problem = Some((pos, None, Break::Empty));
+            return;
+        };
+        if report.ended_by_shutdown() {
+            return;
+        }
+        let now_ms = now
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as u64);
+        let sealed_ms = report
+            .last_seal
+            .as_ref()
+            .and_then(|(_, time, _)| crate::time::parse_timestamp(time))
+            .unwrap_or(0);
+        let age = now_ms.saturating_sub(sealed_ms) / 1000;
+        if age > EPOCH_SECONDS + GRACE_SECONDS {
+            let at = report.last_seal.as_ref().map_or(last, |(pos, _, _)| *pos);
+            report.problem = Some((at, None, Break::Stale { minutes: age / 60 }));
+        }
+    }
+}
+
+/// Up to `n` lines after `pos`, through the following files.
+fn read_lines(files: &[impl AsRef<Path>], pos: Pos, n: usize) -> io::Result<Vec<(Pos, Vec<u8>)>> {
+    let mut out = Vec::new();
+    scan(files, pos, |at, line| {
+        out.push((at, line.to_vec()));
+        out.len() < n
+    })?;
+    Ok(out)
+}
+
+/// Where the line with `sequence` is, after `pos`.
+fn find_sequence(files: &[impl AsRef<Path>], pos: Pos, sequence: u64) -> io::Result<Option<Pos>> {
+    let mut found = None;
+    scan(files, pos, |at, line| {
+        if event::split_seal(line).is_some_and(|s| s.sequence == sequence) {
+            found = Some(at);
+        }
+        found.is_none()
+    })?;
+    Ok(found)
+}
+
+/// Calls `each` with the lines after `pos` (without newlines), until it returns false.
+fn scan(
+    files: &[impl AsRef<Path>],
+    pos: Pos,
+    mut each: impl FnMut(Pos, &[u8]) -> bool,
+) -> io::Result<()> {
+    let mut buf = Vec::new();
+    for (index, path) in files.iter().enumerate().skip(pos.file) {
+        let mut reader = BufReader::with_capacity(1 << 20, File::open(path.as_ref())?);
+        let mut line = 0;
+        loop {
+            buf.clear();
+            if reader.read_until(b'\n', &mut buf)? == 0 {
+                break;
+            }
+            line += 1;
+            if index == pos.file && line <= pos.line {
+                continue;
+            }
+            if buf.last() == Some(&b'\n') {
+                buf.pop();
+            }
+            if !each(Pos { file: index, line }, &buf) {
+                return Ok(());
+            }
+        }
+    }
+    Ok(())
+}
