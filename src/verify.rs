@@ -103,12 +103,15 @@ impl Report {
 impl std::fmt::Display for Report {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let summary = |f: &mut std::fmt::Formatter<'_>| -> std::fmt::Result {
-            let files = self.files.len();
+            let files = self
+                .problem
+                .as_ref()
+                .map_or(self.files.len(), |(pos, _, _)| pos.file + 1);
             write!(
                 f,
-                "{} lines in {files} file{}",
-                self.lines,
-                if files == 1 { "" } else { "s" }
+                "{} in {}",
+                count(self.lines, "line"),
+                count(files as u64, "file")
             )?;
             if let Some((a, b)) = self.sequences {
                 write!(f, ", sequences {a} to {b}")?;
@@ -127,7 +130,11 @@ impl std::fmt::Display for Report {
                 let [startup, epoch, shutdown, file] = self.seals;
                 write!(
                     f,
-                    "\n  epochs {a} to {b}: {startup} start-ups, {shutdown} shutdowns, {epoch} of 15 minutes; {file} files begun"
+                    "\n  epochs {a} to {b}: {}, {}, {} of 15 minutes; {} begun",
+                    count(startup, "start-up"),
+                    count(shutdown, "shutdown"),
+                    epoch,
+                    count(file, "file"),
                 )?;
             }
             Ok(())
@@ -180,8 +187,8 @@ impl std::fmt::Display for Report {
                     )?,
                     Break::Deleted { from, to } => write!(
                         f,
-                        "lines deleted before it: sequences {from} to {to} are missing ({} lines)",
-                        to - from + 1
+                        "lines deleted before it: sequences {from} to {to} are missing ({})",
+                        count(to - from + 1, "line")
                     )?,
                     Break::Reordered { expected, found } => write!(
                         f,
@@ -190,15 +197,15 @@ impl std::fmt::Display for Report {
                     )?,
                     Break::MissingFile { from, to } => write!(
                         f,
-                        "a file is missing before {}: sequences {from} to {to} ({} lines) are in none of the files given",
+                        "a file is missing before {}: sequences {from} to {to} ({}) are in none of the files given",
                         self.files[pos.file],
-                        to - from + 1
+                        count(to - from + 1, "line")
                     )?,
                     Break::CutEnd { from, to } => write!(
                         f,
-                        "lines deleted from the end of {}: sequences {from} to {to} ({} lines) are missing",
+                        "lines deleted from the end of {}: sequences {from} to {to} ({}) are missing",
                         self.files[pos.file - 1],
-                        to - from + 1
+                        count(to - from + 1, "line")
                     )?,
                     Break::Replayed { expected } => write!(
                         f,
@@ -228,6 +235,11 @@ impl std::fmt::Display for Report {
             }
         }
     }
+}
+
+/// `1 line`, `2 lines`.
+fn count(n: u64, what: &str) -> String {
+    format!("{n} {what}{}", if n == 1 { "" } else { "s" })
 }
 
 /// Where the chain stands while verifying.
