@@ -499,20 +499,23 @@ impl SealEvent<'_> {
 /// ([`sealed_part`]): in JSON (`json`), `,"event.sequence":N,"event.hash":"HEX"}`, the
 /// last fields and the closing brace; in text, ` event.sequence=N event.hash=HEX` after
 /// `message`.
-pub(crate) fn push_seal(out: &mut String, json: bool, sequence: u64, hash: &[u8; 32]) {
+pub(crate) fn push_seal(out: &mut Vec<u8>, json: bool, sequence: u64, hash: &[u8; 32]) {
     let mut n = itoa::Buffer::new();
-    if json {
-        out.push_str(",\"event.sequence\":");
-        out.push_str(n.format(sequence));
-        out.push_str(",\"event.hash\":\"");
-        push_hex(hash, out);
-        out.push_str("\"}");
+    let (sequence_key, hash_key, end): (&[u8], &[u8], &[u8]) = if json {
+        (b",\"event.sequence\":", b",\"event.hash\":\"", b"\"}")
     } else {
-        out.push_str(" event.sequence=");
-        out.push_str(n.format(sequence));
-        out.push_str(" event.hash=");
-        push_hex(hash, out);
+        (b" event.sequence=", b" event.hash=", b"")
+    };
+    out.extend_from_slice(sequence_key);
+    out.extend_from_slice(n.format(sequence).as_bytes());
+    out.extend_from_slice(hash_key);
+    let mut hex = [0; 64];
+    for (pair, b) in hex.chunks_exact_mut(2).zip(hash) {
+        pair[0] = HEX[usize::from(b >> 4)];
+        pair[1] = HEX[usize::from(b & 15)];
     }
+    out.extend_from_slice(&hex);
+    out.extend_from_slice(end);
 }
 
 /// The part of `line` (without its newline) that its seal covers, and whether it is

@@ -465,3 +465,55 @@ mod tests {
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }
+
+#[cfg(test)]
+mod cost {
+    use super::*;
+    use crate::LogFormat;
+
+    /// What sealing costs per line, in batches of 24 lines of a typical event, against the
+    /// same batches unsealed (a file in the temp dir). A measurement, not a check:
+    /// `cargo test --release --lib -- --ignored sealing_cost --nocapture`.
+    #[test]
+    #[ignore]
+    fn sealing_cost() {
+        let dir = std::env::temp_dir().join(format!("jwtguard-cost-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let line = r#"{"@timestamp":"2026-11-27T21:42:09.166Z","log.level":"info","event.action":"authorize","event.outcome":"success","event.reason":"ok","source.ip":"127.0.0.1","http.response.status_code":200,"http.request.id":"a4827846-1","ecs.version":"9.3.0","event.kind":"event","event.category":["web","authentication"],"event.type":["access","allowed"],"jwtguard.token.fingerprint":"fd6cb7fdf2703193","http.request.method":"GET","url.path":"/api/protected","user.id":"alice","user_agent.original":"curl/7.88.1","message":"allowed: the token verified"}"#;
+        let batch = format!("{line}\n").repeat(24);
+        let key = dir.join("key");
+        crate::seal::init(&key).unwrap();
+        let plain = Sink::file(&dir.join("plain.log")).unwrap();
+        let sealed = Sink::file(&dir.join("sealed.log")).unwrap();
+        sealed.seal_with(Sealer::open(&key, LogFormat::Json).unwrap());
+        let mut results = [Vec::new(), Vec::new()];
+        for _ in 0..15 {
+            for (i, sink) in [&plain, &sealed].into_iter().enumerate() {
+                let start = std::time::Instant::now();
+                for _ in 0..2000 {
+                    assert_eq!(sink.write(batch.as_bytes()), batch.len());
+                }
+                results[i].push(start.elapsed().as_nanos() as f64 / (2000.0 * 24.0));
+            }
+            for name in ["plain.log", "sealed.log"] {
+                std::fs::File::options()
+                    .write(true)
+                    .open(dir.join(name))
+                    .unwrap()
+                    .set_len(0)
+                    .unwrap();
+            }
+        }
+        for r in &mut results {
+            r.sort_by(f64::total_cmp);
+        }
+        println!(
+            "ns per line, batches of 24 ({} bytes a line), median of 15: plain {:.0}, sealed {:.0}, sealing {:.0}",
+            line.len(),
+            results[0][7],
+            results[1][7],
+            results[1][7] - results[0][7]
+        );
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}
