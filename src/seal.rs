@@ -66,7 +66,7 @@ pub(crate) type LineMac = Hmac<Sha256>;
 
 /// The key of one epoch, zeroed when dropped (best effort: copies the compiler made on
 /// the way are not).
-pub(crate) struct Key([u8; 32]);
+pub(crate) struct Key(pub(crate) [u8; 32]);
 
 impl Key {
     fn derive(&self, label: &[u8]) -> [u8; 32] {

@@ -332,7 +332,7 @@ impl seal::Dest for State {
 #[cfg(test)]
 impl Sink {
     /// As if a second had passed since the path was looked up.
-    fn forget_lookup(&self) {
+    pub(crate) fn forget_lookup(&self) {
         if let Dest::File { looked_up, .. } = &mut self.state().dest {
             *looked_up = 0;
         }

@@ -65,8 +65,6 @@ pub struct Report {
     files: Vec<String>,
     /// Lines verified in the chain.
     lines: u64,
-    /// Lines before the chain began (written before the log was sealed).
-    unsealed: u64,
     sequences: Option<(u64, u64)>,
     times: Option<(String, String)>,
     epochs: Option<(u64, u64)>,
@@ -118,13 +116,6 @@ impl std::fmt::Display for Report {
             }
             if let Some((a, b)) = &self.times {
                 write!(f, ", {a} to {b}")?;
-            }
-            if self.unsealed > 0 {
-                write!(
-                    f,
-                    " (after {} lines written before sealing began)",
-                    self.unsealed
-                )?;
             }
             if let Some((a, b)) = self.epochs {
                 let [startup, epoch, shutdown, file] = self.seals;
@@ -212,7 +203,7 @@ impl std::fmt::Display for Report {
                         "an old file again: the chain is at sequence {expected}, and this file starts with lines verified before (a replayed copy, or files not given oldest first)"
                     )?,
                     Break::HeadCut => f.write_str(
-                        "not where a sealed log or log file begins (its first line is a seal line): lines before it were removed, or give the files before it too",
+                        "not where a sealed log or log file begins (with a seal line): lines before it were removed, or give the files before it too, or the file was not sealed from its start",
                     )?,
                     Break::WrongKey { found, expected } => write!(
                         f,
@@ -303,7 +294,6 @@ pub fn verify(
                 .map(|p| p.as_ref().display().to_string())
                 .collect(),
             lines: 0,
-            unsealed: 0,
             sequences: None,
             times: None,
             epochs: None,
@@ -357,10 +347,6 @@ impl Verifier<'_> {
     /// Checks one line (without its newline) and moves the chain on.
     fn line(&mut self, line: &[u8], pos: Pos) -> Result<(), Fault> {
         let Some(sealed) = event::split_seal(line) else {
-            if self.chain.is_none() && pos.file == 0 && self.report.lines == 0 {
-                self.report.unsealed += 1;
-                return Ok(());
-            }
             return Err(Fault::NoSeal);
         };
         let seal = event::seal_fields(sealed.covered);
@@ -396,8 +382,7 @@ impl Verifier<'_> {
                     ));
                 }
                 let epoch = seal.epoch - u64::from(seal.reason.changes_epoch() && seal.epoch > 0);
-                let genesis = sequence == 1 && seal.previous == [0; 32];
-                if !(1..=MAX_EPOCH).contains(&epoch) || (self.report.unsealed > 0 && !genesis) {
+                if !(1..=MAX_EPOCH).contains(&epoch) || sequence == 0 {
                     return Err(Fault::Known(Some(sequence), Break::HeadCut));
                 }
                 let mut key = self.key.first();
@@ -467,6 +452,7 @@ impl Verifier<'_> {
         let Some(chain) = &self.chain else {
             return Ok(match fault {
                 Fault::Known(sequence, problem) => (sequence, problem),
+                Fault::NoSeal => (None, Break::HeadCut),
                 _ => (sequence, Break::Changed),
             });
         };
@@ -619,4 +605,339 @@ fn scan(
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::LogFormat;
+    use crate::event::Event;
+    use crate::seal::{Sealer, init};
+    use crate::sink::Sink;
+    use std::path::PathBuf;
+    use std::sync::OnceLock;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    /// A directory under the temp dir, removed when dropped.
+    struct Dir(PathBuf);
+
+    impl Dir {
+        fn new() -> Dir {
+            static N: AtomicUsize = AtomicUsize::new(0);
+            let dir = std::env::temp_dir().join(format!(
+                "jwtguard-verify-{}-{}",
+                std::process::id(),
+                N.fetch_add(1, Ordering::Relaxed)
+            ));
+            std::fs::create_dir_all(&dir).unwrap();
+            Dir(dir)
+        }
+    }
+
+    impl Drop for Dir {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+
+    /// `n` lines of events in `format`, each with its newline.
+    fn batch(format: LogFormat, tag: &str, n: usize) -> String {
+        let mut text = String::new();
+        for i in 0..n {
+            let message = format!("{tag} line {i}: \"quoted\" \u{e9}");
+            Event::Record {
+                level: log::Level::Warn,
+                logger: "test",
+                message: &message,
+            }
+            .encode(format, SystemTime::now(), &mut text);
+            text.push('\n');
+        }
+        text
+    }
+
+    /// A sealed log written through a sealed sink: a start-up, batches, an epoch change,
+    /// a shutdown. Returns the directory, the verification key, and the log's path.
+    fn sealed_log(format: LogFormat) -> (Dir, VerificationKey, PathBuf) {
+        let dir = Dir::new();
+        let key = dir.0.join("key");
+        let vk = init(&key).unwrap();
+        let log = dir.0.join("log");
+        let sink = Sink::file(&log).unwrap();
+        sink.seal_with(Sealer::open(&key, format).unwrap());
+        for b in 0..4 {
+            let text = batch(format, &format!("batch {b}"), 3);
+            assert_eq!(sink.write(text.as_bytes()), text.len());
+            if b == 1 {
+                sink.seal(Some(SealReason::Epoch));
+            }
+        }
+        sink.seal(Some(SealReason::Shutdown));
+        (dir, vk, log)
+    }
+
+    fn check(vk: &VerificationKey, files: &[&Path]) -> Report {
+        verify(vk, files, SystemTime::now()).unwrap()
+    }
+
+    #[test]
+    fn an_untouched_log_verifies_in_both_formats() {
+        for format in [LogFormat::Json, LogFormat::Text] {
+            let (_dir, vk, log) = sealed_log(format);
+            let report = check(&vk, &[&log]);
+            assert!(report.is_intact(), "{report}");
+            // file, start-up, 4 batches of 3, an epoch, a shutdown.
+            assert_eq!(report.lines(), 16, "{report}");
+            let text = report.to_string();
+            assert!(
+                text.contains(
+                    "epochs 1 to 4: 1 start-up, 1 shutdown, 1 of 15 minutes; 1 file begun"
+                ),
+                "{text}"
+            );
+            assert!(text.contains("the log ends with a shutdown"), "{text}");
+        }
+    }
+
+    /// Both formats' logs, made once.
+    fn logs() -> &'static [(Dir, VerificationKey, Vec<u8>); 2] {
+        static LOGS: OnceLock<[(Dir, VerificationKey, Vec<u8>); 2]> = OnceLock::new();
+        LOGS.get_or_init(|| {
+            [LogFormat::Json, LogFormat::Text].map(|format| {
+                let (dir, vk, log) = sealed_log(format);
+                let bytes = std::fs::read(log).unwrap();
+                (dir, vk, bytes)
+            })
+        })
+    }
+
+    /// Verifies `log` with `i`'s byte made `byte`.
+    fn changed(log: &(Dir, VerificationKey, Vec<u8>), i: usize, byte: u8, name: &str) -> Report {
+        let mut bytes = log.2.clone();
+        bytes[i] = byte;
+        let path = log.0.0.join(name);
+        std::fs::write(&path, &bytes).unwrap();
+        check(&log.1, &[&path])
+    }
+
+    #[test]
+    fn every_byte_changed_is_found() {
+        // Each byte of each log, changed.
+        for (n, log) in logs().iter().enumerate() {
+            for i in 0..log.2.len() {
+                // The lowest bit, or the case bit, in turn.
+                {
+                    let flip = if i % 2 == 0 { 0x01 } else { 0x20 };
+                    let report = changed(log, i, log.2[i] ^ flip, &format!("flip-{n}"));
+                    assert!(
+                        !report.is_intact(),
+                        "byte {i} ^ {flip:#x} of log {n} went unnoticed: {report}"
+                    );
+                }
+            }
+        }
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn any_single_byte_changed_is_found(
+            n in 0..2usize,
+            at in proptest::prelude::any::<proptest::sample::Index>(),
+            byte in proptest::prelude::any::<u8>(),
+        ) {
+            let log = &logs()[n];
+            let i = at.index(log.2.len());
+            proptest::prop_assume!(log.2[i] != byte);
+            let report = changed(log, i, byte, &format!("prop-{n}"));
+            proptest::prop_assert!(!report.is_intact(), "byte {} made {:#x} went unnoticed: {}", i, byte, report);
+        }
+    }
+
+    #[test]
+    fn the_key_file_of_a_later_epoch_cannot_seal_an_earlier_one() {
+        // The key file as it stands after the log's last epoch change: every key it gives
+        // (its own, the following ones) seals a forged line of an earlier epoch that does
+        // not verify; the earlier epoch's own key does (the forgery itself is sound).
+        let (dir, vk, log) = sealed_log(LogFormat::Text);
+        let text = std::fs::read_to_string(&log).unwrap();
+        let lines: Vec<&str> = text.lines().collect();
+        // Line 4 (a record of batch 0) is in epoch 2, after the start-up.
+        let target = 3;
+        assert!(
+            lines[target].contains("batch 0 line 1"),
+            "{}",
+            lines[target]
+        );
+        let later = std::fs::read_to_string(dir.0.join("key")).unwrap();
+        let later_epoch: u64 = later.lines().nth(1).unwrap()[6..].parse().unwrap();
+        assert_eq!(later_epoch, 4);
+        let mut key = crate::seal::Key(
+            event::parse_hex(later.lines().nth(3).unwrap()[4..].as_bytes()).unwrap(),
+        );
+        let forge = |epoch2: crate::seal::Key| {
+            // The line changed, then it and every line after it sealed again with `epoch2`
+            // as epoch 2's key and the keys that follow from it.
+            let mut key = epoch2;
+            let mut mac = key.line_mac();
+            let sealed = event::split_seal(lines[target - 1].as_bytes()).unwrap();
+            let mut previous = sealed.hash;
+            let mut out: Vec<String> = lines[..target].iter().map(|l| l.to_string()).collect();
+            for (i, line) in lines.iter().enumerate().skip(target) {
+                let sealed = event::split_seal(line.as_bytes()).unwrap();
+                let mut covered = String::from_utf8(sealed.covered.to_vec()).unwrap();
+                if i == target {
+                    covered = covered.replace("batch 0 line 1", "batch 0 line X");
+                }
+                if let Some(seal) = event::seal_fields(sealed.covered) {
+                    let (mut old, mut new) = (String::new(), String::new());
+                    event::push_hex(&seal.previous, &mut old);
+                    event::push_hex(&previous, &mut new);
+                    covered = covered.replace(&old, &new);
+                }
+                let hash = line_hash(&mac, &previous, sealed.sequence, covered.as_bytes());
+                let mut bytes = covered.into_bytes();
+                event::push_seal(&mut bytes, false, sealed.sequence, &hash);
+                out.push(String::from_utf8(bytes).unwrap());
+                previous = hash;
+                if event::seal_fields(sealed.covered).is_some_and(|s| s.reason.changes_epoch()) {
+                    key = key.next();
+                    mac = key.line_mac();
+                }
+            }
+            let path = dir.0.join("forged");
+            std::fs::write(&path, out.join("\n") + "\n").unwrap();
+            check(&vk, &[&path])
+        };
+        // Epoch 2's own key, derived from the verification key, forges it: the forgery is
+        // sound, only the key is missing.
+        let report = forge(vk.first().next());
+        assert!(report.is_intact(), "{report}");
+        // Every key the later key file gives fails, at the changed line.
+        for _ in 0..3 {
+            let report = forge(crate::seal::Key(key.0));
+            assert!(!report.is_intact(), "{report}");
+            assert!(
+                report.to_string().contains("line 4 (sequence 4): changed"),
+                "{report}"
+            );
+            key = key.next();
+        }
+    }
+
+    /// A sealed sink on `log` with the key file `key`: a process.
+    fn writer(log: &Path, key: &Path) -> Sink {
+        let sink = Sink::file(log).unwrap();
+        sink.seal_with(Sealer::open(key, LogFormat::Json).unwrap());
+        sink
+    }
+
+    fn whole_lines(path: &Path) -> u64 {
+        std::fs::read(path)
+            .unwrap()
+            .iter()
+            .filter(|&&b| b == b'\n')
+            .count() as u64
+    }
+
+    #[test]
+    fn writers_of_one_log_keep_one_chain() {
+        let dir = Dir::new();
+        let (key, log) = (dir.0.join("key"), dir.0.join("log"));
+        let vk = init(&key).unwrap();
+        std::thread::scope(|s| {
+            for w in 0..3 {
+                let (key, log) = (&key, &log);
+                s.spawn(move || {
+                    let sink = writer(log, key);
+                    for b in 0..100 {
+                        let text = batch(LogFormat::Json, &format!("writer {w} batch {b}"), 2);
+                        assert_eq!(sink.write(text.as_bytes()), text.len());
+                    }
+                    sink.seal(Some(SealReason::Shutdown));
+                });
+            }
+        });
+        let report = check(&vk, &[&log]);
+        assert!(report.is_intact(), "{report}");
+        // A file seal, 3 start-ups, 600 lines, 3 shutdowns.
+        assert_eq!((report.lines(), whole_lines(&log)), (607, 607), "{report}");
+    }
+
+    #[test]
+    fn a_rotated_file_goes_on_with_the_chain() {
+        let dir = Dir::new();
+        let (key, log, old) = (dir.0.join("key"), dir.0.join("log"), dir.0.join("log.1"));
+        let vk = init(&key).unwrap();
+        let sink = writer(&log, &key);
+        let text = batch(LogFormat::Json, "before", 3);
+        sink.write(text.as_bytes());
+        std::fs::rename(&log, &old).unwrap();
+        sink.write(text.as_bytes()); // into the renamed file, until the path is looked up
+        sink.forget_lookup();
+        let text = batch(LogFormat::Json, "after", 3);
+        sink.write(text.as_bytes());
+        sink.seal(Some(SealReason::Shutdown));
+        let report = check(&vk, &[&old, &log]);
+        assert!(report.is_intact(), "{report}");
+        assert_eq!(report.lines(), whole_lines(&old) + whole_lines(&log));
+        // The new file begins with a seal line that names where the chain is: it
+        // verifies alone.
+        let first = std::fs::read_to_string(&log).unwrap();
+        assert!(
+            first.starts_with("{")
+                && first
+                    .lines()
+                    .next()
+                    .unwrap()
+                    .contains("\"event.reason\":\"file\""),
+            "{first}"
+        );
+        assert!(check(&vk, &[&log]).is_intact());
+        let report = check(&vk, &[&log, &old]);
+        assert!(
+            report
+                .to_string()
+                .contains("log.1 line 1 (sequence 1): an old file again"),
+            "{report}"
+        );
+    }
+
+    #[test]
+    fn a_writer_that_died_before_its_state_update_is_taken_up() {
+        for torn in [false, true] {
+            let dir = Dir::new();
+            let (key, log) = (dir.0.join("key"), dir.0.join("log"));
+            let state = crate::seal::state_path(&key);
+            let vk = init(&key).unwrap();
+            {
+                let sink = writer(&log, &key);
+                sink.write(batch(LogFormat::Json, "first", 2).as_bytes());
+                let before = std::fs::read(&state).unwrap();
+                sink.write(batch(LogFormat::Json, "second", 3).as_bytes());
+                // As if the process died between its write and its state update, or in
+                // the middle of its write.
+                std::fs::write(&state, before).unwrap();
+                if torn {
+                    let len = std::fs::metadata(&log).unwrap().len();
+                    std::fs::File::options()
+                        .write(true)
+                        .open(&log)
+                        .unwrap()
+                        .set_len(len - 100)
+                        .unwrap();
+                }
+            }
+            let sink = writer(&log, &key);
+            sink.write(batch(LogFormat::Json, "next process", 2).as_bytes());
+            sink.seal(Some(SealReason::Shutdown));
+            let report = check(&vk, &[&log]);
+            assert!(report.is_intact(), "torn {torn}: {report}");
+            assert_eq!(report.lines(), whole_lines(&log));
+            let text = std::fs::read_to_string(&log).unwrap();
+            assert_eq!(
+                text.matches("second line").count(),
+                if torn { 2 } else { 3 }
+            );
+        }
+    }
 }
