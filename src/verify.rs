@@ -772,7 +772,7 @@ mod tests {
         let later_epoch: u64 = later.lines().nth(1).unwrap()[6..].parse().unwrap();
         assert_eq!(later_epoch, 4);
         let mut key = crate::seal::Key(
-            event::parse_hex(later.lines().nth(3).unwrap()[4..].as_bytes()).unwrap(),
+            event::parse_hex(&later.lines().nth(3).unwrap().as_bytes()[4..]).unwrap(),
         );
         let forge = |epoch2: crate::seal::Key| {
             // The line changed, then it and every line after it sealed again with `epoch2`
