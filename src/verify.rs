@@ -940,4 +940,47 @@ mod tests {
             );
         }
     }
+
+    #[test]
+    fn an_epoch_ends_after_15_minutes_with_a_seal_line() {
+        let dir = Dir::new();
+        let (key, log) = (dir.0.join("key"), dir.0.join("log"));
+        let vk = init(&key).unwrap();
+        let sink = writer(&log, &key);
+        sink.write(batch(LogFormat::Json, "first", 1).as_bytes());
+        // Nothing is due yet: the check the timer makes writes nothing.
+        let len = std::fs::metadata(&log).unwrap().len();
+        sink.seal(None);
+        assert_eq!(std::fs::metadata(&log).unwrap().len(), len);
+        // As if the epoch began 15 minutes ago.
+        let state = crate::seal::state_path(&key);
+        let text = std::fs::read_to_string(&state).unwrap();
+        let began = text.lines().find(|l| l.starts_with("began ")).unwrap();
+        let old = (SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap()
+            .as_secs()
+            - EPOCH_SECONDS)
+            .to_string();
+        let aged = format!("began {}{old}", "0".repeat(20 - old.len()));
+        std::fs::write(&state, text.replace(began, &aged)).unwrap();
+        let on_disk = std::fs::read_to_string(&key).unwrap();
+        sink.seal(None);
+        let text = std::fs::read_to_string(&log).unwrap();
+        let last = text.lines().last().unwrap();
+        assert!(
+            last.contains(
+                r#""event.action":"seal","event.outcome":"success","event.reason":"epoch""#
+            ),
+            "{last}"
+        );
+        assert!(last.contains(r#""jwtguard.seal.epoch":3,"#), "{last}");
+        assert_ne!(
+            std::fs::read_to_string(&key).unwrap(),
+            on_disk,
+            "the key file moved on"
+        );
+        let report = check(&vk, &[&log]);
+        assert!(report.to_string().contains("1 of 15 minutes"), "{report}");
+    }
 }
