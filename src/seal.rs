@@ -28,7 +28,9 @@
 //! to one linear chain, each still with one write per batch. The state says which file
 //! the chain is in: a process still writing to a file that logrotate moved away looks the
 //! path up again before it writes. A new file starts with a seal line (`file`) that names
-//! the previous file's last hash.
+//! the previous file's last hash. Each process must open the key file itself (build its own
+//! sealed [`SecurityLog`](crate::SecurityLog)): a `flock` belongs to the open file, which a
+//! child forked without `exec` would share with its parent (jwtguard opens it close-on-exec).
 //!
 //! A writer killed between its write and its state update leaves lines the state does
 //! not know: the next writer finds the file longer than the state says, takes the chain
