@@ -7,8 +7,8 @@
 #
 # Environment: BENCH_SECONDS (measured run, default 10), BENCH_WARMUP (seconds, default 3),
 # BENCH_CONNECTIONS (default 32), BENCH_THREADS (wrk threads, default 2),
-# BENCH_ROUNDS (rounds of floor, valid, forged, in turning order; the summary takes medians,
-# default 5),
+# BENCH_ROUNDS (rounds of floor, valid, sealed, forged, in turning order; the summary takes
+# medians, default 5),
 # BENCH_STARTS (fresh starts timed for the first-request latency, default 5),
 # BENCH_STRICT (1: exit 1 on any FAIL). See bench/README.md for what is measured.
 set -euo pipefail
@@ -267,11 +267,17 @@ run_floor() {
   stop "$PID"
 }
 
-run_jwtguard() { # run_jwtguard valid|forged
-  local scenario=$1 token want log url got
-  if [ "$scenario" = valid ]; then token=$VALID want=200; else token=$FORGED want=401; fi
+run_jwtguard() { # run_jwtguard valid|sealed|forged
+  local scenario=$1 token want log url got seal=()
+  if [ "$scenario" = forged ]; then token=$FORGED want=401; else token=$VALID want=200; fi
   log="$TMP/security-$scenario.log"
-  start "$scenario" "$JWTGUARD" --listen 127.0.0.1:0 --log-file "$log"
+  if [ "$scenario" = sealed ]; then
+    # A fresh sealing key each run (the chain state beside it starts over too).
+    rm -f "$TMP/seal.key" "$TMP/seal.key.state"
+    "$JWTGUARD" seal-init "$TMP/seal.key" >/dev/null 2>&1
+    seal=(--seal-key "$TMP/seal.key")
+  fi
+  start "$scenario" "$JWTGUARD" --listen 127.0.0.1:0 --log-file "$log" "${seal[@]}"
   url="http://127.0.0.1:$PORT/api/protected"
   got=$(curl -s -o /dev/null -w '%{http_code}' --max-time 5 \
     -H "Authorization: Bearer $token" "$url" || true)
@@ -287,13 +293,15 @@ run_jwtguard() { # run_jwtguard valid|forged
   rm -f "$log"
 }
 
-echo "== load: $ROUNDS rounds of floor, valid, forged; wrk -t$THREADS -c$CONNECTIONS," \
+echo "== load: $ROUNDS rounds of floor, valid, sealed, forged; wrk -t$THREADS -c$CONNECTIONS," \
   "${WARMUP}s warm-up + ${SECONDS_RUN}s measured; server on CPU $SERVER_CPU, wrk on CPU $CLIENT_CPU"
-# The order turns every round (floor valid forged, valid forged floor, forged floor valid),
-# so that no scenario always runs first or right after another's.
-ORDERS=("floor valid forged" "valid forged floor" "forged floor valid")
+# The order turns every round (floor valid sealed forged, valid sealed forged floor, ...),
+# so that no scenario always runs first or right after another's. (sealed: the valid run
+# with --seal-key.)
+ORDERS=("floor valid sealed forged" "valid sealed forged floor" "sealed forged floor valid"
+  "forged floor valid sealed")
 for ((round = 1; round <= ROUNDS; round++)); do
-  order=${ORDERS[$(((round - 1) % 3))]}
+  order=${ORDERS[$(((round - 1) % 4))]}
   echo "-- round $round: $order"
   for scenario in $order; do
     if [ "$scenario" = floor ]; then run_floor; else run_jwtguard "$scenario"; fi
@@ -319,7 +327,7 @@ diffs() {
 }
 
 declare -A M_RPS M_P50 M_P99 M_CPU M_CPUPCT M_OTHER M_OTHER1 M_WRK M_HWM T_REQS T_LINES T_NON2XX
-for s in floor valid forged; do
+for s in floor valid sealed forged; do
   # shellcheck disable=SC2086 # word splitting of the per-round lists is intended
   {
     M_RPS[$s]=$(median ${RPS[$s]})
@@ -358,6 +366,9 @@ RATIO_VALID=$(paired 'b / a' "${RPS[floor]}" "${RPS[valid]}")
 RATIO_FORGED=$(paired 'b / a' "${RPS[floor]}" "${RPS[forged]}")
 DCPU_VALID=$(paired 'b - a' "${CPU[floor]}" "${CPU[valid]}" 2)
 DCPU_FORGED=$(paired 'b - a' "${CPU[floor]}" "${CPU[forged]}" 2)
+# Sealing: the sealed run against the valid run of the same round.
+DCPU_SEALED=$(paired 'b - a' "${CPU[valid]}" "${CPU[sealed]}" 2)
+RATIO_SEALED=$(paired 'b / a' "${RPS[valid]}" "${RPS[sealed]}")
 RATIO_FORGED_VALID=$(paired 'b / a' "${RPS[valid]}" "${RPS[forged]}")
 HWM_MAX=$(largest "${M_HWM[valid]}" "${M_HWM[forged]}")
 # shellcheck disable=SC2086 # word splitting of the per-round lists is intended
@@ -367,8 +378,9 @@ SUP_PSS_MAX=$(largest ${SUPPSS[valid]} ${SUPPSS[forged]})
 FIRST_MS=$(calc "$FIRST_MEDIAN_US / 1000" 2)
 DIFF_VALID=$(diffs valid)
 DIFF_FORGED=$(diffs forged)
+DIFF_SEALED=$(diffs sealed)
 DIFF_OK=1
-for d in ${DIFF_VALID//\// } ${DIFF_FORGED//\// }; do
+for d in ${DIFF_VALID//\// } ${DIFF_FORGED//\// } ${DIFF_SEALED//\// }; do
   if ((d < 0 || d > CONNECTIONS)); then DIFF_OK=0; fi
 done
 
@@ -380,7 +392,8 @@ V_SIZE=$(verdict "$SIZE_JWTGUARD <= 1310720")
 V_SUP=$(verdict "$SUP_PSS_MAX <= 1024 && $SUP_MS_MAX <= 10 * $SECONDS_RUN")
 V_FIRST=$(verdict "$FIRST_MEDIAN_US <= 20000")
 V_LOG=$(verdict "$DIFF_OK == 1")
-V_STATUS=$(verdict "${T_NON2XX[floor]} == 0 && ${T_NON2XX[valid]} == 0 && ${T_NON2XX[forged]} == ${T_REQS[forged]}")
+V_SEAL=$(verdict "$DCPU_SEALED <= 0.5")
+V_STATUS=$(verdict "${T_NON2XX[floor]} == 0 && ${T_NON2XX[valid]} == 0 && ${T_NON2XX[sealed]} == 0 && ${T_NON2XX[forged]} == ${T_REQS[forged]}")
 
 mkdir -p target/bench
 SUMMARY=target/bench/summary.txt
@@ -391,22 +404,24 @@ SUMMARY=target/bench/summary.txt
     "server pinned to CPU $SERVER_CPU, wrk to CPU $CLIENT_CPU;" \
     "$ROUNDS rounds, a fresh server process per run"
   echo
-  printf '%-28s %14s %14s %14s\n' "" "floor" "jwt valid" "jwt forged"
-  row() { printf '%-28s %14s %14s %14s\n' "$1" "$2" "$3" "$4"; }
-  row "req/s (median)" "${M_RPS[floor]}" "${M_RPS[valid]}" "${M_RPS[forged]}"
-  row "latency p50 (us, median)" "${M_P50[floor]}" "${M_P50[valid]}" "${M_P50[forged]}"
-  row "latency p99 (us, median)" "${M_P99[floor]}" "${M_P99[valid]}" "${M_P99[forged]}"
-  row "server CPU (us/req, median)" "${M_CPU[floor]}" "${M_CPU[valid]}" "${M_CPU[forged]}"
-  row "server busy (% CPU, median)" "${M_CPUPCT[floor]}" "${M_CPUPCT[valid]}" "${M_CPUPCT[forged]}"
-  row "wrk busy (% CPU, median)" "${M_WRK[floor]}" "${M_WRK[valid]}" "${M_WRK[forged]}"
-  row "CPU $SERVER_CPU: others (%, max)" "${M_OTHER[floor]}" "${M_OTHER[valid]}" "${M_OTHER[forged]}"
-  row "CPU $CLIENT_CPU: others (%, max)" "${M_OTHER1[floor]}" "${M_OTHER1[valid]}" "${M_OTHER1[forged]}"
-  row "peak RSS VmHWM (KiB, max)" "${M_HWM[floor]}" "${M_HWM[valid]}" "${M_HWM[forged]}"
-  row "requests completed (wrk)" "${T_REQS[floor]}" "${T_REQS[valid]}" "${T_REQS[forged]}"
-  row "non-2xx responses" "${T_NON2XX[floor]}" "${T_NON2XX[valid]}" "${T_NON2XX[forged]}"
-  row "security log lines" "-" "${T_LINES[valid]}" "${T_LINES[forged]}"
-  row "lines - completed (rounds)" "-" "$DIFF_VALID" "$DIFF_FORGED"
-  printf '%-28s %14s %14s %14s\n' "stripped binary (bytes)" "$SIZE_FLOOR" "$SIZE_JWTGUARD" "$SIZE_JWTGUARD"
+  row() { printf '%-28s %14s %14s %14s %14s\n' "$1" "$2" "$3" "$4" "$5"; }
+  each() { row "$1" "$(eval "echo \${$2[floor]}")" "$(eval "echo \${$2[valid]}")" \
+    "$(eval "echo \${$2[sealed]}")" "$(eval "echo \${$2[forged]}")"; }
+  row "" "floor" "jwt valid" "jwt sealed" "jwt forged"
+  each "req/s (median)" M_RPS
+  each "latency p50 (us, median)" M_P50
+  each "latency p99 (us, median)" M_P99
+  each "server CPU (us/req, median)" M_CPU
+  each "server busy (% CPU, median)" M_CPUPCT
+  each "wrk busy (% CPU, median)" M_WRK
+  each "CPU $SERVER_CPU: others (%, max)" M_OTHER
+  each "CPU $CLIENT_CPU: others (%, max)" M_OTHER1
+  each "peak RSS VmHWM (KiB, max)" M_HWM
+  each "requests completed (wrk)" T_REQS
+  each "non-2xx responses" T_NON2XX
+  row "security log lines" "-" "${T_LINES[valid]}" "${T_LINES[sealed]}" "${T_LINES[forged]}"
+  row "lines - completed (rounds)" "-" "$DIFF_VALID" "$DIFF_SEALED" "$DIFF_FORGED"
+  row "stripped binary (bytes)" "$SIZE_FLOOR" "$SIZE_JWTGUARD" "$SIZE_JWTGUARD" "$SIZE_JWTGUARD"
   echo
   echo "first request (spawn -> /healthz 200), $STARTS starts: median $FIRST_MS ms," \
     "min $(calc "$FIRST_MIN_US / 1000") ms, max $(calc "$FIRST_MAX_US / 1000") ms"
@@ -427,7 +442,8 @@ SUMMARY=target/bench/summary.txt
   printf '%-44s %-34s %s\n' "supervisor: PSS <= 1024 KiB, CPU <= 1 ms/s" "$SUP_PSS_MAX KiB, $SUP_MS_MAX ms in ${SECONDS_RUN}s" "$V_SUP"
   printf '%-44s %-34s %s\n' "first request <= 20 ms (median)" "$FIRST_MS ms" "$V_FIRST"
   printf '%-44s %-34s %s\n' "log lines - completed in [0, $CONNECTIONS] per run" "valid $DIFF_VALID, forged $DIFF_FORGED" "$V_LOG"
-  printf '%-44s %-34s %s\n' "statuses: floor/valid 2xx, forged all 401" "non-2xx ${T_NON2XX[floor]}/${T_NON2XX[valid]}/${T_NON2XX[forged]}" "$V_STATUS"
+  printf '%-44s %-34s %s\n' "sealing CPU us/request <= valid + 0.5" "sealed $(signed "$DCPU_SEALED"), req/s $RATIO_SEALED" "$V_SEAL"
+  printf '%-44s %-34s %s\n' "statuses: floor/valid/sealed 2xx, forged 401" "non-2xx ${T_NON2XX[floor]}/${T_NON2XX[valid]}/${T_NON2XX[sealed]}/${T_NON2XX[forged]}" "$V_STATUS"
 } >"$SUMMARY"
 
 echo

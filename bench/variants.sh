@@ -2,7 +2,8 @@
 # Where the time goes: interleaved load runs of variants of one request, server CPU per
 # request and write(2) calls per request, medians over rounds.
 #
-#   bench/variants.sh                         # floor, /healthz, log to /dev/null, log to a file
+#   bench/variants.sh                         # floor, /healthz, log to /dev/null, log to a
+#                                             # file, log to a file sealed (--seal-key)
 #   bench/variants.sh OLD/jwtguard ...        # also other jwtguard binaries (log to a file)
 #
 # Environment: BENCH_SECONDS (per run, default 5), BENCH_ROUNDS (default 3). The server is
@@ -83,6 +84,10 @@ for ((round = 1; round <= ROUNDS; round++)); do
     "$JWTGUARD" --listen 127.0.0.1:0 --log-file /dev/null
   run "jwtguard valid, --log-file (a file)" /api/protected \
     "$JWTGUARD" --listen 127.0.0.1:0 --log-file "$LOG"
+  rm -f "$TMP/seal.key" "$TMP/seal.key.state"
+  "$JWTGUARD" seal-init "$TMP/seal.key" >/dev/null 2>&1
+  run "jwtguard valid, --log-file --seal-key" /api/protected \
+    "$JWTGUARD" --listen 127.0.0.1:0 --log-file "$LOG" --seal-key "$TMP/seal.key"
   for other in "$@"; do
     run "$other valid, --log-file (a file)" /api/protected \
       "$other" --listen 127.0.0.1:0 --log-file "$LOG"

@@ -8,6 +8,8 @@ use serde_json::{Map, Value};
 pub const USAGE: &str = "\
 Usage: jwtguard [serve] [OPTIONS]
        jwtguard token --sub NAME [--ttl SECONDS] [--claim KEY=VALUE]... [OPTIONS]
+       jwtguard seal-init KEYFILE
+       jwtguard verify-log --key VERIFICATION_KEY [--as-of TIME] LOGFILE...
        jwtguard help | --help | --version
 
 Serves HTTP on --listen: paths under --protect need an HS256 bearer token, /healthz is
@@ -18,6 +20,10 @@ dies, replaces one that stalls, and on SIGHUP reloads (a new worker reads the --
 file, the secret file and the keys again, and takes over without a dropped request);
 SIGTERM and SIGINT stop. A socket passed by systemd (LISTEN_FDS) is served.
 `token` prints a token signed with the configured secret.
+`seal-init` creates a sealing key file (mode 0600, never overwritten) for `serve
+--seal-key` and prints its verification key on stdout: keep that off this host.
+`verify-log` checks a sealed log, its files oldest first (rotated ones, then the
+current one): exit 0 intact, 1 tampered or cut short, 2 usage.
 
 The secret comes from JWTGUARD_SECRET, or from the file named by JWTGUARD_SECRET_FILE
 or --secret-file. With none, `serve` makes a random one for this run and prints a demo
@@ -52,6 +58,12 @@ Serve options:
   --config FILE            options from FILE, one per line (NAME VALUE, no --), here
                            in the command line; read again on a reload
   --no-supervisor          serve in this one process: no restart, no reload
+  --seal-key KEYFILE       seal every log line (event.sequence, event.hash) with the
+                           key seal-init made; the key moves on every 15 minutes
+Verify-log options:
+  --key VERIFICATION_KEY   the line seal-init printed
+  --as-of TIME             judge the log's end as of TIME (2026-11-27T21:42:09Z)
+                           instead of now
 Token options:
   --sub NAME               the subject (user) of the token
   --ttl SECONDS            lifetime [default: 3600]
@@ -79,6 +91,13 @@ pub enum Command {
         log_file: Option<PathBuf>,
         /// Run under jwtguard's supervisor (the default; `--no-supervisor` for one process).
         supervise: bool,
+        seal_key: Option<PathBuf>,
+    },
+    SealInit(PathBuf),
+    VerifyLog {
+        key: jwtguard::seal::VerificationKey,
+        as_of: std::time::SystemTime,
+        files: Vec<PathBuf>,
     },
     Token {
         config: Config,
@@ -95,6 +114,8 @@ pub enum Failure {
     Usage(String),
     /// Anything else: exit 1.
     Fatal(Box<dyn std::error::Error>),
+    /// Exit with this code; what there was to say is said.
+    Exit(u8),
 }
 
 impl From<Error> for Failure {
@@ -159,6 +180,7 @@ fn parse_flags() -> Result<(Command, Option<PathBuf>, Option<PathBuf>), lexopt::
         seen_flag: false,
         supervise: true,
         read_config: false,
+        seal_key: None,
     };
     let mut parser = lexopt::Parser::from_env();
     while let Some(arg) = parser.next()? {
@@ -179,6 +201,7 @@ fn parse_flags() -> Result<(Command, Option<PathBuf>, Option<PathBuf>), lexopt::
         ttl,
         extra,
         supervise,
+        seal_key,
         ..
     } = flags;
     if !protect.is_empty() {
@@ -208,6 +231,7 @@ fn parse_flags() -> Result<(Command, Option<PathBuf>, Option<PathBuf>), lexopt::
             config,
             log_file,
             supervise,
+            seal_key,
         }
     };
     Ok((command, secret_file, jwks))
@@ -256,6 +280,7 @@ struct Flags {
     supervise: bool,
     /// A `--config` file was read (one may not name another).
     read_config: bool,
+    seal_key: Option<PathBuf>,
 }
 
 impl Flags {
@@ -273,6 +298,7 @@ impl Flags {
                 let word = word.string()?;
                 match word.as_str() {
                     "serve" | "token" => self.subcommand = Some(word),
+                    "seal-init" | "verify-log" => return Ok(Some(tool(&word, parser)?)),
                     "help" => return Ok(Some(Command::Help)),
                     _ => return Err(format!("unknown command {word:?}").into()),
                 }
@@ -337,6 +363,7 @@ impl Flags {
                 self.extra.insert(key.to_owned(), value);
             }
             Long("no-supervisor") if !in_token => self.supervise = false,
+            Long("seal-key") if !in_token => self.seal_key = Some(PathBuf::from(parser.value()?)),
             Long("config") if !in_token && !self.read_config => {
                 let path = PathBuf::from(parser.value()?);
                 self.read_config = true;
@@ -377,6 +404,51 @@ fn config_file(path: &std::path::Path) -> Result<Vec<String>, lexopt::Error> {
         args.extend(value.map(str::to_owned));
     }
     Ok(args)
+}
+
+/// The rest of a `seal-init` or `verify-log` command line.
+fn tool(command: &str, parser: &mut lexopt::Parser) -> Result<Command, lexopt::Error> {
+    use lexopt::prelude::*;
+    let verify = command == "verify-log";
+    let mut files = Vec::new();
+    let mut key = None;
+    let mut as_of = None;
+    while let Some(arg) = parser.next()? {
+        match arg {
+            Value(file) => files.push(PathBuf::from(file)),
+            Long("key") if verify => {
+                let text = parser.value()?.string()?;
+                key = Some(
+                    text.parse()
+                        .map_err(|e: String| format!("invalid --key: {e}"))?,
+                );
+            }
+            Long("as-of") if verify => {
+                let text = parser.value()?.string()?;
+                let ms = jwtguard::seal::parse_time(&text).ok_or_else(|| {
+                    format!("invalid --as-of: {text:?} is not a UTC time like 2026-11-27T21:42:09Z")
+                })?;
+                as_of = Some(std::time::UNIX_EPOCH + std::time::Duration::from_millis(ms));
+            }
+            Short('h') | Long("help") => return Ok(Command::Help),
+            _ => return Err(arg.unexpected()),
+        }
+    }
+    if !verify {
+        return match <[PathBuf; 1]>::try_from(files) {
+            Ok([file]) => Ok(Command::SealInit(file)),
+            Err(_) => Err("seal-init takes one KEYFILE".into()),
+        };
+    }
+    let key = key.ok_or("verify-log needs --key VERIFICATION_KEY (the line seal-init printed)")?;
+    if files.is_empty() {
+        return Err("verify-log needs the log files, oldest first".into());
+    }
+    Ok(Command::VerifyLog {
+        key,
+        as_of: as_of.unwrap_or_else(std::time::SystemTime::now),
+        files,
+    })
 }
 
 /// The claims of a token for `sub` that expires `ttl` seconds from now, with `iat`, and

@@ -51,6 +51,13 @@ pub enum Error {
     Random(String),
     /// A `log` logger was installed already, so the security log could not be.
     Logger,
+    /// The sealing key file could not be created, read or used.
+    SealKey {
+        /// The key file.
+        path: PathBuf,
+        /// The cause.
+        source: io::Error,
+    },
 }
 
 impl fmt::Display for Error {
@@ -72,6 +79,9 @@ impl fmt::Display for Error {
             Error::Accept(_) => f.write_str("the server stopped accepting connections"),
             Error::Random(cause) => write!(f, "the operating system gave no random bytes: {cause}"),
             Error::Logger => f.write_str("a logger is installed already: the security log must be the process's logger"),
+            Error::SealKey { path, .. } => {
+                write!(f, "cannot use the sealing key file {}", path.display())
+            }
         }
     }
 }
@@ -79,7 +89,9 @@ impl fmt::Display for Error {
 impl std::error::Error for Error {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
         match self {
-            Error::SecretFile { source, .. } | Error::LogFile { source, .. } => Some(source),
+            Error::SecretFile { source, .. }
+            | Error::LogFile { source, .. }
+            | Error::SealKey { source, .. } => Some(source),
             Error::Bind { source, .. } => Some(source.as_ref()),
             Error::Accept(source) => Some(source),
             _ => None,

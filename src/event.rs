@@ -256,6 +256,63 @@ pub(crate) enum Event<'a> {
         logger: &'a str,
         message: &'a str,
     },
+    /// A seal line of a sealed log (src/seal.rs): an epoch begins, or a new file.
+    Seal(SealEvent<'a>),
+}
+
+/// Why a seal line was written.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum SealReason {
+    /// A process opened the sealed log: the epoch changes (`startup`).
+    Startup,
+    /// The epoch lasted its 15 minutes (`epoch`).
+    Epoch,
+    /// A process wrote its shutdown event: the epoch changes (`shutdown`).
+    Shutdown,
+    /// The chain goes on in another file (after a rotation): the epoch stays (`file`).
+    File,
+}
+
+impl SealReason {
+    pub(crate) fn code(self) -> &'static str {
+        match self {
+            SealReason::Startup => "startup",
+            SealReason::Epoch => "epoch",
+            SealReason::Shutdown => "shutdown",
+            SealReason::File => "file",
+        }
+    }
+
+    fn from_code(code: &[u8]) -> Option<SealReason> {
+        Some(match code {
+            b"startup" => SealReason::Startup,
+            b"epoch" => SealReason::Epoch,
+            b"shutdown" => SealReason::Shutdown,
+            b"file" => SealReason::File,
+            _ => return None,
+        })
+    }
+
+    /// Whether the line begins a new epoch (and is sealed with the last epoch's key).
+    pub(crate) fn changes_epoch(self) -> bool {
+        self != SealReason::File
+    }
+}
+
+/// A seal line: every field is jwtguard's own.
+#[derive(Clone, Debug)]
+pub(crate) struct SealEvent<'a> {
+    pub reason: SealReason,
+    /// `jwtguard.seal.epoch`: the epoch of the lines that follow.
+    pub epoch: u64,
+    /// `jwtguard.seal.previous`: the hash of the line before (in the previous file, for
+    /// `file`); all zeros for the first line of a chain.
+    pub previous: &'a [u8; 32],
+    /// `jwtguard.seal.previous_file`, for `file` only: the sequence number of the first
+    /// line of the file the chain was in before (0 when none).
+    pub previous_file: u64,
+    /// `jwtguard.seal.key`: which sealing key (16 hex digits, not secret).
+    pub key_id: &'a str,
 }
 
 impl Event<'_> {
@@ -269,9 +326,9 @@ impl Event<'_> {
                 cause: Cause::AcceptFailed,
                 ..
             }) => log::Level::Error,
-            Event::Service(_) | Event::Supervision(Supervision::Reloaded { .. }) => {
-                log::Level::Info
-            }
+            Event::Service(_)
+            | Event::Seal(_)
+            | Event::Supervision(Supervision::Reloaded { .. }) => log::Level::Info,
             Event::Supervision(Supervision::Failed { .. }) => log::Level::Error,
             Event::Supervision(_) => log::Level::Warn,
             Event::Record { level, .. } => *level,
@@ -312,6 +369,7 @@ impl Event<'_> {
                 );
                 line.text("log.logger", logger);
             }
+            Event::Seal(e) => e.encode(&mut line),
         }
         match self {
             Event::Request(e) => {
@@ -404,6 +462,32 @@ impl Event<'_> {
                 "the client does not read its answers: its connection is no longer served",
             ]),
             Event::Record { message, .. } => line.message(&[message]),
+            Event::Seal(e) => {
+                let mut n = itoa::Buffer::new();
+                let epoch = n.format(e.epoch);
+                line.message(&match e.reason {
+                    SealReason::Startup => [
+                        "sealed: jwtguard started; epoch ",
+                        epoch,
+                        " begins, the key of the last one is erased",
+                    ],
+                    SealReason::Epoch => [
+                        "sealed: 15 minutes passed; epoch ",
+                        epoch,
+                        " begins, the key of the last one is erased",
+                    ],
+                    SealReason::Shutdown => [
+                        "sealed: jwtguard stopped; epoch ",
+                        epoch,
+                        " begins, the key of the last one is erased",
+                    ],
+                    SealReason::File => [
+                        "sealed: the chain goes on in this log file, in epoch ",
+                        epoch,
+                        "",
+                    ],
+                });
+            }
         }
         line.finish();
     }
@@ -549,6 +633,197 @@ impl ServiceEvent<'_> {
             }
         }
     }
+}
+
+impl SealEvent<'_> {
+    fn encode(&self, line: &mut Line) {
+        line.raw("event.action", "seal");
+        line.raw("event.outcome", "success");
+        line.raw("event.reason", self.reason.code());
+        let kind = if self.reason.changes_epoch() {
+            "change"
+        } else {
+            "info"
+        };
+        ecs(line, &["process"], &[kind]);
+        line.number("jwtguard.seal.epoch", self.epoch);
+        line.with("jwtguard.seal.previous", |out| push_hex(self.previous, out));
+        if self.reason == SealReason::File {
+            line.number("jwtguard.seal.previous_file", self.previous_file);
+        }
+        line.raw("jwtguard.seal.key", self.key_id);
+    }
+}
+
+/// Appends the seal to `out`, which ends with the covered part of a line
+/// ([`sealed_part`]): in JSON (`json`), `,"event.sequence":N,"event.hash":"HEX"}`, the
+/// last fields and the closing brace; in text, ` event.sequence=N event.hash=HEX` after
+/// `message`.
+pub(crate) fn push_seal(out: &mut Vec<u8>, json: bool, sequence: u64, hash: &[u8; 32]) {
+    let mut n = itoa::Buffer::new();
+    let (sequence_key, hash_key, end): (&[u8], &[u8], &[u8]) = if json {
+        (b",\"event.sequence\":", b",\"event.hash\":\"", b"\"}")
+    } else {
+        (b" event.sequence=", b" event.hash=", b"")
+    };
+    out.extend_from_slice(sequence_key);
+    out.extend_from_slice(n.format(sequence).as_bytes());
+    out.extend_from_slice(hash_key);
+    let mut hex = [0; 64];
+    for (pair, b) in hex.chunks_exact_mut(2).zip(hash) {
+        pair[0] = HEX[usize::from(b >> 4)];
+        pair[1] = HEX[usize::from(b & 15)];
+    }
+    out.extend_from_slice(&hex);
+    out.extend_from_slice(end);
+}
+
+/// The part of `line` (without its newline) that its seal covers, and whether it is
+/// JSON: all of it but, in JSON, the closing brace.
+pub(crate) fn sealed_part(line: &[u8]) -> (&[u8], bool) {
+    match line.strip_suffix(b"}") {
+        Some(covered) => (covered, true),
+        None => (line, false),
+    }
+}
+
+/// A sealed line taken apart.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) struct Sealed<'a> {
+    /// What the hash covers: the line before its seal (see [`push_seal`]).
+    pub covered: &'a [u8],
+    /// `event.sequence`.
+    pub sequence: u64,
+    /// `event.hash`.
+    pub hash: [u8; 32],
+}
+
+/// Takes the seal off `line` (without its newline), or `None` when it has none: the
+/// seal is parsed from the end, the last fields of the line in either encoding.
+pub(crate) fn split_seal(line: &[u8]) -> Option<Sealed<'_>> {
+    let (body, hex, json) = if let Some(body) = line.strip_suffix(b"\"}") {
+        let (body, hex) = body.split_at_checked(body.len().checked_sub(64)?)?;
+        (body.strip_suffix(b",\"event.hash\":\"")?, hex, true)
+    } else {
+        let (body, hex) = line.split_at_checked(line.len().checked_sub(64)?)?;
+        (body.strip_suffix(b" event.hash=")?, hex, false)
+    };
+    let digits = body.iter().rev().take_while(|b| b.is_ascii_digit()).count();
+    let (body, digits) = body.split_at(body.len() - digits);
+    let covered = if json {
+        body.strip_suffix(b",\"event.sequence\":")?
+    } else {
+        body.strip_suffix(b" event.sequence=")?
+    };
+    Some(Sealed {
+        covered,
+        sequence: parse_number(digits)?,
+        hash: parse_hex(hex)?,
+    })
+}
+
+/// A decimal number as jwtguard writes them: digits, no sign, no leading zero.
+fn parse_number(digits: &[u8]) -> Option<u64> {
+    if digits.is_empty() || digits.len() > 20 || (digits[0] == b'0' && digits.len() > 1) {
+        return None;
+    }
+    digits.iter().try_fold(0u64, |n, &d| {
+        d.is_ascii_digit().then_some(())?;
+        n.checked_mul(10)?.checked_add(u64::from(d - b'0'))
+    })
+}
+
+/// 64 lower-case hex digits.
+pub(crate) fn parse_hex(hex: &[u8]) -> Option<[u8; 32]> {
+    let digit = |b: u8| match b {
+        b'0'..=b'9' => Some(b - b'0'),
+        b'a'..=b'f' => Some(b - b'a' + 10),
+        _ => None,
+    };
+    if hex.len() != 64 {
+        return None;
+    }
+    let mut out = [0; 32];
+    for (i, pair) in hex.chunks_exact(2).enumerate() {
+        out[i] = digit(pair[0])? << 4 | digit(pair[1])?;
+    }
+    Some(out)
+}
+
+/// The `@timestamp` at the start of a line of either encoding.
+pub(crate) fn timestamp(line: &[u8]) -> Option<&str> {
+    let rest = line
+        .strip_prefix(b"{\"@timestamp\":\"")
+        .or_else(|| line.strip_prefix(b"@timestamp="))?;
+    std::str::from_utf8(rest.get(..24)?).ok()
+}
+
+/// What a seal line says, read back.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct SealFields {
+    pub reason: SealReason,
+    pub epoch: u64,
+    pub previous: [u8; 32],
+    pub previous_file: u64,
+    pub key_id: String,
+}
+
+/// The seal fields of `covered` (a sealed line's covered part), when it is a seal line:
+/// its `event.action` must be `seal`, right after the timestamp and the level. Every
+/// field of a seal line is jwtguard's own, so they are simply looked up by name.
+pub(crate) fn seal_fields(covered: &[u8]) -> Option<SealFields> {
+    let ts = timestamp(covered)?.len();
+    let (json, rest) = match covered.strip_prefix(b"{\"@timestamp\":\"") {
+        Some(rest) => (
+            true,
+            rest.get(ts..)?
+                .strip_prefix(b"\",\"log.level\":\"info\",\"event.action\":\"seal\",")?,
+        ),
+        None => (
+            false,
+            covered
+                .strip_prefix(b"@timestamp=")?
+                .get(ts..)?
+                .strip_prefix(b" log.level=info event.action=seal ")?,
+        ),
+    };
+    let field = |name: &str| -> Option<&[u8]> {
+        let key = if json {
+            format!("\"{name}\":")
+        } else {
+            format!(" {name}=")
+        };
+        let at = find(rest, key.as_bytes())? + key.len();
+        let value = &rest[at..];
+        let value = if json && value.first() == Some(&b'"') {
+            let value = &value[1..];
+            &value[..value.iter().position(|&b| b == b'"')?]
+        } else {
+            let end = value
+                .iter()
+                .position(|&b| b == b' ' || b == b',')
+                .unwrap_or(value.len());
+            &value[..end]
+        };
+        Some(value)
+    };
+    let reason = SealReason::from_code(field("event.reason")?)?;
+    Some(SealFields {
+        reason,
+        epoch: parse_number(field("jwtguard.seal.epoch")?)?,
+        previous: parse_hex(field("jwtguard.seal.previous")?)?,
+        previous_file: match reason {
+            SealReason::File => parse_number(field("jwtguard.seal.previous_file")?)?,
+            _ => 0,
+        },
+        key_id: std::str::from_utf8(field("jwtguard.seal.key")?)
+            .ok()?
+            .to_owned(),
+    })
+}
+
+fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
+    haystack.windows(needle.len()).position(|w| w == needle)
 }
 
 /// A line under construction: the same calls give the JSON and the text encodings, so

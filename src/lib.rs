@@ -66,6 +66,11 @@
 //! The line carries the fields listed in the README (Elastic Common Schema names), never
 //! the token or the secret; values from the request are escaped into printable ASCII and
 //! capped at 256 bytes.
+//!
+//! A log built with [`SecurityLog::sealed`] ends every line with `event.sequence` and
+//! `event.hash`, chaining it to the line before under a key that moves forward every epoch;
+//! [`seal::verify`] checks it with the verification key [`seal::init`] returned. See
+//! [`seal`].
 
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
@@ -86,11 +91,13 @@ mod path;
 mod proptests;
 mod proxy;
 mod reason;
+pub mod seal;
 mod server;
 mod sink;
 mod sys;
 mod time;
 mod token;
+mod verify;
 
 pub use config::{
     Config, LogFormat, MIN_SECRET_BYTES, SECRET_ENV, SECRET_FILE_ENV, Secret, SecretSource,

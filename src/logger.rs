@@ -25,12 +25,16 @@ use std::time::SystemTime;
 
 use log::{LevelFilter, Log, Metadata, Record};
 
-use crate::event::Event;
+use crate::event::{Event, SealReason, ServiceEvent};
+use crate::seal::Sealer;
 use crate::sink::Sink;
 use crate::{Error, LogFormat};
 
 /// The `log` target of security events.
 pub const TARGET: &str = "security";
+
+/// How often a sealed log checks whether its epoch is over.
+const SEAL_TICK: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// The security log: the [`log::Log`] that writes security events, one line each.
 ///
@@ -121,6 +125,27 @@ impl SecurityLog {
         }
     }
 
+    /// Seals every line with the sealing key in `key_file` (made by
+    /// [`seal::init`](crate::seal::init), or `jwtguard seal-init`): each line gets
+    /// `event.sequence` and `event.hash`, chained to the line before, and the key moves on
+    /// at start-up (now: a seal line is written), at shutdown and every 15 minutes. Any
+    /// number of processes may seal into the same log with the same key file: they keep
+    /// one chain. See [`seal`](crate::seal).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::SealKey`] when the key file cannot be read or is not one, or its state
+    /// file (`KEYFILE.state`) cannot be opened.
+    pub fn sealed(self, key_file: impl AsRef<Path>) -> Result<SecurityLog, Error> {
+        let path = key_file.as_ref();
+        let sealer = Sealer::open(path, self.format).map_err(|source| Error::SealKey {
+            path: path.to_owned(),
+            source,
+        })?;
+        self.sink.seal_with(sealer);
+        Ok(self)
+    }
+
     /// Sends the records of every target but `security` to `logger`, which enables up to
     /// `level`. Without it, those records are dropped.
     pub fn others(mut self, logger: Box<dyn Log>, level: LevelFilter) -> SecurityLog {
@@ -158,6 +183,18 @@ impl SecurityLog {
         log::set_logger(leaked).map_err(|_| Error::Logger)?;
         let _ = INSTALLED.set(leaked);
         log::set_max_level(level);
+        if leaked.sink.sealed() {
+            // Epochs end on time even when nothing is logged.
+            std::thread::Builder::new()
+                .name("jwtguard-seal".into())
+                .spawn(move || {
+                    loop {
+                        std::thread::sleep(SEAL_TICK);
+                        leaked.sink.seal(None);
+                    }
+                })
+                .map_err(|_| Error::Logger)?;
+        }
         Ok(())
     }
 
@@ -333,6 +370,12 @@ pub(crate) fn record(event: &Event) -> Recorded {
             local.batch.truncate(line.start);
         }
     });
+    if let Event::Service(ServiceEvent::Shutdown { .. }) = event
+        && let Some(log) = installed()
+    {
+        // A stopped process leaves the next epoch's key behind: its last lines are sealed.
+        log.sink.seal(Some(SealReason::Shutdown));
+    }
     recorded
 }
 

@@ -37,6 +37,7 @@ fn main() -> ExitCode {
             );
             ExitCode::from(2)
         }
+        Err(Failure::Exit(code)) => ExitCode::from(code),
         Err(Failure::Fatal(err)) => {
             let mut message = format!("jwtguard: {err}");
             let mut source = err.source();
@@ -84,7 +85,25 @@ fn run(signals: SigSet) -> Result<(), Failure> {
             config,
             log_file,
             supervise,
-        } => serve(config, log_file, supervise, signals)?,
+            seal_key,
+        } => serve(config, log_file, supervise, seal_key, signals)?,
+        Command::SealInit(path) => {
+            let key = jwtguard::seal::init(&path)?;
+            println!("{key}");
+            let _ = writeln!(
+                std::io::stderr(),
+                "jwtguard: sealing key written to {} (mode 0600): use it with serve --seal-key; the line above is its verification key, for verify-log --key: keep it off this host, it is not stored anywhere",
+                path.display()
+            );
+        }
+        Command::VerifyLog { key, as_of, files } => {
+            let report = jwtguard::seal::verify(&key, &files, as_of)
+                .map_err(|e| Failure::Usage(format!("verify-log: {e}")))?;
+            println!("{report}");
+            if !report.is_intact() {
+                return Err(Failure::Exit(1));
+            }
+        }
     }
     Ok(())
 }
@@ -101,6 +120,7 @@ fn serve(
     mut config: Config,
     log_file: Option<std::path::PathBuf>,
     supervise: bool,
+    seal_key: Option<std::path::PathBuf>,
     signals: SigSet,
 ) -> Result<(), Failure> {
     // Before any file is opened: the socket passed as descriptor 3, if any.
@@ -145,10 +165,15 @@ fn serve(
             return Ok(());
         }
     }
-    let log = match &log_file {
+    let mut log = match &log_file {
         Some(path) => SecurityLog::file(path, config.log_format)?,
         None => SecurityLog::stderr(config.log_format)?,
     };
+    // Each process (the supervisor and every worker) opens the key file itself: the
+    // chain's lock is per open file (src/seal.rs).
+    if let Some(key) = &seal_key {
+        log = log.sealed(key)?;
+    }
     // Every other target goes to env_logger, which RUST_LOG filters, into the same sink.
     let others =
         env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info"))

@@ -58,6 +58,51 @@ fn civil_from_days(days: i64) -> (i64, u32, u32) {
     (year, month, day)
 }
 
+/// Reads an RFC 3339 UTC time as jwtguard writes it, `2026-11-27T02:38:46.123Z` (the
+/// fraction may be left out), as milliseconds since the Unix epoch.
+pub(crate) fn parse_timestamp(text: &str) -> Option<u64> {
+    let b = text.as_bytes();
+    let num = |range: std::ops::Range<usize>| -> Option<u64> {
+        let digits = b.get(range)?;
+        digits.iter().try_fold(0u64, |n, &d| {
+            d.is_ascii_digit().then(|| n * 10 + u64::from(d - b'0'))
+        })
+    };
+    let shape = [(4, b'-'), (7, b'-'), (10, b'T'), (13, b':'), (16, b':')];
+    if shape.iter().any(|&(i, c)| b.get(i) != Some(&c)) {
+        return None;
+    }
+    let millis = match &b[19.min(b.len())..] {
+        b"Z" => 0,
+        [b'.', _, _, _, b'Z'] => num(20..23)?,
+        _ => return None,
+    };
+    let (year, month, day) = (num(0..4)?, num(5..7)?, num(8..10)?);
+    let (hour, minute, second) = (num(11..13)?, num(14..16)?, num(17..19)?);
+    if !(1..=12).contains(&month)
+        || !(1..=31).contains(&day)
+        || hour > 23
+        || minute > 59
+        || second > 60
+    {
+        return None;
+    }
+    let days = days_from_civil(year as i64, month as u32, day as u32);
+    let secs = u64::try_from(days).ok()? * 86_400 + hour * 3600 + minute * 60 + second;
+    Some(secs * 1000 + millis)
+}
+
+/// (year, month, day) to days since 1970-01-01: the inverse of [`civil_from_days`].
+fn days_from_civil(year: i64, month: u32, day: u32) -> i64 {
+    let y = if month <= 2 { year - 1 } else { year };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let m = i64::from(month);
+    let doy = (153 * (if m > 2 { m - 3 } else { m + 9 }) + 2) / 5 + i64::from(day) - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    era * 146_097 + doe - 719_468
+}
+
 /// Appends the current time as an HTTP date (RFC 9110 IMF-fixdate).
 pub(crate) fn push_http_date(out: &mut Vec<u8>) {
     thread_local! {
@@ -98,6 +143,28 @@ mod tests {
             let mut out = String::new();
             push_timestamp(at(secs, millis), &mut out);
             assert_eq!(out, want);
+        }
+    }
+
+    #[test]
+    fn timestamps_read_back() {
+        for secs in [0, 951_782_400, 1_798_338_726, 4_102_444_799] {
+            let mut out = String::new();
+            push_timestamp(at(secs, 123), &mut out);
+            assert_eq!(parse_timestamp(&out), Some(secs * 1000 + 123), "{out}");
+        }
+        assert_eq!(
+            parse_timestamp("2026-12-27T02:32:06Z"),
+            Some(1_798_338_726_000)
+        );
+        for bad in [
+            "",
+            "2026-12-27 02:32:06Z",
+            "2026-13-27T02:32:06Z",
+            "2026-12-27T02:32:06.1Z",
+            "2026-12-27T02:32:06",
+        ] {
+            assert_eq!(parse_timestamp(bad), None, "{bad}");
         }
     }
 

@@ -2,8 +2,10 @@
 # contrib/fail2ban/ with the real fail2ban. A real text log from the debug binary, with
 # forged failure prefixes in every field a client or a token controls (User-Agent, path,
 # method, sub, other claims), on successes and on refusals, and requests through a trusted
-# proxy (127.0.0.2, naming the client in X-Forwarded-For); then synthetic lines for what
-# the binary does not write yet (sealed lines, IPv6 peers) and torn lines. fail2ban-regex
+# proxy (127.0.0.2, naming the client in X-Forwarded-For); then the lines of a second run
+# with --seal-key (seal lines, a sealed refusal and success, verified by verify-log);
+# then synthetic lines for combinations a loopback test cannot make (IPv6 peers, proxied
+# and sealed) and torn lines. fail2ban-regex
 # must match exactly the real refusals, each for its address (client.ip when present,
 # else source.ip), and read the UTC timestamps as UTC. Then
 # fail2ban-client tests the example jail against the stock configuration.
@@ -123,6 +125,31 @@ add() {
   want+=("$1")
   printf '%s\n' "$2" >>"$log"
 }
+
+# Real sealed lines: a second run, sealed; its refusal matches, nothing else does (seal
+# lines, start-up, the success, shutdown).
+key=$tmp/seal.key
+vk=$(target/debug/jwtguard seal-init "$key" 2>/dev/null)
+start_jwtguard fail2ban --log-format text --log-file "$tmp/sealed.log" --seal-key "$key"
+curl -s -o /dev/null -m 5 -H 'Authorization: Bearer x.y.z' "$url/api/sealed-refused"
+curl -s -o /dev/null -m 5 -H "Authorization: Bearer $ok_token" "$url/api/sealed-ok"
+kill "$pid"
+wait "$pid" || true
+pid=
+target/debug/jwtguard verify-log --key "$vk" "$tmp/sealed.log" >"$tmp/verified" ||
+  { cat "$tmp/verified" >&2; fail "the sealed log does not verify"; }
+sealed_refusals=0
+while IFS= read -r line; do
+  [[ $line == *' event.sequence='*' event.hash='* ]] || fail "not sealed: $line"
+  if [[ $line == *' event.action=authorize event.outcome=failure '* ]]; then
+    add 127.0.0.1 "$line"
+    sealed_refusals=$((sealed_refusals + 1))
+  else
+    add - "$line"
+  fi
+done <"$tmp/sealed.log"
+[ "$sealed_refusals" = 1 ] || fail "$sealed_refusals sealed refusals, not 1"
+sealed_refused=$(grep -F ' event.outcome=failure ' "$tmp/sealed.log")
 proxied() { # proxied LINE SOURCE CLIENT: LINE with source.ip=SOURCE client.ip=CLIENT
   local src=source.ip=$2
   printf '%s' "${1/ source.ip=127.0.0.1 / $src${3:+ client.ip=$3} }"
@@ -132,8 +159,8 @@ add 203.0.113.7 "$(proxied "$refused" 127.0.0.1 203.0.113.7)"
 add 2001:db8::7 "$(proxied "$refused" ::1 2001:db8::7)"
 add 2001:db8::8 "$(proxied "$refused" 192.0.2.1 2001:db8::8)"
 add 2001:db8::9 "$(proxied "$refused" 2001:db8::9)"
-add 127.0.0.1 "$refused$seal"
 add 198.51.100.4 "$(proxied "$refused" ::1 198.51.100.4)$seal"
+add 198.51.100.5 "$(proxied "$sealed_refused" 127.0.0.1 198.51.100.5)"
 add - "$(proxied "$allowed" 127.0.0.1 203.0.113.8)"
 add - "$(proxied "$allowed" ::1 2001:db8::a)$seal"
 add - "$(proxied "$forged_ok" 127.0.0.1 203.0.113.9)$seal"
@@ -147,6 +174,8 @@ add - "${refused% message=*}"
 add - "${refused%\"}"
 add - "$refused${seal% *} event.hash=0123"
 add - "$refused${seal:0:${#seal}-1}"
+add - "${sealed_refused:0:${#sealed_refused}-1}"
+add - "${sealed_refused% event.hash=*}"
 add - "${refused#* }"
 add - "x$refused"
 
@@ -197,7 +226,7 @@ done
 refusals=0
 for w in "${want[@]:1:real+2}"; do [ "$w" = - ] || refusals=$((refusals + 1)); done
 echo "fail2ban.sh: $matches matches in $i lines: the $refusals real refusals (127.0.0.1," \
-  "or the client a trusted proxy named) and" \
-  "$((matches - refusals)) synthetic ones (client.ip, IPv6, sealed), each for its address;" \
+  "or the client a trusted proxy named), $sealed_refusals real sealed one and" \
+  "$((matches - refusals - sealed_refusals)) synthetic ones (client.ip, IPv6, sealed), each for its address;" \
   "no forged prefix, torn line or other line matched; UTC timestamps read as UTC;" \
   "jail config test ok (${SECONDS}s)"

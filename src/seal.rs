@@ -1,0 +1,855 @@
+//! Sealing the security log: forward-secure MACs that chain every line to the one before.
+//!
+//! With a sealing key ([`SecurityLog::sealed`](crate::SecurityLog::sealed)), every line
+//! jwtguard writes ends with `event.sequence` (1, 2, 3, ... over the whole life of the
+//! key, across restarts and files) and `event.hash`: HMAC-SHA256, under the key of the
+//! current epoch, of the previous line's hash, the sequence number and the line's bytes
+//! before the seal. Change, remove, add or move a line and the chain breaks there;
+//! [`verify`] says where and how.
+//!
+//! # Keys
+//!
+//! [`init`] draws a random key `K0`, which it returns as the [`VerificationKey`] (to be
+//! kept off the host), and writes `K1`, derived from it, to the key file. Key `K(n+1)` is
+//! HMAC-SHA256(`Kn`, a label): one-way, so the key file at epoch `n` cannot give the key
+//! of any earlier epoch. An epoch ends when a process opens the log (start-up), when a
+//! process writes its shutdown event, and 15 minutes after it began: a seal line
+//! (`event.action=seal`) is written, sealed with the ending epoch's key, then the key file
+//! is rewritten with the next key (a temporary file, `fsync`, `rename`) and the old key is
+//! zeroed in memory. The lines of epoch `n` are sealed with a MAC key derived from `Kn`
+//! (never `Kn` itself, never the token secret).
+//!
+//! # Several processes, one chain
+//!
+//! The chain's state (epoch, sequence, last hash, the log file it is in) lives in
+//! `KEYFILE.state`, beside the key file. Each batch of lines is sealed and written under
+//! an exclusive `flock` of that file: read the state, seal, one `write(2)`, write the
+//! state back. So any number of processes (workers being replaced, a supervisor) append
+//! to one linear chain, each still with one write per batch. The state says which file
+//! the chain is in: a process still writing to a file that logrotate moved away looks the
+//! path up again before it writes. A new file starts with a seal line (`file`) that names
+//! the previous file's last hash. Each process must open the key file itself (build its own
+//! sealed [`SecurityLog`](crate::SecurityLog)): a `flock` belongs to the open file, which a
+//! child forked without `exec` would share with its parent (jwtguard opens it close-on-exec).
+//!
+//! A writer killed between its write and its state update leaves lines the state does
+//! not know: the next writer finds the file longer than the state says, takes the chain
+//! from those lines, and cuts a torn last line.
+
+use std::fs::{File, OpenOptions};
+use std::io::{self, Read as _, Write as _};
+use std::os::unix::fs::{FileExt as _, MetadataExt as _, OpenOptionsExt as _};
+use std::path::{Path, PathBuf};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use hmac::{Hmac, KeyInit as _, Mac as _};
+use sha2::Sha256;
+
+use crate::event::{self, Event, SealEvent, SealReason};
+use crate::{Error, LogFormat};
+
+pub use crate::verify::{Report, verify};
+
+/// How long an epoch lasts at most, in seconds: 15 minutes.
+pub const EPOCH_SECONDS: u64 = 900;
+
+/// Reads a UTC time as the log writes it (`2026-11-27T21:42:09.166Z`, the fraction
+/// optional): milliseconds since the Unix epoch.
+pub fn parse_time(text: &str) -> Option<u64> {
+    crate::time::parse_timestamp(text)
+}
+
+/// The highest epoch number accepted (2^27: 3,800 years of 15-minute epochs, or a start
+/// every second for 4 years): [`verify`] derives the key of a log's first epoch from the
+/// verification key one epoch at a time.
+pub(crate) const MAX_EPOCH: u64 = 1 << 27;
+
+pub(crate) type LineMac = Hmac<Sha256>;
+
+/// The key of one epoch, zeroed when dropped (best effort: copies the compiler made on
+/// the way are not).
+pub(crate) struct Key(pub(crate) [u8; 32]);
+
+impl Key {
+    fn derive(&self, label: &[u8]) -> [u8; 32] {
+        let mut mac = LineMac::new_from_slice(&self.0).expect("HMAC takes a key of any length");
+        mac.update(label);
+        mac.finalize().into_bytes().into()
+    }
+
+    /// The key of the next epoch.
+    pub(crate) fn next(&self) -> Key {
+        Key(self.derive(b"jwtguard seal: the next epoch's key"))
+    }
+
+    /// The MAC of this epoch's lines, keyed.
+    pub(crate) fn line_mac(&self) -> LineMac {
+        let mut key = self.derive(b"jwtguard seal: the key of the lines");
+        let mac = LineMac::new_from_slice(&key).expect("HMAC takes a key of any length");
+        erase(&mut key);
+        mac
+    }
+
+    /// The sealing key's name, from its first epoch's key: 16 hex digits.
+    pub(crate) fn id(&self) -> String {
+        let mut id = String::new();
+        event::push_hex(&self.derive(b"jwtguard seal: the key's name")[..8], &mut id);
+        id
+    }
+}
+
+impl Drop for Key {
+    fn drop(&mut self) {
+        erase(&mut self.0);
+    }
+}
+
+fn erase(bytes: &mut [u8]) {
+    bytes.fill(0);
+    std::hint::black_box(bytes);
+}
+
+/// `event.hash` of a line: the MAC of the previous line's hash, the sequence number
+/// (8 bytes, big-endian) and the covered part of the line.
+pub(crate) fn line_hash(
+    mac: &LineMac,
+    previous: &[u8; 32],
+    sequence: u64,
+    covered: &[u8],
+) -> [u8; 32] {
+    let mut mac = mac.clone();
+    mac.update(previous);
+    mac.update(&sequence.to_be_bytes());
+    mac.update(covered);
+    mac.finalize().into_bytes().into()
+}
+
+/// The key that [`verify`] checks a sealed log with: the first key of the chain, from
+/// which every epoch's key is derived. Whoever holds it can seal lines of any epoch:
+/// keep it off the host that writes the log.
+///
+/// Written and read as 64 hex digits.
+#[derive(Clone)]
+pub struct VerificationKey(pub(crate) [u8; 32]);
+
+impl VerificationKey {
+    /// The first epoch's sealing key.
+    pub(crate) fn first(&self) -> Key {
+        Key(self.0).next()
+    }
+}
+
+impl std::fmt::Debug for VerificationKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("VerificationKey([redacted])")
+    }
+}
+
+impl std::fmt::Display for VerificationKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let mut hex = String::new();
+        event::push_hex(&self.0, &mut hex);
+        f.write_str(&hex)
+    }
+}
+
+impl std::str::FromStr for VerificationKey {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        event::parse_hex(s.trim().as_bytes())
+            .map(VerificationKey)
+            .ok_or_else(|| {
+                "a verification key is 64 lower-case hex digits, as seal-init prints it".into()
+            })
+    }
+}
+
+impl Drop for VerificationKey {
+    fn drop(&mut self) {
+        erase(&mut self.0);
+    }
+}
+
+/// Creates the sealing key file at `path` (mode 0600; an existing file is never
+/// overwritten) and returns the verification key, which is stored nowhere.
+///
+/// # Errors
+///
+/// [`Error::SealKey`] when the file exists or cannot be written, [`Error::Random`] when
+/// the system gives no random bytes.
+pub fn init(path: &Path) -> Result<VerificationKey, Error> {
+    let mut seed = [0; 32];
+    getrandom::fill(&mut seed).map_err(|e| Error::Random(e.to_string()))?;
+    let verification = VerificationKey(seed);
+    erase(&mut seed);
+    let first = verification.first();
+    let key_file = KeyFile {
+        epoch: 1,
+        id: first.id(),
+        key: first,
+    };
+    let fail = |source| Error::SealKey {
+        path: path.to_owned(),
+        source,
+    };
+    let mut file = OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+        .map_err(fail)?;
+    let mut text = key_file.text();
+    let written = file
+        .write_all(text.as_bytes())
+        .and_then(|()| file.sync_all());
+    erase_string(&mut text);
+    written.map_err(fail)?;
+    sync_dir(path).map_err(fail)?;
+    Ok(verification)
+}
+
+/// The key file: the current epoch and its key, and the key's name.
+struct KeyFile {
+    epoch: u64,
+    key: Key,
+    id: String,
+}
+
+const KEY_FILE_HEAD: &str =
+    "jwtguard sealing key 1 (keep it on this host, mode 0600; jwtguard rewrites it every epoch)";
+
+impl KeyFile {
+    fn text(&self) -> String {
+        let mut text = format!(
+            "{KEY_FILE_HEAD}\nepoch {}\nid {}\nkey ",
+            self.epoch, self.id
+        );
+        event::push_hex(&self.key.0, &mut text);
+        text.push('\n');
+        text
+    }
+
+    fn read(path: &Path) -> io::Result<KeyFile> {
+        let mut text = String::new();
+        File::open(path)?.take(4096).read_to_string(&mut text)?;
+        let parsed = KeyFile::parse(&text);
+        erase_string(&mut text);
+        parsed.ok_or_else(|| {
+            io::Error::new(
+                io::ErrorKind::InvalidData,
+                "not a jwtguard sealing key file",
+            )
+        })
+    }
+
+    fn parse(text: &str) -> Option<KeyFile> {
+        let mut lines = text.lines();
+        if lines.next()? != KEY_FILE_HEAD {
+            return None;
+        }
+        let epoch = lines.next()?.strip_prefix("epoch ")?.parse().ok()?;
+        let id = lines.next()?.strip_prefix("id ")?.to_owned();
+        let key = Key(event::parse_hex(
+            lines.next()?.strip_prefix("key ")?.as_bytes(),
+        )?);
+        (id.len() == 16 && (1..=MAX_EPOCH).contains(&epoch)).then_some(KeyFile { epoch, key, id })
+    }
+
+    /// Replaces the file at `path` atomically: a temporary file beside it, `fsync`,
+    /// `rename`, `fsync` of the directory.
+    fn replace(&self, path: &Path) -> io::Result<()> {
+        let tmp = path.with_file_name(format!(
+            ".{}.tmp",
+            path.file_name().and_then(|n| n.to_str()).unwrap_or("seal")
+        ));
+        let _ = std::fs::remove_file(&tmp);
+        let mut file = OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&tmp)?;
+        let mut text = self.text();
+        let written = file
+            .write_all(text.as_bytes())
+            .and_then(|()| file.sync_all());
+        erase_string(&mut text);
+        written?;
+        std::fs::rename(&tmp, path)?;
+        sync_dir(path)
+    }
+}
+
+fn erase_string(text: &mut String) {
+    let mut bytes = std::mem::take(text).into_bytes();
+    erase(&mut bytes);
+}
+
+fn sync_dir(path: &Path) -> io::Result<()> {
+    let dir = match path.parent() {
+        Some(dir) if !dir.as_os_str().is_empty() => dir,
+        _ => Path::new("."),
+    };
+    File::open(dir)?.sync_all()
+}
+
+/// Where the chain stands: kept in `KEYFILE.state`, shared by every process that seals.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct Chain {
+    /// The key's name: a state left by another key is not continued.
+    key_id: String,
+    epoch: u64,
+    /// When the epoch began, seconds since the Unix epoch.
+    began: u64,
+    /// The sequence number of the last line written (0: none yet).
+    sequence: u64,
+    /// The hash of the last line written (zeros: none yet).
+    hash: [u8; 32],
+    /// The file the last line went to (device, inode) and its length after it; zeros
+    /// for a stream, or when unknown.
+    log: (u64, u64, u64),
+    /// The sequence number of the first line in that file.
+    file_first: u64,
+}
+
+impl Chain {
+    fn fresh(key_id: &str, epoch: u64) -> Chain {
+        Chain {
+            key_id: key_id.to_owned(),
+            epoch,
+            began: 0,
+            sequence: 0,
+            hash: [0; 32],
+            log: (0, 0, 0),
+            file_first: 0,
+        }
+    }
+
+    fn text(&self, out: &mut String) {
+        // Fixed width, so that each state is written over the last in place.
+        let number = |out: &mut String, n: u64| {
+            let mut digits = itoa::Buffer::new();
+            let digits = digits.format(n);
+            out.extend(std::iter::repeat_n('0', 20 - digits.len()));
+            out.push_str(digits);
+        };
+        out.clear();
+        out.push_str("jwtguard seal state 1\nkey ");
+        out.push_str(&self.key_id);
+        for (name, n) in [
+            ("epoch", self.epoch),
+            ("began", self.began),
+            ("sequence", self.sequence),
+        ] {
+            out.push('\n');
+            out.push_str(name);
+            out.push(' ');
+            number(out, n);
+        }
+        out.push_str("\nhash ");
+        event::push_hex(&self.hash, out);
+        out.push_str("\nlog");
+        for n in [self.log.0, self.log.1, self.log.2] {
+            out.push(' ');
+            number(out, n);
+        }
+        out.push_str("\nfile ");
+        number(out, self.file_first);
+        out.push('\n');
+    }
+
+    fn parse(text: &str) -> Option<Chain> {
+        let mut lines = text.lines();
+        if lines.next()? != "jwtguard seal state 1" {
+            return None;
+        }
+        let mut field = |name: &str| lines.next()?.strip_prefix(name)?.strip_prefix(' ');
+        let key_id = field("key")?.to_owned();
+        let epoch = field("epoch")?.parse().ok()?;
+        let began = field("began")?.parse().ok()?;
+        let sequence = field("sequence")?.parse().ok()?;
+        let hash = event::parse_hex(field("hash")?.as_bytes())?;
+        let mut log = field("log")?.split(' ').map(|n| n.parse::<u64>().ok());
+        let log = (log.next()??, log.next()??, log.next()??);
+        let file_first = field("file")?.parse().ok()?;
+        Some(Chain {
+            key_id,
+            epoch,
+            began,
+            sequence,
+            hash,
+            log,
+            file_first,
+        })
+    }
+}
+
+/// A file the log is written to, as it stands before a write.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct FileState {
+    pub dev: u64,
+    pub ino: u64,
+    pub len: u64,
+}
+
+/// One line of a sealed batch: where it ends in the input and in the output.
+struct Out {
+    input_end: usize,
+    out_end: usize,
+    hash: [u8; 32],
+}
+
+/// A process's sealing: its copy of the current epoch's key, and the buffers of a batch.
+/// Owned by the sink, used under its lock.
+pub(crate) struct Sealer {
+    key_path: PathBuf,
+    /// `KEYFILE.state`: the chain, and the lock every writer takes.
+    state: File,
+    format: LogFormat,
+    epoch: u64,
+    key: Key,
+    mac: LineMac,
+    id: String,
+    /// An epoch change to make with the next write, until one is written (start-up).
+    pending: Option<SealReason>,
+    out: Vec<u8>,
+    lines: Vec<Out>,
+    text: String,
+    /// The state file's length as last read.
+    state_len: usize,
+}
+
+impl std::fmt::Debug for Sealer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Sealer")
+            .field("key_path", &self.key_path)
+            .field("epoch", &self.epoch)
+            .finish_non_exhaustive()
+    }
+}
+
+/// What a sealed write did.
+pub(crate) struct Sealed {
+    /// Bytes of the input whose lines are in the log, whole.
+    pub input_written: usize,
+    /// Whether anything was written.
+    pub wrote: bool,
+    /// The write's error, if it failed (some lines may be in all the same).
+    pub error: Option<io::Error>,
+}
+
+/// The destination, as the sealer sees it: given by the sink, under the sink's lock.
+pub(crate) trait Dest {
+    /// The file to write to now, looked up again by its path when `relookup`; `None` for
+    /// a stream (stderr, a pipe, a device).
+    fn file(&mut self, relookup: bool) -> io::Result<Option<FileState>>;
+    /// Writes all of `bytes` in one `write(2)` (more if the destination takes less);
+    /// returns the bytes of whole lines in the log, and the error if it failed.
+    fn write(&mut self, bytes: &[u8]) -> (usize, Option<io::Error>);
+    /// Opens the file written to for reading, if it is still (dev, ino) at its path.
+    fn reopen_for_reading(&mut self, dev: u64, ino: u64) -> Option<File>;
+    /// Cuts the file written to at `len`.
+    fn truncate(&mut self, len: u64) -> io::Result<()>;
+}
+
+fn now_secs() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+impl Sealer {
+    /// Opens the key file at `key_path` and the chain state beside it (created, mode
+    /// 0600, when missing). The first write changes the epoch (start-up).
+    pub(crate) fn open(key_path: &Path, format: LogFormat) -> io::Result<Sealer> {
+        let key_file = KeyFile::read(key_path)?;
+        let state = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .mode(0o600)
+            .open(state_path(key_path))?;
+        Ok(Sealer {
+            key_path: key_path.to_owned(),
+            state,
+            format,
+            epoch: key_file.epoch,
+            mac: key_file.key.line_mac(),
+            key: key_file.key,
+            id: key_file.id,
+            pending: Some(SealReason::Startup),
+            out: Vec::new(),
+            lines: Vec::new(),
+            text: String::new(),
+            state_len: 0,
+        })
+    }
+
+    /// Seals `input` (whole lines) and writes it to `dest`, with a seal line first when
+    /// the epoch changes (`force`, a pending start-up, or 15 minutes passed) or the file
+    /// is not the one the chain is in. With no input and nothing to seal, writes nothing.
+    pub(crate) fn write(
+        &mut self,
+        dest: &mut dyn Dest,
+        input: &[u8],
+        force: Option<SealReason>,
+    ) -> Sealed {
+        if let Err(error) = self.state.lock() {
+            return Sealed {
+                input_written: 0,
+                wrote: false,
+                error: Some(error),
+            };
+        }
+        let result = self.write_locked(dest, input, force);
+        let _ = self.state.unlock();
+        match result {
+            Ok(sealed) => sealed,
+            Err(error) => Sealed {
+                input_written: 0,
+                wrote: false,
+                error: Some(error),
+            },
+        }
+    }
+
+    fn write_locked(
+        &mut self,
+        dest: &mut dyn Dest,
+        input: &[u8],
+        force: Option<SealReason>,
+    ) -> io::Result<Sealed> {
+        let mut chain = self.read_chain()?;
+        let mut file = dest.file(false)?;
+        if file.is_some_and(|f| chain.log.0 != 0 && (f.dev, f.ino) != (chain.log.0, chain.log.1)) {
+            // Another process moved the chain to another file (or this one was rotated
+            // and the chain is still in it): look the path up before going on.
+            file = dest.file(true)?;
+        }
+        if let Some(f) = &mut file {
+            let same = (f.dev, f.ino) == (chain.log.0, chain.log.1);
+            let unknown = chain.log == (0, 0, 0) && chain.sequence == 0;
+            if (same && f.len > chain.log.2) || (unknown && f.len > 0) {
+                f.len = self.recover(dest, &mut chain, *f, same)?;
+            }
+        }
+        self.catch_up(&mut chain)?;
+        let now = now_secs();
+        let change = force
+            .or(self.pending)
+            .or((now >= chain.began.saturating_add(EPOCH_SECONDS)).then_some(SealReason::Epoch));
+        let new_file = file
+            .is_some_and(|f| (f.dev, f.ino) != (chain.log.0, chain.log.1) || f.len < chain.log.2);
+        if input.is_empty() && change.is_none() && !new_file {
+            return Ok(Sealed {
+                input_written: 0,
+                wrote: false,
+                error: None,
+            });
+        }
+        let next = self.seal(input, &chain, change, new_file);
+        let out = std::mem::take(&mut self.out);
+        let (whole, error) = dest.write(&out);
+        self.out = out;
+
+        let written = self.lines.iter().take_while(|l| l.out_end <= whole).count();
+        if new_file && written >= 1 {
+            chain.file_first = chain.sequence + 1;
+        }
+        if let Some(next) = next {
+            // The seal line that begins the next epoch is in the log: the key moves on.
+            if written > usize::from(new_file) {
+                self.advance(next, &mut chain, now);
+                self.pending = None;
+            } else {
+                self.pending = change;
+            }
+        }
+        if let Some(last) = written.checked_sub(1).map(|i| &self.lines[i]) {
+            chain.sequence += written as u64;
+            chain.hash = last.hash;
+        }
+        if let Some(f) = file {
+            chain.log = (f.dev, f.ino, f.len + whole as u64);
+        } else {
+            chain.log = (0, 0, 0);
+        }
+        self.write_chain(&chain)?;
+        Ok(Sealed {
+            input_written: written
+                .checked_sub(1)
+                .map_or(0, |i| self.lines[i].input_end),
+            wrote: whole > 0,
+            error,
+        })
+    }
+
+    /// The chain in the state file; a fresh one when it is empty, unreadable or another
+    /// key's.
+    fn read_chain(&mut self) -> io::Result<Chain> {
+        let mut buf = [0u8; 512];
+        let n = self.state.read_at(&mut buf, 0)?;
+        self.state_len = n;
+        let chain = std::str::from_utf8(&buf[..n]).ok().and_then(Chain::parse);
+        Ok(match chain {
+            Some(chain) if chain.key_id == self.id => chain,
+            _ => Chain::fresh(&self.id, self.epoch),
+        })
+    }
+
+    fn write_chain(&mut self, chain: &Chain) -> io::Result<()> {
+        chain.text(&mut self.text);
+        self.state.write_all_at(self.text.as_bytes(), 0)?;
+        if self.state_len > self.text.len() {
+            self.state.set_len(self.text.len() as u64)?;
+        }
+        Ok(())
+    }
+
+    /// Brings this process's key to the chain's epoch: another process may have moved it
+    /// on (then the key file has the key), or the chain's state may be behind the key file
+    /// after a crash.
+    fn catch_up(&mut self, chain: &mut Chain) -> io::Result<()> {
+        if chain.epoch == self.epoch {
+            return Ok(());
+        }
+        let key_file = KeyFile::read(&self.key_path)?;
+        if key_file.id != self.id {
+            return Err(io::Error::other(
+                "the sealing key file now holds another key",
+            ));
+        }
+        let (mut epoch, mut key) = (key_file.epoch, key_file.key);
+        if epoch > chain.epoch {
+            // The key file moved on but the chain did not record it (a writer died between
+            // the two): the earlier key is gone, so the chain goes on in the key's epoch.
+            chain.epoch = epoch;
+        }
+        while epoch < chain.epoch {
+            key = key.next();
+            epoch += 1;
+        }
+        if epoch != key_file.epoch {
+            KeyFile {
+                epoch,
+                key: Key(key.0),
+                id: self.id.clone(),
+            }
+            .replace(&self.key_path)?;
+        }
+        self.epoch = epoch;
+        self.mac = key.line_mac();
+        self.key = key;
+        Ok(())
+    }
+
+    /// After the seal line that begins the next epoch is in the log: the next key
+    /// replaces this one, in memory and in the key file.
+    fn advance(&mut self, next: Key, chain: &mut Chain, now: u64) {
+        self.key = next;
+        self.mac = self.key.line_mac();
+        self.epoch += 1;
+        chain.epoch = self.epoch;
+        chain.began = now;
+        let key_file = KeyFile {
+            epoch: self.epoch,
+            key: Key(self.key.0),
+            id: self.id.clone(),
+        };
+        if let Err(err) = key_file.replace(&self.key_path) {
+            // The next writer tries again (the chain is ahead of the key file).
+            let _ = writeln!(
+                io::stderr(),
+                "jwtguard: cannot rewrite the sealing key file {}: {err}; the last epoch's key is still in it",
+                self.key_path.display()
+            );
+        }
+    }
+
+    /// Takes the chain from the lines a writer left after the state it recorded (it died
+    /// between its write and its state update), or from the end of a file when the state
+    /// is unknown; cuts a torn last line. Returns the file's length now.
+    fn recover(
+        &mut self,
+        dest: &mut dyn Dest,
+        chain: &mut Chain,
+        file: FileState,
+        same: bool,
+    ) -> io::Result<u64> {
+        const WINDOW: u64 = 4 << 20;
+        let Some(reader) = dest.reopen_for_reading(file.dev, file.ino) else {
+            return Ok(file.len);
+        };
+        let from = if same { chain.log.2 } else { 0 };
+        let from = from.max(file.len.saturating_sub(WINDOW));
+        let mut bytes = vec![0; (file.len - from) as usize];
+        reader.read_exact_at(&mut bytes, from)?;
+        let whole = bytes.iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1);
+        let mut lines = bytes[..whole].split(|&b| b == b'\n');
+        if !same && from > 0 {
+            lines.next(); // probably the end of a line
+        }
+        for line in lines {
+            let Some(sealed) = event::split_seal(line) else {
+                continue;
+            };
+            if same && sealed.sequence != chain.sequence + 1 {
+                break;
+            }
+            chain.sequence = sealed.sequence;
+            chain.hash = sealed.hash;
+            if let Some(seal) = event::seal_fields(sealed.covered) {
+                if seal.reason.changes_epoch() && seal.epoch > chain.epoch {
+                    chain.epoch = seal.epoch;
+                    chain.began = event::timestamp(line)
+                        .and_then(crate::time::parse_timestamp)
+                        .map_or(0, |ms| ms / 1000);
+                }
+                if seal.reason == SealReason::File {
+                    chain.file_first = sealed.sequence;
+                }
+            }
+        }
+        let len = if same && whole < bytes.len() {
+            // A torn line the dead writer left: not part of the chain.
+            let len = from + whole as u64;
+            dest.truncate(len)?;
+            len
+        } else {
+            file.len
+        };
+        chain.log = (file.dev, file.ino, len);
+        Ok(len)
+    }
+
+    /// Builds the batch in `self.out`: the seal lines (a new file; an epoch change), then
+    /// every line of `input`, sealed. Returns the next epoch's key when it changes.
+    fn seal(
+        &mut self,
+        input: &[u8],
+        chain: &Chain,
+        change: Option<SealReason>,
+        new_file: bool,
+    ) -> Option<Key> {
+        self.out.clear();
+        self.lines.clear();
+        let mut sequence = chain.sequence;
+        let mut hash = chain.hash;
+        let now = SystemTime::now();
+        let mut line = String::new();
+        let mut seal_line = |sealer: &mut Sealer,
+                             event: &Event,
+                             mac: &LineMac,
+                             hash: &mut [u8; 32],
+                             sequence: &mut u64| {
+            line.clear();
+            event.encode(sealer.format, now, &mut line);
+            *sequence += 1;
+            sealer.push(line.as_bytes(), mac, hash, *sequence, 0);
+        };
+        let key_id = self.id.clone();
+        if new_file {
+            let previous = hash;
+            let event = Event::Seal(SealEvent {
+                reason: SealReason::File,
+                epoch: chain.epoch,
+                previous: &previous,
+                previous_file: chain.file_first,
+                key_id: &key_id,
+            });
+            let mac = self.mac.clone();
+            seal_line(self, &event, &mac, &mut hash, &mut sequence);
+        }
+        let next = change.map(|reason| {
+            let previous = hash;
+            let event = Event::Seal(SealEvent {
+                reason,
+                epoch: chain.epoch + 1,
+                previous: &previous,
+                previous_file: 0,
+                key_id: &key_id,
+            });
+            let mac = self.mac.clone();
+            seal_line(self, &event, &mac, &mut hash, &mut sequence);
+            self.key.next()
+        });
+        let next_mac = next.as_ref().map(Key::line_mac);
+        let mac = next_mac.unwrap_or_else(|| self.mac.clone());
+        let mut start = 0;
+        while start < input.len() {
+            let (line, end) = match memchr::memchr(b'\n', &input[start..]) {
+                Some(i) => (&input[start..start + i], start + i + 1),
+                None => (&input[start..], input.len()),
+            };
+            sequence += 1;
+            self.push(line, &mac, &mut hash, sequence, end);
+            start = end;
+        }
+        next
+    }
+
+    /// Appends `line` (without its newline), sealed, to the batch.
+    fn push(
+        &mut self,
+        line: &[u8],
+        mac: &LineMac,
+        hash: &mut [u8; 32],
+        sequence: u64,
+        input_end: usize,
+    ) {
+        let (covered, json) = event::sealed_part(line);
+        *hash = line_hash(mac, hash, sequence, covered);
+        self.out.extend_from_slice(covered);
+        event::push_seal(&mut self.out, json, sequence, hash);
+        self.out.push(b'\n');
+        let input_end = if input_end == 0 {
+            self.lines.last().map_or(0, |l| l.input_end)
+        } else {
+            input_end
+        };
+        self.lines.push(Out {
+            input_end,
+            out_end: self.out.len(),
+            hash: *hash,
+        });
+    }
+}
+
+/// The chain state's path: `KEYFILE.state`.
+pub(crate) fn state_path(key_path: &Path) -> PathBuf {
+    let mut name = key_path.as_os_str().to_owned();
+    name.push(".state");
+    PathBuf::from(name)
+}
+
+/// A file's identity and length, for [`Dest::file`].
+pub(crate) fn file_state(meta: &std::fs::Metadata) -> Option<FileState> {
+    meta.file_type().is_file().then(|| FileState {
+        dev: meta.dev(),
+        ino: meta.ino(),
+        len: meta.len(),
+    })
+}
+
+#[cfg(test)]
+mod cost {
+    /// What one line's MAC costs (a 537-byte line, the size of a typical event). A
+    /// measurement, not a check: `cargo test --release --lib -- --ignored line_hash_cost
+    /// --nocapture`.
+    #[test]
+    #[ignore]
+    fn line_hash_cost() {
+        let key = super::VerificationKey([1; 32]).first();
+        let mac = key.line_mac();
+        let line = vec![b'x'; 537];
+        let mut h = [0; 32];
+        let start = std::time::Instant::now();
+        for i in 0..200_000 {
+            h = super::line_hash(&mac, &h, i, &line);
+        }
+        println!(
+            "line_hash of 537 bytes: {:.0} ns",
+            start.elapsed().as_nanos() as f64 / 200_000.0
+        );
+    }
+}
