@@ -100,34 +100,46 @@ impl KeySet {
     /// own `kid`: another key type or algorithm, a `use` other than `sig`, a `k` that is
     /// not base64url, an empty set, a missing or repeated `kid`.
     pub fn parse(json: &[u8]) -> Result<KeySet, Error> {
-        use jsonwebtoken::jwk::{AlgorithmParameters, KeyAlgorithm, PublicKeyUse};
+        /// The members of RFC 7517's JWK Set and key that an HS256 set uses; others are
+        /// ignored. (Not jsonwebtoken's `JwkSet`: its deserializer for every key type
+        /// costs 30 KB of binary, for one type.)
+        #[derive(serde::Deserialize)]
+        struct Set {
+            keys: Vec<Jwk>,
+        }
+        #[derive(serde::Deserialize)]
+        struct Jwk {
+            kty: String,
+            kid: Option<String>,
+            k: Option<String>,
+            alg: Option<String>,
+            #[serde(rename = "use")]
+            usage: Option<String>,
+        }
         let bad = |problem: String| Error::Config {
             setting: "--jwks",
             problem,
         };
-        let set: jsonwebtoken::jwk::JwkSet = serde_json::from_slice(json)
+        let set: Set = serde_json::from_slice(json)
             .map_err(|_| bad("not a JWK Set of \"oct\" keys (RFC 7517)".into()))?;
         if set.keys.is_empty() {
             return Err(bad("the set holds no key".into()));
         }
         let mut keys: Vec<(String, Vec<u8>)> = Vec::new();
         for jwk in set.keys {
-            let kid = jwk.common.key_id.clone().filter(|k| !k.is_empty());
+            let kid = jwk.kid.filter(|k| !k.is_empty());
             let kid = kid.ok_or_else(|| bad("a key without a \"kid\"".into()))?;
-            let AlgorithmParameters::OctetKey(octets) = &jwk.algorithm else {
+            let (true, Some(octets)) = (jwk.kty == "oct", jwk.k) else {
                 return Err(bad(format!("key {kid:?} is not an \"oct\" key")));
             };
-            if !matches!(jwk.common.key_algorithm, None | Some(KeyAlgorithm::HS256)) {
+            if !matches!(jwk.alg.as_deref(), None | Some("HS256")) {
                 return Err(bad(format!("key {kid:?} is not for HS256")));
             }
-            if !matches!(
-                jwk.common.public_key_use,
-                None | Some(PublicKeyUse::Signature)
-            ) {
+            if !matches!(jwk.usage.as_deref(), None | Some("sig")) {
                 return Err(bad(format!("key {kid:?} is not for signatures")));
             }
             let bytes = BASE64URL
-                .decode(octets.value.trim_end_matches('='))
+                .decode(octets.trim_end_matches('='))
                 .map_err(|_| bad(format!("key {kid:?}: \"k\" is not base64url")))?;
             if keys.iter().any(|(k, _)| *k == kid) {
                 return Err(bad(format!("kid {kid:?} twice")));
