@@ -362,31 +362,17 @@ impl Serving<'_> {
         };
         let request_id = reply.request_id();
         if let (Some(proxy), Some(target)) = (self.proxy, forward) {
-            let (id, identity) = match &reply {
-                Answer::Decision(Decision::Public) => (None, Vec::new()),
-                Answer::Decision(Decision::Allowed(allowed)) => (
-                    Some(allowed.request_id()),
-                    allowed
-                        .headers()
-                        .map(|(n, v)| (n.to_owned(), v.to_owned()))
-                        .collect(),
-                ),
+            let allowed = match &reply {
+                Answer::Decision(Decision::Public) => None,
+                Answer::Decision(Decision::Allowed(allowed)) => Some(allowed),
                 _ => return self.reply(request, &reply, close, request_id, peer),
             };
-            let path = crate::guard::path_of(&target).to_owned();
-            let forward = Box::new(crate::proxy::Forward {
-                request,
-                target,
-                id,
-                identity,
-                path,
-            });
+            let id = allowed.map(|allowed| allowed.request_id());
+            let identity = allowed.into_iter().flat_map(|allowed| allowed.headers());
             self.answered += 1;
-            if let Err(forward) = proxy.forward(forward) {
+            if let Err(forward) = proxy.forward(request, target, id, identity) {
                 // Too many connections wait for the upstream already.
-                let request = forward.request;
-                crate::proxy::busy_event(&request, id, &forward.path, self.guard.trusted());
-                http::send(request, &Reply::Status(503, id), false);
+                proxy.turn_away(forward);
             }
             return;
         }
