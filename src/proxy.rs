@@ -76,6 +76,8 @@ pub(crate) struct Forward {
     id: Option<RequestId>,
     /// The request line and headers for the upstream.
     head: Vec<u8>,
+    /// Whether it may take the fast path: no body, and a short head.
+    fast: bool,
 }
 
 impl Forward {
@@ -221,6 +223,7 @@ impl Proxy {
             target,
             id,
             head,
+            fast,
         });
         let mut lanes = lock(&shared.lanes);
         if let Some(queue) = lanes.busy.get_mut(&peer) {
@@ -325,17 +328,31 @@ impl Shared {
         self.hand_over(peer, Job::Rest(Box::new((client, rest))));
     }
 
-    /// The reactor answered `peer`'s request: its lane ends, or goes to a forwarding thread
-    /// when more came meanwhile.
+    /// The reactor answered `peer`'s request: its lane ends; or, when the next request came
+    /// meanwhile (the client had the answer before the reactor got here), that one is sent
+    /// on for the reactor too, when it can be; or else the lane goes to a forwarding thread.
     fn lane_done(self: &Arc<Self>, peer: SocketAddr) {
         let mut lanes = lock(&self.lanes);
-        if lanes.busy.get(&peer).is_some_and(|queue| !queue.is_empty()) {
-            self.ready(&mut lanes, peer);
-            drop(lanes);
-            self.work.notify_one();
-        } else {
-            lanes.busy.remove(&peer);
+        let Some(queue) = lanes.busy.get_mut(&peer) else {
+            return;
+        };
+        let job = match queue.pop_front() {
+            None => {
+                lanes.busy.remove(&peer);
+                return;
+            }
+            Some(Job::Forward(job, Start::Fresh)) if job.fast => match self.kept.send(job) {
+                Ok(()) => return,
+                Err(job) => Job::Forward(job, Start::Fresh),
+            },
+            Some(job) => job,
+        };
+        if let Some(queue) = lanes.busy.get_mut(&peer) {
+            queue.push_front(job);
         }
+        self.ready(&mut lanes, peer);
+        drop(lanes);
+        self.work.notify_one();
     }
 
     /// A forwarding thread: takes a connection's lane and works it until it is empty.
@@ -392,6 +409,7 @@ impl Shared {
             target,
             id,
             head,
+            ..
         } = job;
         let who = Who::of(&request, &self.trusted);
         let path = crate::guard::path_of(&target);
