@@ -28,6 +28,13 @@ cpu_ticks() {
   awk '{ print $12 + $13 }' <<<"$stat"
 }
 
+# switches PID: context switches (voluntary and not) of the process's threads alive now.
+# A thread that exited takes its count with it: compare runs whose threads live on.
+switches() {
+  cat /proc/"$1"/task/*/status 2>/dev/null |
+    awk '/^(non)?voluntary_ctxt_switches:/ { s += $2 } END { print s + 0 }'
+}
+
 # children_cpu_us: sets CHILD_US to the user + system time of this shell's reaped
 # children so far, in µs (`times` must run in this shell, not in a command substitution).
 # Needs $TMP.

@@ -48,10 +48,8 @@ pub(super) struct Kept {
 #[derive(Default)]
 struct Table {
     slots: Vec<Slot>,
-    /// The idle connections' slots, the most recently used last.
+    /// The idle connections' slots, the most recently used last: at most [`MAX_IDLE`].
     idle: Vec<usize>,
-    /// Slots that are not free.
-    kept: usize,
 }
 
 #[derive(Default)]
@@ -108,16 +106,15 @@ impl Kept {
         let State::Idle(conn) = mem::take(&mut table.slots[index].state) else {
             unreachable!("the idle list holds idle slots");
         };
-        table.kept -= 1;
         self.forget(&conn);
         Some(conn)
     }
 
-    /// Keeps `conn`, which has just answered in full, idle, when fewer than [`MAX_IDLE`] are
-    /// kept; drops it otherwise.
+    /// Keeps `conn`, which has just answered in full, idle, when fewer than [`MAX_IDLE`] are;
+    /// drops it otherwise.
     pub(super) fn give_back(&self, conn: Conn) {
         let mut table = lock(&self.table);
-        if table.kept >= MAX_IDLE {
+        if table.idle.len() >= MAX_IDLE {
             return;
         }
         let index = match table
@@ -142,7 +139,6 @@ impl Kept {
         }
         slot.state = State::Idle(conn);
         table.idle.push(index);
-        table.kept += 1;
     }
 
     /// Sends `job`'s head on an idle connection, for the reactor to take the answer; gives
@@ -163,7 +159,6 @@ impl Kept {
                 Ok(())
             }
             _ => {
-                table.kept -= 1;
                 drop(table);
                 drop(conn);
                 Err(job)
@@ -179,19 +174,17 @@ impl Kept {
     }
 
     /// The reactor is done with the slot at `index`: its connection is idle again when
-    /// given, else the slot is free (a connection handed to a forwarding thread must have
-    /// been [`forget`](Kept::forget)-ten; one dropped leaves the interest list as it closes).
+    /// given (and fewer than [`MAX_IDLE`] are), else the slot is free. A connection handed
+    /// to a forwarding thread must have been [`forget`](Kept::forget)-ten; one dropped
+    /// leaves the interest list as it closes.
     fn settle(&self, index: usize, conn: Option<Conn>) {
         let mut table = lock(&self.table);
         match conn {
-            Some(conn) => {
+            Some(conn) if table.idle.len() < MAX_IDLE => {
                 table.slots[index].state = State::Idle(conn);
                 table.idle.push(index);
             }
-            None => {
-                table.slots[index].state = State::Free;
-                table.kept -= 1;
-            }
+            _ => table.slots[index].state = State::Free,
         }
     }
 }
@@ -250,7 +243,6 @@ impl Shared {
             State::Idle(conn) => {
                 // Closed by the upstream, or sending what nobody asked for: done with.
                 slot.state = State::Free;
-                table.kept -= 1;
                 table.idle.retain(|&i| i != index);
                 drop(table);
                 drop(conn);
@@ -380,7 +372,6 @@ impl Shared {
         let mut late = Vec::new();
         {
             let mut table = lock(&self.kept.table);
-            let mut freed = 0;
             for slot in &mut table.slots {
                 let deadline = match &slot.state {
                     State::Flight(_, _, since) => *since + self.timeout,
@@ -391,11 +382,9 @@ impl Shared {
                     continue;
                 }
                 if let State::Flight(conn, job, _) = mem::take(&mut slot.state) {
-                    freed += 1;
                     late.push((conn, job));
                 }
             }
-            table.kept -= freed;
         }
         for (conn, job) in late {
             drop(conn);
