@@ -131,7 +131,9 @@ impl Kept {
         let slot = &mut table.slots[index];
         slot.generation = slot.generation.wrapping_add(1);
         if let Some(epoll) = &self.epoll {
-            let interest = EpollFlags::EPOLLIN | EpollFlags::EPOLLRDHUP;
+            // Edge-triggered: the reactor reads all there is at each event (or hands the
+            // connection over), so no event is lost, and none is polled again for nothing.
+            let interest = EpollFlags::EPOLLIN | EpollFlags::EPOLLRDHUP | EpollFlags::EPOLLET;
             let event = EpollEvent::new(interest, token(index, slot.generation));
             if epoll.add(conn.stream(), event).is_err() {
                 return;
@@ -285,14 +287,15 @@ impl Shared {
         if conn.full() {
             return Some(Step::Hand(job, Start::Sent(conn)));
         }
-        match conn.read_now() {
+        let read = loop {
+            match conn.read_now() {
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                read => break read,
+            }
+        };
+        match read {
             Ok(n) if n > 0 => {}
-            Err(e)
-                if matches!(
-                    e.kind(),
-                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::Interrupted
-                ) =>
-            {
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
                 return Some(Step::Wait(conn, job, since));
             }
             // Closed before a byte of the answer: an idle connection the upstream closed as
@@ -425,5 +428,60 @@ fn write_now(client: &mut Box<dyn std::io::Write + Send>, bytes: &[u8]) -> Writt
         Ok(()) => Written::All,
         Err(e) if stalled(&e) => Written::Stalled(at),
         Err(_) => Written::Gone,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use nix::sys::socket::{setsockopt, sockopt};
+    use std::io::Read;
+    use std::net::{TcpListener, TcpStream};
+
+    fn pair(listener: &TcpListener) -> (TcpStream, TcpStream) {
+        let stream = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+        let (peer, _) = listener.accept().unwrap();
+        (stream, peer)
+    }
+
+    fn job(head: Vec<u8>) -> Box<Forward> {
+        Box::new(Forward {
+            request: tiny_http::TestRequest::new().into(),
+            target: "/".into(),
+            id: None,
+            head,
+            fast: true,
+        })
+    }
+
+    #[test]
+    fn a_head_that_does_not_go_out_whole_comes_back_and_its_connection_is_dropped() {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let kept = Kept::new();
+        // A connection whose way to the upstream is full: the upstream reads nothing.
+        let (stream, mut full_peer) = pair(&listener);
+        setsockopt(&stream, sockopt::SndBuf, &4096).unwrap();
+        setsockopt(&full_peer, sockopt::RcvBuf, &4096).unwrap();
+        let conn = Conn::new(stream);
+        while conn.send_now(&[b'x'; 1024]).is_ok() {}
+        kept.give_back(conn);
+        let head = b"GET / HTTP/1.1\r\nHost: x\r\n\r\n".repeat(64);
+        let job = kept
+            .send(job(head.clone()))
+            .expect_err("no room for the head");
+        assert!(kept.take().is_none(), "the connection is dropped");
+        // What reached the upstream ends before the head's blank line (it is cut short, or
+        // absent), and then the connection ends.
+        let mut got = Vec::new();
+        full_peer.read_to_end(&mut got).unwrap();
+        assert!(!got.ends_with(b"\r\n\r\n"), "{} bytes", got.len());
+        // On a connection with room, it goes out whole.
+        let (stream, mut peer) = pair(&listener);
+        kept.give_back(Conn::new(stream));
+        assert!(kept.send(job).is_ok());
+        let mut got = vec![0; head.len()];
+        peer.read_exact(&mut got).unwrap();
+        assert_eq!(got, head);
+        assert!(kept.take().is_none(), "it carries the request: not idle");
     }
 }
