@@ -23,6 +23,7 @@ mod response;
 
 use std::collections::{HashMap, VecDeque};
 use std::io::{self, BufRead, ErrorKind, Read, Write};
+use std::mem;
 use std::net::{IpAddr, SocketAddr, TcpStream, ToSocketAddrs};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
@@ -47,6 +48,9 @@ const MAX_HEAD: usize = 64 * 1024;
 /// The most a response of unknown length is held, for an HTTP/1.0 client that keeps its
 /// connection: it needs a `Content-Length`.
 const MAX_BUFFERED: usize = 8 * 1024 * 1024;
+/// The most jobs queued on one client connection's lane: a client that pipelines further
+/// ahead of its answers is served no more.
+const MAX_QUEUED: usize = 64;
 /// Client connections remembered as slow (an answer of the reactor's found no room).
 const MAX_SLOW: usize = 1024;
 /// How long a slow client connection is left off the fast path.
@@ -85,6 +89,16 @@ impl Forward {
     fn path(&self) -> &str {
         crate::guard::path_of(&self.target)
     }
+}
+
+/// Why [`Proxy::forward`] gave a request back.
+pub(crate) enum NotForwarded {
+    /// Too many connections wait for a thread already: answer 503
+    /// ([`Proxy::turn_away`]).
+    Busy(Box<Forward>),
+    /// Its connection has [`MAX_QUEUED`] requests waiting for their answers already: the
+    /// client pipelines and does not read. Serve that connection no more.
+    Ahead(Box<Forward>),
 }
 
 /// Where a forwarding thread takes a request up.
@@ -204,16 +218,14 @@ impl Proxy {
     }
 
     /// Forwards `request` to `target` (the normalised path and the query) with the
-    /// `identity` headers, on its connection's lane; gives it back when too many
-    /// connections wait for a thread already (the caller answers 503 with
-    /// [`turn_away`](Proxy::turn_away)).
+    /// `identity` headers, on its connection's lane; or gives it back, saying why.
     pub(crate) fn forward<'i>(
         &self,
         request: tiny_http::Request,
         target: String,
         id: Option<RequestId>,
         identity: impl Iterator<Item = (&'i str, &'i str)>,
-    ) -> Result<(), Box<Forward>> {
+    ) -> Result<(), NotForwarded> {
         let shared = &self.shared;
         let head = shared.request_head(&request, &target, id, identity);
         let fast = head.len() <= MAX_FAST_HEAD && !has_body(&request) && shared.kept.reacts();
@@ -227,6 +239,9 @@ impl Proxy {
         });
         let mut lanes = lock(&shared.lanes);
         if let Some(queue) = lanes.busy.get_mut(&peer) {
+            if queue.len() >= MAX_QUEUED {
+                return Err(NotForwarded::Ahead(job));
+            }
             queue.push_back(Job::Forward(job, Start::Fresh));
             return Ok(());
         }
@@ -244,7 +259,7 @@ impl Proxy {
             job
         };
         if lanes.ready.len() >= MAX_WAITING {
-            return Err(job);
+            return Err(NotForwarded::Busy(job));
         }
         shared.open_lane(&mut lanes, peer, Job::Forward(job, Start::Fresh));
         drop(lanes);
@@ -260,18 +275,27 @@ impl Proxy {
         http::send(forward.request, &Reply::Status(503, forward.id), false);
     }
 
-    /// Queues `answer` (written out) for `request` behind its connection's forwarding.
-    pub(crate) fn answer_after(&self, request: tiny_http::Request, answer: Vec<u8>) {
+    /// Queues `answer` (written out) for `request` behind its connection's forwarding; gives
+    /// both back when [`MAX_QUEUED`] wait there already (as [`NotForwarded::Ahead`]).
+    pub(crate) fn answer_after(
+        &self,
+        request: tiny_http::Request,
+        answer: Vec<u8>,
+    ) -> Result<(), Box<(tiny_http::Request, Vec<u8>)>> {
         let peer = peer_of(&request);
-        let job = Job::Answer(Box::new((request, answer)));
+        let answer = Box::new((request, answer));
         let mut lanes = lock(&self.shared.lanes);
         if let Some(queue) = lanes.busy.get_mut(&peer) {
-            queue.push_back(job);
-            return;
+            if queue.len() >= MAX_QUEUED {
+                return Err(answer);
+            }
+            queue.push_back(Job::Answer(answer));
+            return Ok(());
         }
-        self.shared.open_lane(&mut lanes, peer, job);
+        self.shared.open_lane(&mut lanes, peer, Job::Answer(answer));
         drop(lanes);
         self.shared.work.notify_one();
+        Ok(())
     }
 }
 
@@ -385,25 +409,51 @@ impl Shared {
                         }
                     }
                 };
-                match job {
+                let delivered = match job {
                     Job::Forward(forward, start) => self.forward(*forward, start),
                     Job::Answer(answer) => {
                         let (request, answer) = *answer;
                         http::write_to(request, &answer);
+                        true
                     }
                     Job::Rest(rest) => {
                         let (client, rest) = *rest;
                         let mut client = ClientWriter::new(client, self.timeout);
-                        let _ = client.write(&rest).and_then(|()| client.flush());
+                        client.write(&rest).and_then(|()| client.flush()).is_ok()
                     }
+                };
+                if !delivered {
+                    self.drop_queued(peer, false);
                 }
             }
         }
     }
 
+    /// `peer`'s client hung up, or took nothing for the whole timeout: what else waits for
+    /// it is dropped unanswered, rather than each waiting as long; and its lane ends, when
+    /// `end` (else the thread working it ends it).
+    fn drop_queued(&self, peer: SocketAddr, end: bool) {
+        let queued = {
+            let mut lanes = lock(&self.lanes);
+            let queued = lanes.busy.get_mut(&peer).map(mem::take);
+            if end {
+                lanes.busy.remove(&peer);
+            }
+            queued.unwrap_or_default()
+        };
+        for job in queued {
+            match job {
+                Job::Forward(forward, _) => http::dispose(forward.request),
+                Job::Answer(answer) => http::dispose(answer.0),
+                Job::Rest(_) => {}
+            }
+        }
+    }
+
     /// Forwards one request and answers it: the upstream's response, or 502 or 504 (with
-    /// an event) when the upstream could not be reached or did not answer in time.
-    fn forward(&self, job: Forward, start: Start) {
+    /// an event) when the upstream could not be reached or did not answer in time. Returns
+    /// whether the client took the answer (a failure event's answer counts as taken).
+    fn forward(&self, job: Forward, start: Start) -> bool {
         let Forward {
             request,
             target,
@@ -414,16 +464,19 @@ impl Shared {
         let who = Who::of(&request, &self.trusted);
         let path = crate::guard::path_of(&target);
         match self.exchange(request, &head, id, start) {
-            Ok(()) | Err((_, Failure::ClientGone)) => {}
+            Ok(()) => true,
+            Err((_, Failure::ClientGone)) => false,
             Err((request, Failure::Before(reason, status))) => {
                 logger::record(&Event::Request(who.event(id, path, reason, status)));
                 if let Some(request) = request {
                     http::send(*request, &Reply::Status(status, id), false);
                 }
+                true
             }
             Err((_, Failure::During(reason))) => {
                 // The head went out: the client sees the response cut short.
                 logger::record(&Event::Request(who.event(id, path, reason, 502)));
+                true
             }
         }
     }

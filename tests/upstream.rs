@@ -711,3 +711,73 @@ fn a_client_that_does_not_read_does_not_hold_up_others() {
     assert!(slowest < Duration::from_millis(100), "waited {slowest:?}");
     drop(stuck);
 }
+
+/// The server's peak resident memory, KiB.
+fn peak_rss(server: &Server) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{}/status", server.pid())).unwrap();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches(" kB").parse().ok())
+        .unwrap()
+}
+
+#[test]
+fn a_client_that_pipelines_far_ahead_of_its_answers_is_served_no_more() {
+    use nix::sys::socket::{setsockopt, sockopt};
+    let upstream = Upstream::start();
+    let server = jwtguard(&upstream, &[]);
+    let token = token(&["--sub", "mallory"]);
+    assert_eq!(Client::open(&server).get("/warm", &token).0, 200);
+    let before = peak_rss(&server);
+    // 20,000 requests in a row, and no answer read: each waiting one would hold its
+    // request in memory.
+    let mut flood = TcpStream::connect(server.addr).unwrap();
+    setsockopt(&flood, sockopt::RcvBuf, &4096).unwrap();
+    flood
+        .set_write_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let batch = get("/ahead", &token).repeat(1000);
+    for _ in 0..20 {
+        flood.write_all(batch.as_bytes()).unwrap();
+    }
+    let abandoned = |server: &Server| {
+        server
+            .log_json()
+            .iter()
+            .any(|e| e["event.reason"] == "client_not_reading")
+    };
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !abandoned(&server) && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // The rest of the flood read meanwhile: it costs little memory, and others are served.
+    std::thread::sleep(Duration::from_millis(500));
+    let grown = peak_rss(&server) - before;
+    assert!(grown < 8 * 1024, "{grown} KiB more");
+    assert!(abandoned(&server), "no client_not_reading event");
+    let slowest = meanwhile(&server, &token, |i| i == 20).join().unwrap();
+    assert!(slowest < Duration::from_millis(250), "waited {slowest:?}");
+    drop(flood);
+}
+
+#[test]
+fn what_a_client_that_hung_up_had_asked_for_is_dropped() {
+    let upstream = Upstream::start();
+    let server = jwtguard(&upstream, &[]);
+    let token = token(&["--sub", "niaj"]);
+    assert_eq!(Client::open(&server).get("/warm", &token).0, 200);
+    // Ten slow requests in a row, and the client gone at once.
+    let mut client = TcpStream::connect(server.addr).unwrap();
+    client
+        .write_all(get("/delay", &token).repeat(10).as_bytes())
+        .unwrap();
+    drop(client);
+    std::thread::sleep(Duration::from_millis(3500));
+    let delays = upstream
+        .seen()
+        .iter()
+        .filter(|s| s.line.starts_with("GET /delay "))
+        .count();
+    assert!(delays <= 3, "{delays} of the 10 reached the upstream");
+}

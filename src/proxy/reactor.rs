@@ -359,7 +359,8 @@ impl Shared {
         let peer = peer_of(&job.request);
         let mut client = job.request.into_writer();
         match write_now(&mut client, out) {
-            Written::All | Written::Gone => self.lane_done(peer),
+            Written::All => self.lane_done(peer),
+            Written::Gone => self.drop_queued(peer, true),
             Written::Stalled(at) => {
                 self.hand_over_rest(peer, client, out[at..].to_vec());
             }
