@@ -131,9 +131,9 @@ impl Kept {
         let slot = &mut table.slots[index];
         slot.generation = slot.generation.wrapping_add(1);
         if let Some(epoll) = &self.epoll {
-            // Edge-triggered: the reactor reads all there is at each event (or hands the
-            // connection over), so no event is lost, and none is polled again for nothing.
-            let interest = EpollFlags::EPOLLIN | EpollFlags::EPOLLRDHUP | EpollFlags::EPOLLET;
+            // Level-triggered: whatever is left unread (the end of the stream after an
+            // answer, more than the buffer took) is reported again.
+            let interest = EpollFlags::EPOLLIN | EpollFlags::EPOLLRDHUP;
             let event = EpollEvent::new(interest, token(index, slot.generation));
             if epoll.add(conn.stream(), event).is_err() {
                 return;
