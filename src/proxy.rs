@@ -300,17 +300,19 @@ impl Proxy {
 }
 
 impl Shared {
-    /// Opens `peer`'s lane with `job`, for a forwarding thread: an idle one, or a new one
-    /// while there are fewer than [`MAX_THREADS`]. (The caller notifies `work`.)
+    /// Opens `peer`'s lane with `job`, for a forwarding thread. (The caller notifies
+    /// `work`.)
     fn open_lane(self: &Arc<Self>, lanes: &mut Lanes, peer: SocketAddr, job: Job) {
         lanes.busy.insert(peer, VecDeque::from([job]));
         self.ready(lanes, peer);
     }
 
-    /// Puts `peer`'s lane, which has jobs, in line for a forwarding thread.
+    /// Puts `peer`'s lane, which has jobs, in line for a forwarding thread; starts one when
+    /// more lanes wait than threads sleep (a woken thread counts as sleeping until it
+    /// runs), while there are fewer than [`MAX_THREADS`].
     fn ready(self: &Arc<Self>, lanes: &mut Lanes, peer: SocketAddr) {
         lanes.ready.push_back(peer);
-        if lanes.idle_threads == 0 && lanes.threads < MAX_THREADS {
+        if lanes.ready.len() > lanes.idle_threads && lanes.threads < MAX_THREADS {
             let shared = self.clone();
             let spawned = std::thread::Builder::new()
                 .name("jwtguard-forward".into())
