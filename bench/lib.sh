@@ -55,6 +55,13 @@ own_ticks() {
 # pss_kib PID: the proportional set size of PID (shared pages split among their users), KiB.
 pss_kib() { awk '/^Pss:/ { print $2 }' "/proc/$1/smaps_rollup"; }
 
+# switches PID: context switches (voluntary and not) of the process's threads alive now.
+# A thread that exited takes its count with it: compare runs whose threads live on.
+switches() {
+  cat /proc/"$1"/task/*/status 2>/dev/null |
+    awk '/^(non)?voluntary_ctxt_switches:/ { s += $2 } END { print s + 0 }'
+}
+
 # children_cpu_us: sets CHILD_US to the user + system time of this shell's reaped
 # children so far, in µs (`times` must run in this shell, not in a command substitution).
 # Needs $TMP.

@@ -131,9 +131,9 @@ check() {
 
 # measure NAME PID URL HEADER...: warm-up, then the measured run; appends to the
 # per-scenario lists.
-declare -A RPS CPU HWM NON2XX REQS LINES OTHER
+declare -A RPS CPU CSW HWM NON2XX REQS LINES OTHER
 measure() {
-  local name=$1 pid=$2 url=$3 t0 t1 w1 w2 b0 b1 l0=0 l1=0 logged=-
+  local name=$1 pid=$2 url=$3 t0 t1 s0 s1 w1 w2 b0 b1 l0=0 l1=0 logged=-
   shift 3
   local -a args=()
   for h in "$@"; do args+=(-H "$h"); done
@@ -143,6 +143,7 @@ measure() {
   sleep 0.3
   [ -f "$TMP/$name.log" ] && l0=$(wc -l <"$TMP/$name.log")
   t0=$(cpu_ticks "$pid")
+  s0=$(switches "$(serving "$pid")")
   b0=$(awk -v c="cpu$SERVER_CPU" '$1 == c { print $2 + $3 + $4 + $7 + $8 + $9 }' /proc/stat)
   w1=$(now_us)
   timeout $((SECONDS_RUN + 30)) taskset -c "$CLIENT_CPU" \
@@ -150,8 +151,9 @@ measure() {
   w2=$(now_us)
   sleep 0.3
   t1=$(cpu_ticks "$pid")
+  s1=$(switches "$(serving "$pid")")
   b1=$(awk -v c="cpu$SERVER_CPU" '$1 == c { print $2 + $3 + $4 + $7 + $8 + $9 }' /proc/stat)
-  local rps reqs non2xx cpu hwm other
+  local rps reqs non2xx cpu csw hwm other
   rps=$(awk '/^Requests\/sec:/ { print $2 }' "$out")
   reqs=$(awk '/ requests in / { print $1 }' "$out")
   if [ -f "$TMP/$name.log" ]; then
@@ -160,13 +162,14 @@ measure() {
   fi
   non2xx=$(awk '/Non-2xx or 3xx responses:/ { print $NF }' "$out")
   cpu=$(calc "($t1 - $t0) * 1000000 / $CLK_TCK / $reqs" 2)
+  csw=$(calc "($s1 - $s0) / $reqs" 2)
   hwm=$(vm_hwm "$(serving "$pid")")
   # Time on the server CPU used by other processes over the run: high means noisy.
   other=$(calc "((($b1 - $b0) - ($t1 - $t0)) * 1000000 / $CLK_TCK) * 100 / ($w2 - $w1 + 300000)" 0)
-  RPS[$name]+="$rps " CPU[$name]+="$cpu " HWM[$name]+="$hwm " NON2XX[$name]+="${non2xx:-0} "
+  RPS[$name]+="$rps " CPU[$name]+="$cpu " CSW[$name]+="$csw " HWM[$name]+="$hwm " NON2XX[$name]+="${non2xx:-0} "
   REQS[$name]+="$reqs " LINES[$name]+="$((l1 - l0)) " OTHER[$name]+="$other "
-  printf '   %-7s %9s req/s  %6s us/req  VmHWM %5s KiB  non-2xx %s  log lines - requests %s  others %s%%\n' \
-    "$name" "$rps" "$cpu" "$hwm" "${non2xx:-0}" "$logged" "$other"
+  printf '   %-7s %9s req/s  %6s us/req  %5s switches/req  VmHWM %5s KiB  non-2xx %s  log lines - requests %s  others %s%%\n' \
+    "$name" "$rps" "$cpu" "$csw" "$hwm" "${non2xx:-0}" "$logged" "$other"
   rm -f "$TMP/$name.log"
 }
 
@@ -268,6 +271,8 @@ largest() { printf '%s\n' "$@" | sort -g | tail -n1; }
       "$(median ${RPS[serve]})" "$(median ${RPS[auth]})"
     printf '%-22s %12s %12s %12s %12s\n' "server CPU us/request" "$(median ${CPU[nginx]})" \
       "$(median ${CPU[proxy]})" "$(median ${CPU[serve]})" "$(median ${CPU[auth]})"
+    printf '%-22s %12s %12s %12s %12s\n' "context switches/req" "$(median ${CSW[nginx]})" \
+      "$(median ${CSW[proxy]})" "$(median ${CSW[serve]})" "$(median ${CSW[auth]})"
     printf '%-22s %12s %12s %12s %12s\n' "peak RSS KiB (max)" "$(largest ${HWM[nginx]})" \
       "$HWM_PROXY" "$(largest ${HWM[serve]})" "$(largest ${HWM[auth]})"
     printf '%-22s %12s %12s %12s %12s\n' "others on CPU $SERVER_CPU % (max)" "$(largest ${OTHER[nginx]})" \

@@ -368,10 +368,6 @@ impl Guard {
         peer.is_some_and(|p| self.trusted.contains(p))
     }
 
-    pub(crate) fn trusted(&self) -> &Trusted {
-        &self.trusted
-    }
-
     /// The identity headers' names: `X-Auth-User`, then the claim headers.
     pub(crate) fn identity_names(&self) -> Vec<&str> {
         std::iter::once(USER_HEADER)

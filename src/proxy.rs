@@ -1,6 +1,5 @@
-//! The reverse proxy: allowed (and public) requests go on to the upstream application
-//! from a bounded pool of threads, so that a slow upstream, or a slow client, never holds
-//! up the serving thread.
+//! The reverse proxy: allowed (and public) requests go on to the upstream application,
+//! and no slow upstream, nor slow client, holds up the serving thread.
 //!
 //! jwtguard speaks HTTP/1.1 to the upstream itself, with `httparse` for the response head:
 //! a proxy must pass a message on as it came (any method, a body on any method, headers
@@ -10,13 +9,29 @@
 //! by one thread at a time. While a lane is busy, the serving thread hands it its other
 //! answers too (a 401, say) instead of writing them itself: tiny_http writes a connection's
 //! answers in order, so that write would wait for the forwarding to finish.
+//!
+//! Most requests take the fast path ([`reactor`]): the serving thread sends the head on an
+//! idle kept-alive connection itself, and the reactor thread, which waits on every kept
+//! connection at once, passes the answer on. The others (a body to send, a busy lane, no
+//! idle connection, an answer that does not fit the connection's buffer, a client that
+//! does not take it at once) are forwarded, or finished, by a bounded pool of threads, each
+//! blocking on one exchange at a time.
+
+mod conn;
+mod reactor;
+mod response;
 
 use std::collections::{HashMap, VecDeque};
-use std::io::{self, BufRead, BufReader, ErrorKind, Read, Write};
+use std::io::{self, BufRead, ErrorKind, Read, Write};
+use std::mem;
 use std::net::{IpAddr, SocketAddr, TcpStream, ToSocketAddrs};
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
+
+use conn::Conn;
+use reactor::{Kept, MAX_FAST_HEAD};
+use response::{Framing, Parsed};
 
 use crate::event::{Action, Event, RequestEvent, RequestId};
 use crate::forwarded::Trusted;
@@ -27,15 +42,20 @@ use crate::{Config, Error, Headers, logger};
 const MAX_THREADS: usize = 64;
 /// The most client connections waiting for a forwarding thread; past it, 503.
 const MAX_WAITING: usize = 1024;
-/// Idle upstream connections kept for reuse.
+/// Upstream connections kept for reuse (idle, or carrying a request for the reactor).
 const MAX_IDLE: usize = 64;
 /// The longest upstream response head read.
 const MAX_HEAD: usize = 64 * 1024;
-/// The most upstream response headers.
-const MAX_HEADERS: usize = 128;
 /// The most a response of unknown length is held, for an HTTP/1.0 client that keeps its
 /// connection: it needs a `Content-Length`.
 const MAX_BUFFERED: usize = 8 * 1024 * 1024;
+/// The most jobs queued on one client connection's lane: a client that pipelines further
+/// ahead of its answers is served no more.
+const MAX_QUEUED: usize = 64;
+/// Client connections remembered as slow (an answer of the reactor's found no room).
+const MAX_SLOW: usize = 1024;
+/// How long a slow client connection is left off the fast path.
+const SLOW_FOR: Duration = Duration::from_secs(60);
 
 /// Headers that describe one connection, not the message (RFC 9110 §7.6.1), and those
 /// jwtguard sets itself on the way to the upstream.
@@ -56,22 +76,55 @@ const HOP_BY_HOP: [&str; 10] = [
 pub(crate) struct Forward {
     pub request: tiny_http::Request,
     /// The normalised path and the query.
-    pub target: String,
+    target: String,
     /// The decision's id, for a request the guard allowed (none for a public one).
-    pub id: Option<RequestId>,
-    /// The identity headers to set.
-    pub identity: Vec<(String, String)>,
-    /// The event's method and path, for a failure event.
-    pub path: String,
+    id: Option<RequestId>,
+    /// The request line and headers for the upstream.
+    head: Vec<u8>,
+    /// Whether it may take the fast path: no body, and a short head.
+    fast: bool,
+}
+
+impl Forward {
+    /// The event's path: the normalised path, without the query.
+    fn path(&self) -> &str {
+        crate::guard::path_of(&self.target)
+    }
+}
+
+/// Why [`Proxy::forward`] gave a request back.
+pub(crate) enum NotForwarded {
+    /// Too many connections wait for a thread already: answer 503
+    /// ([`Proxy::turn_away`]).
+    Busy(Box<Forward>),
+    /// Its connection has [`MAX_QUEUED`] requests waiting for their answers already: the
+    /// client pipelines and does not read. Serve that connection no more.
+    Ahead(Box<Forward>),
+}
+
+/// Where a forwarding thread takes a request up.
+enum Start {
+    /// From the beginning.
+    Fresh,
+    /// The reactor's connection was closed under the request before an answer: send it
+    /// again, on a new connection, and not a third time.
+    Retry,
+    /// The head went out on this connection, and the answer is coming (the start of it in
+    /// the connection's buffer).
+    Sent(Conn),
+    /// The reactor found the upstream failed: answer with this reason and status.
+    Failed(&'static str, u16),
 }
 
 enum Job {
-    Forward(Box<Forward>),
+    Forward(Box<Forward>, Start),
     /// An answer of jwtguard's own, already written out, for a busy lane.
     Answer(Box<(tiny_http::Request, Vec<u8>)>),
+    /// The rest of an answer the reactor began: the client did not take it at once.
+    Rest(Box<(Box<dyn Write + Send>, Vec<u8>)>),
 }
 
-/// The reverse proxy: its upstream, its idle connections, its lanes and threads.
+/// The reverse proxy: its upstream, its kept connections, its lanes and threads.
 #[derive(Clone)]
 pub(crate) struct Proxy {
     shared: Arc<Shared>,
@@ -84,7 +137,7 @@ struct Shared {
     /// Identity header names: a client's copies never reach the upstream.
     identity: Vec<String>,
     trusted: Trusted,
-    idle: Mutex<Vec<TcpStream>>,
+    kept: Kept,
     lanes: Mutex<Lanes>,
     work: Condvar,
     /// The worker is handing over to another: every answer says `Connection: close`,
@@ -94,16 +147,33 @@ struct Shared {
 
 #[derive(Default)]
 struct Lanes {
-    /// Each busy client connection's jobs, in order.
+    /// Each busy client connection's jobs, in order. A lane with no job queued is being
+    /// worked: by a forwarding thread, or (when not in `ready`) by the reactor.
     busy: HashMap<SocketAddr, VecDeque<Job>>,
     /// Connections with jobs and no thread on them.
     ready: VecDeque<SocketAddr>,
+    /// Client connections that did not take an answer of the reactor's at once, and when:
+    /// they are left to the forwarding threads, which wait for them.
+    slow: HashMap<SocketAddr, Instant>,
     threads: usize,
     idle_threads: usize,
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// The lane of `request`'s client connection.
+fn peer_of(request: &tiny_http::Request) -> SocketAddr {
+    request
+        .remote_addr()
+        .copied()
+        .unwrap_or(([0, 0, 0, 0], 0).into())
+}
+
+/// Whether `request` has a body to send on.
+fn has_body(request: &tiny_http::Request) -> bool {
+    request.body_length().is_some_and(|n| n > 0) || chunked(request.headers())
 }
 
 impl Proxy {
@@ -122,26 +192,35 @@ impl Proxy {
             .collect();
         let mut identity = vec![crate::config::USER_HEADER.to_owned()];
         identity.extend(config.claim_headers.iter().map(|(_, h)| h.clone()));
-        Ok(Proxy {
-            shared: Arc::new(Shared {
-                upstream: resolved,
-                timeout: Duration::from_secs(config.upstream_timeout),
-                strip_authorization: config.strip_authorization,
-                identity,
-                trusted: Trusted::new(&config.trusted_proxies),
-                idle: Mutex::new(Vec::new()),
-                lanes: Mutex::new(Lanes::default()),
-                work: Condvar::new(),
-                draining: std::sync::atomic::AtomicBool::new(false),
-            }),
-        })
+        let shared = Arc::new(Shared {
+            upstream: resolved,
+            timeout: Duration::from_secs(config.upstream_timeout),
+            strip_authorization: config.strip_authorization,
+            identity,
+            trusted: Trusted::new(&config.trusted_proxies),
+            kept: Kept::new(),
+            lanes: Mutex::new(Lanes::default()),
+            work: Condvar::new(),
+            draining: std::sync::atomic::AtomicBool::new(false),
+        });
+        if shared.kept.can_react() {
+            let reactor = shared.clone();
+            let spawned = std::thread::Builder::new()
+                .name("jwtguard-reactor".into())
+                .stack_size(256 * 1024)
+                .spawn(move || reactor.react());
+            // Without a reactor, every request goes through a forwarding thread.
+            if spawned.is_ok() {
+                shared.kept.reacting();
+            }
+        }
+        Ok(Proxy { shared })
     }
 
     /// From now on, every answer closes its connection, and no upstream connection is
-    /// kept idle.
+    /// given back for reuse (those kept idle close when the worker exits).
     pub(crate) fn drain(&self) {
         self.shared.draining.store(true, Ordering::SeqCst);
-        lock(&self.shared.idle).clear();
     }
 
     /// Whether no request is being forwarded or waits to be.
@@ -154,40 +233,103 @@ impl Proxy {
         peer.is_some_and(|peer| lock(&self.shared.lanes).busy.contains_key(&peer))
     }
 
-    /// Forwards `job` on its connection's lane; gives it back when too many connections
-    /// wait for a thread already (the caller answers 503).
-    pub(crate) fn forward(&self, job: Box<Forward>) -> Result<(), Box<Forward>> {
-        let peer = job.request.remote_addr().copied();
-        let peer = peer.unwrap_or(([0, 0, 0, 0], 0).into());
-        self.enqueue(peer, Job::Forward(job))
-            .map_err(|job| match job {
-                Job::Forward(forward) => forward,
-                Job::Answer(..) => unreachable!("only forwards are turned away"),
-            })
-    }
-
-    /// Queues `answer` (written out) for `request` behind its connection's forwarding.
-    pub(crate) fn answer_after(&self, request: tiny_http::Request, answer: Vec<u8>) {
-        let peer = request
-            .remote_addr()
-            .copied()
-            .unwrap_or(([0, 0, 0, 0], 0).into());
-        let _ = self.enqueue(peer, Job::Answer(Box::new((request, answer))));
-    }
-
-    fn enqueue(&self, peer: SocketAddr, job: Job) -> Result<(), Job> {
-        let mut lanes = lock(&self.shared.lanes);
+    /// Forwards `request` to `target` (the normalised path and the query) with the
+    /// `identity` headers, on its connection's lane; or gives it back, saying why.
+    pub(crate) fn forward<'i>(
+        &self,
+        request: tiny_http::Request,
+        target: String,
+        id: Option<RequestId>,
+        identity: impl Iterator<Item = (&'i str, &'i str)>,
+    ) -> Result<(), NotForwarded> {
+        let shared = &self.shared;
+        let head = shared.request_head(&request, &target, id, identity);
+        let fast = head.len() <= MAX_FAST_HEAD && !has_body(&request) && shared.kept.reacts();
+        let peer = peer_of(&request);
+        let job = Box::new(Forward {
+            request,
+            target,
+            id,
+            head,
+            fast,
+        });
+        let mut lanes = lock(&shared.lanes);
         if let Some(queue) = lanes.busy.get_mut(&peer) {
-            queue.push_back(job);
+            if queue.len() >= MAX_QUEUED {
+                return Err(NotForwarded::Ahead(job));
+            }
+            queue.push_back(Job::Forward(job, Start::Fresh));
             return Ok(());
         }
-        if lanes.ready.len() >= MAX_WAITING && matches!(job, Job::Forward(_)) {
-            return Err(job);
+        let job = if fast && (lanes.slow.is_empty() || !lanes.slow.contains_key(&peer)) {
+            match shared.kept.send(job) {
+                Ok(()) => {
+                    // The lane is the reactor's until it answers: what comes meanwhile
+                    // waits behind.
+                    lanes.busy.insert(peer, VecDeque::new());
+                    return Ok(());
+                }
+                Err(job) => job,
+            }
+        } else {
+            job
+        };
+        if lanes.ready.len() >= MAX_WAITING {
+            return Err(NotForwarded::Busy(job));
         }
+        shared.open_lane(&mut lanes, peer, Job::Forward(job, Start::Fresh));
+        drop(lanes);
+        shared.work.notify_one();
+        Ok(())
+    }
+
+    /// Answers 503 to a request [`forward`](Proxy::forward) gave back, with its event.
+    pub(crate) fn turn_away(&self, forward: Box<Forward>) {
+        let who = Who::of(&forward.request, &self.shared.trusted);
+        let event = who.event(forward.id, forward.path(), "upstream_busy", 503);
+        logger::record(&Event::Request(event));
+        http::send(forward.request, &Reply::Status(503, forward.id), false);
+    }
+
+    /// Queues `answer` (written out) for `request` behind its connection's forwarding; gives
+    /// both back when [`MAX_QUEUED`] wait there already (as [`NotForwarded::Ahead`]).
+    pub(crate) fn answer_after(
+        &self,
+        request: tiny_http::Request,
+        answer: Vec<u8>,
+    ) -> Result<(), Box<(tiny_http::Request, Vec<u8>)>> {
+        let peer = peer_of(&request);
+        let answer = Box::new((request, answer));
+        let mut lanes = lock(&self.shared.lanes);
+        if let Some(queue) = lanes.busy.get_mut(&peer) {
+            if queue.len() >= MAX_QUEUED {
+                return Err(answer);
+            }
+            queue.push_back(Job::Answer(answer));
+            return Ok(());
+        }
+        self.shared.open_lane(&mut lanes, peer, Job::Answer(answer));
+        drop(lanes);
+        self.shared.work.notify_one();
+        Ok(())
+    }
+}
+
+impl Shared {
+    /// Opens `peer`'s lane with `job`, for a forwarding thread. (The caller notifies
+    /// `work`.)
+    fn open_lane(self: &Arc<Self>, lanes: &mut Lanes, peer: SocketAddr, job: Job) {
         lanes.busy.insert(peer, VecDeque::from([job]));
+        self.ready(lanes, peer);
+    }
+
+    /// Puts `peer`'s lane, which has jobs, in line for a forwarding thread; starts one when
+    /// more lanes wait than threads sleep (a woken thread counts as sleeping until it
+    /// runs), while there are fewer than [`MAX_THREADS`].
+    fn ready(self: &Arc<Self>, lanes: &mut Lanes, peer: SocketAddr) {
         lanes.ready.push_back(peer);
-        if lanes.idle_threads == 0 && lanes.threads < MAX_THREADS {
-            let shared = self.shared.clone();
+        if lanes.ready.len() > lanes.idle_threads && lanes.threads < MAX_THREADS {
+            let shared = self.clone();
             let spawned = std::thread::Builder::new()
                 .name("jwtguard-forward".into())
                 .stack_size(256 * 1024)
@@ -196,13 +338,65 @@ impl Proxy {
                 lanes.threads += 1;
             }
         }
-        drop(lanes);
-        self.shared.work.notify_one();
-        Ok(())
     }
-}
 
-impl Shared {
+    /// The reactor hands `peer`'s lane over, with `job` to do first.
+    fn hand_over(self: &Arc<Self>, peer: SocketAddr, job: Job) {
+        let mut lanes = lock(&self.lanes);
+        lanes.busy.entry(peer).or_default().push_front(job);
+        self.ready(&mut lanes, peer);
+        drop(lanes);
+        self.work.notify_one();
+    }
+
+    /// The reactor wrote part of an answer, and `peer` took no more at once: a forwarding
+    /// thread writes `rest` as the client takes it, and `peer` is left off the fast path.
+    fn hand_over_rest(
+        self: &Arc<Self>,
+        peer: SocketAddr,
+        client: Box<dyn Write + Send>,
+        rest: Vec<u8>,
+    ) {
+        {
+            let mut lanes = lock(&self.lanes);
+            if lanes.slow.len() >= MAX_SLOW {
+                lanes.slow.retain(|_, since| since.elapsed() < SLOW_FOR);
+                if lanes.slow.len() >= MAX_SLOW {
+                    lanes.slow.clear();
+                }
+            }
+            lanes.slow.insert(peer, Instant::now());
+        }
+        self.hand_over(peer, Job::Rest(Box::new((client, rest))));
+    }
+
+    /// The reactor answered `peer`'s request: its lane ends; or, when the next request came
+    /// meanwhile (the client had the answer before the reactor got here), that one is sent
+    /// on for the reactor too, when it can be; or else the lane goes to a forwarding thread.
+    fn lane_done(self: &Arc<Self>, peer: SocketAddr) {
+        let mut lanes = lock(&self.lanes);
+        let Some(queue) = lanes.busy.get_mut(&peer) else {
+            return;
+        };
+        let job = match queue.pop_front() {
+            None => {
+                lanes.busy.remove(&peer);
+                return;
+            }
+            Some(Job::Forward(job, Start::Fresh)) if job.fast => match self.kept.send(job) {
+                Ok(()) => return,
+                Err(job) => Job::Forward(job, Start::Fresh),
+            },
+            Some(job) => job,
+        };
+        if let Some(queue) = lanes.busy.get_mut(&peer) {
+            queue.push_front(job);
+        }
+        self.ready(&mut lanes, peer);
+        drop(lanes);
+        self.work.notify_one();
+    }
+
     /// A forwarding thread: takes a connection's lane and works it until it is empty.
     fn run(&self) {
         loop {
@@ -233,48 +427,88 @@ impl Shared {
                         }
                     }
                 };
-                match job {
-                    Job::Forward(forward) => self.forward(*forward),
+                let delivered = match job {
+                    Job::Forward(forward, start) => self.forward(*forward, start),
                     Job::Answer(answer) => {
                         let (request, answer) = *answer;
                         http::write_to(request, &answer);
+                        true
                     }
+                    Job::Rest(rest) => {
+                        let (client, rest) = *rest;
+                        let mut client = ClientWriter::new(client, self.timeout);
+                        client.write(&rest).and_then(|()| client.flush()).is_ok()
+                    }
+                };
+                if !delivered {
+                    self.drop_queued(peer, false);
                 }
+            }
+        }
+    }
+
+    /// `peer`'s client hung up, or took nothing for the whole timeout: what else waits for
+    /// it is dropped unanswered, rather than each waiting as long; and its lane ends, when
+    /// `end` (else the thread working it ends it).
+    fn drop_queued(&self, peer: SocketAddr, end: bool) {
+        let queued = {
+            let mut lanes = lock(&self.lanes);
+            let queued = lanes.busy.get_mut(&peer).map(mem::take);
+            if end {
+                lanes.busy.remove(&peer);
+            }
+            queued.unwrap_or_default()
+        };
+        for job in queued {
+            match job {
+                Job::Forward(forward, _) => http::dispose(forward.request),
+                Job::Answer(answer) => http::dispose(answer.0),
+                Job::Rest(_) => {}
             }
         }
     }
 
     /// Forwards one request and answers it: the upstream's response, or 502 or 504 (with
-    /// an event) when the upstream could not be reached or did not answer in time.
-    fn forward(&self, job: Forward) {
+    /// an event) when the upstream could not be reached or did not answer in time. Returns
+    /// whether the client took the answer (a failure event's answer counts as taken).
+    fn forward(&self, job: Forward, start: Start) -> bool {
         let Forward {
             request,
             target,
             id,
-            identity,
-            path,
+            head,
+            ..
         } = job;
         let who = Who::of(&request, &self.trusted);
-        match self.exchange(request, &target, id, &identity) {
-            Ok(()) | Err((_, Failure::ClientGone)) => {}
+        let path = crate::guard::path_of(&target);
+        match self.exchange(request, &head, id, start) {
+            Ok(()) => true,
+            Err((_, Failure::ClientGone)) => false,
             Err((request, Failure::Before(reason, status))) => {
-                logger::record(&Event::Request(who.event(id, &path, reason, status)));
+                logger::record(&Event::Request(who.event(id, path, reason, status)));
                 if let Some(request) = request {
                     http::send(*request, &Reply::Status(status, id), false);
                 }
+                true
             }
             Err((_, Failure::During(reason))) => {
                 // The head went out: the client sees the response cut short.
-                logger::record(&Event::Request(who.event(id, &path, reason, 502)));
+                logger::record(&Event::Request(who.event(id, path, reason, 502)));
+                true
             }
         }
     }
 
-    /// An idle upstream connection, or a new one.
-    fn connection(&self) -> Result<(TcpStream, bool), Failure> {
-        if let Some(stream) = lock(&self.idle).pop() {
-            return Ok((stream, true));
+    /// An idle upstream connection, or a new one; and whether it was idle.
+    fn connection(&self) -> Result<(Conn, bool), Failure> {
+        match self.kept.take() {
+            Some(conn) => Ok((conn, true)),
+            None => Ok((self.connect()?, false)),
         }
+    }
+
+    /// A new upstream connection.
+    fn connect(&self) -> Result<Conn, Failure> {
         let mut last = None;
         for addr in &self.upstream {
             match TcpStream::connect_timeout(addr, self.timeout) {
@@ -282,7 +516,7 @@ impl Shared {
                     let _ = stream.set_nodelay(true);
                     let _ = stream.set_read_timeout(Some(self.timeout));
                     let _ = stream.set_write_timeout(Some(self.timeout));
-                    return Ok((stream, false));
+                    return Ok(Conn::new(stream));
                 }
                 Err(err) => last = Some(err),
             }
@@ -295,18 +529,37 @@ impl Shared {
         })
     }
 
-    /// Sends `request` upstream and its response to the client. On a failure before the
-    /// answer started, the request comes back, to be answered 502 or 504.
+    /// Sends `request` upstream (from `start`) and its response to the client. On a
+    /// failure before the answer started, the request comes back, to be answered 502 or
+    /// 504.
     fn exchange(
         &self,
         mut request: tiny_http::Request,
-        target: &str,
+        head: &[u8],
         id: Option<RequestId>,
-        identity: &[(String, String)],
+        start: Start,
     ) -> Result<(), (Option<Box<tiny_http::Request>>, Failure)> {
-        let head = self.request_head(&request, target, id, identity);
-        let (mut reader, response, framing) = match self.request_upstream(&mut request, &head) {
-            Ok(answer) => answer,
+        let sent = match start {
+            Start::Failed(reason, status) => Err(Failure::Before(reason, status)),
+            Start::Sent(mut conn) => read_head(&mut conn).map(|head| (conn, head)),
+            Start::Fresh => self.request_upstream(&mut request, head, true),
+            Start::Retry => self.request_upstream(&mut request, head, false),
+        };
+        let (mut conn, response_head) = match sent {
+            Ok(sent) => sent,
+            Err(failure) => return Err((Some(Box::new(request)), failure)),
+        };
+        let mut room = response::room();
+        let response = match response::parse(&response_head, &mut room) {
+            Ok(Parsed::Final(_, response)) => response,
+            _ => {
+                let failure = Failure::Before("upstream_error", 502);
+                return Err((Some(Box::new(request)), failure));
+            }
+        };
+        let head_request = *request.method() == tiny_http::Method::Head;
+        let framing = match response.framing(head_request) {
+            Ok(framing) => framing,
             Err(failure) => return Err((Some(Box::new(request)), failure)),
         };
         let version = request.http_version().clone();
@@ -316,7 +569,7 @@ impl Shared {
         let (framing, buffered) = match framing {
             Framing::Unknown if client_1_0 && !client_closes => {
                 let mut body = Vec::new();
-                let read = (&mut reader)
+                let read = (&mut conn)
                     .take(MAX_BUFFERED as u64 + 1)
                     .read_to_end(&mut body);
                 match read {
@@ -337,52 +590,57 @@ impl Shared {
             framing => (framing, None),
         };
         let mut out = Vec::with_capacity(512);
-        response.write_head(&mut out, &version, id, &framing, client_closes, client_1_0);
+        response.write(&mut out, &version, id, framing, client_closes, client_1_0);
+        let keep_alive = response.keep_alive;
         let mut client = ClientWriter::new(request.into_writer(), self.timeout);
         let gone = |_| (None, Failure::ClientGone);
         client.write(&out).map_err(gone)?;
         let reusable = match buffered {
             Some(body) => {
                 client.write(&body).map_err(gone)?;
-                response.keep_alive
+                // Read to the end of the stream.
+                false
             }
             None => {
-                let whole = copy_body(&mut reader, &mut client, &framing, client_1_0)
+                let whole = copy_body(&mut conn, &mut client, framing, client_1_0)
                     .map_err(|f| (None, f))?;
-                whole && response.keep_alive
+                whole && keep_alive
             }
         };
         client.flush().map_err(gone)?;
-        if reusable && !self.draining.load(Ordering::SeqCst) {
-            let mut idle = lock(&self.idle);
-            if idle.len() < MAX_IDLE {
-                idle.push(reader.into_inner());
-            }
+        // Anything after the answer was not asked for: the connection is not reused.
+        if reusable && conn.buffered().is_empty() && !self.draining.load(Ordering::SeqCst) {
+            self.kept.give_back(conn);
         }
         Ok(())
     }
 
-    /// Sends the request (`head`, then its body) upstream and reads the response head.
-    /// A kept-alive connection the upstream had closed meanwhile is replaced by a new one,
-    /// once, when the request had no body to send.
+    /// Sends the request (`head`, then its body) upstream and reads the response head. A
+    /// kept-alive connection the upstream had closed meanwhile is replaced by a new one,
+    /// once, when the request had no body to send and `retry`; without `retry`, the request
+    /// goes on a new connection.
     fn request_upstream(
         &self,
         request: &mut tiny_http::Request,
         head: &[u8],
-    ) -> Result<(BufReader<TcpStream>, ResponseHead, Framing), Failure> {
-        let has_body = request.body_length().is_some_and(|n| n > 0) || chunked(request.headers());
-        let (mut upstream, mut reused) = self.connection()?;
-        let mut reader = loop {
-            let sent = (&upstream).write_all(head).and_then(|()| {
+        retry: bool,
+    ) -> Result<(Conn, Vec<u8>), Failure> {
+        let has_body = has_body(request);
+        let (mut upstream, mut reused) = if retry {
+            self.connection()?
+        } else {
+            (self.connect()?, false)
+        };
+        loop {
+            let sent = upstream.stream().write_all(head).and_then(|()| {
                 if has_body {
-                    send_body(request, &mut &upstream)
+                    send_body(request, &mut upstream.stream())
                 } else {
                     Ok(())
                 }
             });
-            let mut reader = BufReader::with_capacity(8192, upstream);
-            match sent.and_then(|()| reader.fill_buf().map(|b| b.len())) {
-                Ok(n) if n > 0 => break reader,
+            match sent.and_then(|()| upstream.fill_buf().map(|b| b.len())) {
+                Ok(n) if n > 0 => break,
                 Ok(_) if reused && !has_body => {}
                 Err(ref e) if reused && !has_body && status_of(e) == 502 => {}
                 Ok(_) => return Err(Failure::Before("upstream_error", 502)),
@@ -393,32 +651,35 @@ impl Shared {
                     ));
                 }
             }
-            (upstream, reused) = (self.connection()?.0, false);
-        };
-        let response = read_head(&mut reader)?;
-        let head_request = *request.method() == tiny_http::Method::Head;
-        let framing = response.framing(head_request)?;
-        Ok((reader, response, framing))
+            (upstream, reused) = (self.connect()?, false);
+        }
+        let response_head = read_head(&mut upstream)?;
+        Ok((upstream, response_head))
     }
 
     /// The request line and headers for the upstream.
-    fn request_head(
+    fn request_head<'i>(
         &self,
         request: &tiny_http::Request,
         target: &str,
         id: Option<RequestId>,
-        identity: &[(String, String)],
+        identity: impl Iterator<Item = (&'i str, &'i str)>,
     ) -> Vec<u8> {
         let headers = request.headers();
         let peer = request.remote_addr().map(|a| a.ip().to_canonical());
         let trusted = peer.is_some_and(|p| self.trusted.contains(p));
-        let listed = connection_listed(headers);
+        let listed = |name: &str| {
+            headers
+                .values("Connection")
+                .flat_map(|v| v.split(','))
+                .any(|n| n.trim().eq_ignore_ascii_case(name))
+        };
         let mut out = Vec::with_capacity(1024);
         out.extend_from_slice(request.method().as_str().as_bytes());
         out.push(b' ');
         out.extend_from_slice(target.as_bytes());
         out.extend_from_slice(b" HTTP/1.1\r\n");
-        let mut header = |name: &str, value: &str| {
+        let header = |out: &mut Vec<u8>, name: &str, value: &str| {
             out.extend_from_slice(name.as_bytes());
             out.extend_from_slice(b": ");
             out.extend_from_slice(value.as_bytes());
@@ -432,7 +693,6 @@ impl Shared {
             // X-Auth-User), so none goes on, as with nginx's underscores_in_headers off.
             let dropped = name.contains('_')
                 || HOP_BY_HOP.iter().any(|n| is(n))
-                || listed.iter().any(|n| is(n))
                 || is("Expect")
                 || is("X-Request-Id")
                 || (is("Authorization") && self.strip_authorization)
@@ -442,44 +702,45 @@ impl Shared {
                     || is("X-Forwarded-Host")
                     || is("Forwarded")
                     || is("X-Real-IP"))
-                    && !trusted);
+                    && !trusted)
+                || listed(name);
             if !dropped {
-                header(name, h.value.as_str());
+                header(&mut out, name, h.value.as_str());
             }
         }
         if host.is_none() {
-            header("Host", "localhost");
+            header(&mut out, "Host", "localhost");
         }
-        let peer_text = peer.map(|p| p.to_string()).unwrap_or_default();
-        let earlier: Vec<&str> = if trusted {
-            headers.values("X-Forwarded-For").collect()
-        } else {
-            Vec::new()
-        };
-        let forwarded_for = if earlier.is_empty() {
-            peer_text
-        } else {
-            format!("{}, {peer_text}", earlier.join(", "))
-        };
-        header("X-Forwarded-For", &forwarded_for);
+        // A trusted proxy's list, and the peer.
+        out.extend_from_slice(b"X-Forwarded-For: ");
+        if trusted {
+            for earlier in headers.values("X-Forwarded-For") {
+                out.extend_from_slice(earlier.as_bytes());
+                out.extend_from_slice(b", ");
+            }
+        }
+        if let Some(peer) = peer {
+            let _ = write!(out, "{peer}");
+        }
+        out.extend_from_slice(b"\r\n");
         if !(trusted && headers.values("X-Forwarded-Proto").next().is_some()) {
-            header("X-Forwarded-Proto", "http");
+            header(&mut out, "X-Forwarded-Proto", "http");
         }
         if !(trusted && headers.values("X-Forwarded-Host").next().is_some())
             && let Some(host) = host
         {
-            header("X-Forwarded-Host", host);
+            header(&mut out, "X-Forwarded-Host", host);
         }
         for (name, value) in identity {
-            header(name, value);
+            header(&mut out, name, value);
         }
         if let Some(id) = id {
-            header("X-Request-Id", id.text().as_str());
+            header(&mut out, "X-Request-Id", id.text().as_str());
         }
         match request.body_length() {
-            _ if chunked(headers) => header("Transfer-Encoding", "chunked"),
+            _ if chunked(headers) => header(&mut out, "Transfer-Encoding", "chunked"),
             Some(n) if n > 0 || request.method().as_str() != "GET" => {
-                header("Content-Length", itoa::Buffer::new().format(n))
+                header(&mut out, "Content-Length", itoa::Buffer::new().format(n))
             }
             _ => {}
         }
@@ -563,29 +824,8 @@ impl Who {
     }
 }
 
-/// Records that a request could not even wait for the upstream (503).
-pub(crate) fn busy_event(
-    request: &tiny_http::Request,
-    id: Option<RequestId>,
-    path: &str,
-    trusted: &Trusted,
-) {
-    let who = Who::of(request, trusted);
-    logger::record(&Event::Request(who.event(id, path, "upstream_busy", 503)));
-}
-
 fn chunked(headers: &[tiny_http::Header]) -> bool {
     headers.values("Transfer-Encoding").next().is_some()
-}
-
-/// The header names `Connection` lists (hop-by-hop too).
-fn connection_listed(headers: &[tiny_http::Header]) -> Vec<&str> {
-    headers
-        .values("Connection")
-        .flat_map(|v| v.split(','))
-        .map(str::trim)
-        .filter(|n| !n.is_empty())
-        .collect()
 }
 
 /// Whether the client's connection ends with this request.
@@ -629,25 +869,8 @@ fn send_body(request: &mut tiny_http::Request, upstream: &mut &TcpStream) -> io:
     }
 }
 
-/// An upstream response head.
-struct ResponseHead {
-    status: u16,
-    reason: String,
-    headers: Vec<(String, Vec<u8>)>,
-    keep_alive: bool,
-}
-
-/// How the upstream's body is framed.
-enum Framing {
-    None,
-    Length(u64),
-    Chunked,
-    /// Until the upstream closes.
-    Unknown,
-}
-
-/// Reads the response head, past interim (1xx) ones.
-fn read_head(reader: &mut BufReader<TcpStream>) -> Result<ResponseHead, Failure> {
+/// Reads the final response head, past interim (1xx) ones.
+fn read_head(reader: &mut Conn) -> Result<Vec<u8>, Failure> {
     let bad = || Failure::Before("upstream_error", 502);
     loop {
         let mut head = Vec::with_capacity(1024);
@@ -664,169 +887,21 @@ fn read_head(reader: &mut BufReader<TcpStream>) -> Result<ResponseHead, Failure>
                 break;
             }
         }
-        let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
-        let mut parsed = httparse::Response::new(&mut headers);
-        match parsed.parse(&head) {
-            Ok(httparse::Status::Complete(_)) => {}
-            _ => return Err(bad()),
+        let mut room = response::room();
+        match response::parse(&head, &mut room)? {
+            Parsed::Interim(_) => continue,
+            Parsed::Final(..) => return Ok(head),
+            Parsed::Partial => return Err(bad()),
         }
-        let status = parsed.code.ok_or_else(bad)?;
-        if status == 101 {
-            return Err(bad());
-        }
-        if (100..200).contains(&status) {
-            continue;
-        }
-        let http_1_1 = parsed.version == Some(1);
-        let mut keep_alive = http_1_1;
-        for h in parsed.headers.iter() {
-            if h.name.eq_ignore_ascii_case("Connection") {
-                for token in String::from_utf8_lossy(h.value).split(',') {
-                    match token.trim().to_ascii_lowercase().as_str() {
-                        "close" => keep_alive = false,
-                        "keep-alive" if !http_1_1 => keep_alive = true,
-                        _ => {}
-                    }
-                }
-            }
-        }
-        return Ok(ResponseHead {
-            status,
-            reason: parsed.reason.unwrap_or("").to_owned(),
-            headers: parsed
-                .headers
-                .iter()
-                .map(|h| (h.name.to_owned(), h.value.to_owned()))
-                .collect(),
-            keep_alive,
-        });
-    }
-}
-
-impl ResponseHead {
-    fn values<'s>(&'s self, name: &'s str) -> impl Iterator<Item = &'s [u8]> + 's {
-        self.headers
-            .iter()
-            .filter(move |(n, _)| n.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v.as_slice())
-    }
-
-    /// The body's framing (RFC 9112 §6.3); an ambiguous one is an upstream error.
-    fn framing(&self, head_request: bool) -> Result<Framing, Failure> {
-        let bad = || Failure::Before("upstream_error", 502);
-        if head_request || matches!(self.status, 204 | 304) {
-            return Ok(Framing::None);
-        }
-        let encodings: Vec<&[u8]> = self.values("Transfer-Encoding").collect();
-        if !encodings.is_empty() {
-            let last = encodings.last().expect("not empty");
-            let last = String::from_utf8_lossy(last);
-            let chunked = last
-                .rsplit(',')
-                .next()
-                .is_some_and(|t| t.trim().eq_ignore_ascii_case("chunked"));
-            return Ok(if chunked {
-                Framing::Chunked
-            } else {
-                Framing::Unknown
-            });
-        }
-        let mut lengths = self.values("Content-Length");
-        match (lengths.next(), lengths.next()) {
-            (None, _) => Ok(Framing::Unknown),
-            (Some(one), None) => std::str::from_utf8(one)
-                .ok()
-                .filter(|v| !v.is_empty() && v.bytes().all(|b| b.is_ascii_digit()))
-                .and_then(|v| v.parse().ok())
-                .map(Framing::Length)
-                .ok_or_else(bad),
-            (Some(_), Some(_)) => Err(bad()),
-        }
-    }
-
-    /// The head for the client: the upstream's status and end-to-end headers, the request
-    /// id, and framing of jwtguard's own.
-    fn write_head(
-        &self,
-        out: &mut Vec<u8>,
-        version: &tiny_http::HTTPVersion,
-        id: Option<RequestId>,
-        framing: &Framing,
-        closes: bool,
-        client_1_0: bool,
-    ) {
-        let listed: Vec<String> = self
-            .values("Connection")
-            .flat_map(|v| {
-                String::from_utf8_lossy(v)
-                    .split(',')
-                    .map(|t| t.trim().to_owned())
-                    .collect::<Vec<_>>()
-            })
-            .collect();
-        let _ = write!(out, "HTTP/{}.{} {} ", version.0, version.1, self.status);
-        let reason = if self
-            .reason
-            .bytes()
-            .all(|b| b == b'\t' || (b' '..=b'~').contains(&b))
-        {
-            self.reason.as_str()
-        } else {
-            ""
-        };
-        out.extend_from_slice(reason.as_bytes());
-        out.extend_from_slice(b"\r\n");
-        for (name, value) in &self.headers {
-            let is = |other: &str| name.eq_ignore_ascii_case(other);
-            if HOP_BY_HOP.iter().any(|n| is(n))
-                || listed.iter().any(|n| is(n))
-                || is("X-Request-Id")
-                || !value
-                    .iter()
-                    .all(|&b| b == b'\t' || (b' '..=b'~').contains(&b))
-            {
-                continue;
-            }
-            out.extend_from_slice(name.as_bytes());
-            out.extend_from_slice(b": ");
-            out.extend_from_slice(value);
-            out.extend_from_slice(b"\r\n");
-        }
-        if let Some(id) = id {
-            out.extend_from_slice(b"X-Request-Id: ");
-            out.extend_from_slice(id.text().as_str().as_bytes());
-            out.extend_from_slice(b"\r\n");
-        }
-        match framing {
-            Framing::Length(n) => {
-                let _ = write!(out, "Content-Length: {n}\r\n");
-            }
-            Framing::None => {
-                // A HEAD answer keeps the length its GET would have.
-                if let Some(n) = self.values("Content-Length").next() {
-                    out.extend_from_slice(b"Content-Length: ");
-                    out.extend_from_slice(n);
-                    out.extend_from_slice(b"\r\n");
-                }
-            }
-            Framing::Chunked | Framing::Unknown if !client_1_0 => {
-                out.extend_from_slice(b"Transfer-Encoding: chunked\r\n")
-            }
-            Framing::Chunked | Framing::Unknown => {}
-        }
-        if closes {
-            out.extend_from_slice(b"Connection: close\r\n");
-        }
-        out.extend_from_slice(b"\r\n");
     }
 }
 
 /// Copies the upstream's body to the client; returns whether the upstream connection can
 /// carry another request.
 fn copy_body(
-    reader: &mut BufReader<TcpStream>,
+    reader: &mut Conn,
     client: &mut ClientWriter,
-    framing: &Framing,
+    framing: Framing,
     client_1_0: bool,
 ) -> Result<bool, Failure> {
     let upstream_err = |e: io::Error| Failure::During(timeout_or(&e, "upstream_error"));
@@ -834,7 +909,7 @@ fn copy_body(
     match framing {
         Framing::None => Ok(true),
         Framing::Length(n) => {
-            let mut left = *n;
+            let mut left = n;
             while left > 0 {
                 let want = buf.len().min(usize::try_from(left).unwrap_or(usize::MAX));
                 let got = reader.read(&mut buf[..want]).map_err(upstream_err)?;

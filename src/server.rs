@@ -11,7 +11,7 @@ use crate::event::{Cause, Event, RequestId, ServiceEvent};
 use crate::guard::{Decision, Headers as _, Pending};
 use crate::http::{self, Reply, Sent};
 use crate::logger::{self, Batch};
-use crate::proxy::Proxy;
+use crate::proxy::{NotForwarded, Proxy};
 use crate::{Config, Error, Guard};
 
 /// The `jwtguard` binary's server: bound, not yet serving.
@@ -562,31 +562,28 @@ impl Serving<'_> {
         };
         let request_id = reply.request_id();
         if let (Some(proxy), Some(target)) = (self.proxy, forward) {
-            let (id, identity) = match &reply {
-                Answer::Decision(Decision::Public) => (None, Vec::new()),
-                Answer::Decision(Decision::Allowed(allowed)) => (
-                    Some(allowed.request_id()),
-                    allowed
-                        .headers()
-                        .map(|(n, v)| (n.to_owned(), v.to_owned()))
-                        .collect(),
-                ),
+            let allowed = match &reply {
+                Answer::Decision(Decision::Public) => None,
+                Answer::Decision(Decision::Allowed(allowed)) => Some(allowed),
                 _ => return self.reply(request, &reply, close, request_id, peer),
             };
-            let path = crate::guard::path_of(&target).to_owned();
-            let forward = Box::new(crate::proxy::Forward {
-                request,
-                target,
-                id,
-                identity,
-                path,
-            });
+            let id = allowed.map(|allowed| allowed.request_id());
+            if let Some(peer) = peer
+                && self.stalled.contains(&peer)
+            {
+                // Abandoned earlier in this batch.
+                http::dispose(request);
+                if id.is_some() {
+                    self.undelivered(id, Some(peer));
+                }
+                return;
+            }
+            let identity = allowed.into_iter().flat_map(|allowed| allowed.headers());
             self.answered += 1;
-            if let Err(forward) = proxy.forward(forward) {
-                // Too many connections wait for the upstream already.
-                let request = forward.request;
-                crate::proxy::busy_event(&request, id, &forward.path, self.guard.trusted());
-                http::send(request, &Reply::Status(503, id), false);
+            match proxy.forward(request, target, id, identity) {
+                Ok(()) => {}
+                Err(NotForwarded::Busy(forward)) => proxy.turn_away(forward),
+                Err(NotForwarded::Ahead(forward)) => self.abandon(forward.request, id, peer),
             }
             return;
         }
@@ -631,7 +628,9 @@ impl Serving<'_> {
             && proxy.busy(peer)
         {
             let bytes = http::answer_bytes(&request, &reply, close);
-            proxy.answer_after(request, bytes);
+            if let Err(answer) = proxy.answer_after(request, bytes) {
+                self.abandon(answer.0, request_id, peer);
+            }
             return;
         }
         if http::send(request, &reply, close) == Sent::Stalled {
@@ -640,6 +639,20 @@ impl Serving<'_> {
             self.stalled.extend(peer);
             self.undelivered(request_id, peer);
         }
+    }
+
+    /// Serves `peer`'s connection no more: with an upstream, it pipelines requests far ahead
+    /// of reading their answers. `request` is dropped unanswered.
+    fn abandon(
+        &mut self,
+        request: tiny_http::Request,
+        request_id: Option<RequestId>,
+        peer: Option<SocketAddr>,
+    ) {
+        http::dispose(request);
+        self.kill(peer);
+        self.stalled.extend(peer);
+        self.undelivered(request_id, peer);
     }
 
     /// Records that the answer to `request_id` (if it has one) did not reach `peer`.

@@ -328,6 +328,12 @@ fn assert_a_body_that_never_comes_stops_nothing(head: &str) {
     write!(stalled, "{head}\r\n\r\n").unwrap();
     assert_eq!(server.get("/healthz", &[]).status, 200, "{head}");
     assert_eq!(server.get("/api/x", &[]).status, 401, "{head}");
+    // The stalled request reaches the serving loop on its own connection's thread, maybe
+    // after the second one: its event too, within a bounded wait.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    while server.requests_logged().len() < 2 && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
     assert_eq!(server.requests_logged().len(), 2, "{head}");
     drop(stalled);
 }

@@ -88,7 +88,7 @@ for format in json text; do
   dir=$clean
   total=$(cat "$log.2" "$log.1" "$log" | wc -l)
   verify 0 "^intact: $total lines in 3 files, sequences 1 to $total" --key "$vk" log.2 log.1 log
-  verify 0 "epochs 1 to 5: 2 start-ups, 2 shutdowns, 0 of 15 minutes; 3 files begun" --key "$vk" log.2 log.1 log
+  verify 0 "epochs 1 to 7: 4 start-ups, 2 shutdowns, 0 of 15 minutes; 3 files begun" --key "$vk" log.2 log.1 log
   verify 0 "the log ends with a shutdown" --key "$vk" log.2 log.1 log
   # Each file alone verifies too (each begins with a seal line naming where the chain is).
   verify 0 "^intact: " --key "$vk" log
@@ -163,7 +163,8 @@ for format in json text; do
   sed -i '$d' "$dir/log"
   sed -i '$d' "$dir/log"
   sed -i '$d' "$dir/log"
-  seal=$(line_of "$dir/log.1" 'event.reason"*[=:]"*startup')
+  # The last seal in log.1: the second run's start-ups (the supervisor's, then its worker's).
+  seal=$(line_of "$dir/log.1" 'event.reason"*[=:]"*startup' '$')
   sealed=$(sed -n "${seal}p" "$dir/log.1" | grep -Eo '20[0-9-]+T[0-9:.]+Z' | head -n 1)
   verify 0 "^intact: .*" --key "$vk" log.2 log.1 log
   verify 0 "sealed up to $sealed \(log.1 line $seal\); the [0-9]+ lines after it verify .* no shutdown at the end" \

@@ -6,7 +6,7 @@ mod support;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use support::{SECRET, Server, TempDir, token};
 
@@ -52,7 +52,17 @@ fn respond(seen: &Seen, stream: &mut TcpStream) {
         std::thread::sleep(Duration::from_secs(3));
     } else if path.starts_with("/garbage") {
         stream.write_all(b"this is not HTTP\r\n\r\n").unwrap();
+    } else if let Some(kib) = path.strip_prefix("/kib/") {
+        // A body of that many KiB, after a short head.
+        let length = kib.parse::<usize>().unwrap() * 1024;
+        let mut answer =
+            format!("HTTP/1.1 200 OK\r\nContent-Length: {length}\r\n\r\n").into_bytes();
+        answer.resize(answer.len() + length, b'k');
+        stream.write_all(&answer).unwrap();
     } else {
+        if path.starts_with("/delay") {
+            std::thread::sleep(Duration::from_millis(300));
+        }
         let body = format!("{} {}", seen.line, seen.body.len());
         write!(
             stream,
@@ -78,6 +88,7 @@ impl Upstream {
         std::thread::spawn(move || {
             for (connection, stream) in listener.incoming().enumerate() {
                 let Ok(stream) = stream else { return };
+                stream.set_nodelay(true).unwrap();
                 let record = record.clone();
                 std::thread::spawn(move || serve_connection(stream, connection, &record));
             }
@@ -90,9 +101,14 @@ impl Upstream {
     }
 }
 
+/// Serves one upstream connection. Besides [`respond`]'s paths: `/never` is never
+/// answered (the connection is closed on it); after `/once`, the connection is closed on the
+/// next request instead of answering it, as when an upstream's keep-alive timeout fires just
+/// as a request comes; after `/idle-close`, the connection is closed when idle for 100 ms.
 fn serve_connection(stream: TcpStream, connection: usize, record: &Mutex<Vec<Seen>>) {
     let mut writer = stream.try_clone().unwrap();
     let mut reader = BufReader::new(stream);
+    let mut spent = false;
     loop {
         let mut line = String::new();
         if reader.read_line(&mut line).unwrap_or(0) == 0 {
@@ -138,6 +154,16 @@ fn serve_connection(stream: TcpStream, connection: usize, record: &Mutex<Vec<See
             connection,
         };
         record.lock().unwrap().push(seen.clone());
+        if spent || seen.line.starts_with("GET /never ") {
+            return;
+        }
+        spent = seen.line.starts_with("GET /once ");
+        if seen.line.starts_with("GET /idle-close ") {
+            reader
+                .get_ref()
+                .set_read_timeout(Some(Duration::from_millis(100)))
+                .unwrap();
+        }
         respond(&seen, &mut writer);
     }
 }
@@ -444,4 +470,323 @@ fn a_trusted_proxy_adds_to_x_forwarded_for_and_names_the_client() {
     let events = server.requests_logged();
     assert_eq!(events[0]["source.ip"], "127.0.0.1");
     assert_eq!(events[0]["client.ip"], "203.0.113.9");
+}
+
+/// A keep-alive client connection: sends whole requests, reads one response at a time.
+struct Client {
+    reader: BufReader<TcpStream>,
+}
+
+impl Client {
+    fn open(server: &Server) -> Client {
+        let stream = TcpStream::connect(server.addr).unwrap();
+        stream
+            .set_read_timeout(Some(Duration::from_secs(10)))
+            .unwrap();
+        Client {
+            reader: BufReader::new(stream),
+        }
+    }
+
+    fn send(&mut self, raw: &str) {
+        self.reader.get_mut().write_all(raw.as_bytes()).unwrap();
+    }
+
+    /// The next response's status and body (framed by `Content-Length`).
+    fn response(&mut self) -> (u16, String) {
+        let mut head = String::new();
+        loop {
+            let mut line = String::new();
+            assert!(
+                self.reader.read_line(&mut line).unwrap() > 0,
+                "closed: {head}"
+            );
+            head.push_str(&line);
+            if line == "\r\n" {
+                break;
+            }
+        }
+        let status = head[9..12].parse().unwrap();
+        let length = head
+            .lines()
+            .find_map(|l| l.strip_prefix("Content-Length: "))
+            .map_or(0, |n| n.parse().unwrap());
+        let mut body = vec![0; length];
+        self.reader.read_exact(&mut body).unwrap();
+        (status, String::from_utf8(body).unwrap())
+    }
+
+    fn get(&mut self, path: &str, token: &str) -> (u16, String) {
+        self.send(&get(path, token));
+        self.response()
+    }
+}
+
+fn get(path: &str, token: &str) -> String {
+    format!("GET {path} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {token}\r\n\r\n")
+}
+
+/// Requests on a connection of its own while the test goes on, until `enough` says so
+/// (given how many were answered); gives the slowest answer's time.
+fn meanwhile(
+    server: &Server,
+    token: &str,
+    enough: impl Fn(usize) -> bool + Send + 'static,
+) -> std::thread::JoinHandle<Duration> {
+    let mut client = Client::open(server);
+    let token = token.to_owned();
+    std::thread::spawn(move || {
+        let mut slowest = Duration::ZERO;
+        let mut i = 0;
+        while !enough(i) {
+            let start = Instant::now();
+            let (status, body) = client.get(&format!("/flow/{i}"), &token);
+            assert_eq!(status, 200, "{body}");
+            slowest = slowest.max(start.elapsed());
+            i += 1;
+        }
+        slowest
+    })
+}
+
+#[test]
+fn a_kept_connection_closed_as_a_request_goes_out_is_replaced_once() {
+    let upstream = Upstream::start();
+    let server = jwtguard(&upstream, &[]);
+    let token = token(&["--sub", "frank"]);
+    let mut client = Client::open(&server);
+    // Answered, and its connection kept; then closed by the upstream on the next request.
+    assert_eq!(client.get("/once", &token).0, 200);
+    let (status, body) = client.get("/once", &token);
+    assert_eq!(status, 200, "sent again, on a new connection: {body}");
+    let seen = upstream.seen();
+    let connections: Vec<usize> = seen.iter().map(|s| s.connection).collect();
+    assert_eq!(connections.len(), 3, "{seen:?}");
+    assert_eq!(connections[0], connections[1]);
+    assert_ne!(connections[1], connections[2]);
+    // An upstream that closes every connection on the request: one retry, then 502.
+    let (status, _) = client.get("/never", &token);
+    assert_eq!(status, 502);
+    let nevers = upstream
+        .seen()
+        .iter()
+        .filter(|s| s.line.starts_with("GET /never "))
+        .count();
+    assert_eq!(nevers, 2, "sent twice, not more");
+    let reasons: Vec<_> = server
+        .log_json()
+        .iter()
+        .filter(|e| e["event.action"] == "forward")
+        .map(|e| e["event.reason"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(reasons, ["upstream_error"]);
+}
+
+#[test]
+fn an_idle_connection_the_upstream_closes_is_dropped_before_a_body_is_sent_on_it() {
+    let upstream = Upstream::start();
+    let server = jwtguard(&upstream, &[]);
+    let token = token(&["--sub", "grace"]);
+    let mut client = Client::open(&server);
+    assert_eq!(client.get("/idle-close", &token).0, 200);
+    // The upstream closes the connection after 100 ms; a body is never sent twice, so it
+    // must not go out on that connection.
+    std::thread::sleep(Duration::from_millis(400));
+    client.send(&format!(
+        "POST /after HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {token}\r\nContent-Length: 3\r\n\r\nabc"
+    ));
+    let (status, body) = client.response();
+    assert_eq!((status, body.as_str()), (200, "POST /after HTTP/1.1 3"));
+}
+
+#[test]
+fn a_slow_answer_holds_only_its_own_client_and_times_out_with_504() {
+    let upstream = Upstream::start();
+    let server = jwtguard(&upstream, &[]);
+    let token = token(&["--sub", "heidi"]);
+    let mut slow = Client::open(&server);
+    assert_eq!(slow.get("/warm", &token).0, 200, "a connection to keep");
+    let start = Instant::now();
+    slow.send(&get("/slow", &token));
+    let others = meanwhile(&server, &token, |i| i == 30);
+    let slowest = others.join().unwrap();
+    assert!(
+        slowest < Duration::from_millis(500),
+        "another client waited {slowest:?}"
+    );
+    let (status, _) = slow.response();
+    assert_eq!(status, 504);
+    let waited = start.elapsed();
+    assert!(
+        waited >= Duration::from_millis(900) && waited < Duration::from_secs(3),
+        "504 after the 1 s timeout, not the upstream's 3 s: {waited:?}"
+    );
+    let forward: Vec<_> = server
+        .log_json()
+        .into_iter()
+        .filter(|e| e["event.action"] == "forward")
+        .collect();
+    assert_eq!(forward.len(), 1);
+    assert_eq!(forward[0]["event.reason"], "upstream_timeout");
+    assert_eq!(forward[0]["url.path"], "/slow");
+}
+
+#[test]
+fn pipelined_answers_wait_their_turn_without_holding_up_other_clients() {
+    let upstream = Upstream::start();
+    let server = jwtguard(&upstream, &[]);
+    let token = token(&["--sub", "ivan"]);
+    let mut client = Client::open(&server);
+    assert_eq!(client.get("/warm", &token).0, 200, "a connection to keep");
+    // A slow answer first, then every kind of request behind it, in one write.
+    let post = format!(
+        "POST /two HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {token}\r\nContent-Length: 3\r\n\r\nabc"
+    );
+    let refused = "GET /refused HTTP/1.1\r\nHost: x\r\n\r\n".to_owned();
+    let raw = [
+        get("/delay", &token),
+        get("/one", &token),
+        refused,
+        post,
+        get("/kib/20", &token),
+        get("/kib/4", &token),
+        get("/three", &token),
+    ];
+    client.send(&raw.concat());
+    let others = meanwhile(&server, &token, |i| i == 20);
+    let mut answers = Vec::new();
+    for _ in 0..raw.len() {
+        answers.push(client.response());
+    }
+    let slowest = others.join().unwrap();
+    assert!(
+        slowest < Duration::from_millis(250),
+        "another client waited {slowest:?} behind the slow answer"
+    );
+    let got: Vec<(u16, String)> = answers
+        .into_iter()
+        .map(|(status, body)| match body.strip_prefix('k') {
+            Some(_) => (status, format!("{} KiB", body.len() / 1024)),
+            None => (
+                status,
+                body.split(' ').take(2).collect::<Vec<_>>().join(" "),
+            ),
+        })
+        .collect();
+    let want = [
+        (200, "GET /delay"),
+        (200, "GET /one"),
+        (401, "{\"status\":\"unauthorized\"}\n"),
+        (200, "POST /two"),
+        (200, "20 KiB"),
+        (200, "4 KiB"),
+        (200, "GET /three"),
+    ];
+    let want: Vec<(u16, String)> = want.iter().map(|(s, b)| (*s, b.to_string())).collect();
+    assert_eq!(got, want);
+}
+
+#[test]
+fn a_client_that_does_not_read_does_not_hold_up_others() {
+    use nix::sys::socket::{setsockopt, sockopt};
+    let upstream = Upstream::start();
+    let server = jwtguard(&upstream, &[]);
+    let token = token(&["--sub", "judy"]);
+    // A client with a small receive buffer that asks for 4 KiB answers and, after the
+    // first, reads none.
+    let mut stuck = Client::open(&server);
+    assert_eq!(stuck.get("/warm", &token).0, 200);
+    let mut stuck = stuck.reader.into_inner();
+    setsockopt(&stuck, sockopt::RcvBuf, &4096).unwrap();
+    stuck
+        .set_write_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    let one = get("/kib/7", &token);
+    let writer = std::thread::spawn(move || {
+        // One at a time, so that each finds its lane idle and takes the fast path, until
+        // the answers fill the buffers on the way (some MiB) and one does not go out.
+        for _ in 0..2000 {
+            if stuck.write_all(one.as_bytes()).is_err() {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        stuck
+    });
+    let stuck = writer.join().unwrap();
+    // Every request of the stuck client is in, and the answers to most of them wait: the
+    // others are still served at once.
+    let slowest = meanwhile(&server, &token, |i| i == 50).join().unwrap();
+    assert!(slowest < Duration::from_millis(100), "waited {slowest:?}");
+    drop(stuck);
+}
+
+/// The server's peak resident memory, KiB.
+fn peak_rss(server: &Server) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{}/status", server.pid())).unwrap();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches(" kB").parse().ok())
+        .unwrap()
+}
+
+#[test]
+fn a_client_that_pipelines_far_ahead_of_its_answers_is_served_no_more() {
+    use nix::sys::socket::{setsockopt, sockopt};
+    let upstream = Upstream::start();
+    let server = jwtguard(&upstream, &[]);
+    let token = token(&["--sub", "mallory"]);
+    assert_eq!(Client::open(&server).get("/warm", &token).0, 200);
+    let before = peak_rss(&server);
+    // 20,000 requests in a row, and no answer read: each waiting one would hold its
+    // request in memory.
+    let mut flood = TcpStream::connect(server.addr).unwrap();
+    setsockopt(&flood, sockopt::RcvBuf, &4096).unwrap();
+    flood
+        .set_write_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let batch = get("/ahead", &token).repeat(1000);
+    for _ in 0..20 {
+        flood.write_all(batch.as_bytes()).unwrap();
+    }
+    let abandoned = |server: &Server| {
+        server
+            .log_json()
+            .iter()
+            .any(|e| e["event.reason"] == "client_not_reading")
+    };
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !abandoned(&server) && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // The rest of the flood read meanwhile: it costs little memory, and others are served.
+    std::thread::sleep(Duration::from_millis(500));
+    let grown = peak_rss(&server) - before;
+    assert!(grown < 8 * 1024, "{grown} KiB more");
+    assert!(abandoned(&server), "no client_not_reading event");
+    let slowest = meanwhile(&server, &token, |i| i == 20).join().unwrap();
+    assert!(slowest < Duration::from_millis(250), "waited {slowest:?}");
+    drop(flood);
+}
+
+#[test]
+fn what_a_client_that_hung_up_had_asked_for_is_dropped() {
+    let upstream = Upstream::start();
+    let server = jwtguard(&upstream, &[]);
+    let token = token(&["--sub", "niaj"]);
+    assert_eq!(Client::open(&server).get("/warm", &token).0, 200);
+    // Ten slow requests in a row, and the client gone at once.
+    let mut client = TcpStream::connect(server.addr).unwrap();
+    client
+        .write_all(get("/delay", &token).repeat(10).as_bytes())
+        .unwrap();
+    drop(client);
+    std::thread::sleep(Duration::from_millis(3500));
+    let delays = upstream
+        .seen()
+        .iter()
+        .filter(|s| s.line.starts_with("GET /delay "))
+        .count();
+    assert!(delays <= 3, "{delays} of the 10 reached the upstream");
 }
