@@ -273,6 +273,7 @@ fn serve(
     let mut batch = Vec::with_capacity(MAX_BATCH);
     let mut drain: Option<Drain> = None;
     let mut beaten = Instant::now();
+    let mut ticked = Instant::now();
     if let Some(beat) = heartbeat.as_mut() {
         beat();
     }
@@ -282,6 +283,11 @@ fn serve(
         {
             beat();
             beaten = Instant::now();
+        }
+        // Under load as when idle: a peer's entry must not outlive its connection.
+        if ticked.elapsed() >= TICK {
+            serving.tick();
+            ticked = Instant::now();
         }
         if drain.is_none() && stop.drain.load(Ordering::SeqCst) {
             serving.draining = true;
@@ -299,10 +305,7 @@ fn serve(
         let wait = if drain.is_some() { DRAIN_TICK } else { TICK };
         let mut next = match http.recv_timeout(wait) {
             Ok(Some(request)) => Some(request),
-            Ok(None) => {
-                serving.tick();
-                continue;
-            }
+            Ok(None) => continue,
             // Draining: the accept thread stopped, as asked.
             Err(_) if drain.is_some() => {
                 drain.as_mut().expect("draining").accepting = false;

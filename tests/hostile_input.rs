@@ -1256,3 +1256,71 @@ fn hostile_requests_get_their_status_and_exactly_their_event() {
     assert!(server.terminate().success(), "no panic, clean exit");
     println!("{} hostile cases, {} events", cases.len(), events.len());
 }
+
+/// A connection from `port` (0: any) on 127.0.0.1 to `server`, with `SO_REUSEADDR` (the
+/// port may have served another such connection a moment ago).
+fn connect_from(port: u16, server: std::net::SocketAddr) -> TcpStream {
+    use nix::sys::socket::{
+        AddressFamily, SockFlag, SockType, SockaddrIn, bind, connect, setsockopt, socket,
+        sockopt::ReuseAddr,
+    };
+    let fd = socket(
+        AddressFamily::Inet,
+        SockType::Stream,
+        SockFlag::SOCK_CLOEXEC,
+        None,
+    )
+    .unwrap();
+    setsockopt(&fd, ReuseAddr, &true).unwrap();
+    use std::os::fd::AsRawFd as _;
+    bind(fd.as_raw_fd(), &SockaddrIn::new(127, 0, 0, 1, port)).unwrap();
+    let std::net::SocketAddr::V4(to) = server else {
+        panic!("an IPv4 server")
+    };
+    connect(fd.as_raw_fd(), &SockaddrIn::from(to)).unwrap();
+    let stream = TcpStream::from(fd);
+    stream
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    stream
+}
+
+#[test]
+fn a_port_refused_for_its_framing_is_served_again_once_its_connection_is_gone_even_under_load() {
+    let server = Server::start(&[]);
+    // SO_REUSEADDR on both sockets: a port in TIME_WAIT binds again only then.
+    let mut bad = connect_from(0, server.addr);
+    let port = bad.local_addr().unwrap().port();
+    bad.write_all(
+        b"POST /api/x HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\nContent-Length: 5\r\n\r\nhello",
+    )
+    .unwrap();
+    // The 400 (the connection stays open: tiny_http closes it when the client does).
+    bad.set_read_timeout(Some(Duration::from_millis(500)))
+        .unwrap();
+    let mut answer = Vec::new();
+    let _ = bad.read_to_end(&mut answer);
+    assert!(answer.starts_with(b"HTTP/1.1 400"), "{answer:?}");
+    drop(bad);
+    // Another client's requests all along, so that the serving loop never idles for a
+    // second (on one connection: no new port is taken meanwhile).
+    let mut other = support::Connection::open(server.addr);
+    let until = std::time::Instant::now() + Duration::from_millis(3500);
+    while std::time::Instant::now() < until {
+        let health = other.send("GET /healthz HTTP/1.1\r\nHost: x", false);
+        assert_eq!(health.status, 200);
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    // Another client on the same address and port (NAT, a proxy's pool) is a new client.
+    let mut again = connect_from(port, server.addr);
+    again
+        .write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        .unwrap();
+    let mut answer = Vec::new();
+    let _ = again.read_to_end(&mut answer);
+    assert!(
+        answer.starts_with(b"HTTP/1.1 200"),
+        "{:?}",
+        String::from_utf8_lossy(&answer)
+    );
+}
