@@ -408,10 +408,21 @@ fn pipelined_requests_and_refusals_are_answered_in_order_on_one_upstream_connect
 
 #[test]
 fn upstream_failures_are_502_or_504_and_recorded() {
-    // Nothing listens: 502.
-    let closed = TcpListener::bind("127.0.0.1:0").unwrap();
-    let port = closed.local_addr().unwrap().port();
-    drop(closed);
+    // Nothing listens: 502. The port stays bound (without listening) all along, so that
+    // no test running beside this one takes it.
+    let closed = nix::sys::socket::socket(
+        nix::sys::socket::AddressFamily::Inet,
+        nix::sys::socket::SockType::Stream,
+        nix::sys::socket::SockFlag::SOCK_CLOEXEC,
+        None,
+    )
+    .unwrap();
+    let any = nix::sys::socket::SockaddrIn::new(127, 0, 0, 1, 0);
+    use std::os::fd::AsRawFd as _;
+    nix::sys::socket::bind(closed.as_raw_fd(), &any).unwrap();
+    let bound: nix::sys::socket::SockaddrIn =
+        nix::sys::socket::getsockname(closed.as_raw_fd()).unwrap();
+    let port = bound.port();
     let dir = TempDir::new();
     let log = dir.path("security.log");
     let url = format!("http://127.0.0.1:{port}");
@@ -446,6 +457,7 @@ fn upstream_failures_are_502_or_504_and_recorded() {
         .map(|e| e["event.reason"].as_str().unwrap().to_owned())
         .collect();
     assert_eq!(reasons, ["upstream_timeout", "upstream_error"]);
+    drop(closed);
 }
 
 #[test]
