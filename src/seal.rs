@@ -33,10 +33,11 @@
 //! costs the same but needs `(seq, previous tag)` never to be MACed twice in an epoch with
 //! different lines: two such tags give an equation in `H`, and with `H` every line of the
 //! epoch can be changed without changing its tag. The chain can repeat them: a writer
-//! killed in the middle of a line leaves it torn, the next writer cuts it off
-//! ([`Sealer`]'s recovery) and seals its start-up line with the same sequence number,
-//! the same previous tag and the same epoch key. With POLYVAL inside the PRF, such a
-//! repeat only shows two unrelated PRF outputs.
+//! killed in the middle of a line leaves it torn, the next writer cuts it off (the
+//! recovery below) and seals its start-up line with the same sequence number, the same
+//! previous tag and the same epoch key; if the torn line held its whole tag (in text, all
+//! but the newline) and a copy of it was kept (a log shipper, a reader), both tags are out.
+//! With POLYVAL inside the PRF, such a repeat only shows two unrelated PRF outputs.
 //!
 //! # Keys
 //!
@@ -51,7 +52,7 @@
 //! (`H` and `P` above; never `Kn` itself, never the token secret). When the epoch moves
 //! on, `Kn`, the bytes of `H` and `P`, and POLYVAL's state (`H` and its powers) are
 //! zeroed; the HMAC state keyed with `P` is dropped without being zeroed (see
-//! [`LineMac`]).
+//! `LineMac`).
 //!
 //! # Several processes, one chain
 //!
