@@ -307,7 +307,7 @@ pub(crate) struct SealEvent<'a> {
     pub epoch: u64,
     /// `jwtguard.seal.previous`: the hash of the line before (in the previous file, for
     /// `file`); all zeros for the first line of a chain.
-    pub previous: &'a [u8; 32],
+    pub previous: &'a [u8; 16],
     /// `jwtguard.seal.previous_file`, for `file` only: the sequence number of the first
     /// line of the file the chain was in before (0 when none).
     pub previous_file: u64,
@@ -659,7 +659,7 @@ impl SealEvent<'_> {
 /// ([`sealed_part`]): in JSON (`json`), `,"event.sequence":N,"event.hash":"HEX"}`, the
 /// last fields and the closing brace; in text, ` event.sequence=N event.hash=HEX` after
 /// `message`.
-pub(crate) fn push_seal(out: &mut Vec<u8>, json: bool, sequence: u64, hash: &[u8; 32]) {
+pub(crate) fn push_seal(out: &mut Vec<u8>, json: bool, sequence: u64, hash: &[u8; 16]) {
     let mut n = itoa::Buffer::new();
     let (sequence_key, hash_key, end): (&[u8], &[u8], &[u8]) = if json {
         (b",\"event.sequence\":", b",\"event.hash\":\"", b"\"}")
@@ -669,7 +669,7 @@ pub(crate) fn push_seal(out: &mut Vec<u8>, json: bool, sequence: u64, hash: &[u8
     out.extend_from_slice(sequence_key);
     out.extend_from_slice(n.format(sequence).as_bytes());
     out.extend_from_slice(hash_key);
-    let mut hex = [0; 64];
+    let mut hex = [0; 32];
     for (pair, b) in hex.chunks_exact_mut(2).zip(hash) {
         pair[0] = HEX[usize::from(b >> 4)];
         pair[1] = HEX[usize::from(b & 15)];
@@ -694,18 +694,18 @@ pub(crate) struct Sealed<'a> {
     pub covered: &'a [u8],
     /// `event.sequence`.
     pub sequence: u64,
-    /// `event.hash`.
-    pub hash: [u8; 32],
+    /// `event.hash`: 32 hex digits.
+    pub hash: [u8; 16],
 }
 
 /// Takes the seal off `line` (without its newline), or `None` when it has none: the
 /// seal is parsed from the end, the last fields of the line in either encoding.
 pub(crate) fn split_seal(line: &[u8]) -> Option<Sealed<'_>> {
     let (body, hex, json) = if let Some(body) = line.strip_suffix(b"\"}") {
-        let (body, hex) = body.split_at_checked(body.len().checked_sub(64)?)?;
+        let (body, hex) = body.split_at_checked(body.len().checked_sub(32)?)?;
         (body.strip_suffix(b",\"event.hash\":\"")?, hex, true)
     } else {
-        let (body, hex) = line.split_at_checked(line.len().checked_sub(64)?)?;
+        let (body, hex) = line.split_at_checked(line.len().checked_sub(32)?)?;
         (body.strip_suffix(b" event.hash=")?, hex, false)
     };
     let digits = body.iter().rev().take_while(|b| b.is_ascii_digit()).count();
@@ -733,17 +733,17 @@ fn parse_number(digits: &[u8]) -> Option<u64> {
     })
 }
 
-/// 64 lower-case hex digits.
-pub(crate) fn parse_hex(hex: &[u8]) -> Option<[u8; 32]> {
+/// `2 * N` lower-case hex digits: `N` bytes.
+pub(crate) fn parse_hex<const N: usize>(hex: &[u8]) -> Option<[u8; N]> {
     let digit = |b: u8| match b {
         b'0'..=b'9' => Some(b - b'0'),
         b'a'..=b'f' => Some(b - b'a' + 10),
         _ => None,
     };
-    if hex.len() != 64 {
+    if hex.len() != 2 * N {
         return None;
     }
-    let mut out = [0; 32];
+    let mut out = [0; N];
     for (i, pair) in hex.chunks_exact(2).enumerate() {
         out[i] = digit(pair[0])? << 4 | digit(pair[1])?;
     }
@@ -763,7 +763,7 @@ pub(crate) fn timestamp(line: &[u8]) -> Option<&str> {
 pub(crate) struct SealFields {
     pub reason: SealReason,
     pub epoch: u64,
-    pub previous: [u8; 32],
+    pub previous: [u8; 16],
     pub previous_file: u64,
     pub key_id: String,
 }

@@ -2,10 +2,42 @@
 //!
 //! With a sealing key ([`SecurityLog::sealed`](crate::SecurityLog::sealed)), every line
 //! jwtguard writes ends with `event.sequence` (1, 2, 3, ... over the whole life of the
-//! key, across restarts and files) and `event.hash`: HMAC-SHA256, under the key of the
-//! current epoch, of the previous line's hash, the sequence number and the line's bytes
-//! before the seal. Change, remove, add or move a line and the chain breaks there;
-//! [`verify`] says where and how.
+//! key, across restarts and files) and `event.hash`: a 128-bit MAC (32 hex digits), under
+//! keys derived from the current epoch's key, of the sequence number, the previous line's
+//! tag and the line's bytes before the seal. Change, remove, add or move a line and the
+//! chain breaks there; [`verify`] says where and how.
+//!
+//! # The MAC of a line
+//!
+//! ```text
+//! tag = HMAC-SHA256(P, seq as 8 bytes big-endian || previous tag || POLYVAL(H, line))[..16]
+//! POLYVAL(H, line) = POLYVAL over the line zero-padded to 16 bytes, then one length
+//!                    block (the line's length in bytes, 8 bytes little-endian, 8 zeros)
+//! ```
+//!
+//! `H` (16 bytes) and `P` (32 bytes) are HMAC-SHA256 of the epoch's key under two labels
+//! of their own. Every line is MACed so, seal lines included (a seal line that ends an
+//! epoch is MACed with the ending epoch's `H` and `P`, as the lines before it).
+//!
+//! Why this shape. POLYVAL (RFC 8452) is a polynomial hash over GF(2^128): two different
+//! lines of at most `L` blocks, length block included, give the same value for at most `L`
+//! of the 2^128 keys (the length block makes the encoding injective: `ab` and `ab\0` pad
+//! to the same block but differ in their length block). It runs at a carry-less
+//! multiplication per 16 bytes (PCLMULQDQ), where HMAC-SHA256 over the whole line took
+//! 11 SHA-256 blocks for a 537-byte line. The HMAC (a PRF) then takes 40 bytes whatever
+//! the line: 2 SHA-256 blocks. A forger who changes a line without changing its tag needs
+//! a POLYVAL collision under an `H` it never sees (only PRF outputs are in the log):
+//! at most `L / 2^128` a try; any other forgery is a guess of 128 bits.
+//!
+//! The usual Wegman-Carter-Shoup MAC, `POLYVAL(H, ...) XOR PRF(P, seq || previous tag)`,
+//! costs the same but needs `(seq, previous tag)` never to be MACed twice in an epoch with
+//! different lines: two such tags give an equation in `H`, and with `H` every line of the
+//! epoch can be changed without changing its tag. The chain can repeat them: a writer
+//! killed in the middle of a line leaves it torn, the next writer cuts it off (the
+//! recovery below) and seals its start-up line with the same sequence number, the same
+//! previous tag and the same epoch key; if the torn line held its whole tag (in text, all
+//! but the newline) and a copy of it was kept (a log shipper, a reader), both tags are out.
+//! With POLYVAL inside the PRF, such a repeat only shows two unrelated PRF outputs.
 //!
 //! # Keys
 //!
@@ -16,8 +48,11 @@
 //! process writes its shutdown event, and 15 minutes after it began: a seal line
 //! (`event.action=seal`) is written, sealed with the ending epoch's key, then the key file
 //! is rewritten with the next key (a temporary file, `fsync`, `rename`) and the old key is
-//! zeroed in memory. The lines of epoch `n` are sealed with a MAC key derived from `Kn`
-//! (never `Kn` itself, never the token secret).
+//! zeroed in memory. The lines of epoch `n` are sealed with MAC keys derived from `Kn`
+//! (`H` and `P` above; never `Kn` itself, never the token secret). When the epoch moves
+//! on, `Kn`, the bytes of `H` and `P`, and POLYVAL's state (`H` and its powers) are
+//! zeroed; the HMAC state keyed with `P` is dropped without being zeroed (see
+//! `LineMac`).
 //!
 //! # Several processes, one chain
 //!
@@ -42,7 +77,9 @@ use std::os::unix::fs::{FileExt as _, MetadataExt as _, OpenOptionsExt as _};
 use std::path::{Path, PathBuf};
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use hmac::{Hmac, KeyInit as _, Mac as _};
+use hmac::{Hmac, HmacReset, KeyInit as _, Mac as _};
+use polyval::Polyval;
+use polyval::universal_hash::UniversalHash as _;
 use sha2::Sha256;
 
 use crate::event::{self, Event, SealEvent, SealReason};
@@ -64,7 +101,22 @@ pub fn parse_time(text: &str) -> Option<u64> {
 /// verification key one epoch at a time.
 pub(crate) const MAX_EPOCH: u64 = 1 << 27;
 
-pub(crate) type LineMac = Hmac<Sha256>;
+/// The tag of a line, `event.hash`: 128 bits.
+pub(crate) type Tag = [u8; 16];
+
+/// The MAC of one epoch's lines, keyed: POLYVAL under `H`, then HMAC-SHA256 under `P`
+/// (see [`line_hash`]). Both are used in place and reset after each line, so the keyed
+/// states are never copied per line. Dropping it zeroes `H` and its powers (polyval's
+/// `zeroize` feature). The HMAC state keyed with `P` is dropped without being zeroed:
+/// sha2 zeroes its states only with its own `zeroize` feature, which would also zero every
+/// copy of the token's HMAC state that each request makes. `P` alone seals no line (a tag
+/// needs POLYVAL under `H` too, and `H` is zeroed); the bytes of `P` are zeroed as soon as
+/// the HMAC is keyed.
+#[derive(Clone)]
+pub(crate) struct LineMac {
+    hash: Polyval,
+    prf: HmacReset<Sha256>,
+}
 
 /// The key of one epoch, zeroed when dropped (best effort: copies the compiler made on
 /// the way are not).
@@ -72,7 +124,8 @@ pub(crate) struct Key(pub(crate) [u8; 32]);
 
 impl Key {
     fn derive(&self, label: &[u8]) -> [u8; 32] {
-        let mut mac = LineMac::new_from_slice(&self.0).expect("HMAC takes a key of any length");
+        let mut mac =
+            Hmac::<Sha256>::new_from_slice(&self.0).expect("HMAC takes a key of any length");
         mac.update(label);
         mac.finalize().into_bytes().into()
     }
@@ -82,11 +135,20 @@ impl Key {
         Key(self.derive(b"jwtguard seal: the next epoch's key"))
     }
 
-    /// The MAC of this epoch's lines, keyed.
+    /// The MAC of this epoch's lines, keyed with `H` and `P`, both derived from this key
+    /// (never the key itself) under labels of their own.
     pub(crate) fn line_mac(&self) -> LineMac {
-        let mut key = self.derive(b"jwtguard seal: the key of the lines");
-        let mac = LineMac::new_from_slice(&key).expect("HMAC takes a key of any length");
-        erase(&mut key);
+        let mut h = self.derive(b"jwtguard seal 2: the hash key of the lines");
+        let mut p = self.derive(b"jwtguard seal 2: the PRF key of the lines");
+        let mut h16 = [0; 16];
+        h16.copy_from_slice(&h[..16]);
+        let mac = LineMac {
+            hash: Polyval::new(&h16.into()),
+            prf: HmacReset::new_from_slice(&p).expect("HMAC takes a key of any length"),
+        };
+        erase(&mut h);
+        erase(&mut h16);
+        erase(&mut p);
         mac
     }
 
@@ -109,19 +171,26 @@ fn erase(bytes: &mut [u8]) {
     std::hint::black_box(bytes);
 }
 
-/// `event.hash` of a line: the MAC of the previous line's hash, the sequence number
-/// (8 bytes, big-endian) and the covered part of the line.
-pub(crate) fn line_hash(
-    mac: &LineMac,
-    previous: &[u8; 32],
-    sequence: u64,
-    covered: &[u8],
-) -> [u8; 32] {
-    let mut mac = mac.clone();
-    mac.update(previous);
-    mac.update(&sequence.to_be_bytes());
-    mac.update(covered);
-    mac.finalize().into_bytes().into()
+/// `event.hash` of a line: the first 16 bytes of HMAC-SHA256 under `P` of the sequence
+/// number (8 bytes, big-endian), the previous line's tag (16 bytes) and the POLYVAL
+/// under `H` of the covered part of the line, zero-padded to 16 bytes, followed by a
+/// length block (its length in bytes, 8 bytes little-endian, then 8 zero bytes).
+///
+/// The HMAC's input is 40 bytes: 2 SHA-256 blocks a line, whatever the line's length;
+/// the line's bytes go through POLYVAL only, one carry-less multiplication per 16 bytes.
+pub(crate) fn line_hash(mac: &mut LineMac, previous: &Tag, sequence: u64, covered: &[u8]) -> Tag {
+    mac.hash.update_padded(covered);
+    let mut length = [0; 16];
+    length[..8].copy_from_slice(&(covered.len() as u64).to_le_bytes());
+    mac.hash.update(&[length.into()]);
+    let digest = mac.hash.finalize_reset();
+    mac.prf.update(&sequence.to_be_bytes());
+    mac.prf.update(previous);
+    mac.prf.update(&digest);
+    let out = mac.prf.finalize_reset().into_bytes();
+    let mut tag = [0; 16];
+    tag.copy_from_slice(&out[..16]);
+    tag
 }
 
 /// The key that [`verify`] checks a sealed log with: the first key of the chain, from
@@ -302,8 +371,8 @@ pub(crate) struct Chain {
     began: u64,
     /// The sequence number of the last line written (0: none yet).
     sequence: u64,
-    /// The hash of the last line written (zeros: none yet).
-    hash: [u8; 32],
+    /// The tag of the last line written (zeros: none yet).
+    hash: Tag,
     /// The file the last line went to (device, inode) and its length after it; zeros
     /// for a stream, or when unknown.
     log: (u64, u64, u64),
@@ -318,7 +387,7 @@ impl Chain {
             epoch,
             began: 0,
             sequence: 0,
-            hash: [0; 32],
+            hash: [0; 16],
             log: (0, 0, 0),
             file_first: 0,
         }
@@ -333,7 +402,7 @@ impl Chain {
             out.push_str(digits);
         };
         out.clear();
-        out.push_str("jwtguard seal state 1\nkey ");
+        out.push_str("jwtguard seal state 2\nkey ");
         out.push_str(&self.key_id);
         for (name, n) in [
             ("epoch", self.epoch),
@@ -359,7 +428,7 @@ impl Chain {
 
     fn parse(text: &str) -> Option<Chain> {
         let mut lines = text.lines();
-        if lines.next()? != "jwtguard seal state 1" {
+        if lines.next()? != "jwtguard seal state 2" {
             return None;
         }
         let mut field = |name: &str| lines.next()?.strip_prefix(name)?.strip_prefix(' ');
@@ -395,7 +464,7 @@ pub(crate) struct FileState {
 struct Out {
     input_end: usize,
     out_end: usize,
-    hash: [u8; 32],
+    hash: Tag,
 }
 
 /// A process's sealing: its copy of the current epoch's key, and the buffers of a batch.
@@ -737,16 +806,21 @@ impl Sealer {
         let mut hash = chain.hash;
         let now = SystemTime::now();
         let mut line = String::new();
-        let mut seal_line = |sealer: &mut Sealer,
-                             event: &Event,
-                             mac: &LineMac,
-                             hash: &mut [u8; 32],
-                             sequence: &mut u64| {
-            line.clear();
-            event.encode(sealer.format, now, &mut line);
-            *sequence += 1;
-            sealer.push(line.as_bytes(), mac, hash, *sequence, 0);
-        };
+        let mut seal_line =
+            |sealer: &mut Sealer, event: &Event, hash: &mut Tag, sequence: &mut u64| {
+                line.clear();
+                event.encode(sealer.format, now, &mut line);
+                *sequence += 1;
+                push(
+                    &mut sealer.out,
+                    &mut sealer.lines,
+                    line.as_bytes(),
+                    &mut sealer.mac,
+                    hash,
+                    *sequence,
+                    0,
+                );
+            };
         let key_id = self.id.clone();
         if new_file {
             let previous = hash;
@@ -757,8 +831,7 @@ impl Sealer {
                 previous_file: chain.file_first,
                 key_id: &key_id,
             });
-            let mac = self.mac.clone();
-            seal_line(self, &event, &mac, &mut hash, &mut sequence);
+            seal_line(self, &event, &mut hash, &mut sequence);
         }
         let next = change.map(|reason| {
             let previous = hash;
@@ -769,12 +842,11 @@ impl Sealer {
                 previous_file: 0,
                 key_id: &key_id,
             });
-            let mac = self.mac.clone();
-            seal_line(self, &event, &mac, &mut hash, &mut sequence);
+            seal_line(self, &event, &mut hash, &mut sequence);
             self.key.next()
         });
-        let next_mac = next.as_ref().map(Key::line_mac);
-        let mac = next_mac.unwrap_or_else(|| self.mac.clone());
+        let mut next_mac = next.as_ref().map(Key::line_mac);
+        let mac = next_mac.as_mut().unwrap_or(&mut self.mac);
         let mut start = 0;
         while start < input.len() {
             let (line, end) = match memchr::memchr(b'\n', &input[start..]) {
@@ -782,37 +854,47 @@ impl Sealer {
                 None => (&input[start..], input.len()),
             };
             sequence += 1;
-            self.push(line, &mac, &mut hash, sequence, end);
+            push(
+                &mut self.out,
+                &mut self.lines,
+                line,
+                mac,
+                &mut hash,
+                sequence,
+                end,
+            );
             start = end;
         }
         next
     }
+}
 
-    /// Appends `line` (without its newline), sealed, to the batch.
-    fn push(
-        &mut self,
-        line: &[u8],
-        mac: &LineMac,
-        hash: &mut [u8; 32],
-        sequence: u64,
-        input_end: usize,
-    ) {
-        let (covered, json) = event::sealed_part(line);
-        *hash = line_hash(mac, hash, sequence, covered);
-        self.out.extend_from_slice(covered);
-        event::push_seal(&mut self.out, json, sequence, hash);
-        self.out.push(b'\n');
-        let input_end = if input_end == 0 {
-            self.lines.last().map_or(0, |l| l.input_end)
-        } else {
-            input_end
-        };
-        self.lines.push(Out {
-            input_end,
-            out_end: self.out.len(),
-            hash: *hash,
-        });
-    }
+/// Appends `line` (without its newline), sealed, to the batch `out`, and where it ends
+/// to `lines`.
+fn push(
+    out: &mut Vec<u8>,
+    lines: &mut Vec<Out>,
+    line: &[u8],
+    mac: &mut LineMac,
+    hash: &mut Tag,
+    sequence: u64,
+    input_end: usize,
+) {
+    let (covered, json) = event::sealed_part(line);
+    *hash = line_hash(mac, hash, sequence, covered);
+    out.extend_from_slice(covered);
+    event::push_seal(out, json, sequence, hash);
+    out.push(b'\n');
+    let input_end = if input_end == 0 {
+        lines.last().map_or(0, |l| l.input_end)
+    } else {
+        input_end
+    };
+    lines.push(Out {
+        input_end,
+        out_end: out.len(),
+        hash: *hash,
+    });
 }
 
 /// The chain state's path: `KEYFILE.state`.
@@ -832,24 +914,77 @@ pub(crate) fn file_state(meta: &std::fs::Metadata) -> Option<FileState> {
 }
 
 #[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_tag_covers_the_length_the_sequence_the_previous_tag_and_the_epoch() {
+        let key = VerificationKey([1; 32]).first();
+        let mut mac = key.line_mac();
+        let tag = |mac: &mut LineMac, previous: &Tag, sequence: u64, line: &[u8]| {
+            line_hash(mac, previous, sequence, line)
+        };
+        let base = tag(&mut mac, &[0; 16], 1, b"ab");
+        // Used in place and reset: the same input gives the same tag again.
+        assert_eq!(tag(&mut mac, &[0; 16], 1, b"ab"), base);
+        // Zero padding alone would make these two the same: the length block tells them apart.
+        assert_ne!(tag(&mut mac, &[0; 16], 1, b"ab\0"), base);
+        assert_ne!(
+            tag(&mut mac, &[0; 16], 1, &[0; 16]),
+            tag(&mut mac, &[0; 16], 1, b"")
+        );
+        assert_ne!(tag(&mut mac, &[0; 16], 2, b"ab"), base);
+        assert_ne!(tag(&mut mac, &[1; 16], 1, b"ab"), base);
+        assert_ne!(tag(&mut key.next().line_mac(), &[0; 16], 1, b"ab"), base);
+        // A clone (verify-log's diagnosis) gives the same tags.
+        assert_eq!(tag(&mut mac.clone(), &[0; 16], 1, b"ab"), base);
+    }
+}
+
+#[cfg(test)]
 mod cost {
-    /// What one line's MAC costs (a 537-byte line, the size of a typical event). A
+    use super::*;
+
+    /// The median over 15 rounds of `f` run 50,000 times, in ns a call.
+    fn median_ns(mut f: impl FnMut(u64)) -> f64 {
+        let mut rounds: Vec<f64> = (0..15)
+            .map(|_| {
+                let start = std::time::Instant::now();
+                for i in 0..50_000 {
+                    f(i);
+                }
+                start.elapsed().as_nanos() as f64 / 50_000.0
+            })
+            .collect();
+        rounds.sort_by(f64::total_cmp);
+        rounds[7]
+    }
+
+    /// What one line's MAC costs (a 537-byte line, the size of a typical event), and its
+    /// two parts: POLYVAL over the line, HMAC-SHA256 over the 40 bytes after it. A
     /// measurement, not a check: `cargo test --release --lib -- --ignored line_hash_cost
     /// --nocapture`.
     #[test]
     #[ignore]
     fn line_hash_cost() {
-        let key = super::VerificationKey([1; 32]).first();
-        let mac = key.line_mac();
+        let key = VerificationKey([1; 32]).first();
+        let mut mac = key.line_mac();
         let line = vec![b'x'; 537];
-        let mut h = [0; 32];
-        let start = std::time::Instant::now();
-        for i in 0..200_000 {
-            h = super::line_hash(&mac, &h, i, &line);
-        }
+        let mut h = [0; 16];
+        let all = median_ns(|i| h = line_hash(&mut mac, &h, i, &line));
+        let poly = median_ns(|_| {
+            mac.hash.update_padded(std::hint::black_box(&line));
+            mac.hash.update(&[[0; 16].into()]);
+            h.copy_from_slice(&mac.hash.finalize_reset());
+        });
+        let prf = median_ns(|i| {
+            mac.prf.update(&i.to_be_bytes());
+            mac.prf.update(std::hint::black_box(&[0; 32]));
+            h.copy_from_slice(&mac.prf.finalize_reset().into_bytes()[..16]);
+        });
+        std::hint::black_box(h);
         println!(
-            "line_hash of 537 bytes: {:.0} ns",
-            start.elapsed().as_nanos() as f64 / 200_000.0
+            "line_hash of 537 bytes, median of 15: {all:.0} ns (POLYVAL {poly:.0} ns, HMAC-SHA256 of 40 bytes {prf:.0} ns)"
         );
     }
 }

@@ -2,7 +2,7 @@
 //! and how it breaks.
 //!
 //! The fast path reads each file once, in large blocks, and per line takes the seal off
-//! the end, checks the sequence number and computes one HMAC. Only when the chain breaks
+//! the end, checks the sequence number and computes one MAC (src/seal.rs, [`line_hash`]). Only when the chain breaks
 //! are the files read again, to tell a changed line from an inserted one, a deleted line
 //! from a moved one, and a missing file from lines cut off the end of the one before.
 
@@ -12,7 +12,7 @@ use std::path::Path;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use crate::event::{self, SealReason};
-use crate::seal::{EPOCH_SECONDS, Key, LineMac, MAX_EPOCH, VerificationKey, line_hash};
+use crate::seal::{EPOCH_SECONDS, Key, LineMac, MAX_EPOCH, Tag, VerificationKey, line_hash};
 
 /// How late a seal may be before a log that ends without a shutdown counts as cut short:
 /// a running jwtguard checks every 5 seconds whether its epoch is over.
@@ -239,7 +239,7 @@ struct Chain {
     key: Key,
     mac: LineMac,
     sequence: u64,
-    hash: [u8; 32],
+    hash: Tag,
 }
 
 impl Chain {
@@ -401,7 +401,7 @@ impl Verifier<'_> {
                 })
             }
         };
-        let hash = line_hash(&chain.mac, &chain.hash, sequence, sealed.covered);
+        let hash = line_hash(&mut chain.mac, &chain.hash, sequence, sealed.covered);
         if hash != sealed.hash {
             return Err(Fault::Hash(sequence));
         }
@@ -458,10 +458,11 @@ impl Verifier<'_> {
         };
         let expected = chain.sequence + 1;
         // The line after this one: does it take up the chain as if this one were not there?
-        let takes_up = |next: &[u8], previous: &[u8; 32], sequence: u64| {
+        let mut mac = chain.mac.clone();
+        let mut takes_up = |next: &[u8], previous: &Tag, sequence: u64| {
             event::split_seal(next).is_some_and(|s| {
                 s.sequence == sequence
-                    && line_hash(&chain.mac, previous, sequence, s.covered) == s.hash
+                    && line_hash(&mut mac, previous, sequence, s.covered) == s.hash
             })
         };
         let next = read_lines(files, pos, 1)?.pop().map(|(_, l)| l);
@@ -699,6 +700,32 @@ mod tests {
         }
     }
 
+    #[test]
+    fn each_line_ends_with_a_128_bit_tag() {
+        for format in [LogFormat::Json, LogFormat::Text] {
+            let (_dir, _vk, log) = sealed_log(format);
+            let text = std::fs::read_to_string(&log).unwrap();
+            for line in text.lines() {
+                let (rest, end) = match format {
+                    LogFormat::Json => (line.strip_suffix("\"}").unwrap(), "\"event.hash\":\""),
+                    LogFormat::Text => (line, " event.hash="),
+                };
+                let (before, hex) = rest.split_at(rest.len() - 32);
+                assert!(before.ends_with(end), "{line}");
+                assert!(
+                    hex.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')),
+                    "{line}"
+                );
+            }
+            // A line with a tag of 64 hex digits (the seal before POLYVAL) has no seal.
+            let line = text.lines().next().unwrap();
+            let (head, tail) =
+                line.split_at(line.len() - if format == LogFormat::Json { 2 } else { 0 });
+            let longer = format!("{head}{}{tail}", "0".repeat(32));
+            assert!(event::split_seal(longer.as_bytes()).is_none(), "{longer}");
+        }
+    }
+
     /// Both formats' logs, made once.
     fn logs() -> &'static [(Dir, VerificationKey, Vec<u8>); 2] {
         static LOGS: OnceLock<[(Dir, VerificationKey, Vec<u8>); 2]> = OnceLock::new();
@@ -794,7 +821,7 @@ mod tests {
                     event::push_hex(&previous, &mut new);
                     covered = covered.replace(&old, &new);
                 }
-                let hash = line_hash(&mac, &previous, sealed.sequence, covered.as_bytes());
+                let hash = line_hash(&mut mac, &previous, sealed.sequence, covered.as_bytes());
                 let mut bytes = covered.into_bytes();
                 event::push_seal(&mut bytes, false, sealed.sequence, &hash);
                 out.push(String::from_utf8(bytes).unwrap());

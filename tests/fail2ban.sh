@@ -154,7 +154,7 @@ proxied() { # proxied LINE SOURCE CLIENT: LINE with source.ip=SOURCE client.ip=C
   local src=source.ip=$2
   printf '%s' "${1/ source.ip=127.0.0.1 / $src${3:+ client.ip=$3} }"
 }
-seal=" event.sequence=42 event.hash=$(printf 'jwtguard' | sha256sum | cut -c1-64)"
+seal=" event.sequence=42 event.hash=$(printf 'jwtguard' | sha256sum | cut -c1-32)"
 add 203.0.113.7 "$(proxied "$refused" 127.0.0.1 203.0.113.7)"
 add 2001:db8::7 "$(proxied "$refused" ::1 2001:db8::7)"
 add 2001:db8::8 "$(proxied "$refused" 192.0.2.1 2001:db8::8)"
