@@ -715,6 +715,11 @@ pub(crate) fn split_seal(line: &[u8]) -> Option<Sealed<'_>> {
     } else {
         body.strip_suffix(b" event.sequence=")?
     };
+    // The seal's form must be the line's: the MAC covers the body, not the seal, so a JSON
+    // line with a text seal (no longer JSON to a reader) would verify otherwise.
+    if covered.starts_with(b"{") != json {
+        return None;
+    }
     Some(Sealed {
         covered,
         sequence: parse_number(digits)?,

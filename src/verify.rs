@@ -203,7 +203,7 @@ impl std::fmt::Display for Report {
                         "an old file again: the chain is at sequence {expected}, and this file starts with lines verified before (a replayed copy, or files not given oldest first)"
                     )?,
                     Break::HeadCut => f.write_str(
-                        "not where a sealed log or log file begins (with a seal line): lines before it were removed, or give the files before it too, or the file was not sealed from its start",
+                        "not where a sealed log file begins (with its file seal line): lines before it were removed, or the file was not sealed from its start",
                     )?,
                     Break::WrongKey { found, expected } => write!(
                         f,
@@ -366,9 +366,10 @@ impl Verifier<'_> {
                 chain
             }
             None => {
-                // The chain begins at a seal line: the first of all (sequence 1), or the
-                // first of a file.
-                let Some(seal) = &seal else {
+                // The chain begins where a file begins: at its `file` seal line (the first
+                // line of every sealed file, sequence 1 included). A start-up or epoch seal
+                // further down is no beginning: the lines before it were cut.
+                let Some(seal) = seal.as_ref().filter(|s| s.reason == SealReason::File) else {
                     return Err(Fault::Known(Some(sequence), Break::HeadCut));
                 };
                 if seal.key_id != self.id {
@@ -698,6 +699,54 @@ mod tests {
             );
             assert!(text.contains("the log ends with a shutdown"), "{text}");
         }
+    }
+
+    #[test]
+    fn a_log_cut_at_a_seal_line_further_down_is_cut() {
+        for format in [LogFormat::Json, LogFormat::Text] {
+            let (_dir, vk, log) = sealed_log(format);
+            let text = std::fs::read_to_string(&log).unwrap();
+            // From the start-up seal (line 2), and from the epoch seal (line 9).
+            for from in [1, 8] {
+                let rest: String = text.split_inclusive('\n').skip(from).collect();
+                assert!(rest.lines().next().unwrap().contains("seal"), "{rest}");
+                std::fs::write(&log, rest).unwrap();
+                let report = check(&vk, &[&log]);
+                assert!(
+                    !report.is_intact(),
+                    "{format:?} from line {}: {report}",
+                    from + 1
+                );
+                assert!(report.to_string().contains("line 1 "), "{report}");
+                assert!(
+                    report
+                        .to_string()
+                        .contains("not where a sealed log file begins")
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn a_json_line_with_a_seal_in_text_form_is_tampered() {
+        let (_dir, vk, log) = sealed_log(LogFormat::Json);
+        let text = std::fs::read_to_string(&log).unwrap();
+        let mut lines: Vec<String> = text.lines().map(str::to_owned).collect();
+        // Line 4's seal rewritten the text way: the covered bytes and the tag unchanged,
+        // and the line no longer JSON.
+        let line = &lines[3];
+        let at = line.rfind(",\"event.sequence\":").unwrap();
+        let (body, seal) = line.split_at(at);
+        let sequence: String = seal[18..]
+            .chars()
+            .take_while(char::is_ascii_digit)
+            .collect();
+        let hash = &seal[seal.len() - 34..seal.len() - 2];
+        lines[3] = format!("{body} event.sequence={sequence} event.hash={hash}");
+        std::fs::write(&log, lines.join("\n") + "\n").unwrap();
+        let report = check(&vk, &[&log]);
+        assert!(!report.is_intact(), "{report}");
+        assert!(report.to_string().contains("line 4"), "{report}");
     }
 
     #[test]

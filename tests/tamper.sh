@@ -192,7 +192,7 @@ for format in json text; do
   # The head of the first file cut.
   tampered head
   sed -i '1,3d' "$dir/log.2"
-  verify 1 "^TAMPERED: log.2 line 1 \(sequence 4\): not where a sealed log or log file begins" \
+  verify 1 "^TAMPERED: log.2 line 1 \(sequence 4\): not where a sealed log file begins" \
     --key "$vk" log.2 log.1 log
 
   # Another key.
