@@ -24,7 +24,7 @@ mod response;
 use std::collections::{HashMap, VecDeque};
 use std::io::{self, BufRead, ErrorKind, Read, Write};
 use std::mem;
-use std::net::{IpAddr, SocketAddr, TcpStream, ToSocketAddrs};
+use std::net::{IpAddr, Shutdown, SocketAddr, TcpStream, ToSocketAddrs};
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
@@ -56,6 +56,11 @@ const MAX_QUEUED: usize = 64;
 const MAX_SLOW: usize = 1024;
 /// How long a slow client connection is left off the fast path.
 const SLOW_FOR: Duration = Duration::from_secs(60);
+/// The most request bodies read at once from clients of one address: a quarter of the
+/// forwarding threads. A client that sends its body slowly holds a thread while it does.
+const MAX_UPLOADS_PER_IP: usize = MAX_THREADS / 4;
+/// The longest chunk-size or trailer line of an upstream's chunked answer.
+const MAX_LINE: usize = 4 * 1024;
 
 /// Headers that describe one connection, not the message (RFC 9110 §7.6.1), and those
 /// jwtguard sets itself on the way to the upstream.
@@ -143,6 +148,11 @@ struct Shared {
     /// The worker is handing over to another: every answer says `Connection: close`,
     /// and no upstream connection is kept.
     draining: std::sync::atomic::AtomicBool,
+    /// The port clients connect to: with their address, it finds a client's socket.
+    listen_port: u16,
+    /// The request bodies being read from clients, by client connection: when each last
+    /// made progress, and whether the watchdog cut it for a stall.
+    uploads: Mutex<HashMap<SocketAddr, (Instant, bool)>>,
 }
 
 #[derive(Default)]
@@ -177,8 +187,9 @@ fn has_body(request: &tiny_http::Request) -> bool {
 }
 
 impl Proxy {
-    /// The proxy for `config.upstream`; its address is resolved now.
-    pub(crate) fn new(config: &Config, upstream: &str) -> Result<Proxy, Error> {
+    /// The proxy for `config.upstream`, for clients that connect to `listen_port`; its
+    /// address is resolved now.
+    pub(crate) fn new(config: &Config, upstream: &str, listen_port: u16) -> Result<Proxy, Error> {
         let addr = crate::config::upstream_address(upstream).map_err(|problem| Error::Config {
             setting: "--upstream",
             problem,
@@ -202,7 +213,18 @@ impl Proxy {
             lanes: Mutex::new(Lanes::default()),
             work: Condvar::new(),
             draining: std::sync::atomic::AtomicBool::new(false),
+            listen_port,
+            uploads: Mutex::new(HashMap::new()),
         });
+        let watchdog = shared.clone();
+        std::thread::Builder::new()
+            .name("jwtguard-uploads".into())
+            .stack_size(64 * 1024)
+            .spawn(move || watchdog.watch_uploads())
+            .map_err(|e| Error::Config {
+                setting: "--upstream",
+                problem: format!("cannot start a thread: {e}"),
+            })?;
         if shared.kept.can_react() {
             let reactor = shared.clone();
             let spawned = std::thread::Builder::new()
@@ -441,8 +463,42 @@ impl Shared {
                     }
                 };
                 if !delivered {
+                    // Nothing more may be written on that connection: an answer may have
+                    // been cut short on it.
                     self.drop_queued(peer, false);
+                    self.close_client(peer);
                 }
+            }
+        }
+    }
+
+    /// Shuts `peer`'s client connection down: tiny_http's thread for it ends, and whatever
+    /// was still to be written on it fails.
+    fn close_client(&self, peer: SocketAddr) {
+        crate::sys::shutdown_peer(self.listen_port, peer, Shutdown::Both);
+    }
+
+    /// The watchdog of request bodies: one that made no progress for the timeout has its
+    /// client's reading shut down, which wakes the forwarding thread waiting on it (to
+    /// answer 408 and close). A client that sends nothing holds a forwarding thread for the
+    /// timeout, no longer.
+    fn watch_uploads(&self) {
+        let tick = (self.timeout / 4).clamp(Duration::from_millis(50), Duration::from_secs(1));
+        loop {
+            std::thread::sleep(tick);
+            let stalled: Vec<SocketAddr> = {
+                let mut uploads = lock(&self.uploads);
+                uploads
+                    .iter_mut()
+                    .filter(|(_, (last, cut))| !*cut && last.elapsed() >= self.timeout)
+                    .map(|(peer, (_, cut))| {
+                        *cut = true;
+                        *peer
+                    })
+                    .collect()
+            };
+            for peer in stalled {
+                crate::sys::shutdown_peer(self.listen_port, peer, Shutdown::Read);
             }
         }
     }
@@ -470,7 +526,8 @@ impl Shared {
 
     /// Forwards one request and answers it: the upstream's response, or 502 or 504 (with
     /// an event) when the upstream could not be reached or did not answer in time. Returns
-    /// whether the client took the answer (a failure event's answer counts as taken).
+    /// whether the client took the answer (a failure event's answer counts as taken), and
+    /// false when its connection must be closed: an answer cut short, a stalled body.
     fn forward(&self, job: Forward, start: Start) -> bool {
         let Forward {
             request,
@@ -491,10 +548,31 @@ impl Shared {
                 }
                 true
             }
-            Err((_, Failure::During(reason))) => {
-                // The head went out: the client sees the response cut short.
-                logger::record(&Event::Request(who.event(id, path, reason, 502)));
-                true
+            Err((_, Failure::During(reason, status))) => {
+                // The head went out: the client got `status`, its body cut short, and its
+                // connection is closed (by the caller), so that nothing is written after.
+                let mut event = who.event(id, path, reason, status);
+                event.reason_text = match reason {
+                    "upstream_timeout" => {
+                        "the upstream stopped within its answer: the client got the head and part of the body, then the connection closed"
+                    }
+                    _ => {
+                        "the upstream's answer broke off: the client got the head and part of the body, then the connection closed"
+                    }
+                };
+                logger::record(&Event::Request(event));
+                false
+            }
+            Err((request, Failure::Unread(reason, status))) => {
+                logger::record(&Event::Request(who.event(id, path, reason, status)));
+                if let Some(request) = request {
+                    // Its reading shut down first, so that nothing is left to drain.
+                    let peer = peer_of(&request);
+                    crate::sys::shutdown_peer(self.listen_port, peer, Shutdown::Read);
+                    let answer = http::answer_bytes(&request, &Reply::Status(status, id), true);
+                    http::write_answer(*request, &answer);
+                }
+                false
             }
         }
     }
@@ -592,6 +670,7 @@ impl Shared {
         let mut out = Vec::with_capacity(512);
         response.write(&mut out, &version, id, framing, client_closes, client_1_0);
         let keep_alive = response.keep_alive;
+        let status = response.status;
         let mut client = ClientWriter::new(request.into_writer(), self.timeout);
         let gone = |_| (None, Failure::ClientGone);
         client.write(&out).map_err(gone)?;
@@ -602,7 +681,7 @@ impl Shared {
                 false
             }
             None => {
-                let whole = copy_body(&mut conn, &mut client, framing, client_1_0)
+                let whole = copy_body(&mut conn, &mut client, framing, client_1_0, status)
                     .map_err(|f| (None, f))?;
                 whole && keep_alive
             }
@@ -626,23 +705,30 @@ impl Shared {
         retry: bool,
     ) -> Result<(Conn, Vec<u8>), Failure> {
         let has_body = has_body(request);
+        // Sent again only when it cannot have had an effect twice (nginx's default).
+        let again = !has_body && idempotent(request.method());
+        // A body still to come from the client (not one tiny_http read already): watched
+        // for stalls, and at most MAX_UPLOADS_PER_IP of one address at once.
+        let mut upload = match has_body && http::leaves_input(request) {
+            true => Some(self.begin_upload(peer_of(request))?),
+            false => None,
+        };
         let (mut upstream, mut reused) = if retry {
             self.connection()?
         } else {
             (self.connect()?, false)
         };
         loop {
-            let sent = upstream.stream().write_all(head).and_then(|()| {
-                if has_body {
-                    send_body(request, &mut upstream.stream())
-                } else {
-                    Ok(())
-                }
-            });
+            let mut sent = upstream.stream().write_all(head);
+            if sent.is_ok() && has_body {
+                sent = self.send_body(request, &mut upstream.stream())?;
+            }
+            // Read: no longer watched, while the answer is awaited.
+            drop(upload.take());
             match sent.and_then(|()| upstream.fill_buf().map(|b| b.len())) {
                 Ok(n) if n > 0 => break,
-                Ok(_) if reused && !has_body => {}
-                Err(ref e) if reused && !has_body && status_of(e) == 502 => {}
+                Ok(_) if reused && again => {}
+                Err(ref e) if reused && again && status_of(e) == 502 => {}
                 Ok(_) => return Err(Failure::Before("upstream_error", 502)),
                 Err(e) => {
                     return Err(Failure::Before(
@@ -698,12 +784,20 @@ impl Shared {
                 || (is("Authorization") && self.strip_authorization)
                 || self.identity.iter().any(|n| is(n))
                 || is("X-Forwarded-For")
+                // Apps (Symfony, IIS rewrites) route by these: a client would name a path
+                // other than the one the guard decided on.
+                || is("X-Original-URL")
+                || is("X-Rewrite-URL")
                 || ((is("X-Forwarded-Proto")
                     || is("X-Forwarded-Host")
+                    || is("X-Forwarded-Prefix")
+                    || is("X-Forwarded-Port")
                     || is("Forwarded")
                     || is("X-Real-IP"))
                     && !trusted)
-                || listed(name);
+                // The Connection list names hop-by-hop headers, never Host nor
+                // Authorization: those are the request's own.
+                || (listed(name) && !is("Host") && !is("Authorization"));
             if !dropped {
                 header(&mut out, name, h.value.as_str());
             }
@@ -753,8 +847,13 @@ impl Shared {
 enum Failure {
     /// Before anything was sent to the client: it gets the status; the reason goes to the log.
     Before(&'static str, u16),
-    /// After the response head went to the client.
-    During(&'static str),
+    /// After the response head (of this status) went to the client.
+    During(&'static str, u16),
+    /// The client's body is not taken: it made no progress for the timeout (408,
+    /// `body_timeout`), or its address has [`MAX_UPLOADS_PER_IP`] bodies on their way
+    /// already (503, `too_many_uploads`). The client gets the status with
+    /// `Connection: close`, and its connection is closed.
+    Unread(&'static str, u16),
     /// The client hung up, or stopped reading for longer than the timeout.
     ClientGone,
 }
@@ -809,6 +908,12 @@ impl Who {
                 "upstream_timeout" => "the upstream did not answer in time",
                 "upstream_unreachable" => "the upstream could not be reached",
                 "upstream_busy" => "too many requests wait for the upstream",
+                "body_timeout" => {
+                    "the client's body made no progress within the timeout: answered, and the connection closed"
+                }
+                "too_many_uploads" => {
+                    "too many bodies from this address are on their way: answered, and the connection closed"
+                }
                 _ => "the upstream's answer was not a valid HTTP/1.x response",
             },
             source_ip: self.peer,
@@ -843,28 +948,114 @@ fn closes(request: &tiny_http::Request) -> bool {
     }
 }
 
-/// Copies the request's body to the upstream with the framing its head announced.
-fn send_body(request: &mut tiny_http::Request, upstream: &mut &TcpStream) -> io::Result<()> {
+/// Whether a request may be sent again after a kept connection closed under it: GET,
+/// HEAD and OPTIONS (nginx's default), which have no effect that could happen twice.
+fn idempotent(method: &tiny_http::Method) -> bool {
+    matches!(
+        method,
+        tiny_http::Method::Get | tiny_http::Method::Head | tiny_http::Method::Options
+    )
+}
+
+/// A request body on its way from a client: in [`Shared::uploads`] until dropped.
+struct Upload<'a> {
+    shared: &'a Shared,
+    peer: SocketAddr,
+}
+
+impl Drop for Upload<'_> {
+    fn drop(&mut self) {
+        lock(&self.shared.uploads).remove(&self.peer);
+    }
+}
+
+impl Shared {
+    /// Registers `peer`'s body as on its way, for the watchdog; `Err` when its address has
+    /// [`MAX_UPLOADS_PER_IP`] already.
+    fn begin_upload(&self, peer: SocketAddr) -> Result<Upload<'_>, Failure> {
+        let mut uploads = lock(&self.uploads);
+        let ip = peer.ip();
+        if uploads.keys().filter(|p| p.ip() == ip).count() >= MAX_UPLOADS_PER_IP {
+            return Err(Failure::Unread("too_many_uploads", 503));
+        }
+        uploads.insert(peer, (Instant::now(), false));
+        Ok(Upload { shared: self, peer })
+    }
+
+    /// Copies the request's body to the upstream with the framing its head announced,
+    /// never more than its announced length; gives the upstream's side's result. `Err`
+    /// when the client's side failed: its body stalled for the timeout (the watchdog shut
+    /// its reading down), or it hung up before the whole body.
+    fn send_body(
+        &self,
+        request: &mut tiny_http::Request,
+        upstream: &mut &TcpStream,
+    ) -> Result<io::Result<()>, Failure> {
+        let peer = peer_of(request);
+        if let Some((last, _)) = lock(&self.uploads).get_mut(&peer) {
+            *last = Instant::now();
+        }
+        let sent = copy_request_body(request, upstream, |_| {
+            if let Some((last, _)) = lock(&self.uploads).get_mut(&peer) {
+                *last = Instant::now();
+            }
+        });
+        // Out of the watchdog's sight at once: it cuts a body it saw stalled, or none.
+        let cut = lock(&self.uploads)
+            .remove(&peer)
+            .is_some_and(|(_, cut)| cut);
+        match sent {
+            _ if cut => Err(Failure::Unread("body_timeout", 408)),
+            Err(Side::Client) => Err(Failure::ClientGone),
+            Err(Side::Upstream(err)) => Ok(Err(err)),
+            Ok(()) => Ok(Ok(())),
+        }
+    }
+}
+
+/// Which side of a body's copy failed.
+enum Side {
+    /// The client ended before its announced length.
+    Client,
+    Upstream(io::Error),
+}
+
+/// Copies the request's body to the upstream, calling `progress` after each read.
+fn copy_request_body(
+    request: &mut tiny_http::Request,
+    upstream: &mut &TcpStream,
+    mut progress: impl FnMut(usize),
+) -> Result<(), Side> {
     let chunked = chunked(request.headers());
-    let reader = request.as_reader();
+    // Never more than the announced length, whatever reader tiny_http gave.
+    let length = request.body_length().map(|n| n as u64);
+    let mut reader = request.as_reader().take(length.unwrap_or(u64::MAX));
     let mut buf = vec![0u8; 16 * 1024];
+    let mut total = 0u64;
+    let up = Side::Upstream;
     loop {
         let n = match reader.read(&mut buf) {
             Ok(n) => n,
             Err(err) if err.kind() == ErrorKind::Interrupted => continue,
-            Err(err) => return Err(err),
+            // A chunked body that does not decode: as before, the exchange fails.
+            Err(err) => return Err(up(err)),
         };
+        progress(n);
+        total += n as u64;
         if chunked {
             if n == 0 {
-                return upstream.write_all(b"0\r\n\r\n");
+                return upstream.write_all(b"0\r\n\r\n").map_err(up);
             }
-            write!(upstream, "{n:x}\r\n")?;
-            upstream.write_all(&buf[..n])?;
-            upstream.write_all(b"\r\n")?;
+            write!(upstream, "{n:x}\r\n").map_err(up)?;
+            upstream.write_all(&buf[..n]).map_err(up)?;
+            upstream.write_all(b"\r\n").map_err(up)?;
         } else if n == 0 {
-            return Ok(());
+            return match length {
+                Some(length) if total < length => Err(Side::Client),
+                _ => Ok(()),
+            };
         } else {
-            upstream.write_all(&buf[..n])?;
+            upstream.write_all(&buf[..n]).map_err(up)?;
         }
     }
 }
@@ -876,10 +1067,13 @@ fn read_head(reader: &mut Conn) -> Result<Vec<u8>, Failure> {
         let mut head = Vec::with_capacity(1024);
         loop {
             let before = head.len();
-            let n = reader
+            // Never more than MAX_HEAD in all, even in a line without end.
+            let room = (MAX_HEAD + 1 - head.len()) as u64;
+            let n = (&mut *reader)
+                .take(room)
                 .read_until(b'\n', &mut head)
                 .map_err(|e| Failure::Before(timeout_or(&e, "upstream_error"), status_of(&e)))?;
-            if n == 0 || head.len() > MAX_HEAD {
+            if n == 0 || head.len() > MAX_HEAD || !head.ends_with(b"\n") {
                 return Err(bad());
             }
             let line = &head[before..];
@@ -903,8 +1097,22 @@ fn copy_body(
     client: &mut ClientWriter,
     framing: Framing,
     client_1_0: bool,
+    status: u16,
 ) -> Result<bool, Failure> {
-    let upstream_err = |e: io::Error| Failure::During(timeout_or(&e, "upstream_error"));
+    let upstream_err = |e: io::Error| Failure::During(timeout_or(&e, "upstream_error"), status);
+    let broke = || Failure::During("upstream_error", status);
+    // A line of at most MAX_LINE bytes, ending with LF; the end of the stream gives none.
+    let read_line = |reader: &mut Conn, line: &mut Vec<u8>| -> Result<usize, Failure> {
+        line.clear();
+        let n = reader
+            .take(MAX_LINE as u64)
+            .read_until(b'\n', line)
+            .map_err(upstream_err)?;
+        if n > 0 && !line.ends_with(b"\n") {
+            return Err(broke());
+        }
+        Ok(n)
+    };
     let mut buf = vec![0u8; 16 * 1024];
     match framing {
         Framing::None => Ok(true),
@@ -914,7 +1122,7 @@ fn copy_body(
                 let want = buf.len().min(usize::try_from(left).unwrap_or(usize::MAX));
                 let got = reader.read(&mut buf[..want]).map_err(upstream_err)?;
                 if got == 0 {
-                    return Err(Failure::During("upstream_error"));
+                    return Err(broke());
                 }
                 client.write(&buf[..got]).map_err(|_| Failure::ClientGone)?;
                 left -= got as u64;
@@ -939,18 +1147,16 @@ fn copy_body(
         Framing::Chunked => {
             let mut line = Vec::new();
             loop {
-                line.clear();
-                reader.read_until(b'\n', &mut line).map_err(upstream_err)?;
+                read_line(reader, &mut line)?;
                 let size = std::str::from_utf8(&line)
                     .ok()
                     .map(|l| l.trim_end().split(';').next().unwrap_or("").trim())
                     .and_then(|hex| u64::from_str_radix(hex, 16).ok())
-                    .ok_or(Failure::During("upstream_error"))?;
+                    .ok_or_else(broke)?;
                 if size == 0 {
                     // Trailers, to the blank line: not passed on.
                     loop {
-                        line.clear();
-                        let n = reader.read_until(b'\n', &mut line).map_err(upstream_err)?;
+                        let n = read_line(reader, &mut line)?;
                         if n == 0 || line == b"\r\n" || line == b"\n" {
                             break;
                         }
@@ -965,15 +1171,14 @@ fn copy_body(
                     let want = buf.len().min(usize::try_from(left).unwrap_or(usize::MAX));
                     let got = reader.read(&mut buf[..want]).map_err(upstream_err)?;
                     if got == 0 {
-                        return Err(Failure::During("upstream_error"));
+                        return Err(broke());
                     }
                     client
                         .chunk(&buf[..got], client_1_0)
                         .map_err(|_| Failure::ClientGone)?;
                     left -= got as u64;
                 }
-                line.clear();
-                reader.read_until(b'\n', &mut line).map_err(upstream_err)?;
+                read_line(reader, &mut line)?;
             }
         }
     }

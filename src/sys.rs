@@ -1,12 +1,15 @@
 //! The few system settings jwtguard makes: the listening socket (with a send timeout
-//! every connection inherits) and the limit on open files.
+//! every connection inherits), the limit on open files, and shutting down a client
+//! connection tiny_http holds.
 
 use std::io;
-use std::net::TcpListener;
+use std::net::{Shutdown, SocketAddr, TcpListener};
+use std::os::fd::RawFd;
 use std::time::Duration;
 
 use nix::sys::resource::{Resource, getrlimit, setrlimit};
-use nix::sys::socket::{setsockopt, sockopt};
+use nix::sys::socket::{SockaddrStorage, getpeername, getsockname};
+use nix::sys::socket::{setsockopt, shutdown, sockopt};
 use nix::sys::time::TimeVal;
 
 /// How long one write to a client may wait for room in its socket's send buffer. A client
@@ -48,6 +51,60 @@ pub(crate) fn open_sockets() -> usize {
             })
         })
         .count()
+}
+
+/// Shuts down (`how`) the client connection this process accepted on port `local_port`
+/// from `peer`: tiny_http gives no handle to its sockets, so it is found among the open
+/// descriptors by its two addresses. Returns whether one was found. After
+/// [`Shutdown::Both`], whatever is written to it fails and tiny_http's connection thread
+/// reads the end of the stream and ends; [`Shutdown::Read`] wakes a read waiting on it.
+pub(crate) fn shutdown_peer(local_port: u16, peer: SocketAddr, how: Shutdown) -> bool {
+    let Ok(dir) = std::fs::read_dir("/proc/self/fd") else {
+        return false;
+    };
+    let same = |a: SocketAddr, b: SocketAddr| {
+        a.port() == b.port() && a.ip().to_canonical() == b.ip().to_canonical()
+    };
+    let how = match how {
+        Shutdown::Read => nix::sys::socket::Shutdown::Read,
+        Shutdown::Write => nix::sys::socket::Shutdown::Write,
+        Shutdown::Both => nix::sys::socket::Shutdown::Both,
+    };
+    let mut found = false;
+    for entry in dir.filter_map(Result::ok) {
+        let Some(fd) = entry
+            .file_name()
+            .to_str()
+            .and_then(|n| n.parse::<RawFd>().ok())
+        else {
+            continue;
+        };
+        let address = |ours: bool| {
+            let addr = if ours {
+                getsockname::<SockaddrStorage>(fd)
+            } else {
+                getpeername::<SockaddrStorage>(fd)
+            };
+            addr.ok().and_then(|a| socket_addr(&a))
+        };
+        let matches = address(true).is_some_and(|local| local.port() == local_port)
+            && address(false).is_some_and(|p| same(p, peer));
+        // Both of tiny_http's descriptors of the connection refer to the one socket: once
+        // is enough, but a second shutdown does no harm.
+        if matches && shutdown(fd, how).is_ok() {
+            found = true;
+        }
+    }
+    found
+}
+
+/// A socket address as the standard library's.
+fn socket_addr(addr: &SockaddrStorage) -> Option<SocketAddr> {
+    if let Some(v4) = addr.as_sockaddr_in() {
+        return Some(SocketAddr::from((v4.ip(), v4.port())));
+    }
+    addr.as_sockaddr_in6()
+        .map(|v6| SocketAddr::from((v6.ip(), v6.port())))
 }
 
 /// Raises the soft limit on open files to the hard limit: each connection costs tiny_http
