@@ -59,6 +59,11 @@ const SLOW_FOR: Duration = Duration::from_secs(60);
 /// The most request bodies read at once from clients of one address: a quarter of the
 /// forwarding threads. A client that sends its body slowly holds a thread while it does.
 const MAX_UPLOADS_PER_IP: usize = MAX_THREADS / 4;
+/// The shortest pause between two of the watchdog's passes over the descriptors.
+const WATCH_PAUSE: Duration = Duration::from_millis(100);
+/// How long a closed client connection's requests are still dropped (by then tiny_http
+/// has no more of them, and the address may be another client's).
+const CLOSED_FOR: Duration = Duration::from_secs(2);
 /// The longest chunk-size or trailer line of an upstream's chunked answer.
 const MAX_LINE: usize = 4 * 1024;
 
@@ -150,9 +155,25 @@ struct Shared {
     draining: std::sync::atomic::AtomicBool,
     /// The port clients connect to: with their address, it finds a client's socket.
     listen_port: u16,
+    /// What the watchdog looks after, and how it is woken.
+    watch: Mutex<Watch>,
+    wake_watchdog: Condvar,
+    /// Notified after each of the watchdog's passes.
+    watched: Condvar,
+}
+
+/// The watchdog's work: shutting client connections down is a scan of every descriptor, so
+/// it does them together, at most once per [`WATCH_PAUSE`], whatever their number.
+#[derive(Default)]
+struct Watch {
     /// The request bodies being read from clients, by client connection: when each last
     /// made progress, and whether the watchdog cut it for a stall.
-    uploads: Mutex<HashMap<SocketAddr, (Instant, bool)>>,
+    uploads: HashMap<SocketAddr, (Instant, bool)>,
+    /// Client connections to shut down, and how.
+    shut: Vec<(SocketAddr, Shutdown)>,
+    /// The passes that took their work, and those that finished it.
+    taken: u64,
+    done: u64,
 }
 
 #[derive(Default)]
@@ -165,6 +186,9 @@ struct Lanes {
     /// Client connections that did not take an answer of the reactor's at once, and when:
     /// they are left to the forwarding threads, which wait for them.
     slow: HashMap<SocketAddr, Instant>,
+    /// Client connections closed (or about to be), and when: what comes from them still is
+    /// dropped unanswered.
+    closed: HashMap<SocketAddr, Instant>,
     threads: usize,
     idle_threads: usize,
 }
@@ -214,13 +238,15 @@ impl Proxy {
             work: Condvar::new(),
             draining: std::sync::atomic::AtomicBool::new(false),
             listen_port,
-            uploads: Mutex::new(HashMap::new()),
+            watch: Mutex::new(Watch::default()),
+            wake_watchdog: Condvar::new(),
+            watched: Condvar::new(),
         });
         let watchdog = shared.clone();
         std::thread::Builder::new()
-            .name("jwtguard-uploads".into())
+            .name("jwtguard-watchdog".into())
             .stack_size(64 * 1024)
-            .spawn(move || watchdog.watch_uploads())
+            .spawn(move || watchdog.watch())
             .map_err(|e| Error::Config {
                 setting: "--upstream",
                 problem: format!("cannot start a thread: {e}"),
@@ -276,6 +302,11 @@ impl Proxy {
             fast,
         });
         let mut lanes = lock(&shared.lanes);
+        if lanes.closed.contains_key(&peer) {
+            drop(lanes);
+            http::dispose(job.request);
+            return Ok(());
+        }
         if let Some(queue) = lanes.busy.get_mut(&peer) {
             if queue.len() >= MAX_QUEUED {
                 return Err(NotForwarded::Ahead(job));
@@ -323,6 +354,11 @@ impl Proxy {
         let peer = peer_of(&request);
         let answer = Box::new((request, answer));
         let mut lanes = lock(&self.shared.lanes);
+        if lanes.closed.contains_key(&peer) {
+            drop(lanes);
+            http::dispose(answer.0);
+            return Ok(());
+        }
         if let Some(queue) = lanes.busy.get_mut(&peer) {
             if queue.len() >= MAX_QUEUED {
                 return Err(answer);
@@ -472,33 +508,75 @@ impl Shared {
         }
     }
 
-    /// Shuts `peer`'s client connection down: tiny_http's thread for it ends, and whatever
-    /// was still to be written on it fails.
+    /// Closes `peer`'s client connection: from now on nothing more is written on it, nor
+    /// forwarded from it, and the watchdog shuts it down (within [`WATCH_PAUSE`]), which
+    /// ends tiny_http's thread for it.
     fn close_client(&self, peer: SocketAddr) {
-        crate::sys::shutdown_peer(self.listen_port, peer, Shutdown::Both);
+        lock(&self.lanes).closed.insert(peer, Instant::now());
+        lock(&self.watch).shut.push((peer, Shutdown::Both));
+        self.wake_watchdog.notify_one();
     }
 
-    /// The watchdog of request bodies: one that made no progress for the timeout has its
-    /// client's reading shut down, which wakes the forwarding thread waiting on it (to
-    /// answer 408 and close). A client that sends nothing holds a forwarding thread for the
-    /// timeout, no longer.
-    fn watch_uploads(&self) {
-        let tick = (self.timeout / 4).clamp(Duration::from_millis(50), Duration::from_secs(1));
+    /// Shuts the reading of `peer`'s client connection down, and returns once it is done:
+    /// a request of it can then be dropped without tiny_http waiting for its body, and
+    /// tiny_http's thread for it reads the end of the stream next, and ends.
+    fn shut_reading(&self, peer: SocketAddr) {
+        let mut watch = lock(&self.watch);
+        watch.shut.push((peer, Shutdown::Read));
+        let pass = watch.taken + 1;
+        self.wake_watchdog.notify_one();
+        while watch.done < pass {
+            watch = self
+                .watched
+                .wait(watch)
+                .unwrap_or_else(PoisonError::into_inner);
+        }
+    }
+
+    /// The watchdog: shuts down the client connections to close, and the reading of request
+    /// bodies that made no progress for the timeout (which wakes the forwarding thread
+    /// waiting on one, to answer 408). A client that sends nothing holds a forwarding thread
+    /// for the timeout and a tick, no longer. All in one pass over the descriptors, at most
+    /// once per [`WATCH_PAUSE`].
+    fn watch(&self) {
+        let tick = (self.timeout / 4).clamp(WATCH_PAUSE, Duration::from_secs(1));
         loop {
-            std::thread::sleep(tick);
-            let stalled: Vec<SocketAddr> = {
-                let mut uploads = lock(&self.uploads);
-                uploads
+            let (stalled, close) = {
+                let mut watch = lock(&self.watch);
+                if watch.shut.is_empty() {
+                    watch = self
+                        .wake_watchdog
+                        .wait_timeout(watch, tick)
+                        .unwrap_or_else(PoisonError::into_inner)
+                        .0;
+                }
+                let stalled: Vec<SocketAddr> = watch
+                    .uploads
                     .iter_mut()
                     .filter(|(_, (last, cut))| !*cut && last.elapsed() >= self.timeout)
                     .map(|(peer, (_, cut))| {
                         *cut = true;
                         *peer
                     })
-                    .collect()
+                    .collect();
+                watch.taken += 1;
+                (stalled, mem::take(&mut watch.shut))
             };
-            for peer in stalled {
-                crate::sys::shutdown_peer(self.listen_port, peer, Shutdown::Read);
+            lock(&self.lanes)
+                .closed
+                .retain(|_, since| since.elapsed() < CLOSED_FOR);
+            let shut: Vec<(SocketAddr, Shutdown)> = stalled
+                .into_iter()
+                .map(|peer| (peer, Shutdown::Read))
+                .chain(close)
+                .collect();
+            if !shut.is_empty() {
+                crate::sys::shutdown_peers(self.listen_port, &shut);
+            }
+            lock(&self.watch).done += 1;
+            self.watched.notify_all();
+            if !shut.is_empty() {
+                std::thread::sleep(WATCH_PAUSE);
             }
         }
     }
@@ -563,16 +641,31 @@ impl Shared {
                 logger::record(&Event::Request(event));
                 false
             }
-            Err((request, Failure::Unread(reason, status))) => {
-                logger::record(&Event::Request(who.event(id, path, reason, status)));
+            Err((request, Failure::Stalled)) => {
+                logger::record(&Event::Request(who.event(id, path, "body_timeout", 408)));
                 if let Some(request) = request {
-                    // Its reading shut down first, so that nothing is left to drain.
-                    let peer = peer_of(&request);
-                    crate::sys::shutdown_peer(self.listen_port, peer, Shutdown::Read);
-                    let answer = http::answer_bytes(&request, &Reply::Status(status, id), true);
+                    // Its reading is shut down: nothing is left to drain, and tiny_http's
+                    // thread reads the end of the stream next and closes the connection.
+                    let answer = http::answer_bytes(&request, &Reply::Status(408, id), true);
                     http::write_answer(*request, &answer);
                 }
-                false
+                true
+            }
+            Err((request, Failure::TooManyUploads)) => {
+                logger::record(&Event::Request(who.event(
+                    id,
+                    path,
+                    "too_many_uploads",
+                    503,
+                )));
+                if let Some(request) = request {
+                    // Its reading shut down first, so that nothing is left to drain: the
+                    // connection ends after the answer.
+                    self.shut_reading(peer_of(&request));
+                    let answer = http::answer_bytes(&request, &Reply::Status(503, id), true);
+                    http::write_answer(*request, &answer);
+                }
+                true
             }
         }
     }
@@ -849,11 +942,12 @@ enum Failure {
     Before(&'static str, u16),
     /// After the response head (of this status) went to the client.
     During(&'static str, u16),
-    /// The client's body is not taken: it made no progress for the timeout (408,
-    /// `body_timeout`), or its address has [`MAX_UPLOADS_PER_IP`] bodies on their way
-    /// already (503, `too_many_uploads`). The client gets the status with
-    /// `Connection: close`, and its connection is closed.
-    Unread(&'static str, u16),
+    /// The client's body made no progress for the timeout: 408 with `Connection: close`,
+    /// and the connection ends (its reading was shut down).
+    Stalled,
+    /// The client's address has [`MAX_UPLOADS_PER_IP`] bodies on their way already: 503
+    /// with `Connection: close` (its reading shut down first), and never upstream.
+    TooManyUploads,
     /// The client hung up, or stopped reading for longer than the timeout.
     ClientGone,
 }
@@ -957,7 +1051,7 @@ fn idempotent(method: &tiny_http::Method) -> bool {
     )
 }
 
-/// A request body on its way from a client: in [`Shared::uploads`] until dropped.
+/// A request body on its way from a client: in [`Watch::uploads`] until dropped.
 struct Upload<'a> {
     shared: &'a Shared,
     peer: SocketAddr,
@@ -965,7 +1059,7 @@ struct Upload<'a> {
 
 impl Drop for Upload<'_> {
     fn drop(&mut self) {
-        lock(&self.shared.uploads).remove(&self.peer);
+        lock(&self.shared.watch).uploads.remove(&self.peer);
     }
 }
 
@@ -973,10 +1067,11 @@ impl Shared {
     /// Registers `peer`'s body as on its way, for the watchdog; `Err` when its address has
     /// [`MAX_UPLOADS_PER_IP`] already.
     fn begin_upload(&self, peer: SocketAddr) -> Result<Upload<'_>, Failure> {
-        let mut uploads = lock(&self.uploads);
+        let mut watch = lock(&self.watch);
+        let uploads = &mut watch.uploads;
         let ip = peer.ip();
         if uploads.keys().filter(|p| p.ip() == ip).count() >= MAX_UPLOADS_PER_IP {
-            return Err(Failure::Unread("too_many_uploads", 503));
+            return Err(Failure::TooManyUploads);
         }
         uploads.insert(peer, (Instant::now(), false));
         Ok(Upload { shared: self, peer })
@@ -992,20 +1087,20 @@ impl Shared {
         upstream: &mut &TcpStream,
     ) -> Result<io::Result<()>, Failure> {
         let peer = peer_of(request);
-        if let Some((last, _)) = lock(&self.uploads).get_mut(&peer) {
-            *last = Instant::now();
-        }
-        let sent = copy_request_body(request, upstream, |_| {
-            if let Some((last, _)) = lock(&self.uploads).get_mut(&peer) {
+        let progress = || {
+            if let Some((last, _)) = lock(&self.watch).uploads.get_mut(&peer) {
                 *last = Instant::now();
             }
-        });
+        };
+        progress();
+        let sent = copy_request_body(request, upstream, progress);
         // Out of the watchdog's sight at once: it cuts a body it saw stalled, or none.
-        let cut = lock(&self.uploads)
+        let cut = lock(&self.watch)
+            .uploads
             .remove(&peer)
             .is_some_and(|(_, cut)| cut);
         match sent {
-            _ if cut => Err(Failure::Unread("body_timeout", 408)),
+            _ if cut => Err(Failure::Stalled),
             Err(Side::Client) => Err(Failure::ClientGone),
             Err(Side::Upstream(err)) => Ok(Err(err)),
             Ok(()) => Ok(Ok(())),
@@ -1024,7 +1119,7 @@ enum Side {
 fn copy_request_body(
     request: &mut tiny_http::Request,
     upstream: &mut &TcpStream,
-    mut progress: impl FnMut(usize),
+    progress: impl Fn(),
 ) -> Result<(), Side> {
     let chunked = chunked(request.headers());
     // Never more than the announced length, whatever reader tiny_http gave.
@@ -1040,7 +1135,7 @@ fn copy_request_body(
             // A chunked body that does not decode: as before, the exchange fails.
             Err(err) => return Err(up(err)),
         };
-        progress(n);
+        progress();
         total += n as u64;
         if chunked {
             if n == 0 {
