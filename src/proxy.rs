@@ -276,9 +276,13 @@ impl Proxy {
         lock(&self.shared.lanes).busy.is_empty()
     }
 
-    /// Whether `peer`'s connection has a request being forwarded or waiting.
+    /// Whether `peer`'s connection has a request being forwarded or waiting, or was closed
+    /// (an answer cut short on it): its other answers go through [`Proxy::answer_after`].
     pub(crate) fn busy(&self, peer: Option<SocketAddr>) -> bool {
-        peer.is_some_and(|peer| lock(&self.shared.lanes).busy.contains_key(&peer))
+        peer.is_some_and(|peer| {
+            let lanes = lock(&self.shared.lanes);
+            lanes.busy.contains_key(&peer) || lanes.closed.contains_key(&peer)
+        })
     }
 
     /// Forwards `request` to `target` (the normalised path and the query) with the

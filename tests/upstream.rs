@@ -905,9 +905,13 @@ fn an_answer_cut_after_its_head_closes_the_client_connection_and_says_what_was_s
     let start = Instant::now();
     let answer = exchange(
         &server,
-        [get("/cut", &token), get("/after", &token)]
-            .concat()
-            .as_bytes(),
+        [
+            get("/cut", &token),
+            get("/after", &token),
+            "GET /refused HTTP/1.1\r\nHost: x\r\n\r\n".to_owned(),
+        ]
+        .concat()
+        .as_bytes(),
     );
     assert!(
         start.elapsed() < Duration::from_secs(5),
@@ -920,6 +924,10 @@ fn an_answer_cut_after_its_head_closes_the_client_connection_and_says_what_was_s
         &answer[..100]
     );
     assert!(!answer.contains("GET /after"), "written into the cut body");
+    assert!(
+        !answer.contains("unauthorized"),
+        "written into the cut body"
+    );
     assert_eq!(answer.matches("HTTP/1.1 ").count(), 1);
     let (_, body) = answer.split_once("\r\n\r\n").unwrap();
     assert_eq!(body.len(), 20_000, "what the upstream sent, and no more");
