@@ -333,6 +333,7 @@ pub(crate) fn send(request: tiny_http::Request, reply: &Reply, close: bool) -> S
 
 /// `reply` for `request`, written out (for an answer that waits its turn on a busy
 /// connection).
+#[inline(never)]
 pub(crate) fn answer_bytes(request: &tiny_http::Request, reply: &Reply, close: bool) -> Vec<u8> {
     let mut out = Vec::new();
     wire(reply, close, request, &mut out, &mut Vec::new());
@@ -351,6 +352,7 @@ pub(crate) fn write_to(request: tiny_http::Request, answer: &[u8]) {
 }
 
 /// Writes `answer` as the whole response to `request`, which has no body left to drain.
+#[inline(never)]
 pub(crate) fn write_answer(request: tiny_http::Request, answer: &[u8]) -> Sent {
     let mut writer = request.into_writer();
     match writer.write_all(answer).and_then(|()| writer.flush()) {
@@ -365,6 +367,7 @@ pub(crate) fn write_answer(request: tiny_http::Request, answer: &[u8]) -> Sent {
 /// Drops `request` unanswered, its connection no longer served (an earlier answer on it
 /// stalled, or its framing was refused): with no write, so it costs the serving thread
 /// nothing. A body tiny_http would drain is read on a thread of its own first.
+#[inline(never)]
 pub(crate) fn dispose(request: tiny_http::Request) {
     match unread_body(&request) {
         0 => drop(request.into_writer()),

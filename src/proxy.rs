@@ -515,6 +515,7 @@ impl Shared {
     /// Closes `peer`'s client connection: from now on nothing more is written on it, nor
     /// forwarded from it, and the watchdog shuts it down (within [`WATCH_PAUSE`]), which
     /// ends tiny_http's thread for it.
+    #[inline(never)]
     fn close_client(&self, peer: SocketAddr) {
         lock(&self.lanes).closed.insert(peer, Instant::now());
         lock(&self.watch).shut.push((peer, Shutdown::Both));
@@ -524,6 +525,7 @@ impl Shared {
     /// Shuts the reading of `peer`'s client connection down, and returns once it is done:
     /// a request of it can then be dropped without tiny_http waiting for its body, and
     /// tiny_http's thread for it reads the end of the stream next, and ends.
+    #[inline(never)]
     fn shut_reading(&self, peer: SocketAddr) {
         let mut watch = lock(&self.watch);
         watch.shut.push((peer, Shutdown::Read));
@@ -542,6 +544,7 @@ impl Shared {
     /// waiting on one, to answer 408). A client that sends nothing holds a forwarding thread
     /// for the timeout and a tick, no longer. All in one pass over the descriptors, at most
     /// once per [`WATCH_PAUSE`].
+    #[inline(never)]
     fn watch(&self) {
         let tick = (self.timeout / 4).clamp(WATCH_PAUSE, Duration::from_secs(1));
         loop {
@@ -620,58 +623,50 @@ impl Shared {
         } = job;
         let who = Who::of(&request, &self.trusted);
         let path = crate::guard::path_of(&target);
-        match self.exchange(request, &head, id, start) {
-            Ok(()) => true,
-            Err((_, Failure::ClientGone)) => false,
-            Err((request, Failure::Before(reason, status))) => {
-                logger::record(&Event::Request(who.event(id, path, reason, status)));
-                if let Some(request) = request {
-                    http::send(*request, &Reply::Status(status, id), false);
+        let (request, failure) = match self.exchange(request, &head, id, start) {
+            Ok(()) => return true,
+            Err((_, Failure::ClientGone)) => return false,
+            Err(failed) => failed,
+        };
+        let (reason, status) = match failure {
+            Failure::Before(reason, status) | Failure::During(reason, status) => (reason, status),
+            Failure::Stalled => ("body_timeout", 408),
+            Failure::TooManyUploads => ("too_many_uploads", 503),
+            Failure::ClientGone => unreachable!("returned above"),
+        };
+        let mut event = who.event(id, path, reason, status);
+        if let Failure::During(..) = failure {
+            // The head went out: the client got `status`, its body cut short, and its
+            // connection is closed (by the caller), so that nothing is written after.
+            event.reason_text = match reason {
+                "upstream_timeout" => {
+                    "the upstream stopped within its answer: the client got the head and part of the body, then the connection closed"
                 }
-                true
-            }
-            Err((_, Failure::During(reason, status))) => {
-                // The head went out: the client got `status`, its body cut short, and its
-                // connection is closed (by the caller), so that nothing is written after.
-                let mut event = who.event(id, path, reason, status);
-                event.reason_text = match reason {
-                    "upstream_timeout" => {
-                        "the upstream stopped within its answer: the client got the head and part of the body, then the connection closed"
-                    }
-                    _ => {
-                        "the upstream's answer broke off: the client got the head and part of the body, then the connection closed"
-                    }
-                };
-                logger::record(&Event::Request(event));
-                false
-            }
-            Err((request, Failure::Stalled)) => {
-                logger::record(&Event::Request(who.event(id, path, "body_timeout", 408)));
-                if let Some(request) = request {
-                    // Its reading is shut down: nothing is left to drain, and tiny_http's
-                    // thread reads the end of the stream next and closes the connection.
-                    let answer = http::answer_bytes(&request, &Reply::Status(408, id), true);
-                    http::write_answer(*request, &answer);
+                _ => {
+                    "the upstream's answer broke off: the client got the head and part of the body, then the connection closed"
                 }
-                true
-            }
-            Err((request, Failure::TooManyUploads)) => {
-                logger::record(&Event::Request(who.event(
-                    id,
-                    path,
-                    "too_many_uploads",
-                    503,
-                )));
-                if let Some(request) = request {
-                    // Its reading shut down first, so that nothing is left to drain: the
-                    // connection ends after the answer.
+            };
+        }
+        logger::record(&Event::Request(event));
+        let Some(request) = request else {
+            return !matches!(failure, Failure::During(..));
+        };
+        match failure {
+            Failure::Stalled | Failure::TooManyUploads => {
+                // Its reading shut down first (by the watchdog, for a stalled body), so that
+                // nothing is left to drain: tiny_http's thread reads the end of the stream
+                // next, and the connection ends after the answer.
+                if let Failure::TooManyUploads = failure {
                     self.shut_reading(peer_of(&request));
-                    let answer = http::answer_bytes(&request, &Reply::Status(503, id), true);
-                    http::write_answer(*request, &answer);
                 }
-                true
+                let answer = http::answer_bytes(&request, &Reply::Status(status, id), true);
+                http::write_answer(*request, &answer);
+            }
+            _ => {
+                http::send(*request, &Reply::Status(status, id), false);
             }
         }
+        true
     }
 
     /// An idle upstream connection, or a new one; and whether it was idle.
@@ -1070,6 +1065,7 @@ impl Drop for Upload<'_> {
 impl Shared {
     /// Registers `peer`'s body as on its way, for the watchdog; `Err` when its address has
     /// [`MAX_UPLOADS_PER_IP`] already.
+    #[inline(never)]
     fn begin_upload(&self, peer: SocketAddr) -> Result<Upload<'_>, Failure> {
         let mut watch = lock(&self.watch);
         let uploads = &mut watch.uploads;
@@ -1120,6 +1116,7 @@ enum Side {
 }
 
 /// Copies the request's body to the upstream, calling `progress` after each read.
+#[inline(never)]
 fn copy_request_body(
     request: &mut tiny_http::Request,
     upstream: &mut &TcpStream,
@@ -1159,6 +1156,13 @@ fn copy_request_body(
     }
 }
 
+/// Appends a line from `reader` to `line`, up to LF and of at most `limit` bytes (a line
+/// cut there ends without LF); returns how many bytes it read, 0 at the end of the stream.
+#[inline(never)]
+fn read_line(reader: &mut Conn, line: &mut Vec<u8>, limit: usize) -> io::Result<usize> {
+    reader.take(limit as u64).read_until(b'\n', line)
+}
+
 /// Reads the final response head, past interim (1xx) ones.
 fn read_head(reader: &mut Conn) -> Result<Vec<u8>, Failure> {
     let bad = || Failure::Before("upstream_error", 502);
@@ -1167,10 +1171,7 @@ fn read_head(reader: &mut Conn) -> Result<Vec<u8>, Failure> {
         loop {
             let before = head.len();
             // Never more than MAX_HEAD in all, even in a line without end.
-            let room = (MAX_HEAD + 1 - head.len()) as u64;
-            let n = (&mut *reader)
-                .take(room)
-                .read_until(b'\n', &mut head)
+            let n = read_line(reader, &mut head, MAX_HEAD + 1 - before)
                 .map_err(|e| Failure::Before(timeout_or(&e, "upstream_error"), status_of(&e)))?;
             if n == 0 || head.len() > MAX_HEAD || !head.ends_with(b"\n") {
                 return Err(bad());
@@ -1203,10 +1204,7 @@ fn copy_body(
     // A line of at most MAX_LINE bytes, ending with LF; the end of the stream gives none.
     let read_line = |reader: &mut Conn, line: &mut Vec<u8>| -> Result<usize, Failure> {
         line.clear();
-        let n = reader
-            .take(MAX_LINE as u64)
-            .read_until(b'\n', line)
-            .map_err(upstream_err)?;
+        let n = read_line(reader, line, MAX_LINE).map_err(upstream_err)?;
         if n > 0 && !line.ends_with(b"\n") {
             return Err(broke());
         }

@@ -60,6 +60,7 @@ pub(crate) fn open_sockets() -> usize {
 /// connections open). After [`Shutdown::Both`], whatever is written to a connection fails
 /// and tiny_http's thread for it reads the end of the stream and ends; [`Shutdown::Read`]
 /// wakes a read waiting on it, and leaves it open for an answer.
+#[inline(never)]
 pub(crate) fn shutdown_peers(local_port: u16, peers: &[(SocketAddr, Shutdown)]) -> usize {
     let Ok(dir) = std::fs::read_dir("/proc/self/fd") else {
         return 0;
