@@ -193,6 +193,13 @@ struct Lanes {
     idle_threads: usize,
 }
 
+impl Lanes {
+    /// Whether `peer`'s connection was closed lately (no hashing while none was).
+    fn is_closed(&self, peer: SocketAddr) -> bool {
+        !self.closed.is_empty() && self.closed.contains_key(&peer)
+    }
+}
+
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(PoisonError::into_inner)
 }
@@ -281,7 +288,7 @@ impl Proxy {
     pub(crate) fn busy(&self, peer: Option<SocketAddr>) -> bool {
         peer.is_some_and(|peer| {
             let lanes = lock(&self.shared.lanes);
-            lanes.busy.contains_key(&peer) || lanes.closed.contains_key(&peer)
+            lanes.busy.contains_key(&peer) || lanes.is_closed(peer)
         })
     }
 
@@ -306,7 +313,7 @@ impl Proxy {
             fast,
         });
         let mut lanes = lock(&shared.lanes);
-        if lanes.closed.contains_key(&peer) {
+        if lanes.is_closed(peer) {
             drop(lanes);
             http::dispose(job.request);
             return Ok(());
@@ -358,7 +365,7 @@ impl Proxy {
         let peer = peer_of(&request);
         let answer = Box::new((request, answer));
         let mut lanes = lock(&self.shared.lanes);
-        if lanes.closed.contains_key(&peer) {
+        if lanes.is_closed(peer) {
             drop(lanes);
             http::dispose(answer.0);
             return Ok(());
