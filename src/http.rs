@@ -40,8 +40,11 @@ pub fn request(request: &tiny_http::Request) -> Request<'_, [tiny_http::Header]>
 /// HTTP version other than 1.0 and 1.1; several `Host` headers; several `Content-Length`
 /// headers, or one that is not a plain decimal number; several `Transfer-Encoding`
 /// headers, one that is not exactly `chunked`, one together with `Content-Length`, or
-/// one in an HTTP/1.0 request. [`Reason::BodyTooLarge`]: a `Content-Length` over
-/// 16 MiB, more than jwtguard lets tiny_http drain.
+/// one in an HTTP/1.0 request; a `Connection` header that contains `upgrade` in any case
+/// (tiny_http's own test, applied to every `Connection` header, not only the first): tiny_http
+/// then hands the raw connection over as the body, and what follows the body would be read
+/// as part of it. [`Reason::BodyTooLarge`]: a `Content-Length` over 16 MiB, more than
+/// jwtguard lets tiny_http drain.
 pub(crate) fn framing(request: &tiny_http::Request) -> Result<(), Reason> {
     let version = request.http_version();
     let known_version = version.0 == 1 && version.1 <= 1;
@@ -75,6 +78,10 @@ pub(crate) fn framing(request: &tiny_http::Request) -> Result<(), Reason> {
         } else if name.eq_ignore_ascii_case("Transfer-Encoding") {
             encodings += 1;
             chunked = value.eq_ignore_ascii_case("chunked");
+        } else if name.eq_ignore_ascii_case("Connection")
+            && value.to_ascii_lowercase().contains("upgrade")
+        {
+            return Err(Reason::BadFraming);
         }
     }
     let http_1_0 = version.1 == 0;
@@ -214,6 +221,7 @@ impl Reply<'_> {
                     401 => "unauthorized",
                     403 => "forbidden",
                     404 => "not_found",
+                    408 => "request_timeout",
                     413 => "too_large",
                     502 => "bad_gateway",
                     504 => "gateway_timeout",
@@ -325,6 +333,7 @@ pub(crate) fn send(request: tiny_http::Request, reply: &Reply, close: bool) -> S
 
 /// `reply` for `request`, written out (for an answer that waits its turn on a busy
 /// connection).
+#[inline(never)]
 pub(crate) fn answer_bytes(request: &tiny_http::Request, reply: &Reply, close: bool) -> Vec<u8> {
     let mut out = Vec::new();
     wire(reply, close, request, &mut out, &mut Vec::new());
@@ -343,7 +352,8 @@ pub(crate) fn write_to(request: tiny_http::Request, answer: &[u8]) {
 }
 
 /// Writes `answer` as the whole response to `request`, which has no body left to drain.
-fn write_answer(request: tiny_http::Request, answer: &[u8]) -> Sent {
+#[inline(never)]
+pub(crate) fn write_answer(request: tiny_http::Request, answer: &[u8]) -> Sent {
     let mut writer = request.into_writer();
     match writer.write_all(answer).and_then(|()| writer.flush()) {
         Ok(()) => Sent::Written,
@@ -357,6 +367,7 @@ fn write_answer(request: tiny_http::Request, answer: &[u8]) -> Sent {
 /// Drops `request` unanswered, its connection no longer served (an earlier answer on it
 /// stalled, or its framing was refused): with no write, so it costs the serving thread
 /// nothing. A body tiny_http would drain is read on a thread of its own first.
+#[inline(never)]
 pub(crate) fn dispose(request: tiny_http::Request) {
     match unread_body(&request) {
         0 => drop(request.into_writer()),

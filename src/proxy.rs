@@ -24,7 +24,7 @@ mod response;
 use std::collections::{HashMap, VecDeque};
 use std::io::{self, BufRead, ErrorKind, Read, Write};
 use std::mem;
-use std::net::{IpAddr, SocketAddr, TcpStream, ToSocketAddrs};
+use std::net::{IpAddr, Shutdown, SocketAddr, TcpStream, ToSocketAddrs};
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
@@ -56,6 +56,16 @@ const MAX_QUEUED: usize = 64;
 const MAX_SLOW: usize = 1024;
 /// How long a slow client connection is left off the fast path.
 const SLOW_FOR: Duration = Duration::from_secs(60);
+/// The most request bodies read at once from clients of one address: a quarter of the
+/// forwarding threads. A client that sends its body slowly holds a thread while it does.
+const MAX_UPLOADS_PER_IP: usize = MAX_THREADS / 4;
+/// The shortest pause between two of the watchdog's passes over the descriptors.
+const WATCH_PAUSE: Duration = Duration::from_millis(100);
+/// How long a closed client connection's requests are still dropped (by then tiny_http
+/// has no more of them, and the address may be another client's).
+const CLOSED_FOR: Duration = Duration::from_secs(2);
+/// The longest chunk-size or trailer line of an upstream's chunked answer.
+const MAX_LINE: usize = 4 * 1024;
 
 /// Headers that describe one connection, not the message (RFC 9110 §7.6.1), and those
 /// jwtguard sets itself on the way to the upstream.
@@ -143,6 +153,27 @@ struct Shared {
     /// The worker is handing over to another: every answer says `Connection: close`,
     /// and no upstream connection is kept.
     draining: std::sync::atomic::AtomicBool,
+    /// The port clients connect to: with their address, it finds a client's socket.
+    listen_port: u16,
+    /// What the watchdog looks after, and how it is woken.
+    watch: Mutex<Watch>,
+    wake_watchdog: Condvar,
+    /// Notified after each of the watchdog's passes.
+    watched: Condvar,
+}
+
+/// The watchdog's work: shutting client connections down is a scan of every descriptor, so
+/// it does them together, at most once per [`WATCH_PAUSE`], whatever their number.
+#[derive(Default)]
+struct Watch {
+    /// The request bodies being read from clients, by client connection: when each last
+    /// made progress, and whether the watchdog cut it for a stall.
+    uploads: HashMap<SocketAddr, (Instant, bool)>,
+    /// Client connections to shut down, and how.
+    shut: Vec<(SocketAddr, Shutdown)>,
+    /// The passes that took their work, and those that finished it.
+    taken: u64,
+    done: u64,
 }
 
 #[derive(Default)]
@@ -155,8 +186,18 @@ struct Lanes {
     /// Client connections that did not take an answer of the reactor's at once, and when:
     /// they are left to the forwarding threads, which wait for them.
     slow: HashMap<SocketAddr, Instant>,
+    /// Client connections closed (or about to be), and when: what comes from them still is
+    /// dropped unanswered.
+    closed: HashMap<SocketAddr, Instant>,
     threads: usize,
     idle_threads: usize,
+}
+
+impl Lanes {
+    /// Whether `peer`'s connection was closed lately (no hashing while none was).
+    fn is_closed(&self, peer: SocketAddr) -> bool {
+        !self.closed.is_empty() && self.closed.contains_key(&peer)
+    }
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -177,8 +218,9 @@ fn has_body(request: &tiny_http::Request) -> bool {
 }
 
 impl Proxy {
-    /// The proxy for `config.upstream`; its address is resolved now.
-    pub(crate) fn new(config: &Config, upstream: &str) -> Result<Proxy, Error> {
+    /// The proxy for `config.upstream`, for clients that connect to `listen_port`; its
+    /// address is resolved now.
+    pub(crate) fn new(config: &Config, upstream: &str, listen_port: u16) -> Result<Proxy, Error> {
         let addr = crate::config::upstream_address(upstream).map_err(|problem| Error::Config {
             setting: "--upstream",
             problem,
@@ -202,7 +244,20 @@ impl Proxy {
             lanes: Mutex::new(Lanes::default()),
             work: Condvar::new(),
             draining: std::sync::atomic::AtomicBool::new(false),
+            listen_port,
+            watch: Mutex::new(Watch::default()),
+            wake_watchdog: Condvar::new(),
+            watched: Condvar::new(),
         });
+        let watchdog = shared.clone();
+        std::thread::Builder::new()
+            .name("jwtguard-watchdog".into())
+            .stack_size(64 * 1024)
+            .spawn(move || watchdog.watch())
+            .map_err(|e| Error::Config {
+                setting: "--upstream",
+                problem: format!("cannot start a thread: {e}"),
+            })?;
         if shared.kept.can_react() {
             let reactor = shared.clone();
             let spawned = std::thread::Builder::new()
@@ -228,9 +283,13 @@ impl Proxy {
         lock(&self.shared.lanes).busy.is_empty()
     }
 
-    /// Whether `peer`'s connection has a request being forwarded or waiting.
+    /// Whether `peer`'s connection has a request being forwarded or waiting, or was closed
+    /// (an answer cut short on it): its other answers go through [`Proxy::answer_after`].
     pub(crate) fn busy(&self, peer: Option<SocketAddr>) -> bool {
-        peer.is_some_and(|peer| lock(&self.shared.lanes).busy.contains_key(&peer))
+        peer.is_some_and(|peer| {
+            let lanes = lock(&self.shared.lanes);
+            lanes.busy.contains_key(&peer) || lanes.is_closed(peer)
+        })
     }
 
     /// Forwards `request` to `target` (the normalised path and the query) with the
@@ -254,6 +313,11 @@ impl Proxy {
             fast,
         });
         let mut lanes = lock(&shared.lanes);
+        if lanes.is_closed(peer) {
+            drop(lanes);
+            http::dispose(job.request);
+            return Ok(());
+        }
         if let Some(queue) = lanes.busy.get_mut(&peer) {
             if queue.len() >= MAX_QUEUED {
                 return Err(NotForwarded::Ahead(job));
@@ -301,6 +365,11 @@ impl Proxy {
         let peer = peer_of(&request);
         let answer = Box::new((request, answer));
         let mut lanes = lock(&self.shared.lanes);
+        if lanes.is_closed(peer) {
+            drop(lanes);
+            http::dispose(answer.0);
+            return Ok(());
+        }
         if let Some(queue) = lanes.busy.get_mut(&peer) {
             if queue.len() >= MAX_QUEUED {
                 return Err(answer);
@@ -441,8 +510,87 @@ impl Shared {
                     }
                 };
                 if !delivered {
+                    // Nothing more may be written on that connection: an answer may have
+                    // been cut short on it.
                     self.drop_queued(peer, false);
+                    self.close_client(peer);
                 }
+            }
+        }
+    }
+
+    /// Closes `peer`'s client connection: from now on nothing more is written on it, nor
+    /// forwarded from it, and the watchdog shuts it down (within [`WATCH_PAUSE`]), which
+    /// ends tiny_http's thread for it.
+    #[inline(never)]
+    fn close_client(&self, peer: SocketAddr) {
+        lock(&self.lanes).closed.insert(peer, Instant::now());
+        lock(&self.watch).shut.push((peer, Shutdown::Both));
+        self.wake_watchdog.notify_one();
+    }
+
+    /// Shuts the reading of `peer`'s client connection down, and returns once it is done:
+    /// a request of it can then be dropped without tiny_http waiting for its body, and
+    /// tiny_http's thread for it reads the end of the stream next, and ends.
+    #[inline(never)]
+    fn shut_reading(&self, peer: SocketAddr) {
+        let mut watch = lock(&self.watch);
+        watch.shut.push((peer, Shutdown::Read));
+        let pass = watch.taken + 1;
+        self.wake_watchdog.notify_one();
+        while watch.done < pass {
+            watch = self
+                .watched
+                .wait(watch)
+                .unwrap_or_else(PoisonError::into_inner);
+        }
+    }
+
+    /// The watchdog: shuts down the client connections to close, and the reading of request
+    /// bodies that made no progress for the timeout (which wakes the forwarding thread
+    /// waiting on one, to answer 408). A client that sends nothing holds a forwarding thread
+    /// for the timeout and a tick, no longer. All in one pass over the descriptors, at most
+    /// once per [`WATCH_PAUSE`].
+    #[inline(never)]
+    fn watch(&self) {
+        let tick = (self.timeout / 4).clamp(WATCH_PAUSE, Duration::from_secs(1));
+        loop {
+            let (stalled, close) = {
+                let mut watch = lock(&self.watch);
+                if watch.shut.is_empty() {
+                    watch = self
+                        .wake_watchdog
+                        .wait_timeout(watch, tick)
+                        .unwrap_or_else(PoisonError::into_inner)
+                        .0;
+                }
+                let stalled: Vec<SocketAddr> = watch
+                    .uploads
+                    .iter_mut()
+                    .filter(|(_, (last, cut))| !*cut && last.elapsed() >= self.timeout)
+                    .map(|(peer, (_, cut))| {
+                        *cut = true;
+                        *peer
+                    })
+                    .collect();
+                watch.taken += 1;
+                (stalled, mem::take(&mut watch.shut))
+            };
+            lock(&self.lanes)
+                .closed
+                .retain(|_, since| since.elapsed() < CLOSED_FOR);
+            let shut: Vec<(SocketAddr, Shutdown)> = stalled
+                .into_iter()
+                .map(|peer| (peer, Shutdown::Read))
+                .chain(close)
+                .collect();
+            if !shut.is_empty() {
+                crate::sys::shutdown_peers(self.listen_port, &shut);
+            }
+            lock(&self.watch).done += 1;
+            self.watched.notify_all();
+            if !shut.is_empty() {
+                std::thread::sleep(WATCH_PAUSE);
             }
         }
     }
@@ -470,7 +618,8 @@ impl Shared {
 
     /// Forwards one request and answers it: the upstream's response, or 502 or 504 (with
     /// an event) when the upstream could not be reached or did not answer in time. Returns
-    /// whether the client took the answer (a failure event's answer counts as taken).
+    /// whether the client took the answer (a failure event's answer counts as taken), and
+    /// false when its connection must be closed: an answer cut short, a stalled body.
     fn forward(&self, job: Forward, start: Start) -> bool {
         let Forward {
             request,
@@ -481,22 +630,50 @@ impl Shared {
         } = job;
         let who = Who::of(&request, &self.trusted);
         let path = crate::guard::path_of(&target);
-        match self.exchange(request, &head, id, start) {
-            Ok(()) => true,
-            Err((_, Failure::ClientGone)) => false,
-            Err((request, Failure::Before(reason, status))) => {
-                logger::record(&Event::Request(who.event(id, path, reason, status)));
-                if let Some(request) = request {
-                    http::send(*request, &Reply::Status(status, id), false);
+        let (request, failure) = match self.exchange(request, &head, id, start) {
+            Ok(()) => return true,
+            Err((_, Failure::ClientGone)) => return false,
+            Err(failed) => failed,
+        };
+        let (reason, status) = match failure {
+            Failure::Before(reason, status) | Failure::During(reason, status) => (reason, status),
+            Failure::Stalled => ("body_timeout", 408),
+            Failure::TooManyUploads => ("too_many_uploads", 503),
+            Failure::ClientGone => unreachable!("returned above"),
+        };
+        let mut event = who.event(id, path, reason, status);
+        if let Failure::During(..) = failure {
+            // The head went out: the client got `status`, its body cut short, and its
+            // connection is closed (by the caller), so that nothing is written after.
+            event.reason_text = match reason {
+                "upstream_timeout" => {
+                    "the upstream stopped within its answer: the client got the head and part of the body, then the connection closed"
                 }
-                true
+                _ => {
+                    "the upstream's answer broke off: the client got the head and part of the body, then the connection closed"
+                }
+            };
+        }
+        logger::record(&Event::Request(event));
+        let Some(request) = request else {
+            return !matches!(failure, Failure::During(..));
+        };
+        match failure {
+            Failure::Stalled | Failure::TooManyUploads => {
+                // Its reading shut down first (by the watchdog, for a stalled body), so that
+                // nothing is left to drain: tiny_http's thread reads the end of the stream
+                // next, and the connection ends after the answer.
+                if let Failure::TooManyUploads = failure {
+                    self.shut_reading(peer_of(&request));
+                }
+                let answer = http::answer_bytes(&request, &Reply::Status(status, id), true);
+                http::write_answer(*request, &answer);
             }
-            Err((_, Failure::During(reason))) => {
-                // The head went out: the client sees the response cut short.
-                logger::record(&Event::Request(who.event(id, path, reason, 502)));
-                true
+            _ => {
+                http::send(*request, &Reply::Status(status, id), false);
             }
         }
+        true
     }
 
     /// An idle upstream connection, or a new one; and whether it was idle.
@@ -592,6 +769,7 @@ impl Shared {
         let mut out = Vec::with_capacity(512);
         response.write(&mut out, &version, id, framing, client_closes, client_1_0);
         let keep_alive = response.keep_alive;
+        let status = response.status;
         let mut client = ClientWriter::new(request.into_writer(), self.timeout);
         let gone = |_| (None, Failure::ClientGone);
         client.write(&out).map_err(gone)?;
@@ -602,7 +780,7 @@ impl Shared {
                 false
             }
             None => {
-                let whole = copy_body(&mut conn, &mut client, framing, client_1_0)
+                let whole = copy_body(&mut conn, &mut client, framing, client_1_0, status)
                     .map_err(|f| (None, f))?;
                 whole && keep_alive
             }
@@ -626,23 +804,30 @@ impl Shared {
         retry: bool,
     ) -> Result<(Conn, Vec<u8>), Failure> {
         let has_body = has_body(request);
+        // Sent again only when it cannot have had an effect twice (nginx's default).
+        let again = !has_body && idempotent(request.method());
+        // A body still to come from the client (not one tiny_http read already): watched
+        // for stalls, and at most MAX_UPLOADS_PER_IP of one address at once.
+        let mut upload = match has_body && http::leaves_input(request) {
+            true => Some(self.begin_upload(peer_of(request))?),
+            false => None,
+        };
         let (mut upstream, mut reused) = if retry {
             self.connection()?
         } else {
             (self.connect()?, false)
         };
         loop {
-            let sent = upstream.stream().write_all(head).and_then(|()| {
-                if has_body {
-                    send_body(request, &mut upstream.stream())
-                } else {
-                    Ok(())
-                }
-            });
+            let mut sent = upstream.stream().write_all(head);
+            if sent.is_ok() && has_body {
+                sent = self.send_body(request, &mut upstream.stream())?;
+            }
+            // Read: no longer watched, while the answer is awaited.
+            drop(upload.take());
             match sent.and_then(|()| upstream.fill_buf().map(|b| b.len())) {
                 Ok(n) if n > 0 => break,
-                Ok(_) if reused && !has_body => {}
-                Err(ref e) if reused && !has_body && status_of(e) == 502 => {}
+                Ok(_) if reused && again => {}
+                Err(ref e) if reused && again && status_of(e) == 502 => {}
                 Ok(_) => return Err(Failure::Before("upstream_error", 502)),
                 Err(e) => {
                     return Err(Failure::Before(
@@ -698,12 +883,20 @@ impl Shared {
                 || (is("Authorization") && self.strip_authorization)
                 || self.identity.iter().any(|n| is(n))
                 || is("X-Forwarded-For")
+                // Apps (Symfony, IIS rewrites) route by these: a client would name a path
+                // other than the one the guard decided on.
+                || is("X-Original-URL")
+                || is("X-Rewrite-URL")
                 || ((is("X-Forwarded-Proto")
                     || is("X-Forwarded-Host")
+                    || is("X-Forwarded-Prefix")
+                    || is("X-Forwarded-Port")
                     || is("Forwarded")
                     || is("X-Real-IP"))
                     && !trusted)
-                || listed(name);
+                // The Connection list names hop-by-hop headers, never Host nor
+                // Authorization: those are the request's own.
+                || (listed(name) && !is("Host") && !is("Authorization"));
             if !dropped {
                 header(&mut out, name, h.value.as_str());
             }
@@ -753,8 +946,14 @@ impl Shared {
 enum Failure {
     /// Before anything was sent to the client: it gets the status; the reason goes to the log.
     Before(&'static str, u16),
-    /// After the response head went to the client.
-    During(&'static str),
+    /// After the response head (of this status) went to the client.
+    During(&'static str, u16),
+    /// The client's body made no progress for the timeout: 408 with `Connection: close`,
+    /// and the connection ends (its reading was shut down).
+    Stalled,
+    /// The client's address has [`MAX_UPLOADS_PER_IP`] bodies on their way already: 503
+    /// with `Connection: close` (its reading shut down first), and never upstream.
+    TooManyUploads,
     /// The client hung up, or stopped reading for longer than the timeout.
     ClientGone,
 }
@@ -809,6 +1008,12 @@ impl Who {
                 "upstream_timeout" => "the upstream did not answer in time",
                 "upstream_unreachable" => "the upstream could not be reached",
                 "upstream_busy" => "too many requests wait for the upstream",
+                "body_timeout" => {
+                    "the client's body made no progress within the timeout: answered, and the connection closed"
+                }
+                "too_many_uploads" => {
+                    "too many bodies from this address are on their way: answered, and the connection closed"
+                }
                 _ => "the upstream's answer was not a valid HTTP/1.x response",
             },
             source_ip: self.peer,
@@ -843,30 +1048,126 @@ fn closes(request: &tiny_http::Request) -> bool {
     }
 }
 
-/// Copies the request's body to the upstream with the framing its head announced.
-fn send_body(request: &mut tiny_http::Request, upstream: &mut &TcpStream) -> io::Result<()> {
+/// Whether a request may be sent again after a kept connection closed under it: GET,
+/// HEAD and OPTIONS (nginx's default), which have no effect that could happen twice.
+fn idempotent(method: &tiny_http::Method) -> bool {
+    matches!(
+        method,
+        tiny_http::Method::Get | tiny_http::Method::Head | tiny_http::Method::Options
+    )
+}
+
+/// A request body on its way from a client: in [`Watch::uploads`] until dropped.
+struct Upload<'a> {
+    shared: &'a Shared,
+    peer: SocketAddr,
+}
+
+impl Drop for Upload<'_> {
+    fn drop(&mut self) {
+        lock(&self.shared.watch).uploads.remove(&self.peer);
+    }
+}
+
+impl Shared {
+    /// Registers `peer`'s body as on its way, for the watchdog; `Err` when its address has
+    /// [`MAX_UPLOADS_PER_IP`] already.
+    #[inline(never)]
+    fn begin_upload(&self, peer: SocketAddr) -> Result<Upload<'_>, Failure> {
+        let mut watch = lock(&self.watch);
+        let uploads = &mut watch.uploads;
+        let ip = peer.ip();
+        if uploads.keys().filter(|p| p.ip() == ip).count() >= MAX_UPLOADS_PER_IP {
+            return Err(Failure::TooManyUploads);
+        }
+        uploads.insert(peer, (Instant::now(), false));
+        Ok(Upload { shared: self, peer })
+    }
+
+    /// Copies the request's body to the upstream with the framing its head announced,
+    /// never more than its announced length; gives the upstream's side's result. `Err`
+    /// when the client's side failed: its body stalled for the timeout (the watchdog shut
+    /// its reading down), or it hung up before the whole body.
+    fn send_body(
+        &self,
+        request: &mut tiny_http::Request,
+        upstream: &mut &TcpStream,
+    ) -> Result<io::Result<()>, Failure> {
+        let peer = peer_of(request);
+        let progress = || {
+            if let Some((last, _)) = lock(&self.watch).uploads.get_mut(&peer) {
+                *last = Instant::now();
+            }
+        };
+        progress();
+        let sent = copy_request_body(request, upstream, progress);
+        // Out of the watchdog's sight at once: it cuts a body it saw stalled, or none.
+        let cut = lock(&self.watch)
+            .uploads
+            .remove(&peer)
+            .is_some_and(|(_, cut)| cut);
+        match sent {
+            _ if cut => Err(Failure::Stalled),
+            Err(Side::Client) => Err(Failure::ClientGone),
+            Err(Side::Upstream(err)) => Ok(Err(err)),
+            Ok(()) => Ok(Ok(())),
+        }
+    }
+}
+
+/// Which side of a body's copy failed.
+enum Side {
+    /// The client ended before its announced length.
+    Client,
+    Upstream(io::Error),
+}
+
+/// Copies the request's body to the upstream, calling `progress` after each read.
+#[inline(never)]
+fn copy_request_body(
+    request: &mut tiny_http::Request,
+    upstream: &mut &TcpStream,
+    progress: impl Fn(),
+) -> Result<(), Side> {
     let chunked = chunked(request.headers());
-    let reader = request.as_reader();
+    // Never more than the announced length, whatever reader tiny_http gave.
+    let length = request.body_length().map(|n| n as u64);
+    let mut reader = request.as_reader().take(length.unwrap_or(u64::MAX));
     let mut buf = vec![0u8; 16 * 1024];
+    let mut total = 0u64;
+    let up = Side::Upstream;
     loop {
         let n = match reader.read(&mut buf) {
             Ok(n) => n,
             Err(err) if err.kind() == ErrorKind::Interrupted => continue,
-            Err(err) => return Err(err),
+            // A chunked body that does not decode: as before, the exchange fails.
+            Err(err) => return Err(up(err)),
         };
+        progress();
+        total += n as u64;
         if chunked {
             if n == 0 {
-                return upstream.write_all(b"0\r\n\r\n");
+                return upstream.write_all(b"0\r\n\r\n").map_err(up);
             }
-            write!(upstream, "{n:x}\r\n")?;
-            upstream.write_all(&buf[..n])?;
-            upstream.write_all(b"\r\n")?;
+            write!(upstream, "{n:x}\r\n").map_err(up)?;
+            upstream.write_all(&buf[..n]).map_err(up)?;
+            upstream.write_all(b"\r\n").map_err(up)?;
         } else if n == 0 {
-            return Ok(());
+            return match length {
+                Some(length) if total < length => Err(Side::Client),
+                _ => Ok(()),
+            };
         } else {
-            upstream.write_all(&buf[..n])?;
+            upstream.write_all(&buf[..n]).map_err(up)?;
         }
     }
+}
+
+/// Appends a line from `reader` to `line`, up to LF and of at most `limit` bytes (a line
+/// cut there ends without LF); returns how many bytes it read, 0 at the end of the stream.
+#[inline(never)]
+fn read_line(reader: &mut Conn, line: &mut Vec<u8>, limit: usize) -> io::Result<usize> {
+    reader.take(limit as u64).read_until(b'\n', line)
 }
 
 /// Reads the final response head, past interim (1xx) ones.
@@ -876,10 +1177,10 @@ fn read_head(reader: &mut Conn) -> Result<Vec<u8>, Failure> {
         let mut head = Vec::with_capacity(1024);
         loop {
             let before = head.len();
-            let n = reader
-                .read_until(b'\n', &mut head)
+            // Never more than MAX_HEAD in all, even in a line without end.
+            let n = read_line(reader, &mut head, MAX_HEAD + 1 - before)
                 .map_err(|e| Failure::Before(timeout_or(&e, "upstream_error"), status_of(&e)))?;
-            if n == 0 || head.len() > MAX_HEAD {
+            if n == 0 || head.len() > MAX_HEAD || !head.ends_with(b"\n") {
                 return Err(bad());
             }
             let line = &head[before..];
@@ -903,8 +1204,19 @@ fn copy_body(
     client: &mut ClientWriter,
     framing: Framing,
     client_1_0: bool,
+    status: u16,
 ) -> Result<bool, Failure> {
-    let upstream_err = |e: io::Error| Failure::During(timeout_or(&e, "upstream_error"));
+    let upstream_err = |e: io::Error| Failure::During(timeout_or(&e, "upstream_error"), status);
+    let broke = || Failure::During("upstream_error", status);
+    // A line of at most MAX_LINE bytes, ending with LF; the end of the stream gives none.
+    let read_line = |reader: &mut Conn, line: &mut Vec<u8>| -> Result<usize, Failure> {
+        line.clear();
+        let n = read_line(reader, line, MAX_LINE).map_err(upstream_err)?;
+        if n > 0 && !line.ends_with(b"\n") {
+            return Err(broke());
+        }
+        Ok(n)
+    };
     let mut buf = vec![0u8; 16 * 1024];
     match framing {
         Framing::None => Ok(true),
@@ -914,7 +1226,7 @@ fn copy_body(
                 let want = buf.len().min(usize::try_from(left).unwrap_or(usize::MAX));
                 let got = reader.read(&mut buf[..want]).map_err(upstream_err)?;
                 if got == 0 {
-                    return Err(Failure::During("upstream_error"));
+                    return Err(broke());
                 }
                 client.write(&buf[..got]).map_err(|_| Failure::ClientGone)?;
                 left -= got as u64;
@@ -939,18 +1251,16 @@ fn copy_body(
         Framing::Chunked => {
             let mut line = Vec::new();
             loop {
-                line.clear();
-                reader.read_until(b'\n', &mut line).map_err(upstream_err)?;
+                read_line(reader, &mut line)?;
                 let size = std::str::from_utf8(&line)
                     .ok()
                     .map(|l| l.trim_end().split(';').next().unwrap_or("").trim())
                     .and_then(|hex| u64::from_str_radix(hex, 16).ok())
-                    .ok_or(Failure::During("upstream_error"))?;
+                    .ok_or_else(broke)?;
                 if size == 0 {
                     // Trailers, to the blank line: not passed on.
                     loop {
-                        line.clear();
-                        let n = reader.read_until(b'\n', &mut line).map_err(upstream_err)?;
+                        let n = read_line(reader, &mut line)?;
                         if n == 0 || line == b"\r\n" || line == b"\n" {
                             break;
                         }
@@ -965,15 +1275,14 @@ fn copy_body(
                     let want = buf.len().min(usize::try_from(left).unwrap_or(usize::MAX));
                     let got = reader.read(&mut buf[..want]).map_err(upstream_err)?;
                     if got == 0 {
-                        return Err(Failure::During("upstream_error"));
+                        return Err(broke());
                     }
                     client
                         .chunk(&buf[..got], client_1_0)
                         .map_err(|_| Failure::ClientGone)?;
                     left -= got as u64;
                 }
-                line.clear();
-                reader.read_until(b'\n', &mut line).map_err(upstream_err)?;
+                read_line(reader, &mut line)?;
             }
         }
     }

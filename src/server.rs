@@ -137,7 +137,10 @@ impl Server {
     ) -> Result<Server, Error> {
         let guard = Guard::new(config)?;
         let proxy = match &config.upstream {
-            Some(upstream) => Some(Proxy::new(config, upstream)?),
+            Some(upstream) => {
+                let port = listener.local_addr().map_or(0, |a| a.port());
+                Some(Proxy::new(config, upstream, port)?)
+            }
             None => None,
         };
         let bind = |source| Error::Bind {
@@ -481,7 +484,8 @@ impl Serving<'_> {
         }
         // A body tiny_http does not read, or leaves to be read as the next request: answer
         // with Connection: close, and serve nothing more on that connection. (The proxy
-        // reads it, and keeps the connection.)
+        // reads it, and keeps the connection, when it forwards the request: else `reply`
+        // closes it.)
         let close = (http::leaves_input(request) && self.proxy.is_none()) || self.draining;
         if close {
             self.kill(peer);
@@ -612,6 +616,12 @@ impl Serving<'_> {
                 self.undelivered(request_id, Some(peer));
             }
             return;
+        }
+        // A body tiny_http leaves unread (with an upstream, only a forwarded request's is
+        // read): answer with Connection: close, and serve nothing more on that connection.
+        let close = close || http::leaves_input(&request);
+        if close {
+            self.kill(peer);
         }
         let log_failing = || logger::installed().is_none_or(|log| log.failing());
         let reply = match answer {

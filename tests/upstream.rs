@@ -50,6 +50,19 @@ fn respond(seen: &Seen, stream: &mut TcpStream) {
         stream.write_all(&body).unwrap();
     } else if path.starts_with("/slow") {
         std::thread::sleep(Duration::from_secs(3));
+    } else if path.starts_with("/endless-head") {
+        // A header line without end (64 MiB, or until jwtguard hangs up).
+        let _ = stream.write_all(b"HTTP/1.1 200 OK\r\nX-Long: ");
+        endless(stream);
+    } else if path.starts_with("/endless-chunk") {
+        // A chunk-size line without end, after the head.
+        let _ = stream.write_all(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n");
+        endless(stream);
+    } else if path.starts_with("/te-and-length") {
+        // Both framings (RFC 9112 §6.3: chunked wins, and the connection is closed after).
+        stream
+            .write_all(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nContent-Length: 3\r\n\r\n2\r\nok\r\n0\r\n\r\n")
+            .unwrap();
     } else if path.starts_with("/garbage") {
         stream.write_all(b"this is not HTTP\r\n\r\n").unwrap();
     } else if let Some(kib) = path.strip_prefix("/kib/") {
@@ -70,6 +83,16 @@ fn respond(seen: &Seen, stream: &mut TcpStream) {
             body.len()
         )
         .unwrap();
+    }
+}
+
+/// Writes `1` for 64 MiB, or until the peer hangs up.
+fn endless(stream: &mut TcpStream) {
+    let block = vec![b'1'; 64 * 1024];
+    for _ in 0..1024 {
+        if stream.write_all(&block).is_err() {
+            return;
+        }
     }
 }
 
@@ -104,7 +127,9 @@ impl Upstream {
 /// Serves one upstream connection. Besides [`respond`]'s paths: `/never` is never
 /// answered (the connection is closed on it); after `/once`, the connection is closed on the
 /// next request instead of answering it, as when an upstream's keep-alive timeout fires just
-/// as a request comes; after `/idle-close`, the connection is closed when idle for 100 ms.
+/// as a request comes; after `/idle-close`, the connection is closed when idle for 100 ms;
+/// `/cut` is answered with the head and 20,000 of the 100,000 bytes it announces, and the
+/// connection closed.
 fn serve_connection(stream: TcpStream, connection: usize, record: &Mutex<Vec<Seen>>) {
     let mut writer = stream.try_clone().unwrap();
     let mut reader = BufReader::new(stream);
@@ -133,7 +158,10 @@ fn serve_connection(stream: TcpStream, connection: usize, record: &Mutex<Vec<See
         let mut body = Vec::new();
         if let Some(n) = get("Content-Length") {
             body.resize(n.parse().unwrap(), 0);
-            reader.read_exact(&mut body).unwrap();
+            // A body cut short (jwtguard gave up on a stalled client): done with.
+            if reader.read_exact(&mut body).is_err() {
+                return;
+            }
         } else if get("Transfer-Encoding").is_some() {
             loop {
                 let mut size = String::new();
@@ -155,6 +183,12 @@ fn serve_connection(stream: TcpStream, connection: usize, record: &Mutex<Vec<See
         };
         record.lock().unwrap().push(seen.clone());
         if spent || seen.line.starts_with("GET /never ") {
+            return;
+        }
+        if seen.line.starts_with("GET /cut ") {
+            let mut answer = b"HTTP/1.1 200 OK\r\nContent-Length: 100000\r\n\r\n".to_vec();
+            answer.resize(answer.len() + 20_000, b'c');
+            let _ = writer.write_all(&answer);
             return;
         }
         spent = seen.line.starts_with("GET /once ");
@@ -801,4 +835,356 @@ fn what_a_client_that_hung_up_had_asked_for_is_dropped() {
         .filter(|s| s.line.starts_with("GET /delay "))
         .count();
     assert!(delays <= 3, "{delays} of the 10 reached the upstream");
+}
+
+/// The events of `event.action=forward`.
+fn forward_events(server: &Server) -> Vec<serde_json::Value> {
+    server
+        .log_json()
+        .into_iter()
+        .filter(|e| e["event.action"] == "forward")
+        .collect()
+}
+
+/// [`forward_events`], once there are `n` (or 5 s went by): the event of an answer cut
+/// short is written as its forwarding ends, which the client may see first.
+fn forward_events_wait(server: &Server, n: usize) -> Vec<serde_json::Value> {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let events = forward_events(server);
+        if events.len() >= n || Instant::now() > deadline {
+            return events;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn connection_upgrade_is_refused_in_every_mode_and_nothing_after_its_body_is_forwarded() {
+    // tiny_http hands the raw connection over as the body of a request whose Connection
+    // header contains "upgrade" (any case, anywhere): read to its end, what follows the
+    // body would reach the app as a request of its own, never decided.
+    let smuggled = "GET /api/admin HTTP/1.1\r\nHost: x\r\nX-Auth-User: admin\r\n\r\n";
+    let upstream = Upstream::start();
+    let server = jwtguard(&upstream, &["--public", "/static/"]);
+    for connection in ["upgrade", "Keep-Alive, Upgrade", "x-upgraded"] {
+        let answer = exchange(
+            &server,
+            format!(
+                "POST /static/x HTTP/1.1\r\nHost: x\r\nConnection: {connection}\r\nUpgrade: h2c\r\nContent-Length: 5\r\n\r\nhello{smuggled}"
+            )
+            .as_bytes(),
+        );
+        assert!(
+            answer.starts_with("HTTP/1.1 400 "),
+            "{connection}: {answer}"
+        );
+        assert!(answer.contains("\r\nConnection: close\r\n"), "{answer}");
+        assert_eq!(answer.matches("HTTP/1.1 ").count(), 1, "{answer}");
+    }
+    assert!(upstream.seen().is_empty(), "{:?}", upstream.seen());
+    let reasons: Vec<_> = server
+        .requests_logged()
+        .iter()
+        .map(|e| e["event.reason"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(reasons, ["bad_framing"; 3]);
+    // Serve mode: 400 too.
+    let serve = Server::start(&[]);
+    let token = token(&["--sub", "olivia"]);
+    let answer = exchange(
+        &serve,
+        format!("GET /api/x HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {token}\r\nConnection: upgrade\r\n\r\n").as_bytes(),
+    );
+    assert!(answer.starts_with("HTTP/1.1 400 "), "{answer}");
+    // Forward-auth: never 400 there, but 401 invalid_request.
+    let auth = Server::start(&["--forward-auth", "/auth"]);
+    let answer = exchange(
+        &auth,
+        format!("GET /auth HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {token}\r\nConnection: Upgrade\r\n\r\n").as_bytes(),
+    );
+    assert!(answer.starts_with("HTTP/1.1 401 "), "{answer}");
+    assert!(answer.contains("error=\"invalid_request\""), "{answer}");
+    assert_eq!(auth.requests_logged()[0]["event.reason"], "bad_framing");
+}
+
+#[test]
+fn an_answer_cut_after_its_head_closes_the_client_connection_and_says_what_was_sent() {
+    let upstream = Upstream::start();
+    let server = jwtguard(&upstream, &[]);
+    let token = token(&["--sub", "peggy"]);
+    // Pipelined: the next answer must not be written into the middle of the cut body.
+    let start = Instant::now();
+    let answer = exchange(
+        &server,
+        [
+            get("/cut", &token),
+            get("/after", &token),
+            "GET /refused HTTP/1.1\r\nHost: x\r\n\r\n".to_owned(),
+        ]
+        .concat()
+        .as_bytes(),
+    );
+    assert!(
+        start.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        start.elapsed()
+    );
+    assert!(
+        answer.starts_with("HTTP/1.1 200 OK\r\n"),
+        "{}",
+        &answer[..100]
+    );
+    assert!(!answer.contains("GET /after"), "written into the cut body");
+    assert!(
+        !answer.contains("unauthorized"),
+        "written into the cut body"
+    );
+    assert_eq!(answer.matches("HTTP/1.1 ").count(), 1);
+    let (_, body) = answer.split_once("\r\n\r\n").unwrap();
+    assert_eq!(body.len(), 20_000, "what the upstream sent, and no more");
+    let forward = forward_events_wait(&server, 1);
+    assert_eq!(forward.len(), 1, "{forward:?}");
+    assert_eq!(forward[0]["event.reason"], "upstream_error");
+    assert_eq!(
+        forward[0]["http.response.status_code"], 200,
+        "the status the client got"
+    );
+    assert!(
+        forward[0]["message"]
+            .as_str()
+            .unwrap()
+            .contains("part of the body"),
+        "{}",
+        forward[0]["message"]
+    );
+}
+
+#[test]
+fn stalled_uploads_are_cut_after_the_timeout_and_do_not_starve_others() {
+    let upstream = Upstream::start();
+    // A 2 s timeout: every upload is taken or refused well before the first is cut.
+    let server = jwtguard(&upstream, &["--upstream-timeout", "2"]);
+    let token = token(&["--sub", "rupert"]);
+    let events = |reason: &str| {
+        forward_events(&server)
+            .iter()
+            .filter(|e| e["event.reason"] == reason)
+            .count()
+    };
+    // More stalled uploads than there are forwarding threads (64).
+    let stalled: Vec<TcpStream> = (0..70)
+        .map(|_| {
+            let mut stream = TcpStream::connect(server.addr).unwrap();
+            write!(
+                stream,
+                "POST /upload HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {token}\r\nContent-Length: 100000\r\n\r\nab"
+            )
+            .unwrap();
+            stream
+        })
+        .collect();
+    // 16 are read from (a quarter of the threads); the 54 others of that address are not
+    // taken.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while events("too_many_uploads") < 54 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert_eq!(events("too_many_uploads"), 54);
+    let start = Instant::now();
+    let mut client = Client::open(&server);
+    client.send(&format!(
+        "POST /normal HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {token}\r\nContent-Length: 3\r\n\r\nabc"
+    ));
+    let (status, body) = client.response();
+    assert_eq!((status, body.as_str()), (200, "POST /normal HTTP/1.1 3"));
+    let waited = start.elapsed();
+    eprintln!("a POST behind 70 stalled uploads waited {waited:?}");
+    assert!(waited < Duration::from_secs(4), "waited {waited:?}");
+    // One more body of that address, sent whole: not taken either while 16 are read.
+    let body = "y".repeat(2000);
+    let answer = exchange(
+        &server,
+        format!(
+            "POST /more HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {token}\r\nContent-Length: {}\r\n\r\n{body}",
+            body.len()
+        )
+        .as_bytes(),
+    );
+    assert!(answer.starts_with("HTTP/1.1 503 "), "{answer}");
+    assert!(answer.contains("\r\nConnection: close\r\n"), "{answer}");
+    // The 16 read from are cut after the timeout: 408; the others got 503 at once. Each
+    // with Connection: close, and closed.
+    let mut statuses = std::collections::BTreeMap::new();
+    for mut stream in stalled {
+        stream
+            .set_read_timeout(Some(Duration::from_secs(5)))
+            .unwrap();
+        let mut got = Vec::new();
+        stream.read_to_end(&mut got).unwrap();
+        let got = String::from_utf8_lossy(&got);
+        assert!(got.contains("\r\nConnection: close\r\n"), "{got}");
+        *statuses.entry(got[9..12].to_owned()).or_insert(0) += 1;
+    }
+    let want = [("408".to_owned(), 16), ("503".to_owned(), 54)];
+    assert_eq!(statuses, want.into_iter().collect());
+    assert_eq!(events("body_timeout"), 16);
+    assert_eq!(events("too_many_uploads"), 55);
+    assert!(
+        upstream
+            .seen()
+            .iter()
+            .all(|s| !s.line.starts_with("POST /more "))
+    );
+}
+
+#[test]
+fn an_endless_line_from_the_upstream_costs_little_memory() {
+    let upstream = Upstream::start();
+    let server = jwtguard(&upstream, &[]);
+    let token = token(&["--sub", "sybil"]);
+    assert_eq!(Client::open(&server).get("/warm", &token).0, 200);
+    let before = peak_rss(&server);
+    // A header line without end: 502.
+    let answer = exchange(&server, get("/endless-head", &token).as_bytes());
+    assert!(
+        answer.starts_with("HTTP/1.1 502 "),
+        "{}",
+        &answer[..answer.len().min(100)]
+    );
+    // A chunk-size line without end, after the head went out: cut short.
+    let answer = exchange(&server, get("/endless-chunk", &token).as_bytes());
+    assert!(
+        answer.starts_with("HTTP/1.1 200 OK\r\n"),
+        "{}",
+        &answer[..answer.len().min(100)]
+    );
+    assert!(answer.ends_with("\r\n\r\n"), "nothing of the body");
+    let grown = peak_rss(&server) - before;
+    assert!(grown < 4 * 1024, "{grown} KiB more");
+    let forward = forward_events_wait(&server, 2);
+    let got: Vec<_> = forward
+        .iter()
+        .map(|e| {
+            (
+                e["event.reason"].as_str().unwrap(),
+                e["http.response.status_code"].as_u64().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(got, [("upstream_error", 502), ("upstream_error", 200)]);
+}
+
+#[test]
+fn only_get_head_and_options_are_sent_again_on_a_new_connection() {
+    let upstream = Upstream::start();
+    let server = jwtguard(&upstream, &[]);
+    let token = token(&["--sub", "trent"]);
+    let mut client = Client::open(&server);
+    let post = |path: &str, extra: &str| {
+        format!(
+            "POST {path} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {token}\r\n{extra}Content-Length: 0\r\n\r\n"
+        )
+    };
+    // The serving thread's fast path, then a forwarding thread's (a head over 4 KiB).
+    let long = format!("X-Long: {}\r\n", "l".repeat(5000));
+    for extra in ["", long.as_str()] {
+        assert_eq!(client.get("/once", &token).0, 200);
+        client.send(&post("/pay", extra));
+        let (status, body) = client.response();
+        assert_eq!(status, 502, "{body}");
+    }
+    let pays = upstream
+        .seen()
+        .iter()
+        .filter(|s| s.line.starts_with("POST /pay "))
+        .count();
+    assert_eq!(pays, 2, "each POST reached the app once");
+    let reasons: Vec<_> = forward_events(&server)
+        .iter()
+        .map(|e| e["event.reason"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(reasons, ["upstream_error"; 2]);
+}
+
+#[test]
+fn a_chunked_body_not_forwarded_closes_the_connection() {
+    let upstream = Upstream::start();
+    let server = jwtguard(&upstream, &["--public", "/static/"]);
+    let smuggled = "GET /static/smuggled HTTP/1.1\r\nHost: x\r\n\r\n";
+    for target in ["/api/refused", "/healthz"] {
+        let answer = exchange(
+            &server,
+            format!(
+                "POST {target} HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n{smuggled}"
+            )
+            .as_bytes(),
+        );
+        assert_eq!(answer.matches("HTTP/1.1 ").count(), 1, "{answer}");
+        assert!(answer.contains("\r\nConnection: close\r\n"), "{answer}");
+    }
+    assert!(upstream.seen().is_empty(), "{:?}", upstream.seen());
+}
+
+#[test]
+fn routing_headers_and_the_connection_list_cannot_bypass_the_guard() {
+    let upstream = Upstream::start();
+    let server = jwtguard(&upstream, &["--public", "/static/"]);
+    let answer = exchange(
+        &server,
+        b"GET /static/a HTTP/1.1\r\nHost: app.example\r\nConnection: Host, Authorization\r\n\
+          X-Original-URL: /admin\r\nX-Rewrite-URL: /admin\r\nX-Forwarded-Prefix: /admin\r\n\
+          X-Forwarded-Port: 8443\r\nAuthorization: Bearer x\r\n\r\n",
+    );
+    assert!(answer.starts_with("HTTP/1.1 200 "), "{answer}");
+    let seen = upstream.seen();
+    for dropped in [
+        "X-Original-URL",
+        "X-Rewrite-URL",
+        "X-Forwarded-Prefix",
+        "X-Forwarded-Port",
+    ] {
+        assert!(seen[0].header(dropped).is_empty(), "{dropped} forwarded");
+    }
+    assert_eq!(seen[0].header("Host"), ["app.example"]);
+    assert_eq!(seen[0].header("Authorization"), ["Bearer x"]);
+    // From a trusted proxy, X-Forwarded-Prefix and -Port go on; the URL overrides never.
+    let server = jwtguard(
+        &upstream,
+        &["--public", "/static/", "--trusted-proxy", "127.0.0.1"],
+    );
+    exchange(
+        &server,
+        b"GET /static/b HTTP/1.1\r\nHost: x\r\nX-Original-URL: /admin\r\nX-Forwarded-Prefix: /p\r\nX-Forwarded-Port: 8443\r\n\r\n",
+    );
+    let seen = upstream.seen();
+    assert!(seen[1].header("X-Original-URL").is_empty());
+    assert_eq!(seen[1].header("X-Forwarded-Prefix"), ["/p"]);
+    assert_eq!(seen[1].header("X-Forwarded-Port"), ["8443"]);
+}
+
+#[test]
+fn an_answer_with_both_framings_does_not_leave_its_connection_for_reuse() {
+    let upstream = Upstream::start();
+    let server = jwtguard(&upstream, &[]);
+    let token = token(&["--sub", "uma"]);
+    let mut client = Client::open(&server);
+    client.send(&get("/te-and-length", &token));
+    let mut head = String::new();
+    while !head.ends_with("\r\n\r\n") {
+        let mut line = String::new();
+        client.reader.read_line(&mut line).unwrap();
+        head.push_str(&line);
+    }
+    assert!(head.starts_with("HTTP/1.1 200 "), "{head}");
+    let mut body = String::new();
+    while !body.ends_with("0\r\n\r\n") {
+        let mut line = String::new();
+        client.reader.read_line(&mut line).unwrap();
+        body.push_str(&line);
+    }
+    assert_eq!(client.get("/next", &token).0, 200);
+    let seen = upstream.seen();
+    assert_eq!(seen.len(), 2);
+    assert_ne!(seen[0].connection, seen[1].connection, "reused");
 }

@@ -299,8 +299,11 @@ impl Shared {
                 return Some(Step::Wait(conn, job, since));
             }
             // Closed before a byte of the answer: an idle connection the upstream closed as
-            // the head went out. Once more, on a new connection (the request has no body).
-            _ if conn.buffered().is_empty() => return Some(Step::Hand(job, Start::Retry)),
+            // the head went out. Once more, on a new connection (the request has no body),
+            // when sending it twice can do no harm (GET, HEAD, OPTIONS).
+            _ if conn.buffered().is_empty() && super::idempotent(job.request.method()) => {
+                return Some(Step::Hand(job, Start::Retry));
+            }
             _ => return Some(Step::Hand(job, Start::Failed("upstream_error", 502))),
         }
         let (whole, reusable) = loop {

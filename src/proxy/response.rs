@@ -66,6 +66,13 @@ pub(super) fn parse<'h, 'b>(
             keep_alive = true;
         }
     }
+    // Both framings: Transfer-Encoding wins, and the connection is closed after (RFC 9112
+    // §6.3): what the upstream meant by the length cannot be trusted.
+    if values(headers, "Transfer-Encoding").next().is_some()
+        && values(headers, "Content-Length").next().is_some()
+    {
+        keep_alive = false;
+    }
     Ok(Parsed::Final(
         len,
         Head {
@@ -195,8 +202,14 @@ impl Head<'_, '_> {
                 out.extend_from_slice(b"\r\n");
             }
             Framing::None => {
-                // A HEAD answer keeps the length its GET would have.
-                if let Some(n) = self.values("Content-Length").next() {
+                // A HEAD (or 304) answer keeps the length its GET would have, when it is one
+                // valid length; a 204 has none (RFC 9110 §8.6).
+                let mut lengths = self.values("Content-Length");
+                if let (Some(n), None) = (lengths.next(), lengths.next())
+                    && !n.is_empty()
+                    && n.iter().all(u8::is_ascii_digit)
+                    && self.status != 204
+                {
                     out.extend_from_slice(b"Content-Length: ");
                     out.extend_from_slice(n);
                     out.extend_from_slice(b"\r\n");
@@ -262,6 +275,43 @@ mod tests {
         let (_, _, _, framing) =
             head_of(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip, chunked\r\n\r\n");
         assert_eq!(framing.ok(), Some(Framing::Chunked));
+    }
+
+    #[test]
+    fn both_framings_close_the_upstream_connection_after() {
+        let (_, _, keep_alive, framing) =
+            head_of(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nContent-Length: 3\r\n\r\n");
+        assert_eq!(framing.ok(), Some(Framing::Chunked));
+        assert!(!keep_alive, "RFC 9112 §6.3: closed after");
+    }
+
+    #[test]
+    fn an_answer_without_a_body_passes_on_only_a_valid_length() {
+        let cases: [(&[u8], &str); 5] = [
+            (
+                b"HTTP/1.1 200 OK\r\nContent-Length: 12\r\n\r\n",
+                "Content-Length: 12\r\n",
+            ),
+            (b"HTTP/1.1 200 OK\r\nContent-Length: abc\r\n\r\n", ""),
+            (b"HTTP/1.1 200 OK\r\nContent-Length: 1, 2\r\n\r\n", ""),
+            (
+                b"HTTP/1.1 304 Not Modified\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n",
+                "",
+            ),
+            (b"HTTP/1.1 204 No Content\r\nContent-Length: 5\r\n\r\n", ""),
+        ];
+        for (raw, want) in cases {
+            let mut space = room();
+            let Ok(Parsed::Final(_, head)) = parse(raw, &mut space) else {
+                panic!()
+            };
+            let mut out = Vec::new();
+            let version = tiny_http::HTTPVersion(1, 1);
+            head.write(&mut out, &version, None, Framing::None, false, false);
+            let text = String::from_utf8(out).unwrap();
+            let (_, headers) = text.split_once("\r\n").unwrap();
+            assert_eq!(headers, format!("{want}\r\n"), "{raw:?}");
+        }
     }
 
     #[test]
