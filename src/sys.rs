@@ -25,6 +25,11 @@ pub(crate) const SEND_TIMEOUT: Duration = Duration::from_millis(10);
 /// accept thread would exit.)
 pub(crate) fn listen(addr: &str) -> io::Result<TcpListener> {
     let listener = TcpListener::bind(addr)?;
+    // The standard library listens with a queue of 128: a burst of connections (2000 idle
+    // ones, say) fills it while tiny_http starts a thread for each, and every later
+    // client's SYN is dropped and retried for seconds. SOMAXCONN, as systemd's sockets
+    // have (the kernel caps it at net.core.somaxconn).
+    nix::sys::socket::listen(&listener, nix::sys::socket::Backlog::MAXCONN)?;
     set_send_timeout(&listener)?;
     Ok(listener)
 }

@@ -126,12 +126,17 @@ def attack(name, host, port, pid):
         request = b"GET /api/x HTTP/1.1\r\nHost: x\r\n\r\n" * 1000
         sent = 0
         deadline = now() + 2
+        reset = ""
         while now() < deadline:
             try:
                 sent += s.send(request)
             except BlockingIOError:
                 time.sleep(0.01)
-        return f"one connection pipelining {sent} bytes of requests, never reading", s.close
+            except (ConnectionResetError, BrokenPipeError):
+                # The server may drop a client that does not read: that is a defence.
+                reset = ", until the server reset the connection"
+                break
+        return f"one connection pipelining {sent} bytes of requests, never reading{reset}", s.close
     if name == "wedged_worker":
         [worker] = workers(pid)
         os.kill(worker, signal.SIGSTOP)

@@ -247,3 +247,38 @@ fn a_flood_of_bodies_too_large_to_drain_is_answered_and_kills_nothing() {
     assert_eq!(events.len(), 400);
     assert!(events.iter().all(|e| e["event.reason"] == "body_too_large"));
 }
+
+#[test]
+fn a_burst_of_connections_waits_in_the_queue_instead_of_being_dropped() {
+    // A server that is not accepting for a moment (tiny_http starting a thread for each of
+    // a burst, here a stopped process): 400 connections must all be taken into the
+    // listening socket's queue. With the standard library's queue of 128 the rest are
+    // dropped, and their clients retry for seconds.
+    use nix::sys::signal::{Signal, kill};
+    use nix::unistd::Pid;
+    let server = Server::start(&["--no-supervisor"]);
+    let pid = Pid::from_raw(server.pid() as i32);
+    kill(pid, Signal::SIGSTOP).unwrap();
+    let addr = server.addr;
+    let threads: Vec<_> = (0..16)
+        .map(|_| {
+            std::thread::spawn(move || {
+                let mut held = Vec::new();
+                for _ in 0..25 {
+                    if let Ok(s) = TcpStream::connect_timeout(&addr, Duration::from_millis(300)) {
+                        held.push(s);
+                    }
+                }
+                held
+            })
+        })
+        .collect();
+    let held: Vec<TcpStream> = threads
+        .into_iter()
+        .flat_map(|t| t.join().unwrap())
+        .collect();
+    kill(pid, Signal::SIGCONT).unwrap();
+    assert_eq!(held.len(), 400);
+    drop(held);
+    assert_eq!(server.get("/healthz", &[]).status, 200);
+}
