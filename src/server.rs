@@ -2,7 +2,7 @@
 //! answers, with a group commit of the security events.
 
 use std::collections::HashMap;
-use std::net::SocketAddr;
+use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
@@ -222,15 +222,27 @@ impl Server {
             url: &url,
             config: &self.config,
         }));
-        let (answered, result) = serve(
-            &self.http,
-            &self.guard,
-            self.proxy.as_ref(),
-            self.forward_auth.as_deref(),
-            &self.stop,
-            self.addr,
-            self.heartbeat.as_mut(),
-        );
+        let done = AtomicBool::new(false);
+        let (answered, result) = std::thread::scope(|scope| {
+            let kicker = std::thread::Builder::new()
+                .name("jwtguard-kick".into())
+                .stack_size(64 * 1024)
+                .spawn_scoped(scope, || kick_pool(self.addr, &self.stop, &done));
+            let served = serve(
+                &self.http,
+                &self.guard,
+                self.proxy.as_ref(),
+                self.forward_auth.as_deref(),
+                &self.stop,
+                self.addr,
+                self.heartbeat.as_mut(),
+            );
+            done.store(true, Ordering::SeqCst);
+            if let Ok(kicker) = &kicker {
+                kicker.thread().unpark();
+            }
+            served
+        });
         let cause = match &result {
             Ok(()) if self.stop.drain.load(Ordering::SeqCst) => Cause::Drained,
             Ok(()) => self
@@ -243,6 +255,55 @@ impl Server {
         };
         logger::record(&Event::Service(ServiceEvent::Shutdown { cause, answered }));
         result.map(|()| answered)
+    }
+}
+
+/// How often [`kick_pool`] looks.
+const KICK: Duration = Duration::from_millis(250);
+
+/// The most connections [`kick_pool`] makes at one look.
+const MAX_KICKS: usize = 64;
+
+/// Connects to the server itself every [`KICK`] and hangs up, until `done` or a stop or a
+/// drain. tiny_http's thread pool counts a thread as idle until it has taken the lock
+/// again after being woken, so in a burst of connections two can be handed to one idle
+/// thread: the second waits in the pool's queue until a thread comes free, which behind
+/// long-lived connections may be never (200 connections at once left up to 101 unanswered
+/// for good). A new connection finding no idle thread starts one, which takes a queued
+/// connection once its own (this empty one) ends. So while each kick starts a thread
+/// (the process has one more), another may be queued: kick again, up to [`MAX_KICKS`]. In
+/// the usual case the first kick goes to an idle thread, and that is all.
+fn kick_pool(addr: SocketAddr, stop: &Stop, done: &AtomicBool) {
+    let target = match addr.ip() {
+        std::net::IpAddr::V4(ip) if ip.is_unspecified() => {
+            (Ipv4Addr::LOCALHOST, addr.port()).into()
+        }
+        std::net::IpAddr::V6(ip) if ip.is_unspecified() => {
+            (Ipv6Addr::LOCALHOST, addr.port()).into()
+        }
+        _ => addr,
+    };
+    loop {
+        std::thread::park_timeout(KICK);
+        if done.load(Ordering::SeqCst)
+            || stop.flag.load(Ordering::SeqCst)
+            || stop.drain.load(Ordering::SeqCst)
+        {
+            return;
+        }
+        let mut threads = crate::sys::threads();
+        for _ in 0..MAX_KICKS {
+            if std::net::TcpStream::connect_timeout(&target, KICK).is_err() {
+                break;
+            }
+            // Time for tiny_http to accept it and hand it to a thread, or start one.
+            std::thread::sleep(Duration::from_millis(2));
+            let now = crate::sys::threads();
+            if now <= threads {
+                break;
+            }
+            threads = now;
+        }
     }
 }
 

@@ -40,6 +40,19 @@ pub(crate) fn set_send_timeout(listener: &TcpListener) -> io::Result<()> {
     setsockopt(listener, sockopt::SendTimeout, &timeout).map_err(io::Error::from)
 }
 
+/// How many threads this process has (0 when `/proc` cannot say).
+pub(crate) fn threads() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|status| {
+            status
+                .lines()
+                .find_map(|l| l.strip_prefix("Threads:"))
+                .and_then(|n| n.trim().parse().ok())
+        })
+        .unwrap_or(0)
+}
+
 /// How many sockets this process has open (`/proc/self/fd`): a draining server's
 /// connections, and its upstream connections.
 pub(crate) fn open_sockets() -> usize {

@@ -282,3 +282,34 @@ fn a_burst_of_connections_waits_in_the_queue_instead_of_being_dropped() {
     drop(held);
     assert_eq!(server.get("/healthz", &[]).status, 200);
 }
+
+#[test]
+fn every_connection_of_a_burst_is_served_while_the_others_stay_open() {
+    // tiny_http's pool can hand two connections of a burst to one idle thread, and the
+    // second then waits for a thread to come free: behind long-lived connections, for
+    // good. Five bursts of 200 kept-alive connections, each asking once: every one is
+    // answered within 2 s.
+    let server = Server::start(&["--no-supervisor"]);
+    for burst in 0..5 {
+        let mut held: Vec<TcpStream> = (0..200)
+            .map(|_| TcpStream::connect(server.addr).unwrap())
+            .collect();
+        for s in &mut held {
+            s.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+                .unwrap();
+        }
+        let deadline = Instant::now() + Duration::from_secs(2);
+        let unanswered = held
+            .iter_mut()
+            .filter(|s| {
+                let mut s: &TcpStream = s;
+                let left = deadline.saturating_duration_since(Instant::now());
+                s.set_read_timeout(Some(left.max(Duration::from_millis(1))))
+                    .unwrap();
+                let mut answer = [0; 12];
+                s.read_exact(&mut answer).is_err()
+            })
+            .count();
+        assert_eq!(unanswered, 0, "burst {burst}");
+    }
+}
