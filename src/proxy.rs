@@ -169,6 +169,9 @@ struct Watch {
     /// The request bodies being read from clients, by client connection: when each last
     /// made progress, and whether the watchdog cut it for a stall.
     uploads: HashMap<SocketAddr, (Instant, bool)>,
+    /// Whose each of those bodies is: the client a trusted proxy names, else the peer's
+    /// address (so that one client behind a shared proxy cannot take everyone's share).
+    owners: HashMap<SocketAddr, IpAddr>,
     /// Client connections to shut down, and how.
     shut: Vec<(SocketAddr, Shutdown)>,
     /// The passes that took their work, and those that finished it.
@@ -809,7 +812,7 @@ impl Shared {
         // A body still to come from the client (not one tiny_http read already): watched
         // for stalls, and at most MAX_UPLOADS_PER_IP of one address at once.
         let mut upload = match has_body && http::leaves_input(request) {
-            true => Some(self.begin_upload(peer_of(request))?),
+            true => Some(self.begin_upload(request)?),
             false => None,
         };
         let (mut upstream, mut reused) = if retry {
@@ -1065,22 +1068,29 @@ struct Upload<'a> {
 
 impl Drop for Upload<'_> {
     fn drop(&mut self) {
-        lock(&self.shared.watch).uploads.remove(&self.peer);
+        let mut watch = lock(&self.shared.watch);
+        watch.uploads.remove(&self.peer);
+        watch.owners.remove(&self.peer);
     }
 }
 
 impl Shared {
-    /// Registers `peer`'s body as on its way, for the watchdog; `Err` when its address has
+    /// Registers `request`'s body as on its way, for the watchdog; `Err` when its client
+    /// (the one a trusted proxy names, else the peer's address) has
     /// [`MAX_UPLOADS_PER_IP`] already.
     #[inline(never)]
-    fn begin_upload(&self, peer: SocketAddr) -> Result<Upload<'_>, Failure> {
+    fn begin_upload(&self, request: &tiny_http::Request) -> Result<Upload<'_>, Failure> {
+        let peer = peer_of(request);
+        let owner = self
+            .trusted
+            .client(Some(peer.ip().to_canonical()), request.headers())
+            .unwrap_or(peer.ip().to_canonical());
         let mut watch = lock(&self.watch);
-        let uploads = &mut watch.uploads;
-        let ip = peer.ip();
-        if uploads.keys().filter(|p| p.ip() == ip).count() >= MAX_UPLOADS_PER_IP {
+        if watch.owners.values().filter(|o| **o == owner).count() >= MAX_UPLOADS_PER_IP {
             return Err(Failure::TooManyUploads);
         }
-        uploads.insert(peer, (Instant::now(), false));
+        watch.uploads.insert(peer, (Instant::now(), false));
+        watch.owners.insert(peer, owner);
         Ok(Upload { shared: self, peer })
     }
 
@@ -1160,6 +1170,8 @@ fn copy_request_body(
         } else {
             upstream.write_all(&buf[..n]).map_err(up)?;
         }
+        // A slow upstream is not a stalled client.
+        progress();
     }
 }
 

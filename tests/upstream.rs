@@ -1188,3 +1188,44 @@ fn an_answer_with_both_framings_does_not_leave_its_connection_for_reuse() {
     assert_eq!(seen.len(), 2);
     assert_ne!(seen[0].connection, seen[1].connection, "reused");
 }
+
+#[test]
+fn behind_a_trusted_proxy_the_upload_cap_is_per_client() {
+    let upstream = Upstream::start();
+    let server = jwtguard(
+        &upstream,
+        &["--upstream-timeout", "2", "--trusted-proxy", "127.0.0.1"],
+    );
+    let token = token(&["--sub", "sybil"]);
+    // One client behind the proxy holds its 16 uploads, stalled.
+    let stalled: Vec<TcpStream> = (0..16)
+        .map(|_| {
+            let mut stream = TcpStream::connect(server.addr).unwrap();
+            write!(
+                stream,
+                "POST /upload HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {token}\r\nX-Forwarded-For: 203.0.113.1\r\nContent-Length: 100000\r\n\r\nab"
+            )
+            .unwrap();
+            stream
+        })
+        .collect();
+    std::thread::sleep(Duration::from_millis(300));
+    // Another client of the same proxy sends a body whole: taken, answered.
+    let body = "y".repeat(2000);
+    let from = |client: &str| {
+        exchange(
+            &server,
+            format!(
+                "POST /other HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {token}\r\nX-Forwarded-For: {client}\r\nContent-Length: {}\r\n\r\n{body}",
+                body.len()
+            )
+            .as_bytes(),
+        )
+    };
+    let answer = from("203.0.113.2");
+    assert!(answer.starts_with("HTTP/1.1 200 "), "{answer}");
+    // The first client's 17th is refused.
+    let answer = from("203.0.113.1");
+    assert!(answer.starts_with("HTTP/1.1 503 "), "{answer}");
+    drop(stalled);
+}
