@@ -96,3 +96,22 @@ strip_size() {
   strip "$TMP/stripped"
   stat -c %s "$TMP/stripped"
 }
+
+# scratch NAME: a temporary directory in $TMP, and $PIDS, the processes started and not yet
+# reaped: on exit every one is killed by its PID and the directory removed.
+scratch() {
+  TMP=$(mktemp -d "${TMPDIR:-/tmp}/jwtguard-$1.XXXXXX")
+  PIDS=()
+  trap cleanup EXIT
+  trap 'exit 130' INT TERM
+}
+
+# shellcheck disable=SC2317 # invoked by the trap
+cleanup() {
+  local pid
+  for pid in "${PIDS[@]}"; do
+    kill -KILL "$pid" 2>/dev/null || true
+    wait "$pid" 2>/dev/null || true
+  done
+  rm -rf "$TMP"
+}

@@ -83,19 +83,7 @@ CLK_TCK=$(getconf CLK_TCK)
 # ---------------------------------------------------------------------------------------
 # Processes: every one started is recorded and killed by its PID on exit.
 
-TMP=$(mktemp -d "${TMPDIR:-/tmp}/jwtguard-load.XXXXXX")
-PIDS=()
-# shellcheck disable=SC2317 # invoked by the trap
-cleanup() {
-  local pid
-  for pid in "${PIDS[@]}"; do
-    kill -KILL "$pid" 2>/dev/null || true
-    wait "$pid" 2>/dev/null || true
-  done
-  rm -rf "$TMP"
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
+scratch load # $TMP, and $PIDS killed and removed on exit (bench/lib.sh)
 
 forget() { # forget PID: drop PID from PIDS once it is reaped
   local -a left=()

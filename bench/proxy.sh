@@ -30,19 +30,7 @@ need curl curl
 need python3 python3
 CLK_TCK=$(getconf CLK_TCK)
 
-TMP=$(mktemp -d "${TMPDIR:-/tmp}/jwtguard-proxy.XXXXXX")
-PIDS=()
-# shellcheck disable=SC2317 # invoked by the trap
-cleanup() {
-  local pid
-  for pid in "${PIDS[@]}"; do
-    kill -KILL "$pid" 2>/dev/null || true
-    wait "$pid" 2>/dev/null || true
-  done
-  rm -rf "$TMP"
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
+scratch proxy # $TMP, and $PIDS killed and removed on exit (bench/lib.sh)
 
 free_port() {
   python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'

@@ -45,19 +45,7 @@ CLK_TCK=$(getconf CLK_TCK)
 # ---------------------------------------------------------------------------------------
 # Processes: every one started is recorded and killed on exit.
 
-TMP=$(mktemp -d "${TMPDIR:-/tmp}/jwtguard-bench.XXXXXX")
-PIDS=() # started and not yet reaped
-# shellcheck disable=SC2317 # invoked by the trap
-cleanup() {
-  local pid
-  for pid in "${PIDS[@]}"; do
-    kill -KILL "$pid" 2>/dev/null || true
-    wait "$pid" 2>/dev/null || true
-  done
-  rm -rf "$TMP"
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
+scratch bench # $TMP, and $PIDS killed and removed on exit (bench/lib.sh)
 
 
 # stop PID: SIGTERM, up to 5 s to exit, then SIGKILL.
