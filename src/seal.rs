@@ -10,9 +10,11 @@
 //! # The MAC of a line
 //!
 //! ```text
-//! tag = HMAC-SHA256(P, seq as 8 bytes big-endian || previous tag || POLYVAL(H, line))[..16]
+//! tag = F(P, seq as 8 bytes big-endian || previous tag || POLYVAL(H, line) || label)[..16]
 //! POLYVAL(H, line) = POLYVAL over the line zero-padded to 16 bytes, then one length
 //!                    block (the line's length in bytes, 8 bytes little-endian, 8 zeros)
+//! F(P, block)      = the SHA-256 compression function, chaining value P (8 words,
+//!                    big-endian), on one 64-byte block; label = "jwtguard seal 3 line tag"
 //! ```
 //!
 //! `H` (16 bytes) and `P` (32 bytes) are HMAC-SHA256 of the epoch's key under two labels
@@ -24,10 +26,17 @@
 //! of the 2^128 keys (the length block makes the encoding injective: `ab` and `ab\0` pad
 //! to the same block but differ in their length block). It runs at a carry-less
 //! multiplication per 16 bytes (PCLMULQDQ), where HMAC-SHA256 over the whole line took
-//! 11 SHA-256 blocks for a 537-byte line. The HMAC (a PRF) then takes 40 bytes whatever
-//! the line: 2 SHA-256 blocks. A forger who changes a line without changing its tag needs
-//! a POLYVAL collision under an `H` it never sees (only PRF outputs are in the log):
-//! at most `L / 2^128` a try; any other forgery is a guess of 128 bits.
+//! 11 SHA-256 blocks for a 537-byte line. `F` (a PRF) then takes 40 bytes whatever the
+//! line: one SHA-256 block. A forger who changes a line without changing its tag needs a
+//! POLYVAL collision under an `H` it never sees (only PRF outputs are in the log): at
+//! most `L / 2^128` a try; any other forgery is a guess of 128 bits.
+//!
+//! `F` is SHA-256's compression function keyed through its chaining value: the
+//! assumption that this is a PRF is the one HMAC's security proof rests on (Bellare,
+//! "New Proofs for NMAC and HMAC", 2006; NMAC's inner function is exactly `F` on a
+//! one-block input). Every input is one block of the same shape, so there is no length
+//! to extend; HMAC would add a second block (its outer hash) to every line, and its
+//! padding handling, for nothing here.
 //!
 //! The usual Wegman-Carter-Shoup MAC, `POLYVAL(H, ...) XOR PRF(P, seq || previous tag)`,
 //! costs the same but needs `(seq, previous tag)` never to be MACed twice in an epoch with
@@ -50,9 +59,7 @@
 //! is rewritten with the next key (a temporary file, `fsync`, `rename`) and the old key is
 //! zeroed in memory. The lines of epoch `n` are sealed with MAC keys derived from `Kn`
 //! (`H` and `P` above; never `Kn` itself, never the token secret). When the epoch moves
-//! on, `Kn`, the bytes of `H` and `P`, and POLYVAL's state (`H` and its powers) are
-//! zeroed; the HMAC state keyed with `P` is dropped without being zeroed (see
-//! `LineMac`).
+//! on, `Kn`, `H` and `P`, and POLYVAL's state (`H` and its powers) are zeroed.
 //!
 //! # Several processes, one chain
 //!
@@ -77,7 +84,7 @@ use std::os::unix::fs::{FileExt as _, MetadataExt as _, OpenOptionsExt as _};
 use std::path::{Path, PathBuf};
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use hmac::{Hmac, HmacReset, KeyInit as _, Mac as _};
+use hmac::{Hmac, KeyInit as _, Mac as _};
 use polyval::Polyval;
 use polyval::universal_hash::UniversalHash as _;
 use sha2::Sha256;
@@ -104,19 +111,25 @@ pub(crate) const MAX_EPOCH: u64 = 1 << 27;
 /// The tag of a line, `event.hash`: 128 bits.
 pub(crate) type Tag = [u8; 16];
 
-/// The MAC of one epoch's lines, keyed: POLYVAL under `H`, then HMAC-SHA256 under `P`
-/// (see [`line_hash`]). Both are used in place and reset after each line, so the keyed
-/// states are never copied per line. Dropping it zeroes `H` and its powers (polyval's
-/// `zeroize` feature). The HMAC state keyed with `P` is dropped without being zeroed:
-/// sha2 zeroes its states only with its own `zeroize` feature, which would also zero every
-/// copy of the token's HMAC state that each request makes. `P` alone seals no line (a tag
-/// needs POLYVAL under `H` too, and `H` is zeroed); the bytes of `P` are zeroed as soon as
-/// the HMAC is keyed.
+/// The MAC of one epoch's lines, keyed: POLYVAL under `H`, then `F` under `P` (see
+/// [`line_hash`]). POLYVAL is used in place and reset after each line. Dropping it zeroes
+/// `H` and its powers (polyval's `zeroize` feature) and `P`.
 #[derive(Clone)]
 pub(crate) struct LineMac {
     hash: Polyval,
-    prf: HmacReset<Sha256>,
+    /// `P`, as SHA-256's chaining value.
+    prf: [u32; 8],
 }
+
+impl Drop for LineMac {
+    fn drop(&mut self) {
+        self.prf.fill(0);
+        std::hint::black_box(&mut self.prf);
+    }
+}
+
+/// The last 24 bytes of the block `F` reads for a line's tag.
+const TAG_LABEL: &[u8; 24] = b"jwtguard seal 3 line tag";
 
 /// The key of one epoch, zeroed when dropped (best effort: copies the compiler made on
 /// the way are not).
@@ -138,13 +151,17 @@ impl Key {
     /// The MAC of this epoch's lines, keyed with `H` and `P`, both derived from this key
     /// (never the key itself) under labels of their own.
     pub(crate) fn line_mac(&self) -> LineMac {
-        let mut h = self.derive(b"jwtguard seal 2: the hash key of the lines");
-        let mut p = self.derive(b"jwtguard seal 2: the PRF key of the lines");
+        let mut h = self.derive(b"jwtguard seal 3: the hash key of the lines");
+        let mut p = self.derive(b"jwtguard seal 3: the PRF key of the lines");
         let mut h16 = [0; 16];
         h16.copy_from_slice(&h[..16]);
+        let mut prf = [0; 8];
+        for (word, bytes) in prf.iter_mut().zip(p.chunks_exact(4)) {
+            *word = u32::from_be_bytes(bytes.try_into().expect("4 bytes"));
+        }
         let mac = LineMac {
             hash: Polyval::new(&h16.into()),
-            prf: HmacReset::new_from_slice(&p).expect("HMAC takes a key of any length"),
+            prf,
         };
         erase(&mut h);
         erase(&mut h16);
@@ -171,25 +188,31 @@ fn erase(bytes: &mut [u8]) {
     std::hint::black_box(bytes);
 }
 
-/// `event.hash` of a line: the first 16 bytes of HMAC-SHA256 under `P` of the sequence
-/// number (8 bytes, big-endian), the previous line's tag (16 bytes) and the POLYVAL
-/// under `H` of the covered part of the line, zero-padded to 16 bytes, followed by a
-/// length block (its length in bytes, 8 bytes little-endian, then 8 zero bytes).
+/// `event.hash` of a line: the first 16 bytes of `F` under `P` (SHA-256's compression
+/// function, `P` its chaining value) of one block: the sequence number (8 bytes,
+/// big-endian), the previous line's tag (16 bytes), the POLYVAL under `H` of the covered
+/// part of the line, zero-padded to 16 bytes, followed by a length block (its length in
+/// bytes, 8 bytes little-endian, then 8 zero bytes), and [`TAG_LABEL`].
 ///
-/// The HMAC's input is 40 bytes: 2 SHA-256 blocks a line, whatever the line's length;
-/// the line's bytes go through POLYVAL only, one carry-less multiplication per 16 bytes.
+/// One SHA-256 block a line, whatever the line's length; the line's bytes go through
+/// POLYVAL only, one carry-less multiplication per 16 bytes.
 pub(crate) fn line_hash(mac: &mut LineMac, previous: &Tag, sequence: u64, covered: &[u8]) -> Tag {
     mac.hash.update_padded(covered);
     let mut length = [0; 16];
     length[..8].copy_from_slice(&(covered.len() as u64).to_le_bytes());
     mac.hash.update(&[length.into()]);
     let digest = mac.hash.finalize_reset();
-    mac.prf.update(&sequence.to_be_bytes());
-    mac.prf.update(previous);
-    mac.prf.update(&digest);
-    let out = mac.prf.finalize_reset().into_bytes();
+    let mut block = [0; 64];
+    block[..8].copy_from_slice(&sequence.to_be_bytes());
+    block[8..24].copy_from_slice(previous);
+    block[24..40].copy_from_slice(&digest);
+    block[40..].copy_from_slice(TAG_LABEL);
+    let mut state = mac.prf;
+    sha2::block_api::compress256(&mut state, &[block]);
     let mut tag = [0; 16];
-    tag.copy_from_slice(&out[..16]);
+    for (bytes, word) in tag.chunks_exact_mut(4).zip(state) {
+        bytes.copy_from_slice(&word.to_be_bytes());
+    }
     tag
 }
 
@@ -482,7 +505,10 @@ pub(crate) struct Sealer {
     pending: Option<SealReason>,
     out: Vec<u8>,
     lines: Vec<Out>,
+    /// The state as this process last wrote it (`text`), parsed: while the state file
+    /// still holds those bytes, nobody else wrote, and this is the chain.
     text: String,
+    last: Option<Chain>,
     /// The state file's length as last read.
     state_len: usize,
 }
@@ -550,6 +576,7 @@ impl Sealer {
             out: Vec::new(),
             lines: Vec::new(),
             text: String::new(),
+            last: None,
             state_len: 0,
         })
     }
@@ -659,6 +686,11 @@ impl Sealer {
         let mut buf = [0u8; 512];
         let n = self.state.read_at(&mut buf, 0)?;
         self.state_len = n;
+        if let Some(last) = &self.last
+            && buf[..n] == *self.text.as_bytes()
+        {
+            return Ok(last.clone());
+        }
         let chain = std::str::from_utf8(&buf[..n]).ok().and_then(Chain::parse);
         Ok(match chain {
             Some(chain) if chain.key_id == self.id => chain,
@@ -667,11 +699,13 @@ impl Sealer {
     }
 
     fn write_chain(&mut self, chain: &Chain) -> io::Result<()> {
+        self.last = None;
         chain.text(&mut self.text);
         self.state.write_all_at(self.text.as_bytes(), 0)?;
         if self.state_len > self.text.len() {
             self.state.set_len(self.text.len() as u64)?;
         }
+        self.last = Some(chain.clone());
         Ok(())
     }
 
@@ -918,6 +952,24 @@ mod tests {
     use super::*;
 
     #[test]
+    fn the_state_text_parses_back_to_the_same_chain() {
+        // A writer takes the state file's bytes, when they are the text it wrote, for the
+        // chain it wrote: that holds only if the text says all of the chain.
+        let chain = Chain {
+            key_id: "0123456789abcdef".into(),
+            epoch: 7,
+            began: 1_790_000_000,
+            sequence: 123_456,
+            hash: [0xa5; 16],
+            log: (2049, 77, 1 << 40),
+            file_first: 99,
+        };
+        let mut text = String::new();
+        chain.text(&mut text);
+        assert_eq!(Chain::parse(&text), Some(chain));
+    }
+
+    #[test]
     fn the_tag_covers_the_length_the_sequence_the_previous_tag_and_the_epoch() {
         let key = VerificationKey([1; 32]).first();
         let mut mac = key.line_mac();
@@ -961,7 +1013,7 @@ mod cost {
     }
 
     /// What one line's MAC costs (a 537-byte line, the size of a typical event), and its
-    /// two parts: POLYVAL over the line, HMAC-SHA256 over the 40 bytes after it. A
+    /// two parts: POLYVAL over the line, `F` (one SHA-256 block) after it. A
     /// measurement, not a check: `cargo test --release --lib -- --ignored line_hash_cost
     /// --nocapture`.
     #[test]
@@ -978,13 +1030,15 @@ mod cost {
             h.copy_from_slice(&mac.hash.finalize_reset());
         });
         let prf = median_ns(|i| {
-            mac.prf.update(&i.to_be_bytes());
-            mac.prf.update(std::hint::black_box(&[0; 32]));
-            h.copy_from_slice(&mac.prf.finalize_reset().into_bytes()[..16]);
+            let mut block = [0; 64];
+            block[..8].copy_from_slice(&i.to_be_bytes());
+            let mut state = std::hint::black_box(mac.prf);
+            sha2::block_api::compress256(&mut state, &[block]);
+            h[..4].copy_from_slice(&state[0].to_be_bytes());
         });
         std::hint::black_box(h);
         println!(
-            "line_hash of 537 bytes, median of 15: {all:.0} ns (POLYVAL {poly:.0} ns, HMAC-SHA256 of 40 bytes {prf:.0} ns)"
+            "line_hash of 537 bytes, median of 15: {all:.0} ns (POLYVAL {poly:.0} ns, F: one SHA-256 block {prf:.0} ns)"
         );
     }
 }
