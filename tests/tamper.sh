@@ -9,7 +9,8 @@
 # rotated file, the tail cut (a log that ends without a shutdown: fine while it is fresh,
 # "INCOMPLETE" once its last seal is older than an epoch), a torn last line, an old file
 # replayed as the current one, the head of the first file cut, another key. And the usage
-# errors exit 2. Run by .ci/run (about 15 s); needs curl.
+# errors exit 2. The untouched logs' tags are also computed again from the README's
+# description of the MAC, in Python (tests/seal_spec.py). Run by .ci/run (about 15 s); needs curl.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 SECONDS=0
@@ -93,6 +94,10 @@ for format in json text; do
   # Each file alone verifies too (each begins with a seal line naming where the chain is).
   verify 0 "^intact: " --key "$vk" log
   verify 0 "no shutdown at the end" --key "$vk" log.2 log.1
+  # Every tag is the one the README's description gives, computed again from it in Python.
+  python3 tests/seal_spec.py "$vk" "$log.2" "$log.1" "$log" >"$tmp/out" 2>&1 ||
+    fail "$format: a tag differs from the description (tests/seal_spec.py)"
+  checks=$((checks + 1))
 
   # A changed line: a path in the middle of log.1.
   tampered changed
