@@ -22,16 +22,35 @@ pub(crate) fn normalise(target: &str) -> Result<Cow<'_, str>, BadPath> {
     if !path.starts_with('/') {
         return Err(BadPath);
     }
-    let clean = !path.contains(['%', '\\'])
-        && !path.contains("//")
-        && !path.contains("/./")
-        && !path.contains("/../")
-        && !path.ends_with("/.")
-        && !path.ends_with("/..")
-        && path.bytes().all(|b| (b'!'..=b'~').contains(&b));
-    if clean {
+    if is_clean(path.as_bytes()) {
         return Ok(Cow::Borrowed(path));
     }
+    normalise_slowly(path).map(Cow::Owned)
+}
+
+/// Whether `path` (starting with `/`) is its own normal form: printable ASCII, no `%` or
+/// `\\`, and no empty segment but a last one, no `.` or `..` segment. One pass over the
+/// bytes: `str::contains` on a path as short as most are compares at every position.
+fn is_clean(path: &[u8]) -> bool {
+    let mut segment = 1;
+    for (i, &b) in path.iter().enumerate().skip(1) {
+        match b {
+            b'%' | b'\\' => return false,
+            b'/' => {
+                if matches!(&path[segment..i], b"" | b"." | b"..") {
+                    return false;
+                }
+                segment = i + 1;
+            }
+            b'!'..=b'~' => {}
+            _ => return false,
+        }
+    }
+    !matches!(&path[segment..], b"." | b"..")
+}
+
+/// [`normalise`] for a path that is not clean.
+fn normalise_slowly(path: &str) -> Result<String, BadPath> {
     let mut segments: Vec<String> = Vec::new();
     let trailing = path.ends_with('/');
     for raw in path.split('/').skip(1) {
@@ -63,7 +82,7 @@ pub(crate) fn normalise(target: &str) -> Result<Cow<'_, str>, BadPath> {
     if out.is_empty() || ((trailing || last_is_dot) && !out.ends_with('/')) {
         out.push('/');
     }
-    Ok(Cow::Owned(out))
+    Ok(out)
 }
 
 /// One segment with its unreserved escapes decoded and the others kept (upper-case).
@@ -161,6 +180,18 @@ mod tests {
             "/api x",
         ] {
             assert_eq!(normalise(target), Err(BadPath), "{target}");
+        }
+    }
+
+    proptest::proptest! {
+        /// The shortcut takes only paths that the full normalisation leaves as they are.
+        #[test]
+        fn the_clean_path_shortcut_agrees_with_the_full_normalisation(
+            path in r"(/(|\.|\.\.|a|\.a|%61|%2e|%E2|%|\\| |~|\x7f)){1,5}/?"
+        ) {
+            if is_clean(path.as_bytes()) {
+                proptest::prop_assert_eq!(normalise_slowly(&path), Ok(path));
+            }
         }
     }
 
