@@ -113,7 +113,8 @@ pub(crate) type Tag = [u8; 16];
 
 /// The MAC of one epoch's lines, keyed: POLYVAL under `H`, then `F` under `P` (see
 /// [`line_hash`]). POLYVAL is used in place and reset after each line. Dropping it zeroes
-/// `H` and its powers (polyval's `zeroize` feature) and `P`.
+/// `H` and its powers (polyval's `zeroize` feature) and `P`: best effort, as for [`Key`]
+/// (copies made by moves and in SHA-256's working registers are not).
 #[derive(Clone)]
 pub(crate) struct LineMac {
     hash: Polyval,
@@ -307,8 +308,15 @@ struct KeyFile {
     id: String,
 }
 
+/// The key file's first line. `key 2`: lines tagged with `F` (`seal 3` labels). A file
+/// that begins `jwtguard sealing key 1` is refused: its chain's lines carry HMAC tags,
+/// which this jwtguard neither makes nor checks, and going on with it would leave a log
+/// that verifies under no version.
 const KEY_FILE_HEAD: &str =
-    "jwtguard sealing key 1 (keep it on this host, mode 0600; jwtguard rewrites it every epoch)";
+    "jwtguard sealing key 2 (keep it on this host, mode 0600; jwtguard rewrites it every epoch)";
+
+/// What an earlier jwtguard's key files began with.
+const OLD_KEY_FILE_HEAD: &str = "jwtguard sealing key 1 ";
 
 impl KeyFile {
     fn text(&self) -> String {
@@ -325,11 +333,16 @@ impl KeyFile {
         let mut text = String::new();
         File::open(path)?.take(4096).read_to_string(&mut text)?;
         let parsed = KeyFile::parse(&text);
+        let old = text.starts_with(OLD_KEY_FILE_HEAD);
         erase_string(&mut text);
         parsed.ok_or_else(|| {
             io::Error::new(
                 io::ErrorKind::InvalidData,
-                "not a jwtguard sealing key file",
+                if old {
+                    "a sealing key file of an earlier jwtguard, whose line tags this one does not make: create a new key with seal-init, and start a new log file"
+                } else {
+                    "not a jwtguard sealing key file"
+                },
             )
         })
     }
@@ -950,6 +963,25 @@ pub(crate) fn file_state(meta: &std::fs::Metadata) -> Option<FileState> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_key_file_of_the_earlier_tags_is_refused_with_what_to_do() {
+        let dir = std::env::temp_dir().join(format!("jwtguard-oldkey-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("seal.key");
+        let _ = std::fs::remove_file(&path);
+        init(&path).unwrap();
+        assert!(Sealer::open(&path, LogFormat::Json).is_ok());
+        // The same file as an earlier jwtguard wrote it: only its first line differs.
+        let text = std::fs::read_to_string(&path).unwrap();
+        let old = text.replacen("jwtguard sealing key 2 ", "jwtguard sealing key 1 ", 1);
+        assert_ne!(old, text);
+        std::fs::write(&path, old).unwrap();
+        let err = Sealer::open(&path, LogFormat::Json).unwrap_err();
+        assert!(err.to_string().contains("earlier jwtguard"), "{err}");
+        assert!(err.to_string().contains("seal-init"), "{err}");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
 
     #[test]
     fn the_state_text_parses_back_to_the_same_chain() {

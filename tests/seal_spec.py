@@ -146,7 +146,11 @@ def main():
     epoch, keys, previous, lines = 1, None, None, 0
     for path in sys.argv[2:]:
         with open(path, "rb") as f:
-            for number, line in enumerate(f.read().split(b"\n")[:-1], 1):
+            text = f.read()
+            if text and not text.endswith(b"\n"):
+                print(f"{path}: the last line has no newline (torn): not a whole log", file=sys.stderr)
+                return 1
+            for number, line in enumerate(text.split(b"\n")[:-1], 1):
                 m = JSON_SEAL.match(line) or TEXT_SEAL.match(line)
                 if not m:
                     print(f"{path}:{number}: no seal", file=sys.stderr)

@@ -97,6 +97,8 @@ for format in json text; do
   # Every tag is the one the README's description gives, computed again from it in Python.
   python3 tests/seal_spec.py "$vk" "$log.2" "$log.1" "$log" >"$tmp/out" 2>&1 ||
     fail "$format: a tag differs from the description (tests/seal_spec.py)"
+  grep -q "^seal_spec.py: $total lines carry" "$tmp/out" ||
+    fail "$format: tests/seal_spec.py did not check all $total lines"
   checks=$((checks + 1))
 
   # A changed line: a path in the middle of log.1.
