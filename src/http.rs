@@ -79,7 +79,10 @@ pub(crate) fn framing(request: &tiny_http::Request) -> Result<(), Reason> {
             encodings += 1;
             chunked = value.eq_ignore_ascii_case("chunked");
         } else if name.eq_ignore_ascii_case("Connection")
-            && value.to_ascii_lowercase().contains("upgrade")
+            && value
+                .as_bytes()
+                .windows(7)
+                .any(|w| w.eq_ignore_ascii_case(b"upgrade"))
         {
             return Err(Reason::BadFraming);
         }

@@ -11,7 +11,7 @@
 //!
 //! ```text
 //! tag = F(P, seq as 8 bytes big-endian || previous tag || POLYVAL(H, line) || label)[..16]
-//! POLYVAL(H, line) = POLYVAL over the line zero-padded to 16 bytes, then one length
+//! POLYVAL(H, line) = POLYVAL over the line zero-padded to a multiple of 16 bytes, then one length
 //!                    block (the line's length in bytes, 8 bytes little-endian, 8 zeros)
 //! F(P, block)      = the SHA-256 compression function, chaining value P (8 words,
 //!                    big-endian), on one 64-byte block; label = "jwtguard seal 3 line tag"
@@ -33,8 +33,8 @@
 //!
 //! `F` is SHA-256's compression function keyed through its chaining value: the
 //! assumption that this is a PRF is the one HMAC's security proof rests on (Bellare,
-//! "New Proofs for NMAC and HMAC", 2006; NMAC's inner function is exactly `F` on a
-//! one-block input). Every input is one block of the same shape, so there is no length
+//! "New Proofs for NMAC and HMAC", 2006: that SHA-256's compression function, keyed
+//! through its chaining value, is a PRF). Every input is one block of the same shape, so there is no length
 //! to extend; HMAC would add a second block (its outer hash) to every line, and its
 //! padding handling, for nothing here.
 //!
@@ -192,7 +192,7 @@ fn erase(bytes: &mut [u8]) {
 /// `event.hash` of a line: the first 16 bytes of `F` under `P` (SHA-256's compression
 /// function, `P` its chaining value) of one block: the sequence number (8 bytes,
 /// big-endian), the previous line's tag (16 bytes), the POLYVAL under `H` of the covered
-/// part of the line, zero-padded to 16 bytes, followed by a length block (its length in
+/// part of the line, zero-padded to a multiple of 16 bytes, followed by a length block (its length in
 /// bytes, 8 bytes little-endian, then 8 zero bytes), and [`TAG_LABEL`].
 ///
 /// One SHA-256 block a line, whatever the line's length; the line's bytes go through

@@ -258,6 +258,18 @@ impl Server {
     }
 }
 
+/// Where this process connects to reach its own listening socket bound to `addr`: the
+/// loopback address of its family when bound to all addresses.
+fn reachable(mut addr: SocketAddr) -> SocketAddr {
+    if addr.ip().is_unspecified() {
+        addr.set_ip(match addr {
+            SocketAddr::V4(_) => Ipv4Addr::LOCALHOST.into(),
+            SocketAddr::V6(_) => Ipv6Addr::LOCALHOST.into(),
+        });
+    }
+    addr
+}
+
 /// How often [`kick_pool`] looks.
 const KICK: Duration = Duration::from_millis(250);
 
@@ -274,15 +286,7 @@ const MAX_KICKS: usize = 64;
 /// (the process has one more), another may be queued: kick again, up to [`MAX_KICKS`]. In
 /// the usual case the first kick goes to an idle thread, and that is all.
 fn kick_pool(addr: SocketAddr, stop: &Stop, done: &AtomicBool) {
-    let target = match addr.ip() {
-        std::net::IpAddr::V4(ip) if ip.is_unspecified() => {
-            (Ipv4Addr::LOCALHOST, addr.port()).into()
-        }
-        std::net::IpAddr::V6(ip) if ip.is_unspecified() => {
-            (Ipv6Addr::LOCALHOST, addr.port()).into()
-        }
-        _ => addr,
-    };
+    let target = reachable(addr);
     loop {
         std::thread::park_timeout(KICK);
         if done.load(Ordering::SeqCst)
@@ -433,13 +437,7 @@ struct Drain {
 
 impl Drain {
     fn new(addr: SocketAddr) -> Drain {
-        let mut wake = addr;
-        if wake.ip().is_unspecified() {
-            wake.set_ip(match addr {
-                SocketAddr::V4(_) => std::net::Ipv4Addr::LOCALHOST.into(),
-                SocketAddr::V6(_) => std::net::Ipv6Addr::LOCALHOST.into(),
-            });
-        }
+        let wake = reachable(addr);
         let now = Instant::now();
         Drain {
             started: now,
