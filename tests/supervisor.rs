@@ -12,30 +12,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use support::{SECRET, Server, TempDir, token};
-
-/// The worker processes of the supervisor `pid` (its children).
-fn workers(pid: u32) -> Vec<u32> {
-    let mut all = Vec::new();
-    for task in std::fs::read_dir(format!("/proc/{pid}/task")).unwrap() {
-        let children =
-            std::fs::read_to_string(task.unwrap().path().join("children")).unwrap_or_default();
-        all.extend(
-            children
-                .split_whitespace()
-                .map(|c| c.parse::<u32>().unwrap()),
-        );
-    }
-    all
-}
-
-fn wait_for(what: &str, mut done: impl FnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while !done() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(5));
-    }
-}
+use support::{SECRET, Server, TempDir, token, wait_for, workers};
 
 fn signal(pid: u32, name: &str) {
     let status = std::process::Command::new("kill")
