@@ -11,7 +11,9 @@ use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::Receiver;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use support::{SECRET, Server, TempDir, ended, run, token, wait_for, workers};
@@ -212,4 +214,143 @@ fn with_the_lock_held_elsewhere_the_supervisor_restarts_workers_and_its_events_w
     assert_eq!(workers(s.server.pid()), [restarted]);
     wait_line(&s.stderr, "is writable again");
     assert_stops_within_budget(&mut s.server, &[restarted], "after the lock is free");
+}
+
+/// A FIFO at `path`, with its read end open (non-blocking: nothing is read until the test
+/// reads) and its buffer at its smallest, one page, so that a few lines fill it.
+fn fifo(path: &Path) -> File {
+    use nix::fcntl::{FcntlArg, OFlag, fcntl};
+    use std::os::unix::fs::OpenOptionsExt as _;
+    nix::unistd::mkfifo(path, nix::sys::stat::Mode::S_IRWXU).unwrap();
+    let reader = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(OFlag::O_NONBLOCK.bits())
+        .open(path)
+        .unwrap();
+    fcntl(&reader, FcntlArg::F_SETPIPE_SZ(4096)).unwrap();
+    reader
+}
+
+/// Sends protected requests until one is not answered: the log's pipe is full, and the
+/// worker waits in its write. Returns that worker.
+fn fill_the_pipe(server: &Server) -> u32 {
+    let worker = workers(server.pid())[0];
+    for _ in 0..200 {
+        if status(server.addr, "/api/x", 1).is_err() {
+            return worker;
+        }
+    }
+    panic!("every request was answered: the log's pipe never filled");
+}
+
+/// Reads a FIFO on a thread of its own, until dropped.
+struct Drain {
+    read: Arc<Mutex<Vec<u8>>>,
+    stop: Arc<AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Drain {
+    fn start(mut reader: File) -> Drain {
+        let read = Arc::new(Mutex::new(Vec::new()));
+        let stop = Arc::new(AtomicBool::new(false));
+        let (out, done) = (read.clone(), stop.clone());
+        let thread = std::thread::spawn(move || {
+            let mut buf = [0u8; 4096];
+            while !done.load(Ordering::SeqCst) {
+                match reader.read(&mut buf) {
+                    Ok(n) if n > 0 => out.lock().unwrap().extend_from_slice(&buf[..n]),
+                    _ => std::thread::sleep(Duration::from_millis(5)),
+                }
+            }
+        });
+        Drain {
+            read,
+            stop,
+            thread: Some(thread),
+        }
+    }
+
+    /// The events read so far (a line that is not JSON is skipped).
+    fn events(&self) -> Vec<serde_json::Value> {
+        let text = String::from_utf8_lossy(&self.read.lock().unwrap()).into_owned();
+        text.lines()
+            .filter_map(|l| serde_json::from_str(l).ok())
+            .collect()
+    }
+}
+
+impl Drop for Drain {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        let _ = self.thread.take().unwrap().join();
+    }
+}
+
+#[test]
+fn with_the_log_a_pipe_nobody_reads_the_supervisor_still_stops_within_2_s() {
+    let dir = TempDir::new();
+    let log = dir.path("security.log");
+    let reader = fifo(&log);
+    let args = ["--log-file", log.to_str().unwrap()];
+    let mut server = Server::spawn(dir, &args, &[("JWTGUARD_SECRET", SECRET)], Stdio::null());
+    first_worker(&server);
+    let stuck = fill_the_pipe(&server);
+    // Its loop stalls; the replacement accepts, and the stuck one is told to drain (its
+    // listening descriptor becomes /dev/null): the supervisor is writing its event.
+    wait_for("the replacement", || {
+        std::fs::read_link(format!("/proc/{stuck}/fd/3")).is_ok_and(|t| t == Path::new("/dev/null"))
+    });
+    let all = workers(server.pid());
+    assert_stops_within_budget(&mut server, &all, "the log does not take writes");
+    drop(reader);
+}
+
+#[test]
+fn a_worker_stuck_holding_the_seal_lock_is_replaced() {
+    let dir = TempDir::new();
+    let key = dir.path("seal.key");
+    assert!(
+        run(&["seal-init", key.to_str().unwrap()], &[])
+            .status
+            .success()
+    );
+    let log = dir.path("security.log");
+    let reader = fifo(&log);
+    let args = [
+        "--log-file",
+        log.to_str().unwrap(),
+        "--seal-key",
+        key.to_str().unwrap(),
+    ];
+    let mut server = Server::spawn(dir, &args, &[("JWTGUARD_SECRET", SECRET)], Stdio::null());
+    first_worker(&server);
+    // It waits in a write to the log's full pipe, holding the lock: its replacement cannot
+    // start (each process takes the lock to write its first seal line).
+    let stuck = fill_the_pipe(&server);
+    let stalled = Instant::now();
+    wait_for("the stuck worker killed", || ended(stuck));
+    eprintln!(
+        "the stuck worker ended {:?} after its loop stalled",
+        stalled.elapsed()
+    );
+    // Now the pipe is read again: the replacement serves, and says what it replaced.
+    let drain = Drain::start(reader);
+    wait_for("the replacement serving", || {
+        status(server.addr, "/api/x", 5) == Ok(200)
+    });
+    let replace = || {
+        drain
+            .events()
+            .into_iter()
+            .find(|e| e["event.action"] == "replace")
+    };
+    wait_for("the replace event", || replace().is_some());
+    let replace = replace().unwrap();
+    assert_eq!(replace["jwtguard.worker.previous_pid"], stuck, "{replace}");
+    assert_eq!(replace["event.outcome"], "success", "{replace}");
+    let cause = replace["event.reason"].as_str().unwrap();
+    assert!(["loop_stalled", "healthz_failed"].contains(&cause), "{replace}");
+    let all = workers(server.pid());
+    assert_stops_within_budget(&mut server, &all, "after the replacement");
 }
