@@ -59,7 +59,7 @@ const COOLDOWN: Duration = Duration::from_secs(10);
 const DRAIN_LIMIT: Duration = Duration::from_secs(12);
 /// How long SIGTERM waits for the workers before it kills them: the whole tree stops
 /// within 2 s (a request that takes longer is cut).
-const STOP_LIMIT: Duration = Duration::from_millis(1200);
+const STOP_LIMIT: Duration = Duration::from_secs(1);
 /// How long a replacement for a worker that does not serve may take to accept before the
 /// old one is killed.
 const TAKEOVER: Duration = Duration::from_secs(1);
@@ -105,7 +105,7 @@ struct Worker {
     purpose: Purpose,
     /// When it was asked to drain.
     draining: Option<Instant>,
-    /// Sent SIGTERM.
+    /// Sent SIGTERM (once it could take it: when ready).
     stopped: bool,
 }
 
@@ -206,6 +206,7 @@ pub(crate) fn run(options: Options) -> Result<(), String> {
                 s.events.finish();
                 return Ok(());
             }
+            s.stop_ready();
             if s.stopping.is_some_and(|t| t.elapsed() > STOP_LIMIT) {
                 s.workers().for_each(|w| w.signal(Signal::SIGKILL));
             }
@@ -296,21 +297,20 @@ impl Supervisor {
             self.stop_signal = signal;
             self.notify("STOPPING=1");
         }
-        self.stop_workers();
+        self.stop_ready();
     }
 
-    /// The stop signal to every worker, ready or not: one not ready yet has it blocked
-    /// from its first instruction (src/main.rs) and takes it once its handler runs; one
-    /// that never gets there (waiting for a sealed log's lock) is killed at
-    /// [`STOP_LIMIT`].
-    fn stop_workers(&mut self) {
+    /// The stop signal to each worker that can take it: one that is not ready yet may not
+    /// have its handler (it gets it once it is; one that is not by [`STOP_LIMIT`], waiting
+    /// for a sealed log's lock, say, is killed).
+    fn stop_ready(&mut self) {
         let workers = self
             .current
             .iter_mut()
             .chain(self.pending.iter_mut())
             .chain(self.old.iter_mut());
         for worker in workers {
-            if !worker.stopped {
+            if worker.ready && !worker.stopped {
                 worker.signal(self.stop_signal);
                 worker.stopped = true;
             }

@@ -231,16 +231,34 @@ fn fifo(path: &Path) -> File {
     reader
 }
 
-/// Sends protected requests until one is not answered: the log's pipe is full, and the
-/// worker waits in its write. Returns that worker.
-fn fill_the_pipe(server: &Server) -> u32 {
+/// Sends protected requests until one is not answered: the log's pipe (at `path`) is too
+/// full for the worker's next write, which waits. Then fills what room is left (blank
+/// lines), so that any write waits. Returns that worker.
+fn fill_the_pipe(server: &Server, path: &Path) -> u32 {
+    use std::os::unix::fs::OpenOptionsExt as _;
     let worker = workers(server.pid())[0];
+    let mut waits = false;
     for _ in 0..200 {
         if status(server.addr, "/api/x", 1).is_err() {
+            waits = true;
+            break;
+        }
+    }
+    assert!(
+        waits,
+        "every request was answered: the log's pipe never filled"
+    );
+    let mut writer = std::fs::OpenOptions::new()
+        .write(true)
+        .custom_flags(nix::fcntl::OFlag::O_NONBLOCK.bits())
+        .open(path)
+        .unwrap();
+    for _ in 0..=4096 {
+        if writer.write(b"\n").is_err() {
             return worker;
         }
     }
-    panic!("every request was answered: the log's pipe never filled");
+    panic!("the pipe takes more than a page");
 }
 
 /// Reads a FIFO on a thread of its own, until dropped.
@@ -295,7 +313,7 @@ fn with_the_log_a_pipe_nobody_reads_the_supervisor_still_stops_within_2_s() {
     let args = ["--log-file", log.to_str().unwrap()];
     let mut server = Server::spawn(dir, &args, &[("JWTGUARD_SECRET", SECRET)], Stdio::null());
     first_worker(&server);
-    let stuck = fill_the_pipe(&server);
+    let stuck = fill_the_pipe(&server, &log);
     // Its loop stalls; the replacement accepts, and the stuck one is told to drain (its
     // listening descriptor becomes /dev/null): the supervisor is writing its event.
     wait_for("the replacement", || {
@@ -327,7 +345,7 @@ fn a_worker_stuck_holding_the_seal_lock_is_replaced() {
     first_worker(&server);
     // It waits in a write to the log's full pipe, holding the lock: its replacement cannot
     // start (each process takes the lock to write its first seal line).
-    let stuck = fill_the_pipe(&server);
+    let stuck = fill_the_pipe(&server, &log);
     let stalled = Instant::now();
     wait_for("the stuck worker killed", || ended(stuck));
     eprintln!(
@@ -350,7 +368,10 @@ fn a_worker_stuck_holding_the_seal_lock_is_replaced() {
     assert_eq!(replace["jwtguard.worker.previous_pid"], stuck, "{replace}");
     assert_eq!(replace["event.outcome"], "success", "{replace}");
     let cause = replace["event.reason"].as_str().unwrap();
-    assert!(["loop_stalled", "healthz_failed"].contains(&cause), "{replace}");
+    assert!(
+        ["loop_stalled", "healthz_failed"].contains(&cause),
+        "{replace}"
+    );
     let all = workers(server.pid());
     assert_stops_within_budget(&mut server, &all, "after the replacement");
 }
