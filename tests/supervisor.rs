@@ -127,6 +127,14 @@ fn a_killed_worker_is_replaced_within_100_ms_and_no_connection_is_refused() {
         "{failed:?}"
     );
     assert!(failed.len() <= 5, "{failed:?}");
+    // The supervisor's events are written by a thread of their own: soon after.
+    let restarts = |events: &[serde_json::Value]| {
+        events
+            .iter()
+            .filter(|e| e["event.action"] == "restart")
+            .count()
+    };
+    wait_for("5 restart events", || restarts(&server.log_json()) >= 5);
     let events = server.log_json();
     let restarts: Vec<_> = events
         .iter()
@@ -299,11 +307,15 @@ fn a_stalled_worker_is_replaced() {
     let took = stopped.elapsed();
     eprintln!("a stopped worker was replaced after {took:?}");
     assert!(took < Duration::from_secs(10), "{took:?}");
-    let events = server.log_json();
-    let replace = events
-        .iter()
-        .find(|e| e["event.action"] == "replace")
-        .unwrap_or_else(|| panic!("{events:?}"));
+    // The supervisor's events are written by a thread of their own: soon after.
+    let replace = || {
+        server
+            .log_json()
+            .into_iter()
+            .find(|e| e["event.action"] == "replace")
+    };
+    wait_for("the replace event", || replace().is_some());
+    let replace = replace().unwrap();
     assert_eq!(replace["event.reason"], "loop_stalled");
     assert_eq!(replace["jwtguard.worker.previous_pid"], worker);
     // The stopped worker cannot drain: it is killed once its grace is over.
