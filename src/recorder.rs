@@ -1,7 +1,9 @@
 //! The supervisor's events, written by a thread of their own, so that the supervisor never
 //! waits for the security log: a sealed log's lock that a stuck worker holds, a pipe nobody
 //! reads. An event that the log does not take waits in a queue and is tried again, in
-//! order; the sink says on stderr that the log is failing and when it works again.
+//! order; the sink says on stderr that the log is failing and when it works again. An
+//! event's `@timestamp` is when it was written (its `event.duration`, when it has one, was
+//! measured when it happened).
 
 use std::io::Write as _;
 use std::sync::Arc;

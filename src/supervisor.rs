@@ -17,8 +17,8 @@
 //! - SIGTERM and SIGINT stop the workers (SIGTERM), kill those still there after
 //!   [`STOP_LIMIT`], and then the supervisor, exit 0: within 2 s, whatever the workers do.
 //! - The supervisor's events are written by a thread of their own (src/recorder.rs), and
-//!   its process waits at most [`LOCK_WAIT`](crate::recorder::LOCK_WAIT) for a sealed log's lock: it never waits for
-//!   the log, which a stuck worker may hold.
+//!   its process waits at most [`LOCK_WAIT`](crate::recorder::LOCK_WAIT) for a sealed
+//!   log's lock: it never waits for the log, which a stuck worker may hold.
 //!
 //! A worker reports on its standard output, a pipe to the supervisor: its `listening on`
 //! line when it accepts, then a line per second from its serving loop (the heartbeat).
@@ -496,14 +496,14 @@ impl Supervisor {
                 // Reaped as a failed start once it is gone.
                 pending.signal(Signal::SIGKILL);
             }
-            let serves_not = matches!(
+            let not_serving = matches!(
                 pending.purpose,
                 Purpose::Replace {
                     cause: "loop_stalled" | "healthz_failed",
                     ..
                 }
             );
-            if serves_not && pending.started.elapsed() > TAKEOVER {
+            if not_serving && pending.started.elapsed() > TAKEOVER {
                 self.kill_current();
             }
             return;
@@ -598,8 +598,8 @@ impl Supervisor {
         }
     }
 
-    /// Kills the current worker, which does not serve and keeps its replacement from
-    /// starting; reaped quietly, as a drained one is (its replacement's event names it).
+    /// Kills the current worker, which does not serve and may hold what its replacement
+    /// waits for; reaped quietly, as a drained one is (its replacement's event names it).
     fn kill_current(&mut self) {
         if let Some(mut current) = self.current.take() {
             current.signal(Signal::SIGKILL);
