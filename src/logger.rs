@@ -146,6 +146,18 @@ impl SecurityLog {
         Ok(self)
     }
 
+    /// For a sealed log: a write waits at most `wait` for the chain's lock, which every
+    /// process sealing into the same chain takes for each of its writes; past it, the
+    /// write fails (its lines are not in the log, and [`failing`](SecurityLog::failing)
+    /// says so until a write succeeds). Call it before [`sealed`](SecurityLog::sealed)
+    /// for the start-up seal line to wait no longer either. jwtguard's supervisor waits
+    /// 250 ms, so that a worker stuck under the lock cannot hold it up. Defaults to
+    /// waiting as long as it takes: a server writes a request's event before it answers.
+    pub fn lock_timeout(self, wait: std::time::Duration) -> SecurityLog {
+        self.sink.set_lock_wait(wait);
+        self
+    }
+
     /// Sends the records of every target but `security` to `logger`, which enables up to
     /// `level`. Without it, those records are dropped.
     pub fn others(mut self, logger: Box<dyn Log>, level: LevelFilter) -> SecurityLog {

@@ -5,6 +5,7 @@ mod allocator;
 mod cli;
 mod fds;
 mod notify;
+mod recorder;
 mod supervisor;
 
 use std::io::Write;
@@ -172,6 +173,10 @@ fn serve(
     // Each process (the supervisor and every worker) opens the key file itself: the
     // chain's lock is per open file (src/seal.rs).
     if let Some(key) = &seal_key {
+        if supervise && !worker {
+            // A worker stuck under the chain's lock must not hold up its supervisor.
+            log = log.lock_timeout(recorder::LOCK_WAIT);
+        }
         log = log.sealed(key)?;
     }
     // Every other target goes to env_logger, which RUST_LOG filters, into the same sink.

@@ -524,6 +524,8 @@ pub(crate) struct Sealer {
     last: Option<Chain>,
     /// The state file's length as last read.
     state_len: usize,
+    /// How long a write waits for the lock before it fails; `None`: as long as it takes.
+    lock_wait: Option<std::time::Duration>,
 }
 
 impl std::fmt::Debug for Sealer {
@@ -591,6 +593,7 @@ impl Sealer {
             text: String::new(),
             last: None,
             state_len: 0,
+            lock_wait: None,
         })
     }
 
@@ -603,7 +606,7 @@ impl Sealer {
         input: &[u8],
         force: Option<SealReason>,
     ) -> Sealed {
-        if let Err(error) = self.state.lock() {
+        if let Err(error) = self.lock() {
             return Sealed {
                 input_written: 0,
                 wrote: false,
@@ -619,6 +622,41 @@ impl Sealer {
                 wrote: false,
                 error: Some(error),
             },
+        }
+    }
+
+    /// Makes a write wait at most `wait` for the lock (`None`: as long as it takes).
+    pub(crate) fn set_lock_wait(&mut self, wait: Option<std::time::Duration>) {
+        self.lock_wait = wait;
+    }
+
+    /// Takes the chain's lock, within the lock wait if one is set: past it, the error
+    /// says which file another process holds.
+    fn lock(&self) -> io::Result<()> {
+        let Some(wait) = self.lock_wait else {
+            return self.state.lock();
+        };
+        let deadline = std::time::Instant::now() + wait;
+        let mut pause = std::time::Duration::from_millis(1);
+        loop {
+            match self.state.try_lock() {
+                Ok(()) => return Ok(()),
+                Err(std::fs::TryLockError::Error(error)) => return Err(error),
+                Err(std::fs::TryLockError::WouldBlock) => {}
+            }
+            let now = std::time::Instant::now();
+            if now >= deadline {
+                return Err(io::Error::new(
+                    io::ErrorKind::WouldBlock,
+                    format!(
+                        "another process has held the sealed log's lock ({}) for over {} ms",
+                        state_path(&self.key_path).display(),
+                        wait.as_millis()
+                    ),
+                ));
+            }
+            std::thread::sleep(pause.min(deadline - now));
+            pause = (pause * 2).min(std::time::Duration::from_millis(20));
         }
     }
 

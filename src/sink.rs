@@ -39,6 +39,8 @@ struct State {
     sealer: Option<Sealer>,
     /// The destination was checked for this write already (by the sealer).
     checked: bool,
+    /// How long a sealed write waits for the chain's lock (`None`: as long as it takes).
+    lock_wait: Option<std::time::Duration>,
 }
 
 enum Dest {
@@ -106,6 +108,7 @@ impl Sink {
                 torn: false,
                 sealer: None,
                 checked: false,
+                lock_wait: None,
             }),
         }
     }
@@ -145,10 +148,21 @@ impl Sink {
 
     /// Seals every line written from now on with `sealer`, and writes its first seal line
     /// (start-up) now; if that write fails, it goes with the next one.
-    pub(crate) fn seal_with(&self, sealer: Sealer) {
+    pub(crate) fn seal_with(&self, mut sealer: Sealer) {
         let mut state = self.state();
+        sealer.set_lock_wait(state.lock_wait);
         state.sealer = Some(sealer);
         state.write_sealed(b"", None);
+    }
+
+    /// Makes each sealed write wait at most `wait` for the chain's lock, which the other
+    /// processes sealing into the same chain take; past it, the write fails.
+    pub(crate) fn set_lock_wait(&self, wait: std::time::Duration) {
+        let mut state = self.state();
+        state.lock_wait = Some(wait);
+        if let Some(sealer) = &mut state.sealer {
+            sealer.set_lock_wait(Some(wait));
+        }
     }
 
     /// Whether lines are sealed.
@@ -428,6 +442,40 @@ mod tests {
         assert!(!state.torn);
         drop(state);
         assert_eq!(std::fs::read_to_string(&path).unwrap(), "one\ntwo\n");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn a_sealed_write_waits_for_another_process_lock_no_longer_than_asked() {
+        let dir = std::env::temp_dir().join(format!("jwtguard-lockwait-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let key = dir.join("seal.key");
+        crate::seal::init(&key).unwrap();
+        let sink = Sink::file(&dir.join("log")).unwrap();
+        let wait = std::time::Duration::from_millis(200);
+        sink.set_lock_wait(wait);
+        sink.seal_with(Sealer::open(&key, crate::LogFormat::Json).unwrap());
+        assert!(!sink.failing(), "the start-up seal line is written");
+        // Another open file of the state: its lock is another holder's, as another
+        // process's would be.
+        let other = File::open(crate::seal::state_path(&key)).unwrap();
+        other.lock().unwrap();
+        let sink = Arc::new(sink);
+        let (done, result) = std::sync::mpsc::channel();
+        let writer = sink.clone();
+        let start = std::time::Instant::now();
+        std::thread::spawn(move || {
+            let _ = done.send(writer.write(b"{\"message\":\"held\"}\n"));
+        });
+        // Bounded, so that a write that waits for the lock for good fails the test.
+        let written = result.recv_timeout(wait * 10);
+        let took = start.elapsed();
+        other.unlock().unwrap();
+        assert_eq!(written, Ok(0), "{took:?}");
+        assert!(sink.failing());
+        assert!(took >= wait, "{took:?}");
+        assert_eq!(sink.write(b"{\"message\":\"free\"}\n"), 19);
+        assert!(!sink.failing());
         std::fs::remove_dir_all(&dir).unwrap();
     }
 

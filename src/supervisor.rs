@@ -11,7 +11,14 @@
 //! - SIGHUP starts a new worker, which reads the configuration and keys again, and
 //!   replaces the old one the same way; a new worker that does not start is an event, and
 //!   the old one goes on serving.
-//! - SIGTERM and SIGINT stop the workers (SIGTERM) and then the supervisor, exit 0.
+//!   A replacement for a worker that does not serve (its loop stalled, `/healthz`
+//!   unanswered) that is not accepting within [`TAKEOVER`] has the old one killed: the old
+//!   one may hold what the new one waits for (a sealed log's lock).
+//! - SIGTERM and SIGINT stop the workers (SIGTERM), kill those still there after
+//!   [`STOP_LIMIT`], and then the supervisor, exit 0: within 2 s, whatever the workers do.
+//! - The supervisor's events are written by a thread of their own (src/recorder.rs), and
+//!   its process waits at most [`LOCK_WAIT`](crate::recorder::LOCK_WAIT) for a sealed
+//!   log's lock: it never waits for the log, which a stuck worker may hold.
 //!
 //! A worker reports on its standard output, a pipe to the supervisor: its `listening on`
 //! line when it accepts, then a line per second from its serving loop (the heartbeat).
@@ -35,6 +42,7 @@ use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
 use nix::unistd::Pid;
 
 use crate::notify::Notify;
+use crate::recorder::Recorder;
 
 /// A worker that does not accept within this long after its start is given up.
 const START_TIMEOUT: Duration = Duration::from_secs(10);
@@ -49,8 +57,12 @@ const PROBE_FAILURES: u32 = 2;
 const COOLDOWN: Duration = Duration::from_secs(10);
 /// A draining worker has its own 10 s of grace; past this, it is killed.
 const DRAIN_LIMIT: Duration = Duration::from_secs(12);
-/// How long SIGTERM waits for the workers before it kills them.
-const STOP_LIMIT: Duration = Duration::from_secs(12);
+/// How long SIGTERM waits for the workers before it kills them: the whole tree stops
+/// within 2 s (a request that takes longer is cut).
+const STOP_LIMIT: Duration = Duration::from_secs(1);
+/// How long a replacement for a worker that does not serve may take to accept before the
+/// old one is killed.
+const TAKEOVER: Duration = Duration::from_secs(1);
 /// The share of its limits on descriptors and threads that makes a worker unhealthy.
 const LIMIT_SHARE: f64 = 0.8;
 
@@ -76,6 +88,8 @@ enum Purpose {
     },
     Replace {
         cause: &'static str,
+        /// The worker it replaces.
+        previous: u32,
     },
     Reload,
 }
@@ -149,6 +163,7 @@ pub(crate) fn run(options: Options) -> Result<(), String> {
         .map_err(|e| e.to_string())?;
     let notify = Notify::from_env();
     let probe = Probe::start(options.addr);
+    let events = Recorder::start()?;
     let mut s = Supervisor {
         options,
         current: None,
@@ -164,6 +179,7 @@ pub(crate) fn run(options: Options) -> Result<(), String> {
         notified_beat: Instant::now(),
         notify,
         probe,
+        events,
     };
     s.pending = Some(s.spawn(Purpose::First)?);
     loop {
@@ -187,6 +203,7 @@ pub(crate) fn run(options: Options) -> Result<(), String> {
         s.reap()?;
         if s.stopping.is_some() {
             if s.workers().next().is_none() {
+                s.events.finish();
                 return Ok(());
             }
             s.stop_ready();
@@ -225,6 +242,7 @@ struct Supervisor {
     notified_beat: Instant,
     notify: Option<Notify>,
     probe: Probe,
+    events: Recorder,
 }
 
 impl Supervisor {
@@ -282,8 +300,9 @@ impl Supervisor {
         self.stop_ready();
     }
 
-    /// SIGTERM to each worker that can take it: one that is not ready yet may not have
-    /// its handler (it gets it once it is, or ends on its own).
+    /// The stop signal to each worker that can take it: one that is not ready yet may not
+    /// have its handler (it gets it once it is; one that is not by [`STOP_LIMIT`], waiting
+    /// for a sealed log's lock, say, is killed).
     fn stop_ready(&mut self) {
         let workers = self
             .current
@@ -305,10 +324,13 @@ impl Supervisor {
         match self.spawn(Purpose::Reload) {
             Ok(worker) => self.pending = Some(worker),
             Err(how) => {
-                record_supervision(Supervision::Failed {
-                    action: "reload",
-                    previous: self.current.as_ref().map_or(0, Worker::pid),
-                    how: &how,
+                let previous = self.current.as_ref().map_or(0, Worker::pid);
+                self.events.record(move || {
+                    record_supervision(Supervision::Failed {
+                        action: "reload",
+                        previous,
+                        how: &how,
+                    })
                 });
                 self.notify("READY=1");
             }
@@ -411,10 +433,13 @@ impl Supervisor {
         match self.spawn(purpose) {
             Ok(worker) => self.pending = Some(worker),
             Err(how) => {
-                record_supervision(Supervision::Failed {
-                    action: "restart",
-                    previous: 0,
-                    how: &how,
+                let failed = how.clone();
+                self.events.record(move || {
+                    record_supervision(Supervision::Failed {
+                        action: "restart",
+                        previous: 0,
+                        how: &failed,
+                    })
                 });
                 self.retry_at = Some((
                     Instant::now() + Duration::from_secs(1),
@@ -429,33 +454,26 @@ impl Supervisor {
     }
 
     fn failed_start(&mut self, purpose: Purpose, how: &str) -> Result<(), String> {
-        let previous = self.current.as_ref().map_or(0, Worker::pid);
-        match purpose {
+        let current = self.current.as_ref().map_or(0, Worker::pid);
+        let (action, previous) = match purpose {
             Purpose::First => return Err(format!("the worker ended at start-up ({how})")),
-            Purpose::Restart { .. } => {
-                record_supervision(Supervision::Failed {
-                    action: "restart",
-                    previous,
-                    how,
-                });
-                self.restart(0, how.to_owned(), true);
-            }
-            Purpose::Replace { .. } => {
-                record_supervision(Supervision::Failed {
-                    action: "replace",
-                    previous,
-                    how,
-                });
-                self.last_replace = Some(Instant::now());
-            }
-            Purpose::Reload => {
-                record_supervision(Supervision::Failed {
-                    action: "reload",
-                    previous,
-                    how,
-                });
-                self.notify("READY=1");
-            }
+            Purpose::Restart { .. } => ("restart", current),
+            Purpose::Replace { previous, .. } => ("replace", previous),
+            Purpose::Reload => ("reload", current),
+        };
+        let failed = how.to_owned();
+        self.events.record(move || {
+            record_supervision(Supervision::Failed {
+                action,
+                previous,
+                how: &failed,
+            })
+        });
+        match purpose {
+            Purpose::Restart { .. } => self.restart(0, how.to_owned(), true),
+            Purpose::Replace { .. } => self.last_replace = Some(Instant::now()),
+            Purpose::Reload => self.notify("READY=1"),
+            Purpose::First => {}
         }
         if self.current.is_none() && self.pending.is_none() && self.retry_at.is_none() {
             self.restart(previous, how.to_owned(), true);
@@ -478,6 +496,16 @@ impl Supervisor {
                 // Reaped as a failed start once it is gone.
                 pending.signal(Signal::SIGKILL);
             }
+            let not_serving = matches!(
+                pending.purpose,
+                Purpose::Replace {
+                    cause: "loop_stalled" | "healthz_failed",
+                    ..
+                }
+            );
+            if not_serving && pending.started.elapsed() > TAKEOVER {
+                self.kill_current();
+            }
             return;
         }
         let worker = self.pending.take().expect("checked");
@@ -485,6 +513,7 @@ impl Supervisor {
         self.probe.reset();
         let previous = self.current.take();
         let previous_pid = previous.as_ref().map_or(0, Worker::pid);
+        let events = &self.events;
         if let Some(mut previous) = previous {
             previous.signal(Signal::SIGUSR2);
             previous.draining = Some(Instant::now());
@@ -497,24 +526,31 @@ impl Supervisor {
                 how,
                 since,
             } => {
-                record_supervision(Supervision::Restarted {
-                    previous: *previous,
-                    how,
-                    worker: pid,
-                    took: since.elapsed(),
+                let (previous, how, took) = (*previous, how.clone(), since.elapsed());
+                events.record(move || {
+                    record_supervision(Supervision::Restarted {
+                        previous,
+                        how: &how,
+                        worker: pid,
+                        took,
+                    })
                 });
             }
-            Purpose::Replace { cause } => {
-                record_supervision(Supervision::Replaced {
-                    previous: previous_pid,
-                    cause,
-                    worker: pid,
+            &Purpose::Replace { cause, previous } => {
+                events.record(move || {
+                    record_supervision(Supervision::Replaced {
+                        previous,
+                        cause,
+                        worker: pid,
+                    })
                 });
             }
             Purpose::Reload => {
-                record_supervision(Supervision::Reloaded {
-                    previous: previous_pid,
-                    worker: pid,
+                events.record(move || {
+                    record_supervision(Supervision::Reloaded {
+                        previous: previous_pid,
+                        worker: pid,
+                    })
                 });
                 self.notify("READY=1");
             }
@@ -546,16 +582,29 @@ impl Supervisor {
         };
         if let Some(cause) = cause {
             self.last_replace = Some(Instant::now());
-            match self.spawn(Purpose::Replace { cause }) {
+            let previous = current.pid();
+            match self.spawn(Purpose::Replace { cause, previous }) {
                 Ok(worker) => self.pending = Some(worker),
                 Err(how) => {
-                    record_supervision(Supervision::Failed {
-                        action: "replace",
-                        previous: current.pid(),
-                        how: &how,
+                    self.events.record(move || {
+                        record_supervision(Supervision::Failed {
+                            action: "replace",
+                            previous,
+                            how: &how,
+                        })
                     });
                 }
             }
+        }
+    }
+
+    /// Kills the current worker, which does not serve and may hold what its replacement
+    /// waits for; reaped quietly, as a drained one is (its replacement's event names it).
+    fn kill_current(&mut self) {
+        if let Some(mut current) = self.current.take() {
+            current.signal(Signal::SIGKILL);
+            current.draining = Some(Instant::now());
+            self.old.push(current);
         }
     }
 

@@ -12,30 +12,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use support::{SECRET, Server, TempDir, token};
-
-/// The worker processes of the supervisor `pid` (its children).
-fn workers(pid: u32) -> Vec<u32> {
-    let mut all = Vec::new();
-    for task in std::fs::read_dir(format!("/proc/{pid}/task")).unwrap() {
-        let children =
-            std::fs::read_to_string(task.unwrap().path().join("children")).unwrap_or_default();
-        all.extend(
-            children
-                .split_whitespace()
-                .map(|c| c.parse::<u32>().unwrap()),
-        );
-    }
-    all
-}
-
-fn wait_for(what: &str, mut done: impl FnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while !done() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(5));
-    }
-}
+use support::{SECRET, Server, TempDir, token, wait_for, workers};
 
 fn signal(pid: u32, name: &str) {
     let status = std::process::Command::new("kill")
@@ -150,6 +127,14 @@ fn a_killed_worker_is_replaced_within_100_ms_and_no_connection_is_refused() {
         "{failed:?}"
     );
     assert!(failed.len() <= 5, "{failed:?}");
+    // The supervisor's events are written by a thread of their own: soon after.
+    let restarts = |events: &[serde_json::Value]| {
+        events
+            .iter()
+            .filter(|e| e["event.action"] == "restart")
+            .count()
+    };
+    wait_for("5 restart events", || restarts(&server.log_json()) >= 5);
     let events = server.log_json();
     let restarts: Vec<_> = events
         .iter()
@@ -322,11 +307,15 @@ fn a_stalled_worker_is_replaced() {
     let took = stopped.elapsed();
     eprintln!("a stopped worker was replaced after {took:?}");
     assert!(took < Duration::from_secs(10), "{took:?}");
-    let events = server.log_json();
-    let replace = events
-        .iter()
-        .find(|e| e["event.action"] == "replace")
-        .unwrap_or_else(|| panic!("{events:?}"));
+    // The supervisor's events are written by a thread of their own: soon after.
+    let replace = || {
+        server
+            .log_json()
+            .into_iter()
+            .find(|e| e["event.action"] == "replace")
+    };
+    wait_for("the replace event", || replace().is_some());
+    let replace = replace().unwrap();
     assert_eq!(replace["event.reason"], "loop_stalled");
     assert_eq!(replace["jwtguard.worker.previous_pid"], worker);
     // The stopped worker cannot drain: it is killed once its grace is over.

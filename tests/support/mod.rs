@@ -234,6 +234,22 @@ impl Server {
         }
     }
 
+    /// Its stderr (started with `Stdio::piped()`), line by line, as it comes: read by a
+    /// thread of its own, so that the server never waits for the test.
+    pub fn stderr_lines(&mut self) -> std::sync::mpsc::Receiver<String> {
+        let stderr = self.child.stderr.take().expect("stderr piped");
+        let (lines, received) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines() {
+                let Ok(line) = line else { break };
+                if lines.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        received
+    }
+
     /// Whatever the server wrote to stderr, if it was started with `Stdio::piped()`
     /// for it; kills the server first.
     pub fn stderr_after_kill(&mut self) -> String {
@@ -501,5 +517,42 @@ impl Response {
 
     pub fn json(&self) -> serde_json::Value {
         serde_json::from_str(&self.body).unwrap()
+    }
+}
+
+/// The processes the process `pid` started (a supervisor's workers), zombies included.
+pub fn workers(pid: u32) -> Vec<u32> {
+    let mut all = Vec::new();
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return all;
+    };
+    for task in tasks.filter_map(Result::ok) {
+        let children = std::fs::read_to_string(task.path().join("children")).unwrap_or_default();
+        all.extend(
+            children
+                .split_whitespace()
+                .map(|c| c.parse::<u32>().unwrap()),
+        );
+    }
+    all
+}
+
+/// Whether the process `pid` has ended (gone, or a zombie nobody reaped yet).
+pub fn ended(pid: u32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        // The state follows the command name, which is in parentheses.
+        Ok(stat) => stat
+            .rsplit_once(") ")
+            .is_some_and(|(_, rest)| rest.starts_with(['Z', 'X'])),
+        Err(_) => true,
+    }
+}
+
+/// Waits, 20 s at most, until `done`.
+pub fn wait_for(what: &str, mut done: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !done() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(5));
     }
 }
