@@ -40,8 +40,9 @@ pub(crate) fn is_authority(value: &str) -> bool {
     port.is_none_or(is_port) && is_host(host)
 }
 
+/// One to five digits (an empty port fails to parse), at most 65535.
 fn is_port(port: &str) -> bool {
-    (1..=5).contains(&port.len())
+    port.len() <= 5
         && port.bytes().all(|b| b.is_ascii_digit())
         && port.parse::<u32>().is_ok_and(|n| n <= 65535)
 }
@@ -136,6 +137,7 @@ mod tests {
             "example.com:80:80",
             "example.com:65536",
             "example.com:123456",
+            "example.com:000080",
             "example.com:0080x",
             "example.com:+80",
             "example.com: 80",
