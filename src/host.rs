@@ -54,18 +54,39 @@ fn is_host(host: &str) -> bool {
             .is_some_and(|ip| ip.parse::<Ipv6Addr>().is_ok());
     }
     let name = host.strip_suffix('.').unwrap_or(host);
-    let labels_ok = name
-        .split('.')
-        .all(|label| !label.is_empty() && label.bytes().all(is_reg_name_byte));
-    let last = name.rsplit('.').next().unwrap_or(name);
-    labels_ok && (!is_number(last) || host.parse::<Ipv4Addr>().is_ok())
+    // One pass over the bytes (this runs on every request): reg-name bytes, no empty label.
+    let mut label = 0;
+    for (i, &b) in name.as_bytes().iter().enumerate() {
+        if b == b'.' {
+            if i == label {
+                return false;
+            }
+            label = i + 1;
+        } else if !REG_NAME[usize::from(b)] {
+            return false;
+        }
+    }
+    let last = &name[label..];
+    !last.is_empty() && (!is_number(last) || host.parse::<Ipv4Addr>().is_ok())
 }
 
-/// A reg-name byte (RFC 3986 §3.2.2: unreserved or sub-delims) other than `,`; `%` is
-/// left out too, so no pct-encoded triplet either.
-fn is_reg_name_byte(b: u8) -> bool {
-    b.is_ascii_alphanumeric() || b"-._~!$&'()*+;=".contains(&b)
-}
+/// The reg-name bytes (RFC 3986 §3.2.2: unreserved or sub-delims) but `.`, which separates
+/// labels, and `,`; `%` is left out too, so no pct-encoded triplet either.
+const REG_NAME: [bool; 256] = {
+    let mut table = [false; 256];
+    let mut i = 0;
+    while i < 256 {
+        table[i] = (i as u8).is_ascii_alphanumeric();
+        i += 1;
+    }
+    let others = b"-_~!$&'()*+;=";
+    let mut i = 0;
+    while i < others.len() {
+        table[others[i] as usize] = true;
+        i += 1;
+    }
+    table
+};
 
 /// Whether a label reads as a number to an IPv4 parser: decimal digits, or `0x` and hex.
 fn is_number(label: &str) -> bool {
