@@ -4,8 +4,8 @@
 
 use std::net::{Ipv4Addr, Ipv6Addr};
 
-/// Whether a request's `Host` values are acceptable: none when `required` is false (HTTP/1.0),
-/// otherwise exactly one, and that one [`is_authority`].
+/// Whether a request's `Host` values are acceptable: at most one, and that one
+/// [`is_authority`]; none only when `required` is false (HTTP/1.0).
 pub(crate) fn acceptable<'a>(mut values: impl Iterator<Item = &'a str>, required: bool) -> bool {
     match (values.next(), values.next()) {
         (None, _) => !required,
@@ -31,7 +31,7 @@ pub(crate) fn acceptable<'a>(mut values: impl Iterator<Item = &'a str>, required
 ///   refused, since RFC 3986 §3.2.3 says to omit the `:` then and a port parser behind
 ///   may not expect it;
 /// - an empty host is refused: every target jwtguard serves has an authority.
-pub(crate) fn is_authority(value: &str) -> bool {
+fn is_authority(value: &str) -> bool {
     // A `:` after a bracketed IPv6 address, or the only one in a name, starts the port.
     let (host, port) = match value.rfind(':') {
         Some(at) if !value.ends_with(']') => (&value[..at], Some(&value[at + 1..])),
