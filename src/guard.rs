@@ -51,6 +51,8 @@ pub struct Request<'a, H: ?Sized> {
     peer: Option<IpAddr>,
     /// A proxy's forward-auth subrequest, carrying the original method and target.
     forward_auth: bool,
+    /// HTTP/1.1: a request without `Host` is refused (RFC 9112 §3.2).
+    host_required: bool,
 }
 
 impl<H: ?Sized> Clone for Request<'_, H> {
@@ -70,6 +72,7 @@ impl<'a, H: Headers + ?Sized> Request<'a, H> {
             headers,
             peer: None,
             forward_auth: false,
+            host_required: false,
         }
     }
 
@@ -84,6 +87,12 @@ impl<'a, H: Headers + ?Sized> Request<'a, H> {
         self.method = method;
         self.target = target;
         self.forward_auth = true;
+        self
+    }
+
+    /// An HTTP/1.1 request, which must carry a `Host` header.
+    pub(crate) fn requiring_host(mut self) -> Self {
+        self.host_required = true;
         self
     }
 
@@ -382,12 +391,22 @@ impl Guard {
     /// The path is normalised first (`//`, `.` and `..` segments, escapes of unreserved
     /// characters): a path that cannot be is refused (400, `bad_path`), never taken for a
     /// public one.
+    ///
+    /// Any path, public ones included, is refused (400, `invalid_request`) when the
+    /// request has several `Host` headers, or one whose value is not an RFC 9110 §7.2
+    /// `uri-host [":" port]` (stricter: no `,`, no `%`, no empty label, no empty port; the
+    /// README lists it all), or none in an HTTP/1.1 request ([`crate::http::request`]
+    /// knows the version; a `Request` built by hand may go without).
     pub fn check<H: Headers + ?Sized>(&self, request: &Request<'_, H>) -> Decision {
         self.decide(request).settle(0)
     }
 
     /// [`Guard::check`], with the event possibly held in this thread's batch.
     pub(crate) fn decide<H: Headers + ?Sized>(&self, request: &Request<'_, H>) -> Pending {
+        // Before the path: a public request goes on to the upstream with its Host too.
+        if !crate::host::acceptable(request.headers.values("Host"), request.host_required) {
+            return self.refuse(request, Reason::InvalidRequest);
+        }
         let path = match crate::path::normalise(request.target) {
             Ok(path) => path,
             Err(_) => {
@@ -423,7 +442,7 @@ impl Guard {
     }
 
     /// Refuses `request`, whatever its path, for `reason` found by the HTTP layer (its
-    /// framing), and records the event.
+    /// framing) or before its path is judged (its `Host`), and records the event.
     pub(crate) fn refuse<H: Headers + ?Sized>(
         &self,
         request: &Request<'_, H>,
@@ -863,6 +882,58 @@ mod tests {
         assert!(
             matches!(decide(&g, "/anything", &token, &[]), Decision::Allowed(a) if a.user() == "alice")
         );
+    }
+
+    #[test]
+    fn a_bad_host_is_refused_on_any_path_before_the_token_is_looked_at() {
+        let config = Config {
+            upstream: Some("http://127.0.0.1:5000".into()),
+            public: vec!["/static/".into()],
+            ..Config::default()
+        };
+        let (g, token) = guard_with(config, valid("alice"));
+        for (target, hosts) in [
+            ("/static/app.js", &["a/b"][..]),
+            ("/api/x", &["a,b"][..]),
+            ("/api/x", &["x", "x"][..]),
+            ("/a%2Fb", &["a b"][..]),
+        ] {
+            let extra: Vec<(&str, &str)> = hosts.iter().map(|h| ("Host", *h)).collect();
+            let Decision::Refused(r) = decide(&g, target, &token, &extra) else {
+                panic!("{target} {hosts:?}")
+            };
+            assert_eq!(
+                (r.reason(), r.status()),
+                (Some(Reason::InvalidRequest), 400),
+                "{target} {hosts:?}"
+            );
+        }
+        let host = [("Host", "app.example:8080")];
+        assert_eq!(decide(&g, "/static/app.js", "x", &host), Decision::Public);
+        assert!(matches!(
+            decide(&g, "/api/x", &token, &host),
+            Decision::Allowed(_)
+        ));
+        // Without Host: refused only when the adapter says HTTP/1.1.
+        let bearer = format!("Bearer {token}");
+        let headers = [("Authorization", bearer.as_str())];
+        let request = Request::new("GET", "/static/app.js", &headers);
+        assert_eq!(
+            Pending {
+                recorded: Recorded::Written,
+                ..g.decide(&request)
+            }
+            .settle(0),
+            Decision::Public
+        );
+        let Decision::Refused(r) = Pending {
+            recorded: Recorded::Written,
+            ..g.decide(&request.requiring_host())
+        }
+        .settle(0) else {
+            panic!("HTTP/1.1 without Host")
+        };
+        assert_eq!(r.reason(), Some(Reason::InvalidRequest));
     }
 
     #[test]

@@ -22,9 +22,13 @@ impl Headers for [tiny_http::Header] {
     }
 }
 
-/// The parts of `request` the guard decides on, with the connection's peer address.
+/// The parts of `request` the guard decides on, with the connection's peer address; but
+/// for HTTP/1.0, `Host` is required.
 pub fn request(request: &tiny_http::Request) -> Request<'_, [tiny_http::Header]> {
-    let parts = Request::new(request.method().as_str(), request.url(), request.headers());
+    let mut parts = Request::new(request.method().as_str(), request.url(), request.headers());
+    if *request.http_version() != HTTPVersion(1, 0) {
+        parts = parts.requiring_host();
+    }
     match request.remote_addr() {
         Some(peer) => parts.with_peer(peer.ip()),
         None => parts,
@@ -37,14 +41,14 @@ pub fn request(request: &tiny_http::Request) -> Request<'_, [tiny_http::Header]>
 ///
 /// Refused, as [`Reason::BadFraming`]: a method or header name that is not a token; a
 /// request target or header value with a control character (CR, LF and NUL included); an
-/// HTTP version other than 1.0 and 1.1; several `Host` headers; several `Content-Length`
+/// HTTP version other than 1.0 and 1.1; several `Content-Length`
 /// headers, or one that is not a plain decimal number; several `Transfer-Encoding`
 /// headers, one that is not exactly `chunked`, one together with `Content-Length`, or
 /// one in an HTTP/1.0 request; a `Connection` header that contains `upgrade` in any case
 /// (tiny_http's own test, applied to every `Connection` header, not only the first): tiny_http
 /// then hands the raw connection over as the body, and what follows the body would be read
 /// as part of it. [`Reason::BodyTooLarge`]: a `Content-Length` over 16 MiB, more than
-/// jwtguard lets tiny_http drain.
+/// jwtguard lets tiny_http drain. (`Host` is the guard's: see [`crate::Guard::check`].)
 pub(crate) fn framing(request: &tiny_http::Request) -> Result<(), Reason> {
     let version = request.http_version();
     let known_version = version.0 == 1 && version.1 <= 1;
@@ -54,7 +58,7 @@ pub(crate) fn framing(request: &tiny_http::Request) -> Result<(), Reason> {
     if !request.url().bytes().all(|b| (b'!'..=b'~').contains(&b)) {
         return Err(Reason::BadFraming);
     }
-    let (mut hosts, mut lengths, mut encodings) = (0, 0, 0);
+    let (mut lengths, mut encodings) = (0, 0);
     let mut length = None;
     let mut chunked = false;
     for header in request.headers() {
@@ -67,9 +71,7 @@ pub(crate) fn framing(request: &tiny_http::Request) -> Result<(), Reason> {
         {
             return Err(Reason::BadFraming);
         }
-        if name.eq_ignore_ascii_case("Host") {
-            hosts += 1;
-        } else if name.eq_ignore_ascii_case("Content-Length") {
+        if name.eq_ignore_ascii_case("Content-Length") {
             lengths += 1;
             if value.is_empty() || !value.bytes().all(|b| b.is_ascii_digit()) {
                 return Err(Reason::BadFraming);
@@ -88,11 +90,7 @@ pub(crate) fn framing(request: &tiny_http::Request) -> Result<(), Reason> {
         }
     }
     let http_1_0 = version.1 == 0;
-    if hosts > 1
-        || lengths > 1
-        || encodings > 1
-        || (encodings == 1 && (!chunked || lengths > 0 || http_1_0))
-    {
+    if lengths > 1 || encodings > 1 || (encodings == 1 && (!chunked || lengths > 0 || http_1_0)) {
         return Err(Reason::BadFraming);
     }
     if length.is_some_and(|n| n > MAX_DRAINED_BODY as u64) {

@@ -23,7 +23,7 @@
 //! # let client = std::thread::spawn(move || {
 //! #     use std::io::{Read, Write};
 //! #     let mut stream = std::net::TcpStream::connect(addr).unwrap();
-//! #     write!(stream, "GET /api/orders HTTP/1.1\r\nAuthorization: Bearer {token}\r\nConnection: close\r\n\r\n").unwrap();
+//! #     write!(stream, "GET /api/orders HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer {token}\r\nConnection: close\r\n\r\n").unwrap();
 //! #     let mut answer = String::new();
 //! #     stream.read_to_string(&mut answer).unwrap();
 //! #     answer
@@ -83,6 +83,7 @@ mod forwarded;
 #[doc(hidden)]
 pub mod fuzzing;
 mod guard;
+mod host;
 pub mod http;
 mod keys;
 mod logger;

@@ -16,7 +16,8 @@ pub enum Reason {
     UnsupportedScheme,
     /// A malformed request: several `Authorization` headers, an empty one, `Bearer`
     /// without a token, characters outside RFC 6750's `b64token`, or a token over the
-    /// size cap.
+    /// size cap; or a `Host` header missing (HTTP/1.1), repeated, or not an authority
+    /// (RFC 9110 §7.2), whatever the path.
     InvalidRequest,
     /// Not a JWS in compact form, or a header or claims that are not the JSON they must be.
     MalformedToken,
@@ -39,7 +40,7 @@ pub enum Reason {
     /// The request's framing is ambiguous or its header syntax invalid (RFC 9112 §6,
     /// RFC 9110 §5): several or non-numeric `Content-Length`, `Transfer-Encoding` other
     /// than `chunked` or together with `Content-Length`, control characters in a header,
-    /// a method or a header name that is not a token, several `Host` headers. Its body
+    /// a method or a header name that is not a token. Its body
     /// could be read as another request, so the connection is closed.
     BadFraming,
     /// The request announces a body larger than jwtguard will let tiny_http drain.
@@ -144,7 +145,7 @@ impl Reason {
         match self {
             Reason::MissingToken => "no bearer token",
             Reason::UnsupportedScheme => "authorization scheme is not Bearer",
-            Reason::InvalidRequest => "malformed authorization header",
+            Reason::InvalidRequest => "malformed Authorization or Host header",
             Reason::MalformedToken => "token is not a well-formed JWT",
             Reason::AlgNotAllowed => "token algorithm is not HS256",
             Reason::BadSignature => "token signature does not verify",

@@ -241,3 +241,26 @@ fn a_client_cannot_add_its_own_original_uri_beside_the_proxys() {
         .collect();
     assert_eq!(reasons, ["invalid_request"; 5]);
 }
+
+#[test]
+fn a_subrequest_with_a_bad_host_is_refused_even_for_a_public_path() {
+    let server = start("127.0.0.1/32");
+    let lines = ["X-Original-URI: /static/x".to_owned()];
+    for (name, hosts) in support::BAD_HOSTS {
+        let answer = server.raw(&support::with_hosts("GET /auth HTTP/1.1", hosts, &lines));
+        // 401, never 400: nginx would turn that into a 500.
+        assert_eq!(answer.status, 401, "{name}: {answer:?}");
+    }
+    let answer = server.raw(&support::with_hosts(
+        "GET /auth HTTP/1.1",
+        &["jwtguard:9000"],
+        &lines,
+    ));
+    assert_eq!(answer.status, 200, "{answer:?}");
+    let reasons: Vec<_> = server
+        .requests_logged()
+        .iter()
+        .map(|e| e["event.reason"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(reasons, vec!["invalid_request"; support::BAD_HOSTS.len()]);
+}

@@ -989,12 +989,44 @@ fn cases() -> Vec<Case> {
         "bad_framing",
     ));
     cases.push(raw("framing: chunked in HTTP/1.0", &format!("POST /api/x HTTP/1.0\r\nHost: x\r\nAuthorization: Bearer {valid}\r\nTransfer-Encoding: chunked"), "5\r\nhello\r\n0\r\n\r\n", Some(400), Some("bad_framing")));
-    cases.push(get(
-        "two hosts",
-        "/api/x",
-        &["Host: y".into(), format!("Authorization: Bearer {valid}")],
+
+    // Host (RFC 9110 §7.2, RFC 9112 §3.2): exactly one in HTTP/1.1, an authority; on a
+    // public path too, and in HTTP/1.0 when there is one.
+    let authorization = [format!("Authorization: Bearer {valid}")];
+    let host = |name: String, line: &str, hosts: &[&str], status, reason| {
+        let head = support::with_hosts(line, hosts, &authorization);
+        raw(
+            format!("host: {name}"),
+            &head,
+            "",
+            Some(status),
+            Some(reason),
+        )
+    };
+    for (name, hosts) in support::BAD_HOSTS {
+        let line = "GET /api/x HTTP/1.1";
+        cases.push(host(name.to_string(), line, hosts, 400, "invalid_request"));
+        let public = format!("{name}, public path");
+        cases.push(host(
+            public,
+            "GET /public HTTP/1.1",
+            hosts,
+            400,
+            "invalid_request",
+        ));
+    }
+    for good in support::GOOD_HOSTS {
+        let line = "GET /api/x HTTP/1.1";
+        cases.push(host(good.to_string(), line, &[good], 200, "ok"));
+    }
+    let line = "GET /api/x HTTP/1.0";
+    cases.push(host("none in HTTP/1.0".into(), line, &[], 200, "ok"));
+    cases.push(host(
+        "a comma in HTTP/1.0".into(),
+        line,
+        &["a,b"],
         400,
-        "bad_framing",
+        "invalid_request",
     ));
     cases.push(get(
         "header name with a slash",

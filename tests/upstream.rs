@@ -1229,3 +1229,61 @@ fn behind_a_trusted_proxy_the_upload_cap_is_per_client() {
     assert!(answer.starts_with("HTTP/1.1 503 "), "{answer}");
     drop(stalled);
 }
+
+#[test]
+fn a_bad_host_is_refused_and_never_reaches_the_app_on_any_path() {
+    let upstream = Upstream::start();
+    let server = jwtguard(&upstream, &["--public", "/static/"]);
+    let token = token(&["--sub", "alice"]);
+    let authorization = [format!("Authorization: Bearer {token}")];
+    let send = |line: &str, hosts: &[&str]| {
+        let head = support::with_hosts(line, hosts, &authorization);
+        exchange(
+            &server,
+            format!("{head}\r\nConnection: close\r\n\r\n").as_bytes(),
+        )
+    };
+    let paths = ["/api/x", "/static/app.js"];
+    for (name, hosts) in support::BAD_HOSTS {
+        for path in paths {
+            let answer = send(&format!("GET {path} HTTP/1.1"), hosts);
+            assert!(
+                answer.starts_with("HTTP/1.1 400 "),
+                "{name} {path}: {answer}"
+            );
+        }
+    }
+    assert!(upstream.seen().is_empty(), "{:?}", upstream.seen());
+    let reasons: Vec<_> = server
+        .requests_logged()
+        .into_iter()
+        .map(|e| e["event.reason"].clone())
+        .collect();
+    assert_eq!(
+        reasons,
+        vec!["invalid_request"; paths.len() * support::BAD_HOSTS.len()]
+    );
+
+    // Good ones reach the app with Host as sent; HTTP/1.0 may go without (jwtguard then
+    // names the upstream's Host itself).
+    for good in support::GOOD_HOSTS {
+        for path in paths {
+            let answer = send(&format!("GET {path} HTTP/1.1"), &[good]);
+            assert!(
+                answer.starts_with("HTTP/1.1 200 "),
+                "{good} {path}: {answer}"
+            );
+            let seen = upstream.seen();
+            let last = seen.last().unwrap();
+            assert_eq!(last.line, format!("GET {path} HTTP/1.1"));
+            assert_eq!(last.header("Host"), [*good]);
+            assert_eq!(last.header("X-Forwarded-Host"), [*good]);
+        }
+    }
+    let answer = send("GET /static/app.js HTTP/1.0", &[]);
+    assert!(answer.starts_with("HTTP/1.0 200 "), "{answer}");
+    assert_eq!(
+        upstream.seen().last().unwrap().header("Host"),
+        ["localhost"]
+    );
+}

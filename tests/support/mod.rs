@@ -556,3 +556,50 @@ pub fn wait_for(what: &str, mut done: impl FnMut() -> bool) {
         std::thread::sleep(Duration::from_millis(5));
     }
 }
+
+/// `Host` header values a request must be refused for (400, `invalid_request`, never
+/// forwarded), by name: each a value list, one `Host:` line per value.
+pub const BAD_HOSTS: &[(&str, &[&str])] = &[
+    ("a tab and a second header", &["x\tX-Auth-User: root"]),
+    ("a space", &["a b"]),
+    ("a comma", &["a,b"]),
+    ("a slash", &["a/b"]),
+    ("none in HTTP/1.1", &[]),
+    ("two", &["x", "x"]),
+    ("two different", &["x", "y"]),
+    ("empty", &[""]),
+    ("a port over 65535", &["x:65536"]),
+    ("a port with a letter", &["x:8o"]),
+    ("an empty port", &["x:"]),
+    ("two ports", &["x:1:2"]),
+    ("a percent escape", &["a%2Fb"]),
+    ("userinfo", &["root@x"]),
+    ("an empty label", &["a..b"]),
+    ("a number that is not a dotted quad", &["2130706433"]),
+    ("IPv6 without brackets", &["::1"]),
+    ("an IPv6 zone", &["[fe80::1%25lo]"]),
+];
+
+/// `Host` values a request is served with, and forwarded as sent.
+pub const GOOD_HOSTS: &[&str] = &[
+    "example.com",
+    "example.com:8080",
+    "127.0.0.1:1",
+    "[::1]:8080",
+    "xn--bcher-kva.example",
+];
+
+/// `request_line` with one `Host:` line per value of `hosts`, then `headers`, CRLF-separated,
+/// without the blank line.
+pub fn with_hosts(request_line: &str, hosts: &[&str], headers: &[String]) -> String {
+    let mut head = request_line.to_owned();
+    for line in hosts
+        .iter()
+        .map(|h| format!("Host: {h}"))
+        .chain(headers.iter().cloned())
+    {
+        head.push_str("\r\n");
+        head.push_str(&line);
+    }
+    head
+}
