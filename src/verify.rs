@@ -845,11 +845,10 @@ mod tests {
             lines[target]
         );
         let later = std::fs::read_to_string(dir.0.join("key")).unwrap();
-        let later_epoch: u64 = later.lines().nth(1).unwrap()[6..].parse().unwrap();
+        let field = |name: &str| later.lines().find_map(|l| l.strip_prefix(name)).unwrap();
+        let later_epoch: u64 = field("epoch ").parse().unwrap();
         assert_eq!(later_epoch, 4);
-        let mut key = crate::seal::Key(
-            event::parse_hex(&later.lines().nth(3).unwrap().as_bytes()[4..]).unwrap(),
-        );
+        let mut key = crate::seal::Key(event::parse_hex(field("key ").as_bytes()).unwrap());
         let forge = |epoch2: crate::seal::Key| {
             // The line changed, then it and every line after it sealed again with `epoch2`
             // as epoch 2's key and the keys that follow from it.
