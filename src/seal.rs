@@ -343,6 +343,24 @@ pub fn init(path: &Path) -> Result<VerificationKey, Error> {
     Ok(verification)
 }
 
+/// Writes a key file at `epoch` with `key` (tests: a key file of a later epoch).
+#[cfg(test)]
+pub(crate) fn write_key_file(
+    path: &Path,
+    epoch: u64,
+    key: Key,
+    id: String,
+    created: u64,
+) -> io::Result<()> {
+    KeyFile {
+        epoch,
+        key,
+        id,
+        created,
+    }
+    .replace(path)
+}
+
 /// The key file: the current epoch and its key, the key's name, and when it was made.
 struct KeyFile {
     epoch: u64,
@@ -1249,6 +1267,38 @@ mod tests {
         let err = Sealer::open(&path, LogFormat::Json).unwrap_err();
         assert!(err.to_string().contains("earlier jwtguard"), "{err}");
         assert!(err.to_string().contains("seal-init"), "{err}");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn a_key_says_when_it_was_made_and_an_undated_one_is_taken_as_old() {
+        let hex = "ab".repeat(32);
+        let dated: VerificationKey = format!("{hex}-1796589567").parse().unwrap();
+        assert_eq!((dated.secret, dated.created), ([0xab; 32], 1_796_589_567));
+        assert_eq!(dated.to_string(), format!("{hex}-1796589567"));
+        // What earlier versions printed: 64 hex digits alone.
+        let undated: VerificationKey = hex.parse().unwrap();
+        assert_eq!(undated.created, UNDATED_KEY_CREATED);
+        for bad in [
+            format!("{hex}-"),
+            format!("{hex}-x"),
+            format!("{hex}--1"),
+            "ab".into(),
+        ] {
+            assert!(bad.parse::<VerificationKey>().is_err(), "{bad}");
+        }
+        // A key file of before creation times: the same, undated.
+        let dir = std::env::temp_dir().join(format!("jwtguard-dated-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("seal.key");
+        let _ = std::fs::remove_file(&path);
+        let made = init(&path).unwrap();
+        let text = std::fs::read_to_string(&path).unwrap();
+        assert_eq!(KeyFile::parse(&text).unwrap().created, made.created);
+        let line = format!("created {}\n", made.created);
+        assert!(text.contains(&line), "{text}");
+        let undated = KeyFile::parse(&text.replace(&line, "")).unwrap();
+        assert_eq!((undated.epoch, undated.created), (1, UNDATED_KEY_CREATED));
         std::fs::remove_dir_all(&dir).unwrap();
     }
 

@@ -637,7 +637,7 @@ mod tests {
     use super::*;
     use crate::LogFormat;
     use crate::event::Event;
-    use crate::seal::{Sealer, init};
+    use crate::seal::{Sealer, VerificationKey, init};
     use crate::sink::Sink;
     use std::io::Write as _;
     use std::path::PathBuf;
@@ -1151,6 +1151,35 @@ mod tests {
         std::fs::write(&log, text.replace(&format!("{appended}\n"), "")).unwrap();
         let report = check(&vk, &[&log]);
         assert!(report.is_intact(), "{report}");
+    }
+
+    #[test]
+    fn no_epoch_change_goes_past_the_keys_age() {
+        // A key made a minute ago may be at epoch 1 + 1 + 1024 at most: from 1025, the
+        // start moves the chain to 1026, and the shutdown makes no change.
+        let dir = Dir::new();
+        let (key, log) = (dir.0.join("key"), dir.0.join("log"));
+        let made = init(&key).unwrap();
+        let vk = VerificationKey {
+            secret: made.secret,
+            created: made.created - 60,
+        };
+        let mut at = vk.first();
+        for _ in 1..1025 {
+            at = at.next();
+        }
+        crate::seal::write_key_file(&key, 1025, at, vk.first().id(), vk.created).unwrap();
+        let sink = writer(&log, &key);
+        sink.write(batch(LogFormat::Json, "line", 2).as_bytes());
+        sink.seal(Some(SealReason::Shutdown));
+        let on_disk = std::fs::read_to_string(&key).unwrap();
+        assert!(on_disk.contains("\nepoch 1026\n"), "{on_disk}");
+        let report = check(&vk, &[&log]).to_string();
+        assert!(report.starts_with("intact: 4 lines"), "{report}");
+        assert!(
+            report.contains("epochs 1025 to 1026: 1 start-up, 0 shutdowns"),
+            "{report}"
+        );
     }
 
     #[test]
