@@ -77,6 +77,29 @@
 //! A writer killed between its write and its state update leaves lines the state does
 //! not know: the next writer finds the file longer than the state says, takes the chain
 //! from those lines, and cuts a torn last line.
+//!
+//! # Never acting on a line it has not verified
+//!
+//! Whoever can write the log but not read the key file can append anything. So the lines
+//! after the state are taken only as far as they verify, each with the MAC of the epoch
+//! it is in: the key held (the state's epoch, or the key file's if it is ahead), then, at
+//! each verified seal line that ends an epoch, the next (one derivation each, for lines
+//! only a key holder can make). One exception, for a writer killed after its epoch change
+//! reached the key file and not the state: the seal line that ended the earlier epoch,
+//! whose key is gone, is taken if the line after it verifies with the current key (that
+//! line's MAC covers the seal line's sequence number and tag). The first line that does
+//! not verify stops the chain there: it and everything after it stay in the file, one
+//! tampering event (`event.reason=log_tampered`, with where the bytes begin and how
+//! many there are) goes out with the next batch, and the chain goes on from the last line
+//! that verified; verify-log then reports the foreign line. Neither the epoch, nor the
+//! sequence number, nor the key file ever follows what such a line claims.
+//!
+//! Epochs are bounded by the clock: the key file and the verification key say when the key
+//! was made, and a key made at `c` is at epoch `1 + (t - c) / 60 + 1024` at most at time
+//! `t` (`max_epoch`: one a minute on average, plus a burst of restarts). A start or a
+//! shutdown at the bound makes no epoch change (the 15-minute mark will, the bound having
+//! grown by then); verify-log judges a first line claiming more at once, without deriving
+//! a key; and no lock is held while more than 4 keys are derived.
 
 use std::fs::{File, OpenOptions};
 use std::io::{self, Read as _, Write as _};
@@ -103,9 +126,9 @@ pub fn parse_time(text: &str) -> Option<u64> {
     crate::time::parse_timestamp(text)
 }
 
-/// The highest epoch number accepted (2^27: 3,800 years of 15-minute epochs, or a start
-/// every second for 4 years): [`verify`] derives the key of a log's first epoch from the
-/// verification key one epoch at a time.
+/// The highest epoch number accepted whatever the key's age (2^27: 3,800 years of
+/// 15-minute epochs): [`verify`] derives the key of a log's first epoch from the
+/// verification key one epoch at a time, and [`max_epoch`] bounds it first.
 pub(crate) const MAX_EPOCH: u64 = 1 << 27;
 
 /// Epochs a key may have begun beyond one a minute of its age ([`max_epoch`]): room for a
@@ -249,7 +272,7 @@ pub(crate) fn line_hash(mac: &mut LineMac, previous: &Tag, sequence: u64, covere
 ///
 /// Written and read as 64 hex digits, a `-` and the creation time in seconds since the
 /// Unix epoch (`0f1e...c982-1796594092`): the time bounds the epoch a line may claim
-/// ([`max_epoch`]). The 64 hex digits alone (what earlier versions printed) are read as a
+/// (see the module docs). The 64 hex digits alone (what earlier versions printed) are read as a
 /// key made on 2026-11-01, before the first jwtguard that sealed: as safe, a looser bound.
 #[derive(Clone)]
 pub struct VerificationKey {
