@@ -315,21 +315,26 @@ fn a_forged_seal_line_is_recorded_and_never_moves_the_epoch() {
     // 2^64 - 1 made the writer derive keys for ever under the chain's lock; 2^27 - 1
     // made it derive for most of a minute and then move the key file to that epoch.
     for epoch in [u64::MAX, (1 << 27) - 1] {
-        // Appended while jwtguard runs, and while it is stopped (then found at start-up).
-        for while_running in [true, false] {
-            let case = format!("epoch {epoch}, while running {while_running}");
+        // Appended while jwtguard runs (alone, and under its supervisor, which writes to
+        // the log too), and while it is stopped (then found at start-up).
+        for (while_running, args) in [
+            (true, &["--no-supervisor"][..]),
+            (true, &[][..]),
+            (false, &["--no-supervisor"][..]),
+        ] {
+            let case = format!("epoch {epoch}, while running {while_running}, {args:?}");
             let dir = TempDir::new();
             let (key, log) = (dir.path("seal.key"), dir.path("security.log"));
             let vk = seal_init(&key);
             let valid = token(&["--sub", "alice"]);
-            let mut server = sealed_server_with(&log, &key, &["--no-supervisor"]);
+            let mut server = sealed_server_with(&log, &key, args);
             assert_eq!(server.get_with_token("/api/x", &valid).status, 200);
             if !while_running {
                 assert!(server.terminate().success());
             }
             let forged_at = append_forged_seal(&log, epoch);
             if !while_running {
-                server = sealed_server_with(&log, &key, &["--no-supervisor"]);
+                server = sealed_server_with(&log, &key, args);
             }
             // It keeps answering, promptly, and logging.
             for _ in 0..2 {
