@@ -258,6 +258,22 @@ pub(crate) enum Event<'a> {
     },
     /// A seal line of a sealed log (src/seal.rs): an epoch begins, or a new file.
     Seal(SealEvent<'a>),
+    /// Lines in a sealed log that do not verify with the sealing key (src/seal.rs).
+    LogTampered(LogTampered),
+}
+
+/// Lines found after the chain in a sealed log that do not verify with the keys the writer
+/// holds: left in place, not taken into the chain. Only numbers: nothing of those lines.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct LogTampered {
+    /// `jwtguard.seal.verified`: the sequence number of the last line that verified (0:
+    /// none), which the chain goes on from.
+    pub verified: u64,
+    /// `jwtguard.seal.unverified_offset`: where the lines that do not verify begin in the
+    /// file, in bytes.
+    pub offset: u64,
+    /// `jwtguard.seal.unverified_bytes`: how many bytes follow from there.
+    pub bytes: u64,
 }
 
 /// Why a seal line was written.
@@ -329,7 +345,9 @@ impl Event<'_> {
             Event::Service(_)
             | Event::Seal(_)
             | Event::Supervision(Supervision::Reloaded { .. }) => log::Level::Info,
-            Event::Supervision(Supervision::Failed { .. }) => log::Level::Error,
+            Event::Supervision(Supervision::Failed { .. }) | Event::LogTampered(_) => {
+                log::Level::Error
+            }
             Event::Supervision(_) => log::Level::Warn,
             Event::Record { level, .. } => *level,
         }
@@ -370,6 +388,15 @@ impl Event<'_> {
                 line.text("log.logger", logger);
             }
             Event::Seal(e) => e.encode(&mut line),
+            Event::LogTampered(e) => {
+                line.raw("event.action", "seal");
+                line.raw("event.outcome", "failure");
+                line.raw("event.reason", "log_tampered");
+                ecs(&mut line, &["file"], &["change"]);
+                line.number("jwtguard.seal.verified", e.verified);
+                line.number("jwtguard.seal.unverified_offset", e.offset);
+                line.number("jwtguard.seal.unverified_bytes", e.bytes);
+            }
         }
         match self {
             Event::Request(e) => {
@@ -462,6 +489,16 @@ impl Event<'_> {
                 "the client does not read its answers: its connection is no longer served",
             ]),
             Event::Record { message, .. } => line.message(&[message]),
+            Event::LogTampered(e) => {
+                let (mut a, mut b) = (itoa::Buffer::new(), itoa::Buffer::new());
+                line.message(&[
+                    "the sealed log holds ",
+                    a.format(e.bytes),
+                    " bytes after sequence ",
+                    b.format(e.verified),
+                    " that do not verify with the sealing key (written by someone without it, or by a writer killed as it moved the key on): left in place, not taken into the chain, which goes on from that sequence",
+                ]);
+            }
             Event::Seal(e) => {
                 let mut n = itoa::Buffer::new();
                 let epoch = n.format(e.epoch);

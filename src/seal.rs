@@ -77,6 +77,29 @@
 //! A writer killed between its write and its state update leaves lines the state does
 //! not know: the next writer finds the file longer than the state says, takes the chain
 //! from those lines, and cuts a torn last line.
+//!
+//! # Never acting on a line it has not verified
+//!
+//! Whoever can write the log but not read the key file can append anything. So the lines
+//! after the state are taken only as far as they verify, each with the MAC of the epoch
+//! it is in: the key held (the state's epoch, or the key file's if it is ahead), then, at
+//! each verified seal line that ends an epoch, the next (one derivation each, for lines
+//! only a key holder can make). One exception, for a writer killed after its epoch change
+//! reached the key file and not the state: the seal line that ended the earlier epoch,
+//! whose key is gone, is taken if the line after it verifies with the current key (that
+//! line's MAC covers the seal line's sequence number and tag). The first line that does
+//! not verify stops the chain there: it and everything after it stay in the file, one
+//! tampering event (`event.reason=log_tampered`, with where the bytes begin and how
+//! many there are) goes out with the next batch, and the chain goes on from the last line
+//! that verified; verify-log then reports the foreign line. Neither the epoch, nor the
+//! sequence number, nor the key file ever follows what such a line claims.
+//!
+//! Epochs are bounded by the clock: the key file and the verification key say when the key
+//! was made, and a key made at `c` is at epoch `1 + (t - c) / 60 + 1024` at most at time
+//! `t` (`max_epoch`: one a minute on average, plus a burst of restarts). A start or a
+//! shutdown at the bound makes no epoch change (the 15-minute mark will, the bound having
+//! grown by then); verify-log judges a first line claiming more at once, without deriving
+//! a key; and no lock is held while more than 4 keys are derived.
 
 use std::fs::{File, OpenOptions};
 use std::io::{self, Read as _, Write as _};
@@ -89,7 +112,7 @@ use polyval::Polyval;
 use polyval::universal_hash::UniversalHash as _;
 use sha2::Sha256;
 
-use crate::event::{self, Event, SealEvent, SealReason};
+use crate::event::{self, Event, LogTampered, SealEvent, SealReason};
 use crate::{Error, LogFormat};
 
 pub use crate::verify::{Report, verify};
@@ -103,10 +126,36 @@ pub fn parse_time(text: &str) -> Option<u64> {
     crate::time::parse_timestamp(text)
 }
 
-/// The highest epoch number accepted (2^27: 3,800 years of 15-minute epochs, or a start
-/// every second for 4 years): [`verify`] derives the key of a log's first epoch from the
-/// verification key one epoch at a time.
+/// The highest epoch number accepted whatever the key's age (2^27: 3,800 years of
+/// 15-minute epochs): [`verify`] derives the key of a log's first epoch from the
+/// verification key one epoch at a time, and [`max_epoch`] bounds it first.
 pub(crate) const MAX_EPOCH: u64 = 1 << 27;
+
+/// Epochs a key may have begun beyond one a minute of its age ([`max_epoch`]): room for a
+/// burst of restarts (each start and each shutdown begins an epoch).
+const EPOCH_BURST: u64 = 1024;
+
+/// The creation time taken for a key that does not say when it was made (a key file or a
+/// verification key of a jwtguard before creation times, 64 hex digits alone):
+/// 2026-11-01T00:00:00Z, before the first jwtguard that sealed.
+pub(crate) const UNDATED_KEY_CREATED: u64 = 1_793_491_200;
+
+/// The highest epoch a key made at `created` can have reached at `now` (both seconds since
+/// the Unix epoch): one a minute on average since it was made, plus [`EPOCH_BURST`], plus
+/// its first. A chain moves on every 15 minutes and at every start and shutdown: a writer
+/// never moves it past this bound (a start or shutdown at the bound seals no epoch change;
+/// the next 15-minute mark does), so a line that claims more is a forgery, and the keys
+/// anyone derives to check or follow a claim are bounded by the clock.
+pub(crate) fn max_epoch(created: u64, now: u64) -> u64 {
+    (now.saturating_sub(created) / 60)
+        .saturating_add(1 + EPOCH_BURST)
+        .min(MAX_EPOCH)
+}
+
+/// How many epochs the chain's state may be ahead of the key file: a writer that could
+/// not rewrite the key file after an epoch change leaves it one behind, and the next
+/// writers rewrite it. The keys between are derived under the chain's lock.
+const MAX_CATCH_UP: u64 = 4;
 
 /// The tag of a line, `event.hash`: 128 bits.
 pub(crate) type Tag = [u8; 16];
@@ -218,17 +267,24 @@ pub(crate) fn line_hash(mac: &mut LineMac, previous: &Tag, sequence: u64, covere
 }
 
 /// The key that [`verify`] checks a sealed log with: the first key of the chain, from
-/// which every epoch's key is derived. Whoever holds it can seal lines of any epoch:
-/// keep it off the host that writes the log.
+/// which every epoch's key is derived, and when it was made. Whoever holds it can seal
+/// lines of any epoch: keep it off the host that writes the log.
 ///
-/// Written and read as 64 hex digits.
+/// Written and read as 64 hex digits, a `-` and the creation time in seconds since the
+/// Unix epoch (`0f1e...c982-1796594092`): the time bounds the epoch a line may claim
+/// (see the module docs). The 64 hex digits alone (what earlier versions printed) are read as a
+/// key made on 2026-11-01, before the first jwtguard that sealed: as safe, a looser bound.
 #[derive(Clone)]
-pub struct VerificationKey(pub(crate) [u8; 32]);
+pub struct VerificationKey {
+    pub(crate) secret: [u8; 32],
+    /// Seconds since the Unix epoch.
+    pub(crate) created: u64,
+}
 
 impl VerificationKey {
     /// The first epoch's sealing key.
     pub(crate) fn first(&self) -> Key {
-        Key(self.0).next()
+        Key(self.secret).next()
     }
 }
 
@@ -241,25 +297,30 @@ impl std::fmt::Debug for VerificationKey {
 impl std::fmt::Display for VerificationKey {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let mut hex = String::new();
-        event::push_hex(&self.0, &mut hex);
-        f.write_str(&hex)
+        event::push_hex(&self.secret, &mut hex);
+        write!(f, "{hex}-{}", self.created)
     }
 }
 
 impl std::str::FromStr for VerificationKey {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, String> {
-        event::parse_hex(s.trim().as_bytes())
-            .map(VerificationKey)
+        let (hex, created) = match s.trim().split_once('-') {
+            Some((hex, created)) => (hex, created.parse().ok()),
+            None => (s.trim(), Some(UNDATED_KEY_CREATED)),
+        };
+        event::parse_hex(hex.as_bytes())
+            .zip(created)
+            .map(|(secret, created)| VerificationKey { secret, created })
             .ok_or_else(|| {
-                "a verification key is 64 lower-case hex digits, as seal-init prints it".into()
+                "a verification key is 64 lower-case hex digits, a '-' and a number, as seal-init prints it".into()
             })
     }
 }
 
 impl Drop for VerificationKey {
     fn drop(&mut self) {
-        erase(&mut self.0);
+        erase(&mut self.secret);
     }
 }
 
@@ -273,13 +334,17 @@ impl Drop for VerificationKey {
 pub fn init(path: &Path) -> Result<VerificationKey, Error> {
     let mut seed = [0; 32];
     getrandom::fill(&mut seed).map_err(|e| Error::Random(e.to_string()))?;
-    let verification = VerificationKey(seed);
+    let verification = VerificationKey {
+        secret: seed,
+        created: now_secs(),
+    };
     erase(&mut seed);
     let first = verification.first();
     let key_file = KeyFile {
         epoch: 1,
         id: first.id(),
         key: first,
+        created: verification.created,
     };
     let fail = |source| Error::SealKey {
         path: path.to_owned(),
@@ -301,11 +366,31 @@ pub fn init(path: &Path) -> Result<VerificationKey, Error> {
     Ok(verification)
 }
 
-/// The key file: the current epoch and its key, and the key's name.
+/// Writes a key file at `epoch` with `key` (tests: a key file of a later epoch).
+#[cfg(test)]
+pub(crate) fn write_key_file(
+    path: &Path,
+    epoch: u64,
+    key: Key,
+    id: String,
+    created: u64,
+) -> io::Result<()> {
+    KeyFile {
+        epoch,
+        key,
+        id,
+        created,
+    }
+    .replace(path)
+}
+
+/// The key file: the current epoch and its key, the key's name, and when it was made.
 struct KeyFile {
     epoch: u64,
     key: Key,
     id: String,
+    /// Seconds since the Unix epoch; [`UNDATED_KEY_CREATED`] for a file that does not say.
+    created: u64,
 }
 
 /// The key file's first line. `key 2`: lines tagged with `F` (`seal 3` labels). A file
@@ -321,8 +406,8 @@ const OLD_KEY_FILE_HEAD: &str = "jwtguard sealing key 1 ";
 impl KeyFile {
     fn text(&self) -> String {
         let mut text = format!(
-            "{KEY_FILE_HEAD}\nepoch {}\nid {}\nkey ",
-            self.epoch, self.id
+            "{KEY_FILE_HEAD}\nepoch {}\nid {}\ncreated {}\nkey ",
+            self.epoch, self.id, self.created
         );
         event::push_hex(&self.key.0, &mut text);
         text.push('\n');
@@ -354,10 +439,22 @@ impl KeyFile {
         }
         let epoch = lines.next()?.strip_prefix("epoch ")?.parse().ok()?;
         let id = lines.next()?.strip_prefix("id ")?.to_owned();
-        let key = Key(event::parse_hex(
-            lines.next()?.strip_prefix("key ")?.as_bytes(),
-        )?);
-        (id.len() == 16 && (1..=MAX_EPOCH).contains(&epoch)).then_some(KeyFile { epoch, key, id })
+        let mut line = lines.next()?;
+        // Key files written before creation times have none.
+        let created = match line.strip_prefix("created ") {
+            Some(created) => {
+                line = lines.next()?;
+                created.parse().ok()?
+            }
+            None => UNDATED_KEY_CREATED,
+        };
+        let key = Key(event::parse_hex(line.strip_prefix("key ")?.as_bytes())?);
+        (id.len() == 16 && (1..=MAX_EPOCH).contains(&epoch)).then_some(KeyFile {
+            epoch,
+            key,
+            id,
+            created,
+        })
     }
 
     /// Replaces the file at `path` atomically: a temporary file beside it, `fsync`,
@@ -503,6 +600,104 @@ struct Out {
     hash: Tag,
 }
 
+/// [`Sealer::recover`]'s walk over the lines after the chain's state.
+struct Walk {
+    /// The epoch of the next line, its key and MAC; `moved` once a verified seal line
+    /// moved them on.
+    epoch: u64,
+    key: Key,
+    mac: LineMac,
+    moved: bool,
+    /// The last line taken (sequence number, tag), and where it ends in the bytes read.
+    taken: Option<(u64, Tag)>,
+    taken_end: usize,
+    /// With the state unknown and nothing taken yet: what the last line claims to be.
+    claim: Option<(u64, Tag)>,
+    /// A seal line that ended the epoch before the key held, waiting for the line after
+    /// it: (sequence number, tag, when its epoch began).
+    held: Option<(u64, Tag, u64)>,
+    /// Whether a seal line may still be held (once, when the key file is past the state).
+    gone_key: bool,
+    /// When the epoch of the last verified epoch change began (seconds).
+    began: Option<u64>,
+    /// The sequence number of the last verified file seal line.
+    file_first: Option<u64>,
+}
+
+impl Walk {
+    /// Takes `line` (without its newline; it ends at `end` in the bytes read) into the
+    /// chain if it verifies. Returns false for a line that does not, after the chain
+    /// (the state known, or a line taken): there the chain stops.
+    fn line(&mut self, line: &[u8], end: usize) -> bool {
+        let sealed = event::split_seal(line);
+        let seal = sealed.as_ref().and_then(|s| event::seal_fields(s.covered));
+        let began = || {
+            event::timestamp(line)
+                .and_then(crate::time::parse_timestamp)
+                .map_or(0, |ms| ms / 1000)
+        };
+        let base = self
+            .held
+            .map(|(sequence, hash, _)| (sequence, hash))
+            .or(self.taken)
+            .or(self.claim);
+        let follows = |s: &event::Sealed| {
+            base.is_some_and(|(sequence, _)| sequence.checked_add(1) == Some(s.sequence))
+        };
+        let verified = match (&sealed, base) {
+            (Some(s), Some((_, hash))) => {
+                follows(s)
+                    && line_hash(&mut self.mac, &hash, s.sequence, s.covered) == s.hash
+                    // Only a writer with this key MACs a line; its epoch change is the next.
+                    && seal.as_ref().is_none_or(|f| {
+                        !f.reason.changes_epoch() || f.epoch == self.epoch + 1
+                    })
+            }
+            _ => false,
+        };
+        if let (true, Some(s)) = (verified, &sealed) {
+            if let Some((_, _, began)) = self.held.take() {
+                self.began = Some(began);
+            }
+            if let Some(seal) = &seal {
+                if seal.reason.changes_epoch() {
+                    self.key = self.key.next();
+                    self.mac = self.key.line_mac();
+                    self.epoch += 1;
+                    self.moved = true;
+                    self.began = Some(began());
+                }
+                if seal.reason == SealReason::File {
+                    self.file_first = Some(s.sequence);
+                }
+            }
+            self.taken = Some((s.sequence, s.hash));
+            self.taken_end = end;
+            return true;
+        }
+        if self.held.is_some() {
+            return false;
+        }
+        if let (true, Some(s), Some(seal), Some((_, hash))) = (self.gone_key, &sealed, &seal, base)
+            && seal.reason.changes_epoch()
+            && seal.epoch == self.epoch
+            && seal.previous == hash
+            && follows(s)
+        {
+            self.gone_key = false;
+            self.held = Some((s.sequence, s.hash, began()));
+            return true;
+        }
+        if self.taken.is_some() {
+            return false;
+        }
+        // The state unknown: a line of an earlier epoch (or of another key), before the
+        // chain this key can verify.
+        self.claim = sealed.map(|s| (s.sequence, s.hash));
+        true
+    }
+}
+
 /// A process's sealing: its copy of the current epoch's key, and the buffers of a batch.
 /// Owned by the sink, used under its lock.
 pub(crate) struct Sealer {
@@ -514,8 +709,16 @@ pub(crate) struct Sealer {
     key: Key,
     mac: LineMac,
     id: String,
+    /// When the key was made (seconds since the Unix epoch): bounds its epochs.
+    created: u64,
     /// An epoch change to make with the next write, until one is written (start-up).
     pending: Option<SealReason>,
+    /// Lines found after the chain that do not verify, to record with the next write
+    /// (once: until a write holds the event).
+    tampered: Option<LogTampered>,
+    /// The file ends in the middle of a line nobody of the chain wrote: the next batch
+    /// starts with a newline, so that its first line stays whole.
+    newline_first: bool,
     out: Vec<u8>,
     lines: Vec<Out>,
     /// The state as this process last wrote it (`text`), parsed: while the state file
@@ -587,7 +790,10 @@ impl Sealer {
             mac: key_file.key.line_mac(),
             key: key_file.key,
             id: key_file.id,
+            created: key_file.created,
             pending: Some(SealReason::Startup),
+            tampered: None,
+            newline_first: false,
             out: Vec::new(),
             lines: Vec::new(),
             text: String::new(),
@@ -667,6 +873,9 @@ impl Sealer {
         force: Option<SealReason>,
     ) -> io::Result<Sealed> {
         let mut chain = self.read_chain()?;
+        let recorded_epoch = chain.epoch;
+        // The key of the chain's epoch first: the lines after the state are checked with it.
+        self.catch_up(&mut chain)?;
         let mut file = dest.file(false)?;
         if file.is_some_and(|f| chain.log.0 != 0 && (f.dev, f.ino) != (chain.log.0, chain.log.1)) {
             // Another process moved the chain to another file (or this one was rotated
@@ -677,17 +886,23 @@ impl Sealer {
             let same = (f.dev, f.ino) == (chain.log.0, chain.log.1);
             let unknown = chain.log == (0, 0, 0) && chain.sequence == 0;
             if (same && f.len > chain.log.2) || (unknown && f.len > 0) {
-                f.len = self.recover(dest, &mut chain, *f, same)?;
+                f.len = self.recover(dest, &mut chain, *f, same, recorded_epoch)?;
             }
         }
-        self.catch_up(&mut chain)?;
         let now = now_secs();
-        let change = force
+        let mut change = force
             .or(self.pending)
             .or((now >= chain.began.saturating_add(EPOCH_SECONDS)).then_some(SealReason::Epoch));
+        if change.is_some() && chain.epoch >= max_epoch(self.created, now) {
+            // As many epochs as the key's age allows: a start or shutdown seals no change
+            // (the chain's next 15-minute mark will), so that no line of the chain claims an
+            // epoch verify-log must take for a forgery.
+            change = None;
+            self.pending = None;
+        }
         let new_file = file
             .is_some_and(|f| (f.dev, f.ino) != (chain.log.0, chain.log.1) || f.len < chain.log.2);
-        if input.is_empty() && change.is_none() && !new_file {
+        if input.is_empty() && change.is_none() && !new_file && self.tampered.is_none() {
             return Ok(Sealed {
                 input_written: 0,
                 wrote: false,
@@ -702,6 +917,13 @@ impl Sealer {
         let written = self.lines.iter().take_while(|l| l.out_end <= whole).count();
         if new_file && written >= 1 {
             chain.file_first = chain.sequence + 1;
+        }
+        if whole > 0 {
+            self.newline_first = false;
+        }
+        // The event of lines that do not verify comes after the seal lines.
+        if written > usize::from(new_file) + usize::from(next.is_some()) {
+            self.tampered = None;
         }
         if let Some(next) = next {
             // The seal line that begins the next epoch is in the log: the key moves on.
@@ -762,7 +984,8 @@ impl Sealer {
 
     /// Brings this process's key to the chain's epoch: another process may have moved it
     /// on (then the key file has the key), or the chain's state may be behind the key file
-    /// after a crash.
+    /// after a crash. The state and the key file are this host's own (a writer of the log
+    /// alone reaches neither), and the keys derived here are at most [`MAX_CATCH_UP`].
     fn catch_up(&mut self, chain: &mut Chain) -> io::Result<()> {
         if chain.epoch == self.epoch {
             return Ok(());
@@ -773,21 +996,35 @@ impl Sealer {
                 "the sealing key file now holds another key",
             ));
         }
-        let (mut epoch, mut key) = (key_file.epoch, key_file.key);
+        let (epoch, key) = (key_file.epoch, key_file.key);
         if epoch > chain.epoch {
             // The key file moved on but the chain did not record it (a writer died between
             // the two): the earlier key is gone, so the chain goes on in the key's epoch.
             chain.epoch = epoch;
         }
-        while epoch < chain.epoch {
+        if chain.epoch - epoch > MAX_CATCH_UP {
+            return Err(io::Error::other(format!(
+                "the sealing chain's state is at epoch {}, {} epochs ahead of the key file",
+                chain.epoch,
+                chain.epoch - epoch
+            )));
+        }
+        self.take_key(epoch, key, chain.epoch)
+    }
+
+    /// Makes `key`, of `epoch`, this process's key at `to` (a few epochs on at most), and
+    /// moves the key file on if it is behind.
+    fn take_key(&mut self, mut epoch: u64, mut key: Key, to: u64) -> io::Result<()> {
+        while epoch < to {
             key = key.next();
             epoch += 1;
         }
-        if epoch != key_file.epoch {
+        if KeyFile::read(&self.key_path).is_ok_and(|f| f.epoch < epoch) {
             KeyFile {
                 epoch,
                 key: Key(key.0),
                 id: self.id.clone(),
+                created: self.created,
             }
             .replace(&self.key_path)?;
         }
@@ -809,6 +1046,7 @@ impl Sealer {
             epoch: self.epoch,
             key: Key(self.key.0),
             id: self.id.clone(),
+            created: self.created,
         };
         if let Err(err) = key_file.replace(&self.key_path) {
             // The next writer tries again (the chain is ahead of the key file).
@@ -820,51 +1058,102 @@ impl Sealer {
         }
     }
 
-    /// Takes the chain from the lines a writer left after the state it recorded (it died
-    /// between its write and its state update), or from the end of a file when the state
-    /// is unknown; cuts a torn last line. Returns the file's length now.
+    /// Takes up the lines after the chain's state: a writer killed between its write and
+    /// its state update left them (or, when the state is unknown, the end of the file
+    /// holds the chain). Only lines that verify with this process's key (and the keys of
+    /// the epochs they begin) are taken; the first line after them that does not is
+    /// recorded ([`LogTampered`], once) and left in place with all that follows, and the
+    /// chain goes on from the last line that verified. A torn last line after verified
+    /// lines is cut (the dead writer's). Returns the file's length now.
+    ///
+    /// `recorded_epoch` is the epoch the state held: when the key file had moved past it
+    /// (the dead writer's epoch change reached the key file, not the state), the seal line
+    /// that ended that epoch is MACed with a key no longer here; it is taken only if the
+    /// line after it verifies with the current key, and so vouches for its sequence number
+    /// and tag.
     fn recover(
         &mut self,
         dest: &mut dyn Dest,
         chain: &mut Chain,
         file: FileState,
         same: bool,
+        recorded_epoch: u64,
     ) -> io::Result<u64> {
         const WINDOW: u64 = 4 << 20;
         let Some(reader) = dest.reopen_for_reading(file.dev, file.ino) else {
             return Ok(file.len);
         };
-        let from = if same { chain.log.2 } else { 0 };
-        let from = from.max(file.len.saturating_sub(WINDOW));
-        let mut bytes = vec![0; (file.len - from) as usize];
+        let from = if same {
+            chain.log.2
+        } else {
+            file.len.saturating_sub(WINDOW)
+        };
+        let to = file.len.min(from + WINDOW);
+        let mut bytes = vec![0; (to - from) as usize];
         reader.read_exact_at(&mut bytes, from)?;
         let whole = bytes.iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1);
-        let mut lines = bytes[..whole].split(|&b| b == b'\n');
+        let mut walk = Walk {
+            epoch: self.epoch,
+            key: Key(self.key.0),
+            mac: self.mac.clone(),
+            moved: false,
+            taken: same.then_some((chain.sequence, chain.hash)),
+            taken_end: 0,
+            claim: None,
+            held: None,
+            gone_key: same && recorded_epoch < self.epoch,
+            began: None,
+            file_first: None,
+        };
+        let mut start = 0;
         if !same && from > 0 {
-            lines.next(); // probably the end of a line
+            // Probably the end of a line.
+            start = bytes[..whole]
+                .iter()
+                .position(|&b| b == b'\n')
+                .map_or(0, |i| i + 1);
         }
-        for line in lines {
-            let Some(sealed) = event::split_seal(line) else {
-                continue;
-            };
-            if same && sealed.sequence != chain.sequence + 1 {
+        let mut foreign = false;
+        while start < whole {
+            let end = start + memchr::memchr(b'\n', &bytes[start..whole]).expect("a newline");
+            if !walk.line(&bytes[start..end], end + 1) {
+                foreign = true;
                 break;
             }
-            chain.sequence = sealed.sequence;
-            chain.hash = sealed.hash;
-            if let Some(seal) = event::seal_fields(sealed.covered) {
-                if seal.reason.changes_epoch() && seal.epoch > chain.epoch {
-                    chain.epoch = seal.epoch;
-                    chain.began = event::timestamp(line)
-                        .and_then(crate::time::parse_timestamp)
-                        .map_or(0, |ms| ms / 1000);
-                }
-                if seal.reason == SealReason::File {
-                    chain.file_first = sealed.sequence;
-                }
-            }
+            start = end + 1;
         }
-        let len = if same && whole < bytes.len() {
+        // A seal line held for the line after it, and none came.
+        foreign |= walk.held.is_some();
+        if let Some((sequence, hash)) = walk.taken {
+            chain.sequence = sequence;
+            chain.hash = hash;
+        }
+        if let Some(first) = walk.file_first {
+            chain.file_first = first;
+        }
+        if let Some(began) = walk.began {
+            chain.began = began;
+        }
+        if walk.moved {
+            // Verified epoch changes: the dead writer's key file update, done for it.
+            chain.epoch = walk.epoch;
+            self.take_key(walk.epoch, Key(walk.key.0), walk.epoch)?;
+        }
+        let taken_end = from + walk.taken_end as u64;
+        let len = if foreign || (same && to < file.len) {
+            // Lines that do not verify: left in place for whoever investigates, and
+            // recorded. A line of them without its newline is not cut: the next batch
+            // begins with one.
+            self.tampered = Some(LogTampered {
+                verified: walk.taken.map_or(0, |(sequence, _)| sequence),
+                offset: taken_end,
+                bytes: file.len - taken_end,
+            });
+            let mut last = [0];
+            self.newline_first =
+                reader.read_exact_at(&mut last, file.len - 1).is_ok() && last[0] != b'\n';
+            file.len
+        } else if same && whole < bytes.len() {
             // A torn line the dead writer left: not part of the chain.
             let len = from + whole as u64;
             dest.truncate(len)?;
@@ -872,7 +1161,9 @@ impl Sealer {
         } else {
             file.len
         };
-        chain.log = (file.dev, file.ino, len);
+        if walk.taken.is_some() {
+            chain.log = (file.dev, file.ino, len);
+        }
         Ok(len)
     }
 
@@ -887,6 +1178,9 @@ impl Sealer {
     ) -> Option<Key> {
         self.out.clear();
         self.lines.clear();
+        if self.newline_first {
+            self.out.push(b'\n');
+        }
         let mut sequence = chain.sequence;
         let mut hash = chain.hash;
         let now = SystemTime::now();
@@ -932,6 +1226,22 @@ impl Sealer {
         });
         let mut next_mac = next.as_ref().map(Key::line_mac);
         let mac = next_mac.as_mut().unwrap_or(&mut self.mac);
+        if let Some(tampered) = self.tampered {
+            // With the lines of the batch (after the seal lines): a dead writer's batch
+            // has no more than one line sealed with a key the next writer may not have.
+            line.clear();
+            Event::LogTampered(tampered).encode(self.format, now, &mut line);
+            sequence += 1;
+            push(
+                &mut self.out,
+                &mut self.lines,
+                line.as_bytes(),
+                mac,
+                &mut hash,
+                sequence,
+                0,
+            );
+        }
         let mut start = 0;
         while start < input.len() {
             let (line, end) = match memchr::memchr(b'\n', &input[start..]) {
@@ -1022,6 +1332,38 @@ mod tests {
     }
 
     #[test]
+    fn a_key_says_when_it_was_made_and_an_undated_one_is_taken_as_old() {
+        let hex = "ab".repeat(32);
+        let dated: VerificationKey = format!("{hex}-1796589567").parse().unwrap();
+        assert_eq!((dated.secret, dated.created), ([0xab; 32], 1_796_589_567));
+        assert_eq!(dated.to_string(), format!("{hex}-1796589567"));
+        // What earlier versions printed: 64 hex digits alone.
+        let undated: VerificationKey = hex.parse().unwrap();
+        assert_eq!(undated.created, UNDATED_KEY_CREATED);
+        for bad in [
+            format!("{hex}-"),
+            format!("{hex}-x"),
+            format!("{hex}--1"),
+            "ab".into(),
+        ] {
+            assert!(bad.parse::<VerificationKey>().is_err(), "{bad}");
+        }
+        // A key file of before creation times: the same, undated.
+        let dir = std::env::temp_dir().join(format!("jwtguard-dated-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("seal.key");
+        let _ = std::fs::remove_file(&path);
+        let made = init(&path).unwrap();
+        let text = std::fs::read_to_string(&path).unwrap();
+        assert_eq!(KeyFile::parse(&text).unwrap().created, made.created);
+        let line = format!("created {}\n", made.created);
+        assert!(text.contains(&line), "{text}");
+        let undated = KeyFile::parse(&text.replace(&line, "")).unwrap();
+        assert_eq!((undated.epoch, undated.created), (1, UNDATED_KEY_CREATED));
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
     fn the_state_text_parses_back_to_the_same_chain() {
         // A writer takes the state file's bytes, when they are the text it wrote, for the
         // chain it wrote: that holds only if the text says all of the chain.
@@ -1041,7 +1383,11 @@ mod tests {
 
     #[test]
     fn the_tag_covers_the_length_the_sequence_the_previous_tag_and_the_epoch() {
-        let key = VerificationKey([1; 32]).first();
+        let key = VerificationKey {
+            secret: [1; 32],
+            created: 0,
+        }
+        .first();
         let mut mac = key.line_mac();
         let tag = |mac: &mut LineMac, previous: &Tag, sequence: u64, line: &[u8]| {
             line_hash(mac, previous, sequence, line)
@@ -1089,7 +1435,11 @@ mod cost {
     #[test]
     #[ignore]
     fn line_hash_cost() {
-        let key = VerificationKey([1; 32]).first();
+        let key = VerificationKey {
+            secret: [1; 32],
+            created: 0,
+        }
+        .first();
         let mut mac = key.line_mac();
         let line = vec![b'x'; 537];
         let mut h = [0; 16];

@@ -12,7 +12,9 @@ use std::path::Path;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use crate::event::{self, SealReason};
-use crate::seal::{EPOCH_SECONDS, Key, LineMac, MAX_EPOCH, Tag, VerificationKey, line_hash};
+use crate::seal::{
+    EPOCH_SECONDS, Key, LineMac, MAX_EPOCH, Tag, VerificationKey, line_hash, max_epoch,
+};
 
 /// How late a seal may be before a log that ends without a shutdown counts as cut short:
 /// a running jwtguard checks every 5 seconds whether its epoch is over.
@@ -50,6 +52,8 @@ enum Break {
     HeadCut,
     /// The log was sealed with another key.
     WrongKey { found: String, expected: String },
+    /// The first line claims an epoch its key cannot have reached by the line's time.
+    EpochTooLate { epoch: u64, limit: u64 },
     /// The last line has no newline.
     Torn { bytes: usize },
     /// The log ends without a shutdown, and no seal for longer than an epoch.
@@ -209,6 +213,10 @@ impl std::fmt::Display for Report {
                         f,
                         "sealed with another key (key {found}; this verification key is for key {expected})"
                     )?,
+                    Break::EpochTooLate { epoch, limit } => write!(
+                        f,
+                        "it claims epoch {epoch}, beyond what the key can have reached by its time (at most {limit}: one a minute since the key was made, and 1024): a forged line"
+                    )?,
                     Break::Torn { bytes } => write!(
                         f,
                         "the last line is torn ({bytes} bytes without a newline): a write cut short (jwtguard killed while writing) or a cut; the lines before it verify"
@@ -269,6 +277,8 @@ struct Verifier<'a> {
     previous_file_first: Option<u64>,
     first_time: Option<[u8; 24]>,
     last_time: [u8; 24],
+    /// `now`, in seconds: no line is judged later than this.
+    as_of: u64,
 }
 
 /// Verifies the sealed log in `files`, oldest first (rotated files, then the current
@@ -306,6 +316,7 @@ pub fn verify(
         previous_file_first: None,
         first_time: None,
         last_time: [b' '; 24],
+        as_of: now.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs()),
     };
     let mut buf = Vec::new();
     let mut last = None;
@@ -385,6 +396,18 @@ impl Verifier<'_> {
                 let epoch = seal.epoch - u64::from(seal.reason.changes_epoch() && seal.epoch > 0);
                 if !(1..=MAX_EPOCH).contains(&epoch) || sequence == 0 {
                     return Err(Fault::Known(Some(sequence), Break::HeadCut));
+                }
+                // The key of this epoch is derived one epoch at a time: first, is the
+                // epoch one the key can have reached by the line's time (or `now`)?
+                let time = event::timestamp(line)
+                    .and_then(crate::time::parse_timestamp)
+                    .map_or(self.as_of, |ms| (ms / 1000).min(self.as_of));
+                let limit = max_epoch(self.key.created, time);
+                if epoch > limit {
+                    return Err(Fault::Known(
+                        Some(sequence),
+                        Break::EpochTooLate { epoch, limit },
+                    ));
                 }
                 let mut key = self.key.first();
                 for _ in 1..epoch {
@@ -614,8 +637,9 @@ mod tests {
     use super::*;
     use crate::LogFormat;
     use crate::event::Event;
-    use crate::seal::{Sealer, init};
+    use crate::seal::{Sealer, VerificationKey, init};
     use crate::sink::Sink;
+    use std::io::Write as _;
     use std::path::PathBuf;
     use std::sync::OnceLock;
     use std::sync::atomic::{AtomicUsize, Ordering};
@@ -845,11 +869,10 @@ mod tests {
             lines[target]
         );
         let later = std::fs::read_to_string(dir.0.join("key")).unwrap();
-        let later_epoch: u64 = later.lines().nth(1).unwrap()[6..].parse().unwrap();
+        let field = |name: &str| later.lines().find_map(|l| l.strip_prefix(name)).unwrap();
+        let later_epoch: u64 = field("epoch ").parse().unwrap();
         assert_eq!(later_epoch, 4);
-        let mut key = crate::seal::Key(
-            event::parse_hex(&later.lines().nth(3).unwrap().as_bytes()[4..]).unwrap(),
-        );
+        let mut key = crate::seal::Key(event::parse_hex(field("key ").as_bytes()).unwrap());
         let forge = |epoch2: crate::seal::Key| {
             // The line changed, then it and every line after it sealed again with `epoch2`
             // as epoch 2's key and the keys that follow from it.
@@ -897,6 +920,36 @@ mod tests {
                 "{report}"
             );
             key = key.next();
+        }
+    }
+
+    #[test]
+    fn a_first_line_claiming_an_epoch_beyond_the_keys_age_is_judged_at_once() {
+        // The key of a log's first epoch is derived one epoch at a time: a first line that
+        // claimed epoch 2^27 (the highest a line may name) took 28 to 50 s to judge.
+        let (_dir, vk, log) = sealed_log(LogFormat::Json);
+        let text = std::fs::read_to_string(&log).unwrap();
+        let first = text.lines().next().unwrap();
+        assert!(first.contains("\"jwtguard.seal.epoch\":1,"), "{first}");
+        for epoch in [1 << 27, 1_000_000, 1026] {
+            let forged = first.replace(
+                "\"jwtguard.seal.epoch\":1,",
+                &format!("\"jwtguard.seal.epoch\":{epoch},"),
+            );
+            std::fs::write(&log, forged + "\n").unwrap();
+            let (vk, path) = (vk.clone(), log.clone());
+            let (send, receive) = std::sync::mpsc::channel();
+            std::thread::spawn(move || send.send(check(&vk, &[&path]).to_string()));
+            let report = receive
+                .recv_timeout(std::time::Duration::from_millis(500))
+                .unwrap_or_else(|_| panic!("epoch {epoch}: no report within 0.5 s"));
+            assert!(
+                report.starts_with(&format!(
+                    "TAMPERED: {} line 1 (sequence 1): it claims epoch {epoch}, beyond",
+                    log.display()
+                )),
+                "{report}"
+            );
         }
     }
 
@@ -1015,6 +1068,118 @@ mod tests {
                 if torn { 2 } else { 3 }
             );
         }
+    }
+
+    #[test]
+    fn a_writer_that_died_after_moving_the_key_file_on_is_taken_up() {
+        // Its epoch change reached the log and the key file, not the state: the seal line
+        // that ended the epoch is MACed with a key that is gone, and the line after it,
+        // under the key file's key, vouches for it.
+        let dir = Dir::new();
+        let (key, log) = (dir.0.join("key"), dir.0.join("log"));
+        let state = crate::seal::state_path(&key);
+        let vk = init(&key).unwrap();
+        {
+            let sink = writer(&log, &key);
+            sink.write(batch(LogFormat::Json, "first", 2).as_bytes());
+            let before = std::fs::read(&state).unwrap();
+            sink.seal(Some(SealReason::Epoch));
+            sink.write(batch(LogFormat::Json, "second", 3).as_bytes());
+            std::fs::write(&state, before).unwrap();
+        }
+        let sink = writer(&log, &key);
+        sink.write(batch(LogFormat::Json, "next process", 2).as_bytes());
+        sink.seal(Some(SealReason::Shutdown));
+        let report = check(&vk, &[&log]);
+        assert!(report.is_intact(), "{report}");
+        assert_eq!(report.lines(), whole_lines(&log));
+        let text = std::fs::read_to_string(&log).unwrap();
+        assert!(!text.contains("log_tampered"), "{text}");
+    }
+
+    #[test]
+    fn lines_after_the_chain_that_do_not_verify_are_recorded_once_and_left() {
+        // Appended by someone without the key: a line of the next epoch's shape, and one
+        // unsealed and without its newline.
+        let dir = Dir::new();
+        let (key, log) = (dir.0.join("key"), dir.0.join("log"));
+        let vk = init(&key).unwrap();
+        let sink = writer(&log, &key);
+        sink.write(batch(LogFormat::Json, "first", 2).as_bytes());
+        let on_disk = std::fs::read_to_string(&key).unwrap();
+        let text = std::fs::read_to_string(&log).unwrap();
+        let last = text.lines().last().unwrap();
+        let forged = last.replacen("first line 1", "first line 2", 1);
+        let appended = format!("{forged}\nnot a line of the chain");
+        std::fs::OpenOptions::new()
+            .append(true)
+            .open(&log)
+            .unwrap()
+            .write_all(appended.as_bytes())
+            .unwrap();
+        for b in 0..3 {
+            sink.write(batch(LogFormat::Json, &format!("after {b}"), 1).as_bytes());
+        }
+        assert_eq!(std::fs::read_to_string(&key).unwrap(), on_disk);
+        let text = std::fs::read_to_string(&log).unwrap();
+        // Left in place, each line whole.
+        assert!(text.contains(&format!("{appended}\n")), "{text}");
+        let events: Vec<&str> = text
+            .lines()
+            .filter(|l| l.contains("log_tampered"))
+            .collect();
+        assert_eq!(events.len(), 1, "{text}");
+        let sequence = event::split_seal(last.as_bytes()).unwrap().sequence;
+        let offset = text.find(&appended).unwrap();
+        assert!(
+            events[0].contains(&format!(
+                "\"jwtguard.seal.verified\":{sequence},\"jwtguard.seal.unverified_offset\":{offset},\"jwtguard.seal.unverified_bytes\":{}",
+                appended.len()
+            )),
+            "{}",
+            events[0]
+        );
+        // The chain goes on from the last line that verified: verify-log stops at the
+        // forged line; without the appended bytes, the log is intact.
+        let report = check(&vk, &[&log]);
+        assert!(
+            report
+                .to_string()
+                .starts_with(&format!("TAMPERED: {} line 5 ", log.display())),
+            "{report}"
+        );
+        std::fs::write(&log, text.replace(&format!("{appended}\n"), "")).unwrap();
+        let report = check(&vk, &[&log]);
+        assert!(report.is_intact(), "{report}");
+    }
+
+    #[test]
+    fn no_epoch_change_goes_past_the_keys_age() {
+        // A key made a minute ago may be at epoch 1 + 1 + 1024 at most: from 1025, the
+        // start moves the chain to 1026, and the shutdown makes no change.
+        let dir = Dir::new();
+        let (key, log) = (dir.0.join("key"), dir.0.join("log"));
+        let made = init(&key).unwrap();
+        let vk = VerificationKey {
+            secret: made.secret,
+            created: made.created - 60,
+        };
+        let mut at = vk.first();
+        for _ in 1..1025 {
+            at = at.next();
+        }
+        crate::seal::write_key_file(&key, 1025, at, vk.first().id(), vk.created).unwrap();
+        let sink = writer(&log, &key);
+        sink.write(batch(LogFormat::Json, "line", 2).as_bytes());
+        sink.seal(Some(SealReason::Shutdown));
+        let on_disk = std::fs::read_to_string(&key).unwrap();
+        assert!(on_disk.contains("\nepoch 1026\n"), "{on_disk}");
+        let report = check(&vk, &[&log]).to_string();
+        assert!(report.starts_with("intact: 4 lines"), "{report}");
+        assert!(
+            report.contains("epochs 1025 to 1026: 1 start-up, 0 shutdowns"),
+            "{report}"
+        );
     }
 
     #[test]

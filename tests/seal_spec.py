@@ -142,7 +142,8 @@ def main():
     if len(sys.argv) < 3:
         print(__doc__.strip().splitlines()[3].strip(), file=sys.stderr)
         return 2
-    key = next_key(bytes.fromhex(sys.argv[1]))  # K1, the first epoch's key
+    # The verification key is K0's 64 hex digits, then "-" and when it was made.
+    key = next_key(bytes.fromhex(sys.argv[1].split("-")[0]))  # K1, the first epoch's key
     epoch, keys, previous, lines = 1, None, None, 0
     for path in sys.argv[2:]:
         with open(path, "rb") as f:

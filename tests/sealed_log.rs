@@ -266,3 +266,111 @@ fn the_keys_stay_out_of_the_log_and_a_bad_key_file_stops_the_start() {
     assert_eq!(out.status.code(), Some(1));
     assert!(out.stdout.is_empty());
 }
+
+/// Appends to `log` a copy of its last seal line claiming `epoch`, with the next sequence
+/// number and a tag of zeros: what someone who can write the log but not read the key can
+/// forge. Returns the forged line's number in the file.
+fn append_forged_seal(log: &Path, epoch: u64) -> usize {
+    let text = std::fs::read_to_string(log).unwrap();
+    let last: serde_json::Value = support::event(text.lines().last().unwrap());
+    let sequence = last["event.sequence"].as_u64().unwrap();
+    let seal = text
+        .lines()
+        .rfind(|l| l.contains("\"event.action\":\"seal\""))
+        .unwrap();
+    let fields: serde_json::Value = support::event(seal);
+    let (old_epoch, old_sequence, old_hash) = (
+        fields["jwtguard.seal.epoch"].as_u64().unwrap(),
+        fields["event.sequence"].as_u64().unwrap(),
+        fields["event.hash"].as_str().unwrap(),
+    );
+    let forged = seal
+        .replace(
+            &format!("\"jwtguard.seal.epoch\":{old_epoch},"),
+            &format!("\"jwtguard.seal.epoch\":{epoch},"),
+        )
+        .replace(
+            &format!("\"event.sequence\":{old_sequence},"),
+            &format!("\"event.sequence\":{},", sequence + 1),
+        )
+        .replace(old_hash, &"0".repeat(32));
+    assert!(forged.contains(&format!("\"jwtguard.seal.epoch\":{epoch},")));
+    let mut file = std::fs::OpenOptions::new().append(true).open(log).unwrap();
+    writeln!(file, "{forged}").unwrap();
+    text.lines().count() + 1
+}
+
+/// The epoch the key file is at.
+fn key_file_epoch(key: &Path) -> u64 {
+    let text = std::fs::read_to_string(key).unwrap();
+    text.lines()
+        .find_map(|l| l.strip_prefix("epoch "))
+        .unwrap()
+        .parse()
+        .unwrap()
+}
+
+#[test]
+fn a_forged_seal_line_is_recorded_and_never_moves_the_epoch() {
+    // 2^64 - 1 made the writer derive keys for ever under the chain's lock; 2^27 - 1
+    // made it derive for most of a minute and then move the key file to that epoch.
+    for epoch in [u64::MAX, (1 << 27) - 1] {
+        // Appended while jwtguard runs (alone, and under its supervisor, which writes to
+        // the log too), and while it is stopped (then found at start-up).
+        for (while_running, args) in [
+            (true, &["--no-supervisor"][..]),
+            (true, &[][..]),
+            (false, &["--no-supervisor"][..]),
+        ] {
+            let case = format!("epoch {epoch}, while running {while_running}, {args:?}");
+            let dir = TempDir::new();
+            let (key, log) = (dir.path("seal.key"), dir.path("security.log"));
+            let vk = seal_init(&key);
+            let valid = token(&["--sub", "alice"]);
+            let mut server = sealed_server_with(&log, &key, args);
+            assert_eq!(server.get_with_token("/api/x", &valid).status, 200);
+            if !while_running {
+                assert!(server.terminate().success());
+            }
+            let forged_at = append_forged_seal(&log, epoch);
+            if !while_running {
+                server = sealed_server_with(&log, &key, args);
+            }
+            // It keeps answering, promptly, and logging.
+            for _ in 0..2 {
+                let start = std::time::Instant::now();
+                assert_eq!(server.get("/healthz", &[]).status, 200, "{case}");
+                assert_eq!(server.get_with_token("/api/x", &valid).status, 200);
+                assert!(start.elapsed() < Duration::from_secs(2), "{case}");
+            }
+            assert!(key_file_epoch(&key) < 10, "{case}: the key file moved on");
+            let start = std::time::Instant::now();
+            assert!(server.terminate().success(), "{case}");
+            assert!(start.elapsed() < Duration::from_secs(2), "{case}");
+            assert!(key_file_epoch(&key) < 10, "{case}: the key file moved on");
+
+            // One tampering event for the one forged line, naming where the chain stopped.
+            let events = support::read_json_lines(&log);
+            let tampered: Vec<_> = events
+                .iter()
+                .filter(|e| e["event.reason"] == "log_tampered")
+                .collect();
+            assert_eq!(tampered.len(), 1, "{case}: {events:#?}");
+            assert_eq!(tampered[0]["event.outcome"], "failure", "{case}");
+            assert_eq!(
+                tampered[0]["jwtguard.seal.verified"].as_u64(),
+                Some(events[forged_at - 2]["event.sequence"].as_u64().unwrap()),
+                "{case}"
+            );
+            // verify-log finds the forged line, at once.
+            let start = std::time::Instant::now();
+            let (code, report) = verify_log(&vk, &[&log]);
+            assert!(start.elapsed() < Duration::from_secs(2), "{case}");
+            assert_eq!(code, 1, "{case}: {report}");
+            assert!(
+                report.starts_with(&format!("TAMPERED: {} line {forged_at} ", log.display())),
+                "{case}: {report}"
+            );
+        }
+    }
+}
