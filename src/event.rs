@@ -838,8 +838,10 @@ pub(crate) fn seal_fields(covered: &[u8]) -> Option<SealFields> {
     })
 }
 
+/// Where `needle` first is in `haystack`: memmem, since comparing at every position costs
+/// 1.4 s of CPU on a 100 MB log of 64 KiB seal lines padded before their fields.
 fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
-    haystack.windows(needle.len()).position(|w| w == needle)
+    memchr::memmem::find(haystack, needle)
 }
 
 /// A line under construction: the same calls give the JSON and the text encodings, so
