@@ -11,7 +11,7 @@
 //! bytes are skipped, never held ([`Lines`]).
 
 use std::fs::File;
-use std::io::{self, BufRead, BufReader, Read as _};
+use std::io::{self, BufRead as _, BufReader, Read};
 use std::path::Path;
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -329,6 +329,7 @@ pub fn verify(
         last_time: [b' '; 24],
     };
     let mut last = None;
+    let mut reader = None;
     'files: for (index, path) in files.iter().enumerate() {
         let file = File::open(path.as_ref()).map_err(|e| {
             io::Error::new(
@@ -336,7 +337,7 @@ pub fn verify(
                 format!("cannot read {}: {e}", path.as_ref().display()),
             )
         })?;
-        let mut lines = Lines::new(BufReader::with_capacity(1 << 20, file));
+        let lines = Lines::reuse(&mut reader, file);
         v.previous_file_first = v.file_first.take().or(v.previous_file_first);
         let mut line = 0;
         while let Some(read) = lines.next()? {
@@ -623,11 +624,9 @@ fn scan(
     pos: Pos,
     mut each: impl FnMut(Pos, Line<'_>) -> bool,
 ) -> io::Result<()> {
+    let mut reader = None;
     for (index, path) in files.iter().enumerate().skip(pos.file) {
-        let mut lines = Lines::new(BufReader::with_capacity(
-            1 << 20,
-            File::open(path.as_ref())?,
-        ));
+        let lines = Lines::reuse(&mut reader, File::open(path.as_ref())?);
         let mut line = 0;
         while let Some(read) = lines.next()? {
             line += 1;
@@ -666,16 +665,33 @@ impl<'a> Line<'a> {
 /// Reads lines into one buffer of [`MAX_LINE_BYTES`], which never grows: the rest of a
 /// longer line is skipped, a block at a time, so any file is read in bounded memory.
 struct Lines<R> {
-    reader: R,
+    reader: BufReader<R>,
     buf: Vec<u8>,
 }
 
-impl<R: BufRead> Lines<R> {
-    fn new(reader: R) -> Self {
+impl<R: Read> Lines<R> {
+    /// Reads blocks of `block` bytes from `reader`.
+    fn new(reader: R, block: usize) -> Self {
         Lines {
-            reader,
+            reader: BufReader::with_capacity(block, reader),
             buf: Vec::with_capacity(MAX_LINE_BYTES),
         }
+    }
+
+    /// The lines of `reader`, read with the buffers of the one in `slot` (what it had not
+    /// read of its own is dropped), or with new ones: one allocation for any number of
+    /// files (a new 1 MiB block each cost 0.5 s of CPU on 100,000 empty files).
+    fn reuse(slot: &mut Option<Self>, reader: R) -> &mut Self {
+        let lines = match slot.take() {
+            Some(mut lines) => {
+                let left = lines.reader.buffer().len();
+                lines.reader.consume(left);
+                *lines.reader.get_mut() = reader;
+                lines
+            }
+            None => Lines::new(reader, 1 << 20),
+        };
+        slot.insert(lines)
     }
 
     /// The next line, or `None` at the end.
@@ -819,7 +835,7 @@ mod tests {
         input.extend_from_slice(b"after\n");
         input.extend(std::iter::repeat_n(b'w', 2 * max));
         // Blocks smaller than a line, so a long line spans many.
-        let mut lines = Lines::new(BufReader::with_capacity(4096, &input[..]));
+        let mut lines = Lines::new(&input[..], 4096);
         let mut got = Vec::new();
         while let Some(line) = lines.next().unwrap() {
             got.push(match line {
@@ -840,9 +856,20 @@ mod tests {
                 long(2 * max),
             ]
         );
-        let mut lines = Lines::new(&b"a\ntorn"[..]);
+        let mut lines = Lines::new(&b"a\ntorn"[..], 4096);
         assert_eq!(lines.next().unwrap(), Some(Line::Whole(b"a")));
         assert_eq!(lines.next().unwrap(), Some(Line::Torn(b"torn")));
+        assert_eq!(lines.next().unwrap(), None);
+    }
+
+    #[test]
+    fn the_buffers_of_one_file_read_only_the_next_one() {
+        let mut slot = None;
+        let lines = Lines::reuse(&mut slot, &b"a\nb\n"[..]);
+        assert_eq!(lines.next().unwrap(), Some(Line::Whole(b"a")));
+        // Left before its end ("b" unread, in the block): the next file's lines only.
+        let lines = Lines::reuse(&mut slot, &b"c\n"[..]);
+        assert_eq!(lines.next().unwrap(), Some(Line::Whole(b"c")));
         assert_eq!(lines.next().unwrap(), None);
     }
 

@@ -7,8 +7,8 @@
 # longest jwtguard writes), and real sealed logs (examples/sealed_log, the library's own
 # sealed writer, as bench/verify.sh makes them) changed: every tag bad, the last tag bad,
 # verified whole and found stale, shuffled, repeated, with a 50 MB line inserted, with a
-# line deleted and a 50 MB line after it. Run by .ci/run (about 20 s after the release build); needs python3 and
-# installs `time`.
+# line deleted and a 50 MB line after it. Run by .ci/run (about 20 s after the release
+# build); needs python3 and installs `time`.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 SECONDS=0
