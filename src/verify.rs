@@ -22,6 +22,9 @@ use crate::seal::{EPOCH_SECONDS, Key, LineMac, MAX_EPOCH, Tag, VerificationKey, 
 /// a running jwtguard checks every 5 seconds whether its epoch is over.
 const GRACE_SECONDS: u64 = 120;
 
+/// How much of a file is read at a time: 1 MiB.
+const BLOCK_BYTES: usize = 1 << 20;
+
 /// A line of one of the files, 1-based.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 struct Pos {
@@ -689,7 +692,7 @@ impl<R: Read> Lines<R> {
                 *lines.reader.get_mut() = reader;
                 lines
             }
-            None => Lines::new(reader, 1 << 20),
+            None => Lines::new(reader, BLOCK_BYTES),
         };
         slot.insert(lines)
     }
@@ -710,6 +713,8 @@ impl<R: Read> Lines<R> {
         if n < MAX_LINE_BYTES {
             return Ok(Some(Line::Torn(&self.buf)));
         }
+        // Longer than jwtguard writes: the rest is skipped to its newline, a block at a
+        // time, and only counted.
         let mut bytes = limit;
         loop {
             let block = match self.reader.fill_buf() {
