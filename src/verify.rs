@@ -5,13 +5,17 @@
 //! the end, checks the sequence number and computes one MAC (src/seal.rs, [`line_hash`]). Only when the chain breaks
 //! are the files read again, to tell a changed line from an inserted one, a deleted line
 //! from a moved one, and a missing file from lines cut off the end of the one before.
+//!
+//! Memory is bounded whatever the files hold: a line is held only up to
+//! [`MAX_LINE_BYTES`], the longest jwtguard writes; a longer one is not jwtguard's, and its
+//! bytes are skipped, never held ([`Lines`]).
 
 use std::fs::File;
-use std::io::{self, BufRead as _, BufReader};
+use std::io::{self, BufRead as _, BufReader, Read};
 use std::path::Path;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use crate::event::{self, SealReason};
+use crate::event::{self, MAX_LINE_BYTES, SealReason};
 use crate::seal::{
     EPOCH_SECONDS, Key, LineMac, MAX_EPOCH, Tag, VerificationKey, line_hash, max_epoch,
 };
@@ -19,6 +23,9 @@ use crate::seal::{
 /// How late a seal may be before a log that ends without a shutdown counts as cut short:
 /// a running jwtguard checks every 5 seconds whether its epoch is over.
 const GRACE_SECONDS: u64 = 120;
+
+/// How much of a file is read at a time: 1 MiB.
+const BLOCK_BYTES: usize = 1 << 20;
 
 /// A line of one of the files, 1-based.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -56,6 +63,9 @@ enum Break {
     EpochTooLate { epoch: u64, limit: u64 },
     /// The last line has no newline.
     Torn { bytes: usize },
+    /// The line is longer than any jwtguard writes; `inserted` when the next line takes
+    /// up the chain.
+    TooLong { bytes: u64, inserted: bool },
     /// The log ends without a shutdown, and no seal for longer than an epoch.
     Stale { minutes: u64 },
     /// No sealed line at all.
@@ -217,6 +227,18 @@ impl std::fmt::Display for Report {
                         f,
                         "it claims epoch {epoch}, beyond what the key can have reached by its time (at most {limit}: one a minute since the key was made, and 1024): a forged line"
                     )?,
+                    Break::TooLong { bytes, inserted } => {
+                        write!(
+                            f,
+                            "{bytes} bytes long, and jwtguard writes lines of at most {} bytes: not written by jwtguard",
+                            MAX_LINE_BYTES - 1
+                        )?;
+                        f.write_str(if *inserted {
+                            " (inserted: the line after it takes up the chain)"
+                        } else {
+                            " (a line changed or replaced)"
+                        })?
+                    }
                     Break::Torn { bytes } => write!(
                         f,
                         "the last line is torn ({bytes} bytes without a newline): a write cut short (jwtguard killed while writing) or a cut; the lines before it verify"
@@ -261,6 +283,8 @@ impl Chain {
 /// A line that does not continue the chain, before diagnosis.
 enum Fault {
     NoSeal,
+    /// Longer than [`MAX_LINE_BYTES`]: this many bytes.
+    TooLong(u64),
     Sequence(u64),
     Hash(u64),
     /// Found for sure.
@@ -318,8 +342,8 @@ pub fn verify(
         last_time: [b' '; 24],
         as_of: now.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs()),
     };
-    let mut buf = Vec::new();
     let mut last = None;
+    let mut reader = None;
     'files: for (index, path) in files.iter().enumerate() {
         let file = File::open(path.as_ref()).map_err(|e| {
             io::Error::new(
@@ -327,27 +351,27 @@ pub fn verify(
                 format!("cannot read {}: {e}", path.as_ref().display()),
             )
         })?;
-        let mut reader = BufReader::with_capacity(1 << 20, file);
+        let lines = Lines::reuse(&mut reader, file);
         v.previous_file_first = v.file_first.take().or(v.previous_file_first);
         let mut line = 0;
-        loop {
-            buf.clear();
-            if reader.read_until(b'\n', &mut buf)? == 0 {
-                break;
-            }
+        while let Some(read) = lines.next()? {
             line += 1;
             let pos = Pos { file: index, line };
             last = Some(pos);
-            if buf.last() != Some(&b'\n') {
-                v.report.problem = Some((pos, None, Break::Torn { bytes: buf.len() }));
-                break 'files;
-            }
-            buf.pop();
-            if let Err(fault) = v.line(&buf, pos) {
-                let (sequence, problem) = v.diagnose(fault, &buf, pos, files)?;
-                v.report.problem = Some((pos, sequence, problem));
-                break 'files;
-            }
+            let (fault, bytes) = match read {
+                Line::Whole(bytes) => match v.line(bytes, pos) {
+                    Ok(()) => continue,
+                    Err(fault) => (fault, bytes),
+                },
+                Line::Torn(bytes) => {
+                    v.report.problem = Some((pos, None, Break::Torn { bytes: bytes.len() }));
+                    break 'files;
+                }
+                Line::TooLong(bytes) => (Fault::TooLong(bytes), &[][..]),
+            };
+            let (sequence, problem) = v.diagnose(fault, bytes, pos, files)?;
+            v.report.problem = Some((pos, sequence, problem));
+            break 'files;
         }
     }
     v.finish(last, now);
@@ -476,6 +500,13 @@ impl Verifier<'_> {
         let Some(chain) = &self.chain else {
             return Ok(match fault {
                 Fault::Known(sequence, problem) => (sequence, problem),
+                Fault::TooLong(bytes) => (
+                    None,
+                    Break::TooLong {
+                        bytes,
+                        inserted: false,
+                    },
+                ),
                 Fault::NoSeal => (None, Break::HeadCut),
                 _ => (sequence, Break::Changed),
             });
@@ -489,10 +520,16 @@ impl Verifier<'_> {
                     && line_hash(&mut mac, previous, sequence, s.covered) == s.hash
             })
         };
-        let next = read_lines(files, pos, 1)?.pop().map(|(_, l)| l);
+        let next = next_line(files, pos)?;
         let file_start = pos.line == 1 && pos.file > 0;
         Ok(match fault {
             Fault::Known(sequence, problem) => (sequence, problem),
+            Fault::TooLong(bytes) => {
+                let inserted = next
+                    .as_deref()
+                    .is_some_and(|n| takes_up(n, &chain.hash, expected));
+                (None, Break::TooLong { bytes, inserted })
+            }
             Fault::NoSeal => {
                 if next
                     .as_deref()
@@ -580,21 +617,26 @@ impl Verifier<'_> {
     }
 }
 
-/// Up to `n` lines after `pos`, through the following files.
-fn read_lines(files: &[impl AsRef<Path>], pos: Pos, n: usize) -> io::Result<Vec<(Pos, Vec<u8>)>> {
-    let mut out = Vec::new();
-    scan(files, pos, |at, line| {
-        out.push((at, line.to_vec()));
-        out.len() < n
+/// The line after `pos`, through the following files; `None` at the end, or when it is
+/// longer than jwtguard writes.
+fn next_line(files: &[impl AsRef<Path>], pos: Pos) -> io::Result<Option<Vec<u8>>> {
+    let mut next = None;
+    scan(files, pos, |_, line| {
+        next = line.bytes().map(<[u8]>::to_vec);
+        false
     })?;
-    Ok(out)
+    Ok(next)
 }
 
 /// Where the line with `sequence` is, after `pos`.
 fn find_sequence(files: &[impl AsRef<Path>], pos: Pos, sequence: u64) -> io::Result<Option<Pos>> {
     let mut found = None;
     scan(files, pos, |at, line| {
-        if event::split_seal(line).is_some_and(|s| s.sequence == sequence) {
+        if line
+            .bytes()
+            .and_then(event::split_seal)
+            .is_some_and(|s| s.sequence == sequence)
+        {
             found = Some(at);
         }
         found.is_none()
@@ -602,34 +644,120 @@ fn find_sequence(files: &[impl AsRef<Path>], pos: Pos, sequence: u64) -> io::Res
     Ok(found)
 }
 
-/// Calls `each` with the lines after `pos` (without newlines), until it returns false.
+/// Calls `each` with the lines after `pos`, until it returns false.
 fn scan(
     files: &[impl AsRef<Path>],
     pos: Pos,
-    mut each: impl FnMut(Pos, &[u8]) -> bool,
+    mut each: impl FnMut(Pos, Line<'_>) -> bool,
 ) -> io::Result<()> {
-    let mut buf = Vec::new();
+    let mut reader = None;
     for (index, path) in files.iter().enumerate().skip(pos.file) {
-        let mut reader = BufReader::with_capacity(1 << 20, File::open(path.as_ref())?);
+        let lines = Lines::reuse(&mut reader, File::open(path.as_ref())?);
         let mut line = 0;
-        loop {
-            buf.clear();
-            if reader.read_until(b'\n', &mut buf)? == 0 {
-                break;
-            }
+        while let Some(read) = lines.next()? {
             line += 1;
             if index == pos.file && line <= pos.line {
                 continue;
             }
-            if buf.last() == Some(&b'\n') {
-                buf.pop();
-            }
-            if !each(Pos { file: index, line }, &buf) {
+            if !each(Pos { file: index, line }, read) {
                 return Ok(());
             }
         }
     }
     Ok(())
+}
+
+/// A line as [`Lines`] reads it, without its newline.
+#[derive(Debug, PartialEq, Eq)]
+enum Line<'a> {
+    /// A line ended by a newline, of at most [`MAX_LINE_BYTES`] with it.
+    Whole(&'a [u8]),
+    /// The end of the file, after the last newline: a line cut short.
+    Torn(&'a [u8]),
+    /// A line (ended or not) of more bytes than a whole line holds: how many.
+    TooLong(u64),
+}
+
+impl<'a> Line<'a> {
+    /// The bytes of a line of at most [`MAX_LINE_BYTES`].
+    fn bytes(&self) -> Option<&'a [u8]> {
+        match *self {
+            Line::Whole(bytes) | Line::Torn(bytes) => Some(bytes),
+            Line::TooLong(_) => None,
+        }
+    }
+}
+
+/// Reads lines into one buffer of [`MAX_LINE_BYTES`], which never grows: the rest of a
+/// longer line is skipped, a block at a time, so any file is read in bounded memory.
+struct Lines<R> {
+    reader: BufReader<R>,
+    buf: Vec<u8>,
+}
+
+impl<R: Read> Lines<R> {
+    /// Reads blocks of `block` bytes from `reader`.
+    fn new(reader: R, block: usize) -> Self {
+        Lines {
+            reader: BufReader::with_capacity(block, reader),
+            buf: Vec::with_capacity(MAX_LINE_BYTES),
+        }
+    }
+
+    /// The lines of `reader`, read with the buffers of the one in `slot` (what it had not
+    /// read of its own is dropped), or with new ones: one allocation for any number of
+    /// files (a new 1 MiB block each cost 0.5 s of CPU on 100,000 empty files).
+    fn reuse(slot: &mut Option<Self>, reader: R) -> &mut Self {
+        let lines = match slot.take() {
+            Some(mut lines) => {
+                let left = lines.reader.buffer().len();
+                lines.reader.consume(left);
+                *lines.reader.get_mut() = reader;
+                lines
+            }
+            None => Lines::new(reader, BLOCK_BYTES),
+        };
+        slot.insert(lines)
+    }
+
+    /// The next line, or `None` at the end.
+    fn next(&mut self) -> io::Result<Option<Line<'_>>> {
+        self.buf.clear();
+        let limit = MAX_LINE_BYTES as u64;
+        let n = (&mut self.reader)
+            .take(limit)
+            .read_until(b'\n', &mut self.buf)?;
+        if n == 0 {
+            return Ok(None);
+        }
+        if self.buf.last() == Some(&b'\n') {
+            return Ok(Some(Line::Whole(&self.buf[..n - 1])));
+        }
+        if n < MAX_LINE_BYTES {
+            return Ok(Some(Line::Torn(&self.buf)));
+        }
+        // Longer than jwtguard writes: the rest is skipped to its newline, a block at a
+        // time, and only counted.
+        let mut bytes = limit;
+        loop {
+            let block = match self.reader.fill_buf() {
+                Ok(block) => block,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(e),
+            };
+            let (skip, end) = match memchr::memchr(b'\n', block) {
+                Some(i) => (i, i + 1),
+                None if block.is_empty() => break,
+                None => (block.len(), block.len()),
+            };
+            self.reader.consume(end);
+            bytes += skip as u64;
+            if skip < end {
+                break;
+            }
+        }
+        Ok(Some(Line::TooLong(bytes)))
+    }
 }
 
 #[cfg(test)]
@@ -722,6 +850,118 @@ mod tests {
                 "{text}"
             );
             assert!(text.contains("the log ends with a shutdown"), "{text}");
+        }
+    }
+
+    #[test]
+    fn lines_longer_than_jwtguard_writes_are_skipped_in_a_fixed_buffer() {
+        let max = MAX_LINE_BYTES;
+        let mut input = b"short\n".to_vec();
+        for (byte, len) in [(b'x', max - 1), (b'y', max), (b'z', 3 * max + 5)] {
+            input.extend(std::iter::repeat_n(byte, len));
+            input.push(b'\n');
+        }
+        input.extend_from_slice(b"after\n");
+        input.extend(std::iter::repeat_n(b'w', 2 * max));
+        // Blocks smaller than a line, so a long line spans many.
+        let mut lines = Lines::new(&input[..], 4096);
+        let mut got = Vec::new();
+        while let Some(line) = lines.next().unwrap() {
+            got.push(match line {
+                Line::Whole(bytes) => format!("whole {} {}", bytes.len(), bytes[0] as char),
+                other => format!("{other:?}"),
+            });
+            assert_eq!(lines.buf.capacity(), max, "the buffer grew");
+        }
+        let long = |n: usize| format!("TooLong({n})");
+        assert_eq!(
+            got,
+            [
+                "whole 5 s".to_owned(),
+                format!("whole {} x", max - 1),
+                long(max),
+                long(3 * max + 5),
+                "whole 5 a".to_owned(),
+                long(2 * max),
+            ]
+        );
+        let mut lines = Lines::new(&b"a\ntorn"[..], 4096);
+        assert_eq!(lines.next().unwrap(), Some(Line::Whole(b"a")));
+        assert_eq!(lines.next().unwrap(), Some(Line::Torn(b"torn")));
+        assert_eq!(lines.next().unwrap(), None);
+    }
+
+    #[test]
+    fn the_buffers_of_one_file_read_only_the_next_one() {
+        let mut slot = None;
+        let lines = Lines::reuse(&mut slot, &b"a\nb\n"[..]);
+        assert_eq!(lines.next().unwrap(), Some(Line::Whole(b"a")));
+        // Left before its end ("b" unread, in the block): the next file's lines only.
+        let lines = Lines::reuse(&mut slot, &b"c\n"[..]);
+        assert_eq!(lines.next().unwrap(), Some(Line::Whole(b"c")));
+        assert_eq!(lines.next().unwrap(), None);
+    }
+
+    #[test]
+    fn a_line_longer_than_jwtguard_writes_is_found_at_its_line() {
+        for format in [LogFormat::Json, LogFormat::Text] {
+            let (dir, vk, log) = sealed_log(format);
+            let text = std::fs::read_to_string(&log).unwrap();
+            let lines: Vec<&str> = text.lines().collect();
+            // Line 5 with its message made longer than any line jwtguard writes.
+            let at = lines[4].find("batch 0").unwrap();
+            let padding = "p".repeat(MAX_LINE_BYTES);
+            let long = format!("{}{padding}{}", &lines[4][..at], &lines[4][at..]);
+            // verify-log's report on `lines` written to `name` (joined by newlines, then
+            // `last`), the directory written DIR.
+            let report = |name: &str, lines: &[&str], last: &str| {
+                let path = dir.0.join(name);
+                std::fs::write(&path, lines.join("\n") + last).unwrap();
+                let report = check(&vk, &[&path]).to_string();
+                report.replace(&*dir.0.to_string_lossy(), "DIR")
+            };
+            let says = |report: &str, name: &str, line: usize, what: &str| {
+                let head = format!(
+                    "TAMPERED: DIR/{name} line {line}: {} bytes long, and jwtguard writes lines of at most {} bytes: not written by jwtguard ({what})\n  verified before it: {} in 1 file,",
+                    long.len(),
+                    MAX_LINE_BYTES - 1,
+                    count(line as u64 - 1, "line"),
+                );
+                assert!(report.starts_with(&head), "{format:?}: {report}");
+            };
+            // Inserted before line 5: the lines before it verify, the one after takes up.
+            let mut inserted = lines.clone();
+            inserted.insert(4, &long);
+            let got = report("inserted", &inserted, "\n");
+            says(
+                &got,
+                "inserted",
+                5,
+                "inserted: the line after it takes up the chain",
+            );
+            // In place of line 5: the line after it does not take up.
+            let mut changed = lines.clone();
+            changed[4] = &long;
+            let got = report("changed", &changed, "\n");
+            says(&got, "changed", 5, "a line changed or replaced");
+            // At the end without a newline: no write of jwtguard's cut short.
+            let mut cut = lines.clone();
+            cut.push(&long);
+            let got = report("cut", &cut, "");
+            says(&got, "cut", lines.len() + 1, "a line changed or replaced");
+            // Further down, past a line out of place: counted as a line, and the line
+            // after it found where it is.
+            let mut moved = lines.clone();
+            let sixth = moved.remove(5);
+            moved.insert(6, &long);
+            moved.insert(7, sixth);
+            let got = report("moved", &moved, "\n");
+            assert!(
+                got.starts_with(
+                    "TAMPERED: DIR/moved line 6 (sequence 7): reordered: it comes where sequence 6 was due, and 6 is at DIR/moved line 8\n"
+                ),
+                "{format:?}: {got}"
+            );
         }
     }
 
