@@ -7,7 +7,7 @@
 # longest jwtguard writes), and real sealed logs (examples/sealed_log, the library's own
 # sealed writer, as bench/verify.sh makes them) changed: every tag bad, the last tag bad,
 # verified whole and found stale, shuffled, repeated, with a 50 MB line inserted, with a
-# line deleted and a 50 MB line after it. Run by .ci/run (about 20 s after the release
+# line deleted and a 50 MB line after it, its first line claiming epoch 2^27. Run by .ci/run (about 20 s after the release
 # build); needs python3 and installs `time`.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -91,6 +91,12 @@ elif kind == "json-deleted-then-huge-line":
     ls = real("json")
     head = upto(ls, size // 4)
     data = lines(head[:2] + head[3:] + [b"\0" * (size // 2)] + upto(ls[len(head):], size // 4))
+elif kind == "json-epoch-claimed":  # the first line claims epoch 2^27: no key walk to it
+    import re
+    ls = real("json")
+    ls[0] = re.sub(rb'"jwtguard\.seal\.epoch":[0-9]+', b'"jwtguard.seal.epoch":134217728', ls[0])
+    assert b'"jwtguard.seal.epoch":134217728' in ls[0]
+    data = lines(ls)
 else:
     sys.exit(f"unknown input {kind}")
 with open(f"{tmp}/input", "wb") as f:
@@ -103,7 +109,7 @@ as_of=$(date -u -d tomorrow +%Y-%m-%dT%H:%M:%SZ)
 printf '%-28s %7s %7s %8s  %s\n' input MB "CPU s" "RSS MiB" "verify-log says"
 for kind in random one-line nul newlines short-lines invalid-utf8 overlong-lines \
   json-every-tag-bad json-last-tag-bad text-stale json-shuffled text-repeated \
-  json-huge-line-inserted json-deleted-then-huge-line; do
+  json-huge-line-inserted json-deleted-then-huge-line json-epoch-claimed; do
   make_input "$kind"
   status=0
   /usr/bin/time -o "$tmp/time" -f '%U %S %M' \
