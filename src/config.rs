@@ -190,6 +190,14 @@ pub(crate) fn upstream_address(url: &str) -> Result<&str, String> {
 /// A path prefix for `--protect`, `--public`, `--require`, `--forward-auth`.
 fn check_prefix(prefix: &str) -> Result<(), String> {
     match crate::path::normalise(prefix) {
+        Ok(_) if prefix.contains(';') => {
+            // Tomcat's `/a;b` is `/a`: a prefix that means one path to some applications
+            // and another to others cannot be matched.
+            Err(format!("{prefix:?} has a ';' (path parameters)"))
+        }
+        Ok(_) if crate::path::fold(prefix).is_err() => Err(format!(
+            "{prefix:?} has a segment of dots and spaces only (Windows may take it for '.' or '..')"
+        )),
         Ok(normal) if normal == prefix && !prefix.contains(['?', '#']) => Ok(()),
         Ok(normal) if !prefix.contains(['?', '#']) => Err(format!(
             "{prefix:?} is not a normalised path (it means {normal:?})"

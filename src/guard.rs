@@ -10,6 +10,7 @@ use crate::config::USER_HEADER;
 use crate::event::{Action, Event, Fingerprint, RequestEvent, RequestId};
 use crate::forwarded::Trusted;
 use crate::logger::{self, Recorded};
+use crate::path::{Kind, Readings};
 use crate::token::{Ask, Denied, Verified, Verifier};
 use crate::{Config, Error, Reason};
 
@@ -264,10 +265,53 @@ impl Pending {
 /// Which paths need a token.
 #[derive(Debug)]
 enum Protected {
-    /// Those under these prefixes (without their trailing `/`).
-    Under(Vec<String>),
+    /// Those under these prefixes.
+    Under(Vec<Prefix>),
     /// All but those under these prefixes: with an upstream.
-    AllBut(Vec<String>),
+    AllBut(Vec<Prefix>),
+}
+
+/// A configured path prefix, without its trailing `/`, as each kind of reading compares.
+#[derive(Debug)]
+struct Prefix {
+    exact: String,
+    /// [`crate::path::fold`]ed, when that differs.
+    folded: Option<String>,
+}
+
+impl Prefix {
+    /// `prefix` (validated by [`Config::validate`]).
+    fn new(prefix: &str) -> Prefix {
+        let exact = prefix.trim_end_matches('/').to_owned();
+        let folded = crate::path::fold(prefix)
+            .map(|folded| folded.trim_end_matches('/').to_owned())
+            .unwrap_or_else(|_| exact.clone());
+        Prefix {
+            folded: (folded != exact).then_some(folded),
+            exact,
+        }
+    }
+
+    /// Whether the reading `path` of a request is this prefix or under it.
+    fn holds(&self, (path, kind): (&str, Kind)) -> bool {
+        match (kind, &self.folded) {
+            (Kind::Folded, Some(folded)) => under(path, folded),
+            _ => under(path, &self.exact),
+        }
+    }
+
+    /// Whether some reading of a request is this prefix or under it.
+    fn holds_for_any(&self, readings: &Readings<'_>) -> bool {
+        readings.iter().any(|reading| self.holds(reading))
+    }
+}
+
+/// Whether every reading of a request is under one of `prefixes` (not necessarily the
+/// same one).
+fn all_under(readings: &Readings<'_>, prefixes: &[Prefix]) -> bool {
+    readings
+        .iter()
+        .all(|reading| prefixes.iter().any(|p| p.holds(reading)))
 }
 
 /// Whether `path` is `prefix` (without its trailing `/`) or under it.
@@ -276,11 +320,8 @@ fn under(path: &str, prefix: &str) -> bool {
         .is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
 }
 
-fn trimmed(prefixes: &[String]) -> Vec<String> {
-    prefixes
-        .iter()
-        .map(|p| p.trim_end_matches('/').to_owned())
-        .collect()
+fn prefixes(prefixes: &[String]) -> Vec<Prefix> {
+    prefixes.iter().map(|p| Prefix::new(p)).collect()
 }
 
 /// Decides on requests to protected paths and records one security event per decision.
@@ -290,9 +331,9 @@ pub struct Guard {
     verifier: Verifier,
     protected: Protected,
     /// `--public` prefixes, for forward-auth subrequests.
-    public: Vec<String>,
+    public: Vec<Prefix>,
     /// (prefix, scope) pairs.
-    require: Vec<(String, String)>,
+    require: Vec<(Prefix, String)>,
     /// (dotted claim path, header name).
     claim_headers: Vec<(Vec<String>, String)>,
     trusted: Trusted,
@@ -324,17 +365,17 @@ impl Guard {
         config.validate()?;
         let id_prefix = getrandom::u32().map_err(|e| Error::Random(e.to_string()))?;
         let protected = match config.upstream {
-            Some(_) => Protected::AllBut(trimmed(&config.public)),
-            None => Protected::Under(trimmed(&config.protect)),
+            Some(_) => Protected::AllBut(prefixes(&config.public)),
+            None => Protected::Under(prefixes(&config.protect)),
         };
         Ok(Guard {
             verifier: Verifier::new(config.verifying_keys(), config.policy()),
             protected,
-            public: trimmed(&config.public),
+            public: prefixes(&config.public),
             require: config
                 .require
                 .iter()
-                .map(|(prefix, scope)| (prefix.trim_end_matches('/').to_owned(), scope.clone()))
+                .map(|(prefix, scope)| (Prefix::new(prefix), scope.clone()))
                 .collect(),
             claim_headers: config
                 .claim_headers
@@ -354,12 +395,15 @@ impl Guard {
         })
     }
 
-    /// Whether `path` (normalised) needs a token.
-    fn is_protected(&self, path: &str, forward_auth: bool) -> bool {
+    /// Whether a path needs a token: when a protected prefix holds for any of its
+    /// readings, or a public one not for every reading.
+    fn is_protected(&self, readings: &Readings<'_>, forward_auth: bool) -> bool {
         match (&self.protected, forward_auth) {
-            (_, true) => !self.public.iter().any(|p| under(path, p)),
-            (Protected::Under(prefixes), false) => prefixes.iter().any(|p| under(path, p)),
-            (Protected::AllBut(public), false) => !public.iter().any(|p| under(path, p)),
+            (_, true) => !all_under(readings, &self.public),
+            (Protected::Under(prefixes), false) => {
+                prefixes.iter().any(|p| p.holds_for_any(readings))
+            }
+            (Protected::AllBut(public), false) => !all_under(readings, public),
         }
     }
 
@@ -381,21 +425,25 @@ impl Guard {
     ///
     /// The path is normalised first (`//`, `.` and `..` segments, escapes of unreserved
     /// characters): a path that cannot be is refused (400, `bad_path`), never taken for a
-    /// public one.
+    /// public one. It is judged under each reading a common backend gives it (`;parameters`
+    /// removed; case and trailing dots ignored): a protected or `--require` prefix applies
+    /// when it holds for any reading, a `--public` one only when it holds for every one.
     pub fn check<H: Headers + ?Sized>(&self, request: &Request<'_, H>) -> Decision {
         self.decide(request).settle(0)
     }
 
     /// [`Guard::check`], with the event possibly held in this thread's batch.
     pub(crate) fn decide<H: Headers + ?Sized>(&self, request: &Request<'_, H>) -> Pending {
-        let path = match crate::path::normalise(request.target) {
-            Ok(path) => path,
+        let readings = match crate::path::readings(request.target) {
+            Ok(readings) => readings,
             Err(_) => {
-                let raw = path_of(request.target);
-                return self.record(request, raw, Err(Reason::BadPath.into()), None);
+                // The normalised path when there is one: another reading may be what failed.
+                let path = crate::path::normalise(request.target);
+                let path = path.as_deref().unwrap_or(path_of(request.target));
+                return self.record(request, path, Err(Reason::BadPath.into()), None);
             }
         };
-        if !self.is_protected(&path, request.forward_auth) {
+        if !self.is_protected(&readings, request.forward_auth) {
             return Pending {
                 decision: Decision::Public,
                 recorded: Recorded::Written,
@@ -404,7 +452,7 @@ impl Guard {
         let required: Vec<&str> = self
             .require
             .iter()
-            .filter(|(prefix, _)| under(&path, prefix))
+            .filter(|(prefix, _)| prefix.holds_for_any(&readings))
             .map(|(_, scope)| scope.as_str())
             .collect();
         let token = bearer_token(
@@ -419,7 +467,7 @@ impl Guard {
             self.verifier
                 .verify(token, crate::time::unix_seconds(SystemTime::now()), ask)
         });
-        self.record(request, &path, result, token.ok())
+        self.record(request, readings.normal(), result, token.ok())
     }
 
     /// Refuses `request`, whatever its path, for `reason` found by the HTTP layer (its
@@ -678,6 +726,11 @@ mod tests {
         }
     }
 
+    /// Whether `g` protects `path` (outside forward-auth).
+    fn protects(g: &Guard, path: &str) -> bool {
+        g.is_protected(&crate::path::readings(path).unwrap(), false)
+    }
+
     #[test]
     fn prefixes_match_on_segment_boundaries() {
         let g = guard(&["/api/", "/admin"]);
@@ -689,7 +742,7 @@ mod tests {
             "/admin",
             "/admin/x",
         ] {
-            assert!(g.is_protected(path, false), "{path}");
+            assert!(protects(&g, path), "{path}");
         }
         for path in [
             "/",
@@ -699,10 +752,10 @@ mod tests {
             "/healthz",
             "/x/api/",
         ] {
-            assert!(!g.is_protected(path, false), "{path}");
+            assert!(!protects(&g, path), "{path}");
         }
         let all = guard(&["/"]);
-        assert!(all.is_protected("/", false) && all.is_protected("/anything", false));
+        assert!(protects(&all, "/") && protects(&all, "/anything"));
     }
 
     #[test]

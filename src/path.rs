@@ -1,6 +1,8 @@
 //! The path a request is judged by: normalised, so that `/api/../admin`, `//admin` and
 //! `/%61dmin` are all `/admin` and cannot slip past a prefix; refused when it cannot be
-//! normalised safely.
+//! normalised safely. And its other readings: what Tomcat, Jetty or Spring (`;parameters`
+//! removed) and IIS (case and trailing dots ignored) make of it, so that a prefix is judged
+//! against the path the application behind will route.
 
 use std::borrow::Cow;
 
@@ -13,40 +15,215 @@ pub(crate) struct BadPath;
 /// other escapes kept with upper-case hex, empty segments (`//`) dropped, and `.` and `..`
 /// segments resolved (RFC 3986 §5.2.4); a trailing `/` is kept.
 ///
-/// Refused: a target that does not start with `/`; an encoded `/` or `\` (`%2F`, `%5C`),
-/// which the application behind may or may not take for a separator; a backslash; NUL,
-/// encoded or not, or any control character; a `%` not followed by two hex digits; an
-/// encoded `.` that makes a dot segment; and `..` that climbs above the root.
+/// Refused: a target that does not start with `/`; an encoded `/`, `\` or `;` (`%2F`,
+/// `%5C`, `%3B`), which the application behind may or may not take for a separator; a
+/// backslash; NUL, encoded or not, or any control character; a `%` not followed by two
+/// hex digits; an encoded `.` that makes a dot segment; and `..` that climbs above the root.
 pub(crate) fn normalise(target: &str) -> Result<Cow<'_, str>, BadPath> {
     let path = crate::guard::path_of(target);
     if !path.starts_with('/') {
         return Err(BadPath);
     }
-    if is_clean(path.as_bytes()) {
+    if shape(path.as_bytes()) != Shape::Unclean {
         return Ok(Cow::Borrowed(path));
     }
     normalise_slowly(path).map(Cow::Owned)
 }
 
-/// Whether `path` (starting with `/`) is its own normal form: printable ASCII, no `%` or
-/// `\\`, and no empty segment but a last one, no `.` or `..` segment. One pass over the
-/// bytes: `str::contains` on a path as short as most are compares at every position.
-fn is_clean(path: &[u8]) -> bool {
-    let mut segment = 1;
-    for (i, &b) in path.iter().enumerate().skip(1) {
-        match b {
-            b'%' | b'\\' => return false,
-            b'/' => {
-                if matches!(&path[segment..i], b"" | b"." | b"..") {
-                    return false;
-                }
-                segment = i + 1;
-            }
-            b'!'..=b'~' => {}
-            _ => return false,
+/// How a reading is compared with a configured prefix.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Kind {
+    /// As it is.
+    Exact,
+    /// With the prefix [`fold`]ed too: the reading of a case-insensitive backend.
+    Folded,
+}
+
+/// Every reading a common backend may give one request path: the normalised path
+/// ([`normalise`]), the normalised path with each segment's `;parameters` removed before
+/// dot segments are resolved (Tomcat, Jetty, Spring: `/x/..;/admin` is `/admin`), and
+/// each of these [`fold`]ed (IIS).
+#[derive(Debug)]
+pub(crate) struct Readings<'a> {
+    /// What the log records and the upstream receives.
+    normal: Cow<'a, str>,
+    /// Whether `normal` is its own fold, so that it is a folded reading too.
+    normal_folds: bool,
+    /// The readings that differ from those of `normal`, each once.
+    others: Vec<(String, Kind)>,
+}
+
+impl Readings<'_> {
+    /// The normalised path.
+    pub(crate) fn normal(&self) -> &str {
+        &self.normal
+    }
+
+    /// Each reading, with how it is to be compared; the normalised path first.
+    pub(crate) fn iter(&self) -> impl Iterator<Item = (&str, Kind)> {
+        let normal = self.normal.as_ref();
+        std::iter::once((normal, Kind::Exact))
+            .chain(self.normal_folds.then_some((normal, Kind::Folded)))
+            .chain(
+                self.others
+                    .iter()
+                    .map(|(path, kind)| (path.as_str(), *kind)),
+            )
+    }
+}
+
+/// The readings of a request target's path; refused when any of them cannot be made
+/// safely ([`normalise`], [`fold`]). A clean path without `;`, upper-case letters or a
+/// segment ending in `.` is all its readings at once, and is not copied.
+pub(crate) fn readings(target: &str) -> Result<Readings<'_>, BadPath> {
+    let path = crate::guard::path_of(target);
+    if !path.starts_with('/') {
+        return Err(BadPath);
+    }
+    let normal = match shape(path.as_bytes()) {
+        Shape::Plain => {
+            return Ok(Readings {
+                normal: Cow::Borrowed(path),
+                normal_folds: true,
+                others: Vec::new(),
+            });
+        }
+        Shape::Clean => Cow::Borrowed(path),
+        Shape::Unclean => Cow::Owned(normalise_slowly(path)?),
+    };
+    let mut others = Vec::new();
+    let mut add = |path: String, kind| {
+        if !others.contains(&(path.clone(), kind)) {
+            others.push((path, kind));
+        }
+    };
+    let normal_folded = fold(&normal)?;
+    let normal_folds = normal_folded == *normal;
+    if path.contains(';') {
+        // Removed from the target as received: the backend does it before decoding and
+        // before resolving dot segments, so that `..;` becomes `..`.
+        let params = normalise(&without_params(path))?.into_owned();
+        let params_folded = fold(&params)?;
+        if params != *normal {
+            add(params, Kind::Exact);
+        }
+        if params_folded != normal_folded {
+            add(params_folded, Kind::Folded);
         }
     }
-    !matches!(&path[segment..], b"." | b"..")
+    if !normal_folds {
+        add(normal_folded, Kind::Folded);
+    }
+    Ok(Readings {
+        normal,
+        normal_folds,
+        others,
+    })
+}
+
+/// `path` with each segment's parameters (from its first `;`) removed.
+fn without_params(path: &str) -> String {
+    let mut out = String::with_capacity(path.len());
+    for (i, segment) in path.split('/').enumerate() {
+        if i > 0 {
+            out.push('/');
+        }
+        out.push_str(segment.split_once(';').map_or(segment, |(kept, _)| kept));
+    }
+    out
+}
+
+/// A normalised path as a case-insensitive backend that ignores trailing dots and spaces
+/// (IIS, Windows) takes it: the dots and `%20`s at the end of each segment removed, ASCII
+/// letters in lower case, and the escaped non-ASCII letters whose case mapping is an ASCII
+/// letter (the Kelvin sign, `ſ`, `ı`, `İ`) replaced by it. Refused: a segment of dots and
+/// spaces only, which Windows may take for `.` or `..`.
+pub(crate) fn fold(path: &str) -> Result<String, BadPath> {
+    /// UTF-8 escapes that case-fold onto an ASCII letter, and that letter.
+    const ONTO_ASCII: [(&str, char); 4] = [
+        ("%E2%84%AA", 'k'),
+        ("%C5%BF", 's'),
+        ("%C4%B0", 'i'),
+        ("%C4%B1", 'i'),
+    ];
+    let mut out = String::with_capacity(path.len());
+    for (i, segment) in path.split('/').enumerate() {
+        if i > 0 {
+            out.push('/');
+        }
+        let mut kept = segment;
+        while let Some(shorter) = kept.strip_suffix('.').or_else(|| kept.strip_suffix("%20")) {
+            kept = shorter;
+        }
+        if kept.is_empty() && !segment.is_empty() {
+            return Err(BadPath);
+        }
+        let mut rest = kept;
+        while let Some(c) = rest.chars().next() {
+            let mapped = ONTO_ASCII
+                .iter()
+                .find(|(escape, _)| rest.starts_with(escape));
+            let taken = match (c, mapped) {
+                (_, Some((escape, letter))) => {
+                    out.push(*letter);
+                    escape.len()
+                }
+                // An escape's hex digits stay as they are.
+                ('%', None) => {
+                    let escape = rest.get(..3).unwrap_or(rest);
+                    out.push_str(escape);
+                    escape.len()
+                }
+                (c, None) => {
+                    out.push(c.to_ascii_lowercase());
+                    c.len_utf8()
+                }
+            };
+            rest = &rest[taken..];
+        }
+    }
+    Ok(out)
+}
+
+/// What one pass over a path (starting with `/`) finds.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Shape {
+    /// Not its own normal form.
+    Unclean,
+    /// Its own normal form.
+    Clean,
+    /// Its own normal form, and every other reading of it too: no `;`, no upper-case
+    /// letter, no segment ending in `.`.
+    Plain,
+}
+
+/// Whether `path` (starting with `/`) is its own normal form: printable ASCII, no `%` or
+/// `\\`, and no empty segment but a last one, no `.` or `..` segment; and whether it is
+/// [`Shape::Plain`]. One pass over the bytes: `str::contains` on a path as short as most
+/// are compares at every position.
+fn shape(path: &[u8]) -> Shape {
+    let mut segment = 1;
+    let mut plain = true;
+    for (i, &b) in path.iter().enumerate().skip(1) {
+        match b {
+            b'%' | b'\\' => return Shape::Unclean,
+            b'/' => {
+                if matches!(&path[segment..i], b"" | b"." | b"..") {
+                    return Shape::Unclean;
+                }
+                plain &= path[i - 1] != b'.';
+                segment = i + 1;
+            }
+            b';' | b'A'..=b'Z' => plain = false,
+            b'!'..=b'~' => {}
+            _ => return Shape::Unclean,
+        }
+    }
+    match &path[segment..] {
+        b"." | b".." => Shape::Unclean,
+        _ if plain && path.last() != Some(&b'.') => Shape::Plain,
+        _ => Shape::Clean,
+    }
 }
 
 /// [`normalise`] for a path that is not clean.
@@ -97,7 +274,7 @@ fn decode_segment(raw: &str) -> Result<String, BadPath> {
                 let hex = bytes.get(i + 1..i + 3).ok_or(BadPath)?;
                 let value = (hex_digit(hex[0])? << 4) | hex_digit(hex[1])?;
                 match value {
-                    b'/' | b'\\' | 0 => return Err(BadPath),
+                    b'/' | b'\\' | b';' | 0 => return Err(BadPath),
                     _ if value.is_ascii_alphanumeric()
                         || matches!(value, b'-' | b'.' | b'_' | b'~') =>
                     {
@@ -189,7 +366,7 @@ mod tests {
         fn the_clean_path_shortcut_agrees_with_the_full_normalisation(
             path in r"(/(|\.|\.\.|a|\.a|%61|%2e|%E2|%|\\| |~|\x7f)){1,5}/?"
         ) {
-            if is_clean(path.as_bytes()) {
+            if shape(path.as_bytes()) != Shape::Unclean {
                 proptest::prop_assert_eq!(normalise_slowly(&path), Ok(path));
             }
         }
