@@ -372,6 +372,120 @@ mod tests {
         }
     }
 
+    /// The readings of `target`, each as `path` for an exact one and `~path` for a
+    /// folded one.
+    fn readings_of(target: &str) -> Result<Vec<String>, BadPath> {
+        Ok(readings(target)?
+            .iter()
+            .map(|(path, kind)| match kind {
+                Kind::Exact => path.to_owned(),
+                Kind::Folded => format!("~{path}"),
+            })
+            .collect())
+    }
+
+    #[test]
+    fn each_backend_reading_of_a_path() {
+        let cases: &[(&str, &[&str])] = &[
+            ("/api/x", &["/api/x", "~/api/x"]),
+            ("/a/../api/x/", &["/api/x/", "~/api/x/"]),
+            // Tomcat, Jetty, Spring: each segment's parameters removed, before `..`.
+            ("/admin;x", &["/admin;x", "/admin", "~/admin", "~/admin;x"]),
+            (
+                "/admin;jsessionid=1/secret",
+                &[
+                    "/admin;jsessionid=1/secret",
+                    "/admin/secret",
+                    "~/admin/secret",
+                    "~/admin;jsessionid=1/secret",
+                ],
+            ),
+            (
+                "/x/..;/admin/secret",
+                &[
+                    "/x/..;/admin/secret",
+                    "/admin/secret",
+                    "~/admin/secret",
+                    "~/x/..;/admin/secret",
+                ],
+            ),
+            (
+                "/static/..;/admin",
+                &[
+                    "/static/..;/admin",
+                    "/admin",
+                    "~/admin",
+                    "~/static/..;/admin",
+                ],
+            ),
+            (
+                "/;x/admin",
+                &["/;x/admin", "/admin", "~/admin", "~/;x/admin"],
+            ),
+            (
+                "/admin/.;/x",
+                &["/admin/.;/x", "/admin/x", "~/admin/x", "~/admin/.;/x"],
+            ),
+            (
+                "/admin;/",
+                &["/admin;/", "/admin/", "~/admin/", "~/admin;/"],
+            ),
+            // IIS: case and trailing dots and spaces ignored.
+            ("/ADMIN/secret", &["/ADMIN/secret", "~/admin/secret"]),
+            ("/admin./secret", &["/admin./secret", "~/admin/secret"]),
+            ("/admin.%20./x", &["/admin.%20./x", "~/admin/x"]),
+            ("/admin%20/x", &["/admin%20/x", "~/admin/x"]),
+            ("/%41dmin/%C3%A9", &["/Admin/%C3%A9", "~/admin/%C3%A9"]),
+            (
+                "/%E2%84%AAey/%C5%BFecret",
+                &["/%E2%84%AAey/%C5%BFecret", "~/key/secret"],
+            ),
+            // Both at once.
+            (
+                "/ADMIN;x./secret",
+                &[
+                    "/ADMIN;x./secret",
+                    "/ADMIN/secret",
+                    "~/admin/secret",
+                    "~/admin;x/secret",
+                ],
+            ),
+        ];
+        for (target, want) in cases {
+            let mut got = readings_of(target).unwrap_or_else(|_| panic!("{target}"));
+            got.sort();
+            let mut want = want.to_vec();
+            want.sort();
+            assert_eq!(got, want, "{target}");
+        }
+    }
+
+    #[test]
+    fn a_path_one_reading_of_which_cannot_be_made_is_refused() {
+        for target in [
+            "/admin%3Bx/secret",
+            "/admin%3bx",
+            "/..;/admin",
+            "/x/%2e%2e;/admin",
+            "/x/...",
+            "/x/.. /admin",
+            "/x/..%20/admin",
+            "/x/.%20./admin",
+        ] {
+            assert_eq!(readings_of(target), Err(BadPath), "{target}");
+        }
+    }
+
+    #[test]
+    fn a_plain_path_is_all_its_readings_and_is_not_copied() {
+        let plain = readings("/api/protected?x=1").unwrap();
+        assert!(matches!(plain.normal, Cow::Borrowed("/api/protected")));
+        assert!(plain.others.is_empty() && plain.normal_folds);
+        for target in ["/Api", "/api;x", "/api./x", "/api."] {
+            assert_ne!(shape(target.as_bytes()), Shape::Plain, "{target}");
+        }
+    }
+
     #[test]
     fn a_clean_path_is_not_copied() {
         assert!(matches!(
