@@ -156,12 +156,12 @@ fn each_path_variant_of_the_original_uri_is_judged() {
         ("/static/..;/admin/users", false, 401),
         ("/static/app.js;v=2", false, 200),
     ] {
-        let uri = format!("X-Original-URI: {uri}");
+        let original = format!("X-Original-URI: {uri}");
         let headers = match with_token {
-            true => vec![uri.as_str(), bearer.as_str()],
-            false => vec![uri.as_str()],
+            true => vec![original.as_str(), bearer.as_str()],
+            false => vec![original.as_str()],
         };
-        assert_eq!(auth(&server, &headers).status, status, "{headers:?}");
+        assert_eq!(auth(&server, &headers).status, status, "{uri}");
     }
 }
 
