@@ -301,16 +301,16 @@ impl Prefix {
     }
 
     /// Whether some reading of a request is this prefix or under it.
-    fn holds_for_any(&self, readings: &Readings<'_>) -> bool {
-        readings.iter().any(|reading| self.holds(reading))
+    fn holds_for_any(&self, readings: &Readings<'_>, folds: bool) -> bool {
+        readings.iter(folds).any(|reading| self.holds(reading))
     }
 }
 
 /// Whether every reading of a request is under one of `prefixes` (not necessarily the
 /// same one).
-fn all_under(readings: &Readings<'_>, prefixes: &[Prefix]) -> bool {
+fn all_under(readings: &Readings<'_>, folds: bool, prefixes: &[Prefix]) -> bool {
     readings
-        .iter()
+        .iter(folds)
         .all(|reading| prefixes.iter().any(|p| p.holds(reading)))
 }
 
@@ -334,6 +334,8 @@ pub struct Guard {
     public: Vec<Prefix>,
     /// (prefix, scope) pairs.
     require: Vec<(Prefix, String)>,
+    /// Whether some prefix differs from its fold ([`crate::path::Readings::iter`]).
+    folds: bool,
     /// (dotted claim path, header name).
     claim_headers: Vec<(Vec<String>, String)>,
     trusted: Trusted,
@@ -364,6 +366,11 @@ impl Guard {
     pub fn new(config: &Config) -> Result<Guard, Error> {
         config.validate()?;
         let id_prefix = getrandom::u32().map_err(|e| Error::Random(e.to_string()))?;
+        let folds = [&config.protect, &config.public]
+            .into_iter()
+            .flatten()
+            .chain(config.require.iter().map(|(prefix, _)| prefix))
+            .any(|prefix| Prefix::new(prefix).folded.is_some());
         let protected = match config.upstream {
             Some(_) => Protected::AllBut(prefixes(&config.public)),
             None => Protected::Under(prefixes(&config.protect)),
@@ -377,6 +384,7 @@ impl Guard {
                 .iter()
                 .map(|(prefix, scope)| (Prefix::new(prefix), scope.clone()))
                 .collect(),
+            folds,
             claim_headers: config
                 .claim_headers
                 .iter()
@@ -399,11 +407,11 @@ impl Guard {
     /// readings, or a public one not for every reading.
     fn is_protected(&self, readings: &Readings<'_>, forward_auth: bool) -> bool {
         match (&self.protected, forward_auth) {
-            (_, true) => !all_under(readings, &self.public),
-            (Protected::Under(prefixes), false) => {
-                prefixes.iter().any(|p| p.holds_for_any(readings))
-            }
-            (Protected::AllBut(public), false) => !all_under(readings, public),
+            (_, true) => !all_under(readings, self.folds, &self.public),
+            (Protected::Under(prefixes), false) => readings
+                .iter(self.folds)
+                .any(|reading| prefixes.iter().any(|p| p.holds(reading))),
+            (Protected::AllBut(public), false) => !all_under(readings, self.folds, public),
         }
     }
 
@@ -452,7 +460,7 @@ impl Guard {
         let required: Vec<&str> = self
             .require
             .iter()
-            .filter(|(prefix, _)| prefix.holds_for_any(&readings))
+            .filter(|(prefix, _)| prefix.holds_for_any(&readings, self.folds))
             .map(|(_, scope)| scope.as_str())
             .collect();
         let token = bearer_token(

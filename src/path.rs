@@ -59,11 +59,13 @@ impl Readings<'_> {
         &self.normal
     }
 
-    /// Each reading, with how it is to be compared; the normalised path first.
-    pub(crate) fn iter(&self) -> impl Iterator<Item = (&str, Kind)> {
+    /// Each reading, with how it is to be compared; the normalised path first. The folded
+    /// reading that is the normalised path itself only with `folded_prefixes` (some prefix
+    /// differs from its fold): compared with prefixes that do not, it is the first again.
+    pub(crate) fn iter(&self, folded_prefixes: bool) -> impl Iterator<Item = (&str, Kind)> {
         let normal = self.normal.as_ref();
         std::iter::once((normal, Kind::Exact))
-            .chain(self.normal_folds.then_some((normal, Kind::Folded)))
+            .chain((self.normal_folds && folded_prefixes).then_some((normal, Kind::Folded)))
             .chain(
                 self.others
                     .iter()
@@ -93,7 +95,7 @@ pub(crate) fn readings(target: &str) -> Result<Readings<'_>, BadPath> {
     };
     let mut others = Vec::new();
     let mut add = |path: String, kind| {
-        if !others.contains(&(path.clone(), kind)) {
+        if !others.iter().any(|(p, k)| *p == path && *k == kind) {
             others.push((path, kind));
         }
     };
@@ -382,7 +384,7 @@ mod tests {
     /// folded one.
     fn readings_of(target: &str) -> Result<Vec<String>, BadPath> {
         Ok(readings(target)?
-            .iter()
+            .iter(true)
             .map(|(path, kind)| match kind {
                 Kind::Exact => path.to_owned(),
                 Kind::Folded => format!("~{path}"),
