@@ -99,13 +99,14 @@ pub(crate) fn readings(target: &str) -> Result<Readings<'_>, BadPath> {
             others.push((path, kind));
         }
     };
-    let normal_folded = fold(&normal)?;
+    // From the target as received, as the backend reads it: parameters removed and
+    // segments folded before dot segments are resolved, so that `..;` and `..%20` are `..`.
+    let normal_folded = fold(path)?;
     let normal_folds = normal_folded == *normal;
     if path.contains(';') {
-        // Removed from the target as received: the backend does it before decoding and
-        // before resolving dot segments, so that `..;` becomes `..`.
-        let params = normalise(&without_params(path))?.into_owned();
-        let params_folded = fold(&params)?;
+        let without = without_params(path);
+        let params = normalise(&without)?.into_owned();
+        let params_folded = fold(&without)?;
         if params != *normal {
             add(params, Kind::Exact);
         }
@@ -135,12 +136,22 @@ fn without_params(path: &str) -> String {
     out
 }
 
-/// A normalised path as a case-insensitive backend that ignores trailing dots and spaces
-/// (IIS, Windows) takes it: the dots and `%20`s at the end of each segment removed, ASCII
-/// letters in lower case, and the escaped non-ASCII letters whose case mapping is an ASCII
-/// letter (the Kelvin sign, `ſ`, `ı`, `İ`) replaced by it. Refused: a segment of dots and
-/// spaces only, which Windows may take for `.` or `..`.
+/// A path as a case-insensitive backend that ignores trailing dots and spaces (IIS,
+/// Windows) takes it: normalised ([`normalise`]) with each segment read so before dot
+/// segments are resolved, as `;parameters` are removed before, so that none that IIS
+/// resolves is kept ([`fold_segment`]).
 pub(crate) fn fold(path: &str) -> Result<String, BadPath> {
+    if !path.starts_with('/') {
+        return Err(BadPath);
+    }
+    normalise_with(path, fold_segment)
+}
+
+/// One decoded segment but `.` and `..`, as IIS takes it: the dots and `%20`s at its end
+/// removed, ASCII letters in lower case, and the escaped non-ASCII letters whose case
+/// mapping is an ASCII letter (the Kelvin sign, `ſ`, `ı`, `İ`) replaced by it. Refused: a
+/// segment of dots and spaces only (`...`, `..%20`), which Windows may take for `..`.
+fn fold_segment(segment: String) -> Result<String, BadPath> {
     /// UTF-8 escapes that case-fold onto an ASCII letter, and that letter.
     const ONTO_ASCII: [(&str, char); 4] = [
         ("%E2%84%AA", 'k'),
@@ -148,41 +159,38 @@ pub(crate) fn fold(path: &str) -> Result<String, BadPath> {
         ("%C4%B0", 'i'),
         ("%C4%B1", 'i'),
     ];
-    let mut out = String::with_capacity(path.len());
-    for (i, segment) in path.split('/').enumerate() {
-        if i > 0 {
-            out.push('/');
-        }
-        let mut kept = segment;
-        while let Some(shorter) = kept.strip_suffix('.').or_else(|| kept.strip_suffix("%20")) {
-            kept = shorter;
-        }
-        if kept.is_empty() && !segment.is_empty() {
-            return Err(BadPath);
-        }
-        let mut rest = kept;
-        while let Some(c) = rest.chars().next() {
-            let mapped = ONTO_ASCII
-                .iter()
-                .find(|(escape, _)| rest.starts_with(escape));
-            let taken = match (c, mapped) {
-                (_, Some((escape, letter))) => {
-                    out.push(*letter);
-                    escape.len()
-                }
-                // An escape's hex digits stay as they are.
-                ('%', None) => {
-                    let escape = rest.get(..3).unwrap_or(rest);
-                    out.push_str(escape);
-                    escape.len()
-                }
-                (c, None) => {
-                    out.push(c.to_ascii_lowercase());
-                    c.len_utf8()
-                }
-            };
-            rest = &rest[taken..];
-        }
+    if segment == "." || segment == ".." {
+        return Ok(segment);
+    }
+    let mut rest = segment.as_str();
+    while let Some(shorter) = rest.strip_suffix('.').or_else(|| rest.strip_suffix("%20")) {
+        rest = shorter;
+    }
+    if rest.is_empty() && !segment.is_empty() {
+        return Err(BadPath);
+    }
+    let mut out = String::with_capacity(rest.len());
+    while let Some(c) = rest.chars().next() {
+        let mapped = ONTO_ASCII
+            .iter()
+            .find(|(escape, _)| rest.starts_with(escape));
+        let taken = match (c, mapped) {
+            (_, Some((escape, letter))) => {
+                out.push(*letter);
+                escape.len()
+            }
+            // An escape's hex digits stay as they are.
+            ('%', None) => {
+                let escape = rest.get(..3).unwrap_or(rest);
+                out.push_str(escape);
+                escape.len()
+            }
+            (c, None) => {
+                out.push(c.to_ascii_lowercase());
+                c.len_utf8()
+            }
+        };
+        rest = &rest[taken..];
     }
     Ok(out)
 }
@@ -230,10 +238,19 @@ fn shape(path: &[u8]) -> Shape {
 
 /// [`normalise`] for a path that is not clean.
 fn normalise_slowly(path: &str) -> Result<String, BadPath> {
+    normalise_with(path, Ok)
+}
+
+/// [`normalise_slowly`], with each decoded segment given to `read` before dot segments
+/// are resolved.
+fn normalise_with(
+    path: &str,
+    read: fn(String) -> Result<String, BadPath>,
+) -> Result<String, BadPath> {
     let mut segments: Vec<String> = Vec::new();
     let trailing = path.ends_with('/');
     for raw in path.split('/').skip(1) {
-        let segment = decode_segment(raw)?;
+        let segment = read(decode_segment(raw)?)?;
         match segment.as_str() {
             "" => {}
             "." => {
@@ -479,6 +496,9 @@ mod tests {
             "/x/.. /admin",
             "/x/..%20/admin",
             "/x/.%20./admin",
+            // Gone from the normalised path, but IIS may take it for `..` first.
+            "/static/static/..%20/..",
+            "/static/x/.../..",
         ] {
             assert_eq!(readings_of(target), Err(BadPath), "{target}");
         }
