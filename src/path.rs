@@ -136,10 +136,10 @@ fn without_params(path: &str) -> String {
     out
 }
 
-/// A path as a case-insensitive backend that ignores trailing dots and spaces (IIS,
-/// Windows) takes it: normalised ([`normalise`]) with each segment read so before dot
-/// segments are resolved, as `;parameters` are removed before, so that none that IIS
-/// resolves is kept ([`fold_segment`]).
+/// A path (as sent, or a prefix) as a case-insensitive backend that ignores trailing dots
+/// and spaces (IIS, Windows) takes it: normalised ([`normalise`]) with each segment folded
+/// ([`fold_segment`]) before dot segments are resolved, so that `/x/..%20/..` is refused
+/// rather than read as `/x/` (IIS may take `..%20` for `..`).
 pub(crate) fn fold(path: &str) -> Result<String, BadPath> {
     if !path.starts_with('/') {
         return Err(BadPath);
