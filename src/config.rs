@@ -49,7 +49,8 @@ pub struct Config {
     /// Defaults to `127.0.0.1:8080`.
     pub listen: String,
     /// Path prefixes that need a token, matched on segment boundaries: `/api/` (or
-    /// `/api`) protects `/api` and `/api/x` but not `/apix`.
+    /// `/api`) protects `/api` and `/api/x` but not `/apix`; and under any reading of a
+    /// path (`/api;x/y`, `/API./y`: README, "Paths are matched after normalising").
     /// Defaults to `["/api/"]`.
     pub protect: Vec<String>,
     /// The longest token accepted, in bytes; a longer one is an `invalid_request`.
@@ -87,7 +88,8 @@ pub struct Config {
     /// [`Config::public`], and [`Config::protect`] is not used.
     /// Defaults to `None`.
     pub upstream: Option<String>,
-    /// Path prefixes that need no token, with an upstream or a forward-auth endpoint.
+    /// Path prefixes that need no token, with an upstream or a forward-auth endpoint; a
+    /// path is public only when every reading of it is under one.
     /// Each one weakens security for what is under it; everything else fails safe.
     /// Defaults to none.
     pub public: Vec<String>,
@@ -108,7 +110,7 @@ pub struct Config {
     /// Defaults to none.
     pub trusted_proxies: Vec<Cidr>,
     /// Scopes paths require: (path prefix, scope). A token must grant every scope whose
-    /// prefix matches, in `scope`, `scp` or `roles`.
+    /// prefix matches any reading of the path, in `scope`, `scp` or `roles`.
     /// Defaults to none.
     pub require: Vec<(String, String)>,
     /// How long, in seconds, the upstream may take to accept a connection, and then
@@ -190,6 +192,14 @@ pub(crate) fn upstream_address(url: &str) -> Result<&str, String> {
 /// A path prefix for `--protect`, `--public`, `--require`, `--forward-auth`.
 fn check_prefix(prefix: &str) -> Result<(), String> {
     match crate::path::normalise(prefix) {
+        Ok(_) if prefix.contains(';') => {
+            // Tomcat's `/a;b` is `/a`: a prefix that means one path to some applications
+            // and another to others cannot be matched.
+            Err(format!("{prefix:?} has a ';' (path parameters)"))
+        }
+        Ok(_) if crate::path::fold(prefix).is_err() => Err(format!(
+            "{prefix:?} has a segment of dots and spaces only (Windows may take it for '.' or '..')"
+        )),
         Ok(normal) if normal == prefix && !prefix.contains(['?', '#']) => Ok(()),
         Ok(normal) if !prefix.contains(['?', '#']) => Err(format!(
             "{prefix:?} is not a normalised path (it means {normal:?})"
@@ -675,6 +685,31 @@ mod tests {
             change(&mut config);
             assert_eq!(setting_of(config.validate()), want);
         }
+    }
+
+    #[test]
+    fn a_prefix_every_backend_reads_alike_is_needed() {
+        for (prefix, problem) in [
+            ("/api;x/", "has a ';'"),
+            ("/api%3Bx/", "must be a path"),
+            ("/a/.../b", "dots and spaces only"),
+            ("/a/..%20/b", "dots and spaces only"),
+        ] {
+            let mut config = with_secret(&[7; 32]);
+            config.require = vec![(prefix.into(), "admin".into())];
+            let Err(Error::Config {
+                setting,
+                problem: got,
+            }) = config.validate()
+            else {
+                panic!("{prefix} accepted")
+            };
+            assert_eq!(setting, "--require");
+            assert!(got.contains(problem), "{prefix}: {got}");
+        }
+        let mut config = with_secret(&[7; 32]);
+        config.protect = vec!["/Admin./".into(), "/v1.2/".into()];
+        assert!(config.validate().is_ok());
     }
 
     #[test]

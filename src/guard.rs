@@ -10,6 +10,7 @@ use crate::config::USER_HEADER;
 use crate::event::{Action, Event, Fingerprint, RequestEvent, RequestId};
 use crate::forwarded::Trusted;
 use crate::logger::{self, Recorded};
+use crate::path::{Kind, Readings};
 use crate::token::{Ask, Denied, Verified, Verifier};
 use crate::{Config, Error, Reason};
 
@@ -273,10 +274,53 @@ impl Pending {
 /// Which paths need a token.
 #[derive(Debug)]
 enum Protected {
-    /// Those under these prefixes (without their trailing `/`).
-    Under(Vec<String>),
+    /// Those under these prefixes.
+    Under(Vec<Prefix>),
     /// All but those under these prefixes: with an upstream.
-    AllBut(Vec<String>),
+    AllBut(Vec<Prefix>),
+}
+
+/// A configured path prefix, without its trailing `/`, as each kind of reading compares.
+#[derive(Debug)]
+struct Prefix {
+    exact: String,
+    /// [`crate::path::fold`]ed, when that differs.
+    folded: Option<String>,
+}
+
+impl Prefix {
+    /// `prefix` (validated by [`Config::validate`]).
+    fn new(prefix: &str) -> Prefix {
+        let exact = prefix.trim_end_matches('/').to_owned();
+        let folded = crate::path::fold(prefix)
+            .map(|folded| folded.trim_end_matches('/').to_owned())
+            .unwrap_or_else(|_| exact.clone());
+        Prefix {
+            folded: (folded != exact).then_some(folded),
+            exact,
+        }
+    }
+
+    /// Whether the reading `path` of a request is this prefix or under it.
+    fn holds(&self, (path, kind): (&str, Kind)) -> bool {
+        match (kind, &self.folded) {
+            (Kind::Folded, Some(folded)) => under(path, folded),
+            _ => under(path, &self.exact),
+        }
+    }
+
+    /// Whether some reading of a request is this prefix or under it.
+    fn holds_for_any(&self, readings: &Readings<'_>, folds: bool) -> bool {
+        readings.iter(folds).any(|reading| self.holds(reading))
+    }
+}
+
+/// Whether every reading of a request is under one of `prefixes` (not necessarily the
+/// same one).
+fn all_under(readings: &Readings<'_>, folds: bool, prefixes: &[Prefix]) -> bool {
+    readings
+        .iter(folds)
+        .all(|reading| prefixes.iter().any(|p| p.holds(reading)))
 }
 
 /// Whether `path` is `prefix` (without its trailing `/`) or under it.
@@ -285,11 +329,8 @@ fn under(path: &str, prefix: &str) -> bool {
         .is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
 }
 
-fn trimmed(prefixes: &[String]) -> Vec<String> {
-    prefixes
-        .iter()
-        .map(|p| p.trim_end_matches('/').to_owned())
-        .collect()
+fn prefixes(prefixes: &[String]) -> Vec<Prefix> {
+    prefixes.iter().map(|p| Prefix::new(p)).collect()
 }
 
 /// Decides on requests to protected paths and records one security event per decision.
@@ -299,9 +340,11 @@ pub struct Guard {
     verifier: Verifier,
     protected: Protected,
     /// `--public` prefixes, for forward-auth subrequests.
-    public: Vec<String>,
+    public: Vec<Prefix>,
     /// (prefix, scope) pairs.
-    require: Vec<(String, String)>,
+    require: Vec<(Prefix, String)>,
+    /// Whether some prefix differs from its fold ([`crate::path::Readings::iter`]).
+    folds: bool,
     /// (dotted claim path, header name).
     claim_headers: Vec<(Vec<String>, String)>,
     trusted: Trusted,
@@ -332,19 +375,25 @@ impl Guard {
     pub fn new(config: &Config) -> Result<Guard, Error> {
         config.validate()?;
         let id_prefix = getrandom::u32().map_err(|e| Error::Random(e.to_string()))?;
+        let folds = [&config.protect, &config.public]
+            .into_iter()
+            .flatten()
+            .chain(config.require.iter().map(|(prefix, _)| prefix))
+            .any(|prefix| Prefix::new(prefix).folded.is_some());
         let protected = match config.upstream {
-            Some(_) => Protected::AllBut(trimmed(&config.public)),
-            None => Protected::Under(trimmed(&config.protect)),
+            Some(_) => Protected::AllBut(prefixes(&config.public)),
+            None => Protected::Under(prefixes(&config.protect)),
         };
         Ok(Guard {
             verifier: Verifier::new(config.verifying_keys(), config.policy()),
             protected,
-            public: trimmed(&config.public),
+            public: prefixes(&config.public),
             require: config
                 .require
                 .iter()
-                .map(|(prefix, scope)| (prefix.trim_end_matches('/').to_owned(), scope.clone()))
+                .map(|(prefix, scope)| (Prefix::new(prefix), scope.clone()))
                 .collect(),
+            folds,
             claim_headers: config
                 .claim_headers
                 .iter()
@@ -363,12 +412,15 @@ impl Guard {
         })
     }
 
-    /// Whether `path` (normalised) needs a token.
-    fn is_protected(&self, path: &str, forward_auth: bool) -> bool {
+    /// Whether a path needs a token: when a protected prefix holds for any of its
+    /// readings, or a public one not for every reading.
+    fn is_protected(&self, readings: &Readings<'_>, forward_auth: bool) -> bool {
         match (&self.protected, forward_auth) {
-            (_, true) => !self.public.iter().any(|p| under(path, p)),
-            (Protected::Under(prefixes), false) => prefixes.iter().any(|p| under(path, p)),
-            (Protected::AllBut(public), false) => !public.iter().any(|p| under(path, p)),
+            (_, true) => !all_under(readings, self.folds, &self.public),
+            (Protected::Under(prefixes), false) => readings
+                .iter(self.folds)
+                .any(|reading| prefixes.iter().any(|p| p.holds(reading))),
+            (Protected::AllBut(public), false) => !all_under(readings, self.folds, public),
         }
     }
 
@@ -390,7 +442,9 @@ impl Guard {
     ///
     /// The path is normalised first (`//`, `.` and `..` segments, escapes of unreserved
     /// characters): a path that cannot be is refused (400, `bad_path`), never taken for a
-    /// public one.
+    /// public one. It is judged under each reading a common backend gives it (`;parameters`
+    /// removed; case and trailing dots ignored): a protected or `--require` prefix applies
+    /// when it holds for any reading, a `--public` one only when it holds for every one.
     ///
     /// Any path, public ones included, is refused (400, `invalid_request`) when the
     /// request has several `Host` headers, or one whose value is not an RFC 9110 §7.2
@@ -407,14 +461,16 @@ impl Guard {
         if !crate::host::acceptable(request.headers.values("Host"), request.host_required) {
             return self.refuse(request, Reason::InvalidRequest);
         }
-        let path = match crate::path::normalise(request.target) {
-            Ok(path) => path,
+        let readings = match crate::path::readings(request.target) {
+            Ok(readings) => readings,
             Err(_) => {
-                let raw = path_of(request.target);
-                return self.record(request, raw, Err(Reason::BadPath.into()), None);
+                // The normalised path when there is one: another reading may be what failed.
+                let path = crate::path::normalise(request.target);
+                let path = path.as_deref().unwrap_or(path_of(request.target));
+                return self.record(request, path, Err(Reason::BadPath.into()), None);
             }
         };
-        if !self.is_protected(&path, request.forward_auth) {
+        if !self.is_protected(&readings, request.forward_auth) {
             return Pending {
                 decision: Decision::Public,
                 recorded: Recorded::Written,
@@ -423,7 +479,7 @@ impl Guard {
         let required: Vec<&str> = self
             .require
             .iter()
-            .filter(|(prefix, _)| under(&path, prefix))
+            .filter(|(prefix, _)| prefix.holds_for_any(&readings, self.folds))
             .map(|(_, scope)| scope.as_str())
             .collect();
         let token = bearer_token(
@@ -438,7 +494,7 @@ impl Guard {
             self.verifier
                 .verify(token, crate::time::unix_seconds(SystemTime::now()), ask)
         });
-        self.record(request, &path, result, token.ok())
+        self.record(request, readings.normal(), result, token.ok())
     }
 
     /// Refuses `request`, whatever its path, for `reason` found by the HTTP layer (its
@@ -697,6 +753,11 @@ mod tests {
         }
     }
 
+    /// Whether `g` protects `path` (outside forward-auth).
+    fn protects(g: &Guard, path: &str) -> bool {
+        g.is_protected(&crate::path::readings(path).unwrap(), false)
+    }
+
     #[test]
     fn prefixes_match_on_segment_boundaries() {
         let g = guard(&["/api/", "/admin"]);
@@ -708,7 +769,7 @@ mod tests {
             "/admin",
             "/admin/x",
         ] {
-            assert!(g.is_protected(path, false), "{path}");
+            assert!(protects(&g, path), "{path}");
         }
         for path in [
             "/",
@@ -718,11 +779,231 @@ mod tests {
             "/healthz",
             "/x/api/",
         ] {
-            assert!(!g.is_protected(path, false), "{path}");
+            assert!(!protects(&g, path), "{path}");
         }
         let all = guard(&["/"]);
-        assert!(all.is_protected("/", false) && all.is_protected("/anything", false));
+        assert!(protects(&all, "/") && protects(&all, "/anything"));
     }
+
+    /// A guard in front of an app with `--public /static/` and `--require /admin=admin`,
+    /// and a valid token without the scope.
+    fn app_guard() -> (Guard, String) {
+        let config = Config {
+            upstream: Some("http://127.0.0.1:5000".into()),
+            public: vec!["/static/".into()],
+            require: vec![("/admin".into(), "admin".into())],
+            ..Config::default()
+        };
+        let claims = serde_json::json!({"sub": "a", "exp": u32::MAX, "scope": "read"});
+        guard_with(config, claims)
+    }
+
+    /// The reason `target` is refused for, with `token`; `None` when it is served.
+    fn refusal(g: &Guard, target: &str, token: &str) -> Option<Reason> {
+        match decide(g, target, token, &[]) {
+            Decision::Refused(r) => r.reason(),
+            Decision::Public | Decision::Allowed(_) => None,
+        }
+    }
+
+    #[test]
+    fn every_reading_of_a_path_is_judged() {
+        let (g, token) = app_guard();
+        let cases = [
+            // A scope prefix applies when it holds for any reading.
+            ("/admin;x", Some(Reason::InsufficientScope)),
+            (
+                "/admin;jsessionid=1/secret",
+                Some(Reason::InsufficientScope),
+            ),
+            ("/x/..;/admin/secret", Some(Reason::InsufficientScope)),
+            ("/;x/admin/secret", Some(Reason::InsufficientScope)),
+            ("/admin;/", Some(Reason::InsufficientScope)),
+            ("/ADMIN/secret", Some(Reason::InsufficientScope)),
+            ("/Admin", Some(Reason::InsufficientScope)),
+            ("/admin./secret", Some(Reason::InsufficientScope)),
+            ("/admin%20/secret", Some(Reason::InsufficientScope)),
+            ("/admin.%20./secret", Some(Reason::InsufficientScope)),
+            ("/ADMIN;x./secret", Some(Reason::InsufficientScope)),
+            ("/%41DMIN/secret", Some(Reason::InsufficientScope)),
+            ("/admin%2e/secret", Some(Reason::InsufficientScope)),
+            // What cannot be read safely one way or another.
+            ("/admin%3Bx/secret", Some(Reason::BadPath)),
+            ("/x/%2e%2e;/admin", Some(Reason::BadPath)),
+            ("/x/..%20/admin", Some(Reason::BadPath)),
+            ("/x/.../admin", Some(Reason::BadPath)),
+            ("/..;/admin", Some(Reason::BadPath)),
+            // Served: no reading is under /admin.
+            ("/administrator", None),
+            ("/x/admin", None),
+            ("/x;/admin", None),
+            ("/api/v1.2/x", None),
+        ];
+        for (target, want) in cases {
+            assert_eq!(refusal(&g, target, &token), want, "{target}");
+        }
+    }
+
+    #[test]
+    fn a_public_prefix_applies_only_when_it_holds_for_every_reading() {
+        let (g, _) = app_guard();
+        for target in [
+            "/static/..;/admin/secret",
+            "/static/x/..;/..;/admin",
+            "/static;x/..;/admin",
+            "/STATIC/x",
+        ] {
+            assert_eq!(
+                refusal(&g, target, "x"),
+                Some(Reason::MalformedToken),
+                "{target}"
+            );
+        }
+        for target in ["/static/..%20/admin", "/static/static/..%20/.."] {
+            assert_eq!(refusal(&g, target, "x"), Some(Reason::BadPath), "{target}");
+        }
+        for target in ["/static/app.js", "/static/app.js;v=2", "/static/App.JS"] {
+            assert_eq!(decide(&g, target, "x", &[]), Decision::Public, "{target}");
+        }
+        // Forward-auth's original URI too, and a 401 where another reading is refused.
+        let config = Config {
+            forward_auth: Some("/auth".into()),
+            public: vec!["/open".into()],
+            ..Config::default()
+        };
+        let (g, _) = guard_with(config, valid("a"));
+        for (target, want) in [
+            ("/open/x", None),
+            ("/open/..;/admin", Some(401)),
+            ("/OPEN/x", Some(401)),
+            ("/open/x%3B", Some(401)),
+        ] {
+            let headers = [("Authorization", "")];
+            let pending =
+                g.decide(&Request::new("GET", "/auth", &headers).forward_auth("GET", target));
+            let status = match (Pending {
+                recorded: Recorded::Written,
+                ..pending
+            })
+            .settle(0)
+            {
+                Decision::Refused(r) => Some(r.status()),
+                _ => None,
+            };
+            assert_eq!(status, want, "{target}");
+        }
+    }
+
+    #[test]
+    fn configured_prefixes_are_compared_folded_with_folded_readings() {
+        let config = Config {
+            upstream: Some("http://127.0.0.1:5000".into()),
+            public: vec!["/Static/".into()],
+            require: vec![("/Admin".into(), "admin".into())],
+            ..Config::default()
+        };
+        let claims = serde_json::json!({"sub": "a", "exp": u32::MAX, "scope": "read"});
+        let (g, token) = guard_with(config, claims);
+        for target in ["/admin/x", "/ADMIN/x", "/Admin/x"] {
+            assert_eq!(
+                refusal(&g, target, &token),
+                Some(Reason::InsufficientScope),
+                "{target}"
+            );
+        }
+        assert_eq!(decide(&g, "/Static/x", "x", &[]), Decision::Public);
+        // To a case-sensitive app `/static/x` is not `/Static/x`.
+        assert!(matches!(
+            decide(&g, "/static/x", "x", &[]),
+            Decision::Refused(_)
+        ));
+    }
+
+    /// A backend's view of a raw path, modelled apart from the code under test: each
+    /// segment's parameters removed (`params`), everything percent-decoded, and for IIS
+    /// (`iis`) lower case with trailing dots and spaces trimmed, a segment of them only
+    /// (but `.` and `..`) taken for `..` (the worst case); `None` when it climbs above the
+    /// root.
+    fn backend_view(path: &str, params: bool, iis: bool) -> Option<String> {
+        let mut segments: Vec<Vec<u8>> = Vec::new();
+        for raw in path.split('/').skip(1) {
+            let raw = if params {
+                raw.split(';').next().unwrap_or("")
+            } else {
+                raw
+            };
+            let mut segment = Vec::new();
+            let mut bytes = raw.bytes();
+            while let Some(b) = bytes.next() {
+                segment.push(match b {
+                    b'%' => {
+                        let hex: String = bytes.by_ref().take(2).map(char::from).collect();
+                        u8::from_str_radix(&hex, 16).ok()?
+                    }
+                    b => b,
+                });
+            }
+            if iis && !matches!(segment.as_slice(), b"." | b"..") {
+                segment.make_ascii_lowercase();
+                let had = !segment.is_empty();
+                while segment.last().is_some_and(|b| matches!(b, b'.' | b' ')) {
+                    segment.pop();
+                }
+                if had && segment.is_empty() {
+                    segment = b"..".to_vec();
+                }
+            }
+            match segment.as_slice() {
+                b"" | b"." => {}
+                b".." => {
+                    segments.pop()?;
+                }
+                _ => segments.push(segment),
+            }
+        }
+        let joined: Vec<String> = segments
+            .iter()
+            .map(|s| String::from_utf8_lossy(s).into_owned())
+            .collect();
+        Some(format!("/{}", joined.join("/")))
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(4096))]
+        /// Whatever a backend makes of a path: served without a token only when every
+        /// backend sees it under `/static/`, to a token without the scope only when none
+        /// sees it under `/admin`.
+        #[test]
+        fn no_backend_reading_escapes_the_rules(
+            segments in proptest::collection::vec(proptest::sample::select(vec![
+                "static", "STATIC", "static.", "static%20", "static;x", "admin", "Admin",
+                "admin.", "x", ".", "..", "..;", "..;x", ".;", ";", ";x", "", "%2e",
+                "%2e%2e;", "..%20", "...", "%73tatic", "%3B", "%3b..", "admin%20", "ADMIN;x.",
+                "%41dmin", ".%20", "static..", "%E2%84%AA",
+            ]), 1..6),
+            slash in proptest::bool::ANY,
+        ) {
+            let path = format!("/{}{}", segments.join("/"), if slash { "/" } else { "" });
+            let (g, token) = &*APP_GUARD;
+            let views: Vec<String> = [(false, false), (true, false), (false, true), (true, true)]
+                .into_iter()
+                .filter_map(|(params, iis)| backend_view(&path, params, iis))
+                .collect();
+            if decide(g, &path, "x", &[]) == Decision::Public {
+                for view in &views {
+                    proptest::prop_assert!(under(view, "/static"), "{} seen as {}", path, view);
+                }
+            }
+            if refusal(g, &path, token).is_none() {
+                for view in &views {
+                    proptest::prop_assert!(!under(view, "/admin"), "{} seen as {}", path, view);
+                }
+            }
+        }
+    }
+
+    /// One [`app_guard`] for every case.
+    static APP_GUARD: std::sync::LazyLock<(Guard, String)> = std::sync::LazyLock::new(app_guard);
 
     #[test]
     fn query_and_fragment_are_not_part_of_the_path() {

@@ -1,6 +1,8 @@
 //! The path a request is judged by: normalised, so that `/api/../admin`, `//admin` and
 //! `/%61dmin` are all `/admin` and cannot slip past a prefix; refused when it cannot be
-//! normalised safely.
+//! normalised safely. And its other readings: what Tomcat, Jetty or Spring (`;parameters`
+//! removed) and IIS (case and trailing dots ignored) make of it, so that a prefix is judged
+//! against the path the application behind will route.
 
 use std::borrow::Cow;
 
@@ -13,48 +15,242 @@ pub(crate) struct BadPath;
 /// other escapes kept with upper-case hex, empty segments (`//`) dropped, and `.` and `..`
 /// segments resolved (RFC 3986 §5.2.4); a trailing `/` is kept.
 ///
-/// Refused: a target that does not start with `/`; an encoded `/` or `\` (`%2F`, `%5C`),
-/// which the application behind may or may not take for a separator; a backslash; NUL,
-/// encoded or not, or any control character; a `%` not followed by two hex digits; an
-/// encoded `.` that makes a dot segment; and `..` that climbs above the root.
+/// Refused: a target that does not start with `/`; an encoded `/`, `\` or `;` (`%2F`,
+/// `%5C`, `%3B`), which the application behind may or may not take for a separator; a
+/// backslash; NUL, encoded or not, or any control character; a `%` not followed by two
+/// hex digits; an encoded `.` that makes a dot segment; and `..` that climbs above the root.
 pub(crate) fn normalise(target: &str) -> Result<Cow<'_, str>, BadPath> {
     let path = crate::guard::path_of(target);
     if !path.starts_with('/') {
         return Err(BadPath);
     }
-    if is_clean(path.as_bytes()) {
+    if shape(path.as_bytes()) != Shape::Unclean {
         return Ok(Cow::Borrowed(path));
     }
     normalise_slowly(path).map(Cow::Owned)
 }
 
-/// Whether `path` (starting with `/`) is its own normal form: printable ASCII, no `%` or
-/// `\\`, and no empty segment but a last one, no `.` or `..` segment. One pass over the
-/// bytes: `str::contains` on a path as short as most are compares at every position.
-fn is_clean(path: &[u8]) -> bool {
-    let mut segment = 1;
-    for (i, &b) in path.iter().enumerate().skip(1) {
-        match b {
-            b'%' | b'\\' => return false,
-            b'/' => {
-                if matches!(&path[segment..i], b"" | b"." | b"..") {
-                    return false;
-                }
-                segment = i + 1;
-            }
-            b'!'..=b'~' => {}
-            _ => return false,
+/// How a reading is compared with a configured prefix.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Kind {
+    /// As it is.
+    Exact,
+    /// With the prefix [`fold`]ed too: the reading of a case-insensitive backend.
+    Folded,
+}
+
+/// Every reading a common backend may give one request path: the normalised path
+/// ([`normalise`]), the normalised path with each segment's `;parameters` removed before
+/// dot segments are resolved (Tomcat, Jetty, Spring: `/x/..;/admin` is `/admin`), and
+/// each of these [`fold`]ed (IIS).
+#[derive(Debug)]
+pub(crate) struct Readings<'a> {
+    /// What the log records and the upstream receives.
+    normal: Cow<'a, str>,
+    /// Whether `normal` is its own fold, so that it is a folded reading too.
+    normal_folds: bool,
+    /// The readings that differ from those of `normal`, each once.
+    others: Vec<(String, Kind)>,
+}
+
+impl Readings<'_> {
+    /// The normalised path.
+    pub(crate) fn normal(&self) -> &str {
+        &self.normal
+    }
+
+    /// Each reading, with how it is to be compared; the normalised path first. The folded
+    /// reading that is the normalised path itself only with `folded_prefixes` (some prefix
+    /// differs from its fold): compared with prefixes that do not, it is the first again.
+    pub(crate) fn iter(&self, folded_prefixes: bool) -> impl Iterator<Item = (&str, Kind)> {
+        let normal = self.normal.as_ref();
+        std::iter::once((normal, Kind::Exact))
+            .chain((self.normal_folds && folded_prefixes).then_some((normal, Kind::Folded)))
+            .chain(
+                self.others
+                    .iter()
+                    .map(|(path, kind)| (path.as_str(), *kind)),
+            )
+    }
+}
+
+/// The readings of a request target's path; refused when any of them cannot be made
+/// safely ([`normalise`], [`fold`]). A clean path without `;`, upper-case letters or a
+/// segment ending in `.` is all its readings at once, and is not copied.
+pub(crate) fn readings(target: &str) -> Result<Readings<'_>, BadPath> {
+    let path = crate::guard::path_of(target);
+    if !path.starts_with('/') {
+        return Err(BadPath);
+    }
+    let normal = match shape(path.as_bytes()) {
+        Shape::Plain => {
+            return Ok(Readings {
+                normal: Cow::Borrowed(path),
+                normal_folds: true,
+                others: Vec::new(),
+            });
+        }
+        Shape::Clean => Cow::Borrowed(path),
+        Shape::Unclean => Cow::Owned(normalise_slowly(path)?),
+    };
+    let mut others = Vec::new();
+    let mut add = |path: String, kind| {
+        if !others.iter().any(|(p, k)| *p == path && *k == kind) {
+            others.push((path, kind));
+        }
+    };
+    // From the target as received, as the backend reads it: parameters removed and
+    // segments folded before dot segments are resolved, so that `..;` and `..%20` are `..`.
+    let normal_folded = fold(path)?;
+    let normal_folds = normal_folded == *normal;
+    if path.contains(';') {
+        let without = without_params(path);
+        let params = normalise(&without)?.into_owned();
+        let params_folded = fold(&without)?;
+        if params != *normal {
+            add(params, Kind::Exact);
+        }
+        if params_folded != normal_folded {
+            add(params_folded, Kind::Folded);
         }
     }
-    !matches!(&path[segment..], b"." | b"..")
+    if !normal_folds {
+        add(normal_folded, Kind::Folded);
+    }
+    Ok(Readings {
+        normal,
+        normal_folds,
+        others,
+    })
+}
+
+/// `path` with each segment's parameters (from its first `;`) removed.
+fn without_params(path: &str) -> String {
+    let mut out = String::with_capacity(path.len());
+    for (i, segment) in path.split('/').enumerate() {
+        if i > 0 {
+            out.push('/');
+        }
+        out.push_str(segment.split_once(';').map_or(segment, |(kept, _)| kept));
+    }
+    out
+}
+
+/// A path (as sent, or a prefix) as a case-insensitive backend that ignores trailing dots
+/// and spaces (IIS, Windows) takes it: normalised ([`normalise`]) with each segment folded
+/// ([`fold_segment`]) before dot segments are resolved, so that `/x/..%20/..` is refused
+/// rather than read as `/x/` (IIS may take `..%20` for `..`).
+pub(crate) fn fold(path: &str) -> Result<String, BadPath> {
+    if !path.starts_with('/') {
+        return Err(BadPath);
+    }
+    normalise_with(path, fold_segment)
+}
+
+/// One decoded segment but `.` and `..`, as IIS takes it: the dots and `%20`s at its end
+/// removed, ASCII letters in lower case, and the escaped non-ASCII letters whose case
+/// mapping is an ASCII letter (the Kelvin sign, `ſ`, `ı`, `İ`) replaced by it. Refused: a
+/// segment of dots and spaces only (`...`, `..%20`), which Windows may take for `..`.
+fn fold_segment(segment: String) -> Result<String, BadPath> {
+    /// UTF-8 escapes that case-fold onto an ASCII letter, and that letter.
+    const ONTO_ASCII: [(&str, char); 4] = [
+        ("%E2%84%AA", 'k'),
+        ("%C5%BF", 's'),
+        ("%C4%B0", 'i'),
+        ("%C4%B1", 'i'),
+    ];
+    if segment == "." || segment == ".." {
+        return Ok(segment);
+    }
+    let mut rest = segment.as_str();
+    while let Some(shorter) = rest.strip_suffix('.').or_else(|| rest.strip_suffix("%20")) {
+        rest = shorter;
+    }
+    if rest.is_empty() && !segment.is_empty() {
+        return Err(BadPath);
+    }
+    let mut out = String::with_capacity(rest.len());
+    while let Some(c) = rest.chars().next() {
+        let mapped = ONTO_ASCII
+            .iter()
+            .find(|(escape, _)| rest.starts_with(escape));
+        let taken = match (c, mapped) {
+            (_, Some((escape, letter))) => {
+                out.push(*letter);
+                escape.len()
+            }
+            // An escape's hex digits stay as they are.
+            ('%', None) => {
+                let escape = rest.get(..3).unwrap_or(rest);
+                out.push_str(escape);
+                escape.len()
+            }
+            (c, None) => {
+                out.push(c.to_ascii_lowercase());
+                c.len_utf8()
+            }
+        };
+        rest = &rest[taken..];
+    }
+    Ok(out)
+}
+
+/// What one pass over a path (starting with `/`) finds.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Shape {
+    /// Not its own normal form.
+    Unclean,
+    /// Its own normal form.
+    Clean,
+    /// Its own normal form, and every other reading of it too: no `;`, no upper-case
+    /// letter, no segment ending in `.`.
+    Plain,
+}
+
+/// Whether `path` (starting with `/`) is its own normal form: printable ASCII, no `%` or
+/// `\\`, and no empty segment but a last one, no `.` or `..` segment; and whether it is
+/// [`Shape::Plain`]. One pass over the bytes: `str::contains` on a path as short as most
+/// are compares at every position.
+fn shape(path: &[u8]) -> Shape {
+    let mut segment = 1;
+    let mut plain = true;
+    for (i, &b) in path.iter().enumerate().skip(1) {
+        match b {
+            b'%' | b'\\' => return Shape::Unclean,
+            b'/' => {
+                if matches!(&path[segment..i], b"" | b"." | b"..") {
+                    return Shape::Unclean;
+                }
+                plain &= path[i - 1] != b'.';
+                segment = i + 1;
+            }
+            b';' | b'A'..=b'Z' => plain = false,
+            b'!'..=b'~' => {}
+            _ => return Shape::Unclean,
+        }
+    }
+    match &path[segment..] {
+        b"." | b".." => Shape::Unclean,
+        _ if plain && path.last() != Some(&b'.') => Shape::Plain,
+        _ => Shape::Clean,
+    }
 }
 
 /// [`normalise`] for a path that is not clean.
 fn normalise_slowly(path: &str) -> Result<String, BadPath> {
+    normalise_with(path, Ok)
+}
+
+/// [`normalise_slowly`], with each decoded segment given to `read` before dot segments
+/// are resolved.
+fn normalise_with(
+    path: &str,
+    read: fn(String) -> Result<String, BadPath>,
+) -> Result<String, BadPath> {
     let mut segments: Vec<String> = Vec::new();
     let trailing = path.ends_with('/');
     for raw in path.split('/').skip(1) {
-        let segment = decode_segment(raw)?;
+        let segment = read(decode_segment(raw)?)?;
         match segment.as_str() {
             "" => {}
             "." => {
@@ -97,7 +293,7 @@ fn decode_segment(raw: &str) -> Result<String, BadPath> {
                 let hex = bytes.get(i + 1..i + 3).ok_or(BadPath)?;
                 let value = (hex_digit(hex[0])? << 4) | hex_digit(hex[1])?;
                 match value {
-                    b'/' | b'\\' | 0 => return Err(BadPath),
+                    b'/' | b'\\' | b';' | 0 => return Err(BadPath),
                     _ if value.is_ascii_alphanumeric()
                         || matches!(value, b'-' | b'.' | b'_' | b'~') =>
                     {
@@ -184,14 +380,137 @@ mod tests {
     }
 
     proptest::proptest! {
-        /// The shortcut takes only paths that the full normalisation leaves as they are.
+        /// The shortcut takes only paths that the full normalisation leaves as they are,
+        /// and the one-reading shortcut only those that every other reading leaves too.
         #[test]
         fn the_clean_path_shortcut_agrees_with_the_full_normalisation(
-            path in r"(/(|\.|\.\.|a|\.a|%61|%2e|%E2|%|\\| |~|\x7f)){1,5}/?"
+            path in r"(/(|\.|\.\.|a|\.a|a\.|A|;|a;b|%61|%2e|%E2|%|\\| |~|\x7f)){1,5}/?"
         ) {
-            if is_clean(path.as_bytes()) {
-                proptest::prop_assert_eq!(normalise_slowly(&path), Ok(path));
+            let shape = shape(path.as_bytes());
+            if shape != Shape::Unclean {
+                proptest::prop_assert_eq!(normalise_slowly(&path), Ok(path.clone()));
             }
+            if shape == Shape::Plain {
+                proptest::prop_assert_eq!(without_params(&path), path.clone());
+                proptest::prop_assert_eq!(fold(&path), Ok(path));
+            }
+        }
+    }
+
+    /// The readings of `target`, each as `path` for an exact one and `~path` for a
+    /// folded one.
+    fn readings_of(target: &str) -> Result<Vec<String>, BadPath> {
+        Ok(readings(target)?
+            .iter(true)
+            .map(|(path, kind)| match kind {
+                Kind::Exact => path.to_owned(),
+                Kind::Folded => format!("~{path}"),
+            })
+            .collect())
+    }
+
+    #[test]
+    fn each_backend_reading_of_a_path() {
+        let cases: &[(&str, &[&str])] = &[
+            ("/api/x", &["/api/x", "~/api/x"]),
+            ("/a/../api/x/", &["/api/x/", "~/api/x/"]),
+            // Tomcat, Jetty, Spring: each segment's parameters removed, before `..`.
+            ("/admin;x", &["/admin;x", "/admin", "~/admin", "~/admin;x"]),
+            (
+                "/admin;jsessionid=1/secret",
+                &[
+                    "/admin;jsessionid=1/secret",
+                    "/admin/secret",
+                    "~/admin/secret",
+                    "~/admin;jsessionid=1/secret",
+                ],
+            ),
+            (
+                "/x/..;/admin/secret",
+                &[
+                    "/x/..;/admin/secret",
+                    "/admin/secret",
+                    "~/admin/secret",
+                    "~/x/..;/admin/secret",
+                ],
+            ),
+            (
+                "/static/..;/admin",
+                &[
+                    "/static/..;/admin",
+                    "/admin",
+                    "~/admin",
+                    "~/static/..;/admin",
+                ],
+            ),
+            (
+                "/;x/admin",
+                &["/;x/admin", "/admin", "~/admin", "~/;x/admin"],
+            ),
+            (
+                "/admin/.;/x",
+                &["/admin/.;/x", "/admin/x", "~/admin/x", "~/admin/.;/x"],
+            ),
+            (
+                "/admin;/",
+                &["/admin;/", "/admin/", "~/admin/", "~/admin;/"],
+            ),
+            // IIS: case and trailing dots and spaces ignored.
+            ("/ADMIN/secret", &["/ADMIN/secret", "~/admin/secret"]),
+            ("/admin./secret", &["/admin./secret", "~/admin/secret"]),
+            ("/admin.%20./x", &["/admin.%20./x", "~/admin/x"]),
+            ("/admin%20/x", &["/admin%20/x", "~/admin/x"]),
+            ("/%41dmin/%C3%A9", &["/Admin/%C3%A9", "~/admin/%C3%A9"]),
+            (
+                "/%E2%84%AAey/%C5%BFecret",
+                &["/%E2%84%AAey/%C5%BFecret", "~/key/secret"],
+            ),
+            // Both at once.
+            (
+                "/ADMIN;x./secret",
+                &[
+                    "/ADMIN;x./secret",
+                    "/ADMIN/secret",
+                    "~/admin/secret",
+                    "~/admin;x/secret",
+                ],
+            ),
+        ];
+        for (target, want) in cases {
+            let mut got = readings_of(target).unwrap_or_else(|_| panic!("{target}"));
+            got.sort();
+            let mut want = want.to_vec();
+            want.sort();
+            assert_eq!(got, want, "{target}");
+        }
+    }
+
+    #[test]
+    fn a_path_one_reading_of_which_cannot_be_made_is_refused() {
+        for target in [
+            "/admin%3Bx/secret",
+            "/admin%3bx",
+            "/..;/admin",
+            "/x/%2e%2e;/admin",
+            "/x/...",
+            "/x/.. /admin",
+            "/x/..%20/admin",
+            "/x/.%20./admin",
+            // Gone from the normalised path, but IIS may take it for `..` first.
+            "/static/static/..%20/..",
+            "/static/x/.../..",
+        ] {
+            assert_eq!(readings_of(target), Err(BadPath), "{target}");
+        }
+    }
+
+    #[test]
+    fn a_plain_path_is_all_its_readings_and_is_not_copied() {
+        let plain = readings("/api/protected?x=1").unwrap();
+        assert!(matches!(plain.normal, Cow::Borrowed("/api/protected")));
+        assert!(plain.others.is_empty() && plain.normal_folds);
+        for target in ["/Api", "/api;x", "/api./x", "/api."] {
+            assert_ne!(shape(target.as_bytes()), Shape::Plain, "{target}");
         }
     }
 

@@ -140,6 +140,31 @@ fn scopes_give_403_with_the_scope_named_and_bad_input_gives_401_never_400() {
     assert_eq!(answer.status, 401, "{answer:?}");
 }
 
+/// Issue 16 through a proxy's subrequest: the original URI is judged under every reading a
+/// backend gives it, and what would be a 400 is a 401.
+#[test]
+fn each_path_variant_of_the_original_uri_is_judged() {
+    let server = start("127.0.0.1/32");
+    let user = token(&["--sub", "bob", "--claim", "scope=read"]);
+    let bearer = format!("Authorization: Bearer {user}");
+    for (uri, with_token, status) in [
+        ("/admin;x/users", true, 403),
+        ("/x/..;/admin/users", true, 403),
+        ("/ADMIN/users", true, 403),
+        ("/admin./users", true, 403),
+        ("/admin%3Bx/users", true, 401),
+        ("/static/..;/admin/users", false, 401),
+        ("/static/app.js;v=2", false, 200),
+    ] {
+        let original = format!("X-Original-URI: {uri}");
+        let headers = match with_token {
+            true => vec![original.as_str(), bearer.as_str()],
+            false => vec![original.as_str()],
+        };
+        assert_eq!(auth(&server, &headers).status, status, "{uri}");
+    }
+}
+
 #[test]
 fn an_untrusted_peer_cannot_name_the_original_request_or_the_client() {
     // Only 10.0.0.0/8 is trusted; the test client is 127.0.0.1.

@@ -293,6 +293,44 @@ fn issuer_audience_and_prefixes_are_configurable() {
     assert_eq!(reasons, ["ok", "ok", "invalid_issuer", "missing_claim"]);
 }
 
+/// Issue 16, with jwtguard as the app: a path protected or needing a scope under any
+/// backend's reading of it (`;parameters` removed; case and trailing dots and spaces
+/// ignored) is, and an encoded `;` is refused.
+#[test]
+fn each_path_variant_of_a_protected_prefix_is_protected() {
+    let server = Server::start(&["--protect", "/admin", "--require", "/admin=admin"]);
+    let reader = token(&["--sub", "bob", "--claim", "scope=read"]);
+    let variants = [
+        "/admin;x",
+        "/admin;jsessionid=1/secret",
+        "/x/..;/admin/secret",
+        "/ADMIN/secret",
+        "/admin./secret",
+        "/admin%20/secret",
+        "/ADMIN;x./secret",
+    ];
+    for target in variants {
+        assert_eq!(server.get(target, &[]).status, 401, "{target}");
+        assert_eq!(
+            server.get_with_token(target, &reader).status,
+            403,
+            "{target}"
+        );
+    }
+    assert_eq!(
+        server.get_with_token("/admin%3Bx/secret", &reader).status,
+        400
+    );
+    let reasons: Vec<_> = server
+        .requests_logged()
+        .iter()
+        .map(|e| e["event.reason"].as_str().unwrap_or_default().to_owned())
+        .collect();
+    let mut want = ["missing_token", "insufficient_scope"].repeat(variants.len());
+    want.push("bad_path");
+    assert_eq!(reasons, want);
+}
+
 #[test]
 fn tokens_without_exp_need_the_flag() {
     let no_exp = token(&["--sub", "a", "--claim", "exp=null"]);

@@ -317,6 +317,116 @@ fn allowed_requests_reach_the_app_with_identity_and_nothing_forged() {
     assert_eq!(server.requests_logged().len(), 2);
 }
 
+/// Issue 16: Tomcat, Jetty and Spring drop `;parameters` before routing, IIS ignores case
+/// and trailing dots and spaces. Each such spelling of a path under `--require /admin`
+/// needs the scope, one under `--public /static/` is public only if every backend reads it
+/// there, and an encoded `;` is refused: none of them reaches the app.
+#[test]
+fn each_path_variant_is_refused_and_never_reaches_the_app() {
+    let upstream = Upstream::start();
+    let server = jwtguard(
+        &upstream,
+        &["--public", "/static/", "--require", "/admin=admin"],
+    );
+    let reader = token(&["--sub", "bob", "--claim", "scope=read"]);
+    // (target, with the reader's token, status, event.reason, url.path)
+    let cases = [
+        ("/admin;x", true, 403, "insufficient_scope", "/admin;x"),
+        (
+            "/admin;jsessionid=1/secret",
+            true,
+            403,
+            "insufficient_scope",
+            "/admin;jsessionid=1/secret",
+        ),
+        (
+            "/x/..;/admin/secret",
+            true,
+            403,
+            "insufficient_scope",
+            "/x/..;/admin/secret",
+        ),
+        (
+            "/ADMIN/secret",
+            true,
+            403,
+            "insufficient_scope",
+            "/ADMIN/secret",
+        ),
+        (
+            "/admin./secret",
+            true,
+            403,
+            "insufficient_scope",
+            "/admin./secret",
+        ),
+        (
+            "/admin%20/secret",
+            true,
+            403,
+            "insufficient_scope",
+            "/admin%20/secret",
+        ),
+        (
+            "/ADMIN;x./secret",
+            true,
+            403,
+            "insufficient_scope",
+            "/ADMIN;x./secret",
+        ),
+        (
+            "/admin%3Bx/secret",
+            true,
+            400,
+            "bad_path",
+            "/admin%3Bx/secret",
+        ),
+        (
+            "/static/..;/admin/secret",
+            false,
+            401,
+            "missing_token",
+            "/static/..;/admin/secret",
+        ),
+        (
+            "/STATIC/app.js",
+            false,
+            401,
+            "missing_token",
+            "/STATIC/app.js",
+        ),
+    ];
+    for (target, with_token, status, _, _) in cases {
+        let answer = match with_token {
+            true => server.get_with_token(target, &reader),
+            false => server.get(target, &[]),
+        };
+        assert_eq!(answer.status, status, "{target}: {answer:?}");
+    }
+    assert!(upstream.seen().is_empty(), "{:?}", upstream.seen());
+    let events = server.requests_logged();
+    assert_eq!(events.len(), cases.len());
+    for (event, (target, _, _, reason, path)) in events.iter().zip(cases) {
+        assert_eq!(
+            (event["event.reason"].as_str(), event["url.path"].as_str()),
+            (Some(reason), Some(path)),
+            "{target}"
+        );
+    }
+
+    // What every backend reads under the prefix still passes, as it was sent.
+    assert_eq!(server.get("/static/app.js;v=2", &[]).status, 200);
+    assert_eq!(server.get_with_token("/Reports;x/", &reader).status, 200);
+    let lines: Vec<String> = upstream.seen().into_iter().map(|s| s.line).collect();
+    assert_eq!(
+        lines,
+        [
+            "GET /static/app.js;v=2 HTTP/1.1",
+            "GET /Reports;x/ HTTP/1.1"
+        ]
+    );
+}
+
 #[test]
 fn bodies_stream_both_ways_with_their_framing() {
     let upstream = Upstream::start();
