@@ -36,6 +36,9 @@ systemd-socket-activate -l "127.0.0.1:$port" -E JWTGUARD_SECRET \
   "$bin" serve --log-file "$tmp/activated.log" >"$tmp/out" 2>"$tmp/err" &
 pid=$!
 url=http://127.0.0.1:$port
+# Until systemd-socket-activate listens, a connection is refused (curl's exit 7 under load).
+hex=$(printf '%04X' "$port")
+for _ in $(seq 200); do grep -q ":$hex 00000000:0000 0A" /proc/net/tcp && break; sleep 0.05; done
 # systemd-socket-activate starts jwtguard at the first connection.
 got=$(curl -s -m 10 -o /dev/null -w '%{http_code}' -H "Authorization: Bearer $token" "$url/api/x")
 [ "$got" = 200 ] || { cat "$tmp/err" >&2; fail "activated: $got"; }
@@ -45,6 +48,8 @@ worker=$(cat /proc/"$pid"/task/*/children)
 kill -KILL "$worker"
 got=$(curl -s -m 10 -o /dev/null -w '%{http_code}' -H "Authorization: Bearer $token" "$url/api/x")
 [ "$got" = 200 ] || fail "after the worker was killed: $got"
+# The supervisor's events are written by a thread of their own: give it a moment.
+for _ in $(seq 100); do grep -q '"event.action":"restart"' "$tmp/activated.log" && break; sleep 0.05; done
 grep -q '"event.action":"restart"' "$tmp/activated.log" || fail "no restart event"
 kill -TERM "$pid"
 wait "$pid" || fail "the activated supervisor did not exit 0"
