@@ -8,7 +8,7 @@ mod support;
 
 use std::fs::File;
 use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpStream};
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -16,7 +16,7 @@ use std::sync::mpsc::Receiver;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use support::{SECRET, Server, TempDir, ended, run, token, wait_for, workers};
+use support::{SECRET, Server, TempDir, ended, run, status_of, token, wait_for, workers};
 
 /// What the issue promises: SIGTERM ends the supervisor and every worker within this.
 const STOP_BUDGET: Duration = Duration::from_secs(2);
@@ -77,25 +77,8 @@ fn hold_lock(key: &Path) -> File {
 
 /// `GET path` with a valid token, waiting `secs` at most for the answer: its status.
 fn status(addr: SocketAddr, path: &str, secs: u64) -> Result<u16, String> {
-    let mut stream = TcpStream::connect_timeout(&addr, Duration::from_secs(secs))
-        .map_err(|e| format!("connect: {e}"))?;
-    stream
-        .set_read_timeout(Some(Duration::from_secs(secs)))
-        .unwrap();
-    let auth = format!("Authorization: Bearer {}", token(&["--sub", "kim"]));
-    write!(
-        stream,
-        "GET {path} HTTP/1.1\r\nHost: x\r\n{auth}\r\nConnection: close\r\n\r\n"
-    )
-    .map_err(|e| format!("write: {e}"))?;
-    let mut answer = String::new();
-    stream
-        .read_to_string(&mut answer)
-        .map_err(|e| format!("read: {e}"))?;
-    answer
-        .get(9..12)
-        .and_then(|s| s.parse().ok())
-        .ok_or_else(|| format!("no status: {answer:?}"))
+    let auth = format!("Authorization: Bearer {}\r\n", token(&["--sub", "kim"]));
+    status_of(addr, path, &auth, secs)
 }
 
 /// A protected request that will not be answered while the log does not take its event,

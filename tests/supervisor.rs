@@ -5,14 +5,13 @@
 
 mod support;
 
-use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpStream};
+use std::net::SocketAddr;
 use std::process::Stdio;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use support::{SECRET, Server, TempDir, token, wait_for, workers};
+use support::{SECRET, Server, TempDir, status_of, token, wait_for, workers};
 
 fn signal(pid: u32, name: &str) {
     let status = std::process::Command::new("kill")
@@ -24,24 +23,12 @@ fn signal(pid: u32, name: &str) {
 
 /// One request on a new connection: its status, or what went wrong.
 fn poll_once(addr: SocketAddr, auth: &str) -> Result<u16, String> {
-    let mut stream = TcpStream::connect_timeout(&addr, Duration::from_secs(5))
-        .map_err(|e| format!("connect: {e}"))?;
-    stream
-        .set_read_timeout(Some(Duration::from_secs(15)))
-        .unwrap();
-    write!(
-        stream,
-        "GET /api/poll HTTP/1.1\r\nHost: x\r\n{auth}\r\nConnection: close\r\n\r\n"
-    )
-    .map_err(|e| format!("write: {e}"))?;
-    let mut answer = String::new();
-    stream
-        .read_to_string(&mut answer)
-        .map_err(|e| format!("read: {e}"))?;
-    answer
-        .get(9..12)
-        .and_then(|s| s.parse().ok())
-        .ok_or_else(|| format!("no status: {answer:?}"))
+    let headers = if auth.is_empty() {
+        String::new()
+    } else {
+        format!("{auth}\r\n")
+    };
+    status_of(addr, "/api/poll", &headers, 15)
 }
 
 /// When a poll started and ended, and how it ended.

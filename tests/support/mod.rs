@@ -603,3 +603,26 @@ pub fn with_hosts(request_line: &str, hosts: &[&str], headers: &[String]) -> Str
     }
     head
 }
+
+/// `GET path` on a new connection with `headers` (each ending in CRLF), waiting `secs` at
+/// most to connect and for the answer: its status, or what went wrong.
+pub fn status_of(addr: SocketAddr, path: &str, headers: &str, secs: u64) -> Result<u16, String> {
+    let mut stream = TcpStream::connect_timeout(&addr, Duration::from_secs(secs))
+        .map_err(|e| format!("connect: {e}"))?;
+    stream
+        .set_read_timeout(Some(Duration::from_secs(secs)))
+        .unwrap();
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: x\r\n{headers}Connection: close\r\n\r\n"
+    )
+    .map_err(|e| format!("write: {e}"))?;
+    let mut answer = String::new();
+    stream
+        .read_to_string(&mut answer)
+        .map_err(|e| format!("read: {e}"))?;
+    answer
+        .get(9..12)
+        .and_then(|s| s.parse().ok())
+        .ok_or_else(|| format!("no status: {answer:?}"))
+}
