@@ -14,7 +14,7 @@
 use std::fmt::Write as _;
 use std::fs::{File, OpenOptions};
 use std::io::Write as _;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -24,13 +24,20 @@ use axum::extract::{ConnectInfo, Request, State};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::Response;
 use jsonwebtoken::{Algorithm, DecodingKey, Validation, decode};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 /// jwtguard's longest token by default (`--max-token-bytes`).
 const MAX_TOKEN_BYTES: usize = 8192;
 /// jwtguard's clock skew allowed on exp and nbf (`--leeway`), seconds.
 const LEEWAY_SECONDS: u64 = 30;
+
+/// The body of an allowed request's answer, jwtguard's.
+#[derive(Serialize)]
+struct Answer<'a> {
+    status: &'static str,
+    user: &'a str,
+}
 
 #[derive(Deserialize)]
 struct Claims {
@@ -128,7 +135,7 @@ async fn handle(
         agent,
     );
     // One write(2) a line, appended; a request is answered only once its line is written.
-    if (&app.log).write_all(line.as_bytes()).is_err() {
+    if (&app.log).write_all(&line).is_err() {
         return answer(
             StatusCode::SERVICE_UNAVAILABLE,
             "{\"status\":\"unavailable\"}\n",
@@ -138,7 +145,12 @@ async fn handle(
     }
     match user {
         Some(user) => {
-            let body = serde_json::json!({ "status": "ok", "user": user }).to_string() + "\n";
+            let body = serde_json::to_string(&Answer {
+                status: "ok",
+                user: &user,
+            })
+            .unwrap_or_default()
+                + "\n";
             answer(StatusCode::OK, body, Some(&id), Some(&user))
         }
         None => {
@@ -180,8 +192,53 @@ fn answer(
     response
 }
 
-/// The security line: the fields of jwtguard's JSON event for the same decision, escaped
-/// by serde_json, ending in a newline.
+/// The security line: the fields of jwtguard's JSON event for the same decision.
+#[derive(Serialize)]
+struct Event<'a> {
+    #[serde(rename = "@timestamp")]
+    timestamp: String,
+    #[serde(rename = "log.level")]
+    level: &'static str,
+    #[serde(rename = "event.action")]
+    action: &'static str,
+    #[serde(rename = "event.outcome")]
+    outcome: &'static str,
+    #[serde(rename = "event.reason")]
+    reason: &'static str,
+    #[serde(rename = "source.ip")]
+    source_ip: IpAddr,
+    #[serde(rename = "http.response.status_code")]
+    status: u16,
+    #[serde(rename = "http.request.id")]
+    id: &'a str,
+    #[serde(rename = "ecs.version")]
+    ecs_version: &'static str,
+    #[serde(rename = "event.kind")]
+    kind: &'static str,
+    #[serde(rename = "event.category")]
+    category: [&'static str; 2],
+    #[serde(rename = "event.type")]
+    kind_type: [&'static str; 2],
+    #[serde(
+        rename = "jwtguard.token.fingerprint",
+        skip_serializing_if = "Option::is_none"
+    )]
+    fingerprint: Option<String>,
+    #[serde(rename = "http.request.method")]
+    method: &'a str,
+    #[serde(rename = "url.path")]
+    path: &'a str,
+    #[serde(rename = "user.id", skip_serializing_if = "Option::is_none")]
+    user: Option<&'a str>,
+    #[serde(
+        rename = "user_agent.original",
+        skip_serializing_if = "Option::is_none"
+    )]
+    agent: Option<&'a str>,
+    message: &'static str,
+}
+
+/// The security line for a decision, escaped by serde_json, ending in a newline.
 fn event(
     peer: SocketAddr,
     method: &str,
@@ -190,43 +247,49 @@ fn event(
     token: Option<&str>,
     user: Option<&str>,
     agent: Option<&str>,
-) -> String {
+) -> Vec<u8> {
     let allowed = user.is_some();
-    let mut line = serde_json::json!({
-        "@timestamp": timestamp(),
-        "log.level": if allowed { "info" } else { "warn" },
-        "event.action": "authorize",
-        "event.outcome": if allowed { "success" } else { "failure" },
-        "event.reason": if allowed { "ok" } else if token.is_some() { "invalid_token" } else { "missing_token" },
-        "source.ip": peer.ip().to_string(),
-        "http.response.status_code": if allowed { 200 } else { 401 },
-        "http.request.id": id,
-        "ecs.version": "9.3.0",
-        "event.kind": "event",
-        "event.category": ["web", "authentication"],
-        "event.type": ["access", if allowed { "allowed" } else { "denied" }],
-        "http.request.method": method,
-        "url.path": path,
-        "message": if allowed { "allowed: the token verified" } else { "refused" },
-    });
-    let fields = line.as_object_mut().expect("a JSON object");
-    if let Some(token) = token {
+    let fingerprint = token.map(|token| {
         let digest = Sha256::digest(token.as_bytes());
         let mut hex = String::with_capacity(16);
         for byte in &digest[..8] {
             let _ = write!(hex, "{byte:02x}");
         }
-        fields.insert("jwtguard.token.fingerprint".into(), hex.into());
-    }
-    if let Some(user) = user {
-        fields.insert("user.id".into(), user.into());
-    }
-    if let Some(agent) = agent {
-        fields.insert("user_agent.original".into(), agent.into());
-    }
-    let mut out = line.to_string();
-    out.push('\n');
-    out
+        hex
+    });
+    let event = Event {
+        timestamp: timestamp(),
+        level: if allowed { "info" } else { "warn" },
+        action: "authorize",
+        outcome: if allowed { "success" } else { "failure" },
+        reason: match (allowed, token.is_some()) {
+            (true, _) => "ok",
+            (false, true) => "invalid_token",
+            (false, false) => "missing_token",
+        },
+        source_ip: peer.ip(),
+        status: if allowed { 200 } else { 401 },
+        id,
+        ecs_version: "9.3.0",
+        kind: "event",
+        category: ["web", "authentication"],
+        kind_type: ["access", if allowed { "allowed" } else { "denied" }],
+        fingerprint,
+        method,
+        path,
+        user,
+        agent,
+        message: if allowed {
+            "allowed: the token verified"
+        } else {
+            "refused"
+        },
+    };
+    let mut line = Vec::with_capacity(512);
+    // Serializing plain strings and numbers into a Vec cannot fail.
+    let _ = serde_json::to_writer(&mut line, &event);
+    line.push(b'\n');
+    line
 }
 
 /// Now as `2026-12-06T20:45:58.027Z`, UTC.
