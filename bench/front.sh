@@ -240,6 +240,11 @@ rounds() {
 }
 total() { printf '%s\n' "$@" | awk '{ s += $1 } END { print s }'; }
 
+# cpu_ratio A B: A's CPU per request over B's, the median of the rounds' pairs: the ratio
+# of req/s each would reach on a CPU of its own. Steadier than req/s when other processes
+# share the server's CPU (the "others" column); the budgets stay on req/s.
+cpu_ratio() { paired 'a / b' "${CPU[$1]}" "${CPU[$2]}" 2; }
+
 # shellcheck disable=SC2086 # word splitting of the per-round lists is intended
 {
   R_AXUM=$(paired 'b / a' "${RPS[ka_axum]}" "${RPS[ka_jwt]}")
@@ -294,6 +299,9 @@ SUMMARY=target/bench/front.txt
   echo
   if ((NOISE > 10)); then
     echo "WARNING: up to $NOISE% of CPU $SERVER_CPU went to other processes during a run: noisy."
+    echo "The scheduler shares a CPU among threads, so then a server with many threads (a"
+    echo "thread per connection) gets more of it than a single-threaded one: its req/s ratios"
+    echo "flatter it. Compare the ratios from CPU per request at the end."
     echo
   fi
   echo "Ratios: medians of per-round pairs (each round's ratio in brackets)."
@@ -309,6 +317,11 @@ SUMMARY=target/bench/front.txt
   printf '%-48s %-32s %s\n' "stripped binary <= 1310720 bytes (1.25 MiB)" "$SIZE bytes" "$V_SIZE"
   printf '%-48s %-32s %s\n' "first answer <= 10 ms after spawn (median)" "$FIRST_MS ms" "$V_FIRST"
   printf '%-48s %-32s %s\n' "every answer 2xx; every request logged" "non-2xx $NON2XX_ALL" "$V_STATUS"
+  echo
+  echo "The same ratios from CPU per request (what each would do on a CPU of its own; steadier"
+  echo "when other processes share CPU $SERVER_CPU, informative only): keep-alive jwtguard/axum" \
+    "$(cpu_ratio ka_axum ka_jwt), jwtguard/nginx $(cpu_ratio ka_nginx ka_jwt); close" \
+    "jwtguard/axum $(cpu_ratio close_axum close_jwt); proxy jwtguard/nginx $(cpu_ratio px_nginx px_jwt)"
 } >"$SUMMARY"
 
 echo
