@@ -15,6 +15,8 @@
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+# A binary named relative to where the script was started.
+if [ -n "${BENCH_JWTGUARD:-}" ]; then BENCH_JWTGUARD=$(realpath "$BENCH_JWTGUARD"); fi
 cd "$ROOT"
 SECONDS_RUN=${BENCH_SECONDS:-10}
 WARMUP=${BENCH_WARMUP:-3}

@@ -106,13 +106,13 @@ verdict() { # verdict CONDITION: PASS or FAIL
 # the machine's load better than comparing medians.
 paired() {
   local expr=$1 decimals=${4:-3} i
-  local -a a b out=()
+  local -a a b ratios=()
   read -r -a a <<<"$2"
   read -r -a b <<<"$3"
   for i in "${!a[@]}"; do
-    out+=("$(awk -v a="${a[i]}" -v b="${b[i]}" "BEGIN { printf \"%.${decimals}f\", $expr }")")
+    ratios+=("$(awk -v a="${a[i]}" -v b="${b[i]}" "BEGIN { printf \"%.${decimals}f\", $expr }")")
   done
-  median "${out[@]}"
+  median "${ratios[@]}"
 }
 
 # strip_size BINARY: the size of a stripped copy, bytes. Needs $TMP.
@@ -187,6 +187,7 @@ first_request() {
     elif healthz "$port"; then
       t1=$(now_us)
       stop "$pid"
+      # shellcheck disable=SC2034 # read by the sourcing script
       FR_US=$((t1 - t0))
       return 0
     fi
