@@ -183,7 +183,7 @@ done
 declare -A IDLE_THREADS IDLE_RSS
 # idle NAME: the server on $PORT, process $PID.
 idle() {
-  local name=$1 serve th0 th1 rss0 rss1 holder i
+  local name=$1 serve th0 th1 rss0 rss1 holder i status=0 t0
   timeout 30 taskset -c "$CLIENT_CPU" wrk -t1 -c"$KEEPALIVE_CONNECTIONS" -d1s -H "$AUTH" \
     "http://127.0.0.1:$PORT/api/protected" >/dev/null
   sleep 0.5
@@ -194,16 +194,23 @@ idle() {
     >"$TMP/idle.out" 2>"$TMP/idle.err" &
   holder=$!
   PIDS+=("$holder")
+  t0=$(now_us)
   for ((i = 0; i < 600; i++)); do
     grep -qs '^ready' "$TMP/idle.out" && break
     kill -0 "$holder" 2>/dev/null || break
     sleep 0.1
   done
-  grep -qs '^ready' "$TMP/idle.out" || {
-    echo "bench/front.sh: $name: the $IDLE idle connections were not all answered:" >&2
+  if ! grep -qs '^ready' "$TMP/idle.out"; then
+    if kill -0 "$holder" 2>/dev/null; then
+      echo "bench/front.sh: $name: idle.py still opening connections" >&2
+    else
+      wait "$holder" || status=$?
+    fi
+    echo "bench/front.sh: $name: the $IDLE idle connections were not all answered" \
+      "after $(calc "($(now_us) - t0) / 1000000" 1) s (idle.py status $status):" >&2
     cat "$TMP/idle.err" >&2
     exit 1
-  }
+  fi
   sleep 0.5
   th1=$(awk '/^Threads:/ { print $2 }' "/proc/$serve/status")
   rss1=$(awk '/^VmRSS:/ { print $2 }' "/proc/$serve/status")

@@ -56,9 +56,13 @@ def main():
     ).encode()
     held = []
     for i in range(count):
-        sock = socket.create_connection(("127.0.0.1", port), timeout=ANSWER_TIMEOUT)
-        sock.sendall(request)
-        status = read_answer(sock)
+        try:
+            sock = socket.create_connection(("127.0.0.1", port), timeout=ANSWER_TIMEOUT)
+            sock.sendall(request)
+            status = read_answer(sock)
+        except (OSError, ConnectionError) as error:
+            print(f"idle.py: connection {i}: {error}", file=sys.stderr)
+            sys.exit(1)
         if " 200 " not in status + " ":
             print(f"idle.py: connection {i} answered {status!r}", file=sys.stderr)
             sys.exit(1)
@@ -68,8 +72,4 @@ def main():
 
 
 if __name__ == "__main__":
-    try:
-        main()
-    except (OSError, ConnectionError) as error:
-        print(f"idle.py: {error}", file=sys.stderr)
-        sys.exit(1)
+    main()
