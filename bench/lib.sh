@@ -170,14 +170,16 @@ healthz() {
   [[ $status == "HTTP/1."[01]" 200"* ]]
 }
 
-# first_request: sets FR_US, microseconds from the spawn of $JWTGUARD (not pinned) to its
-# first 200 from /healthz.
+# first_request [CMD...]: sets FR_US, microseconds from the spawn of CMD (not pinned;
+# by default $JWTGUARD on port 0, logging to $TMP/first.log) to its first 200 from
+# /healthz.
 first_request() {
   local out="$TMP/first.out" t0 t1 pid port="" deadline
+  if (($# == 0)); then set -- "$JWTGUARD" --listen 127.0.0.1:0 --log-file "$TMP/first.log"; fi
   : >"$out"
   rm -f "$TMP/first.log"
   t0=$(now_us)
-  "$JWTGUARD" --listen 127.0.0.1:0 --log-file "$TMP/first.log" >"$out" 2>"$TMP/first.err" &
+  "$@" >"$out" 2>"$TMP/first.err" &
   pid=$!
   PIDS+=("$pid")
   deadline=$((t0 + 5000000))
@@ -193,7 +195,7 @@ first_request() {
     fi
   done
   stop "$pid"
-  echo "$(basename "$0"): jwtguard did not answer /healthz within 5 s" >&2
+  echo "$(basename "$0"): $1 did not answer /healthz within 5 s" >&2
   cat "$TMP/first.err" >&2
   exit 1
 }
