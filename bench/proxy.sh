@@ -32,89 +32,12 @@ CLK_TCK=$(getconf CLK_TCK)
 
 scratch proxy # $TMP, and $PIDS killed and removed on exit (bench/lib.sh)
 
-free_port() {
-  python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
-}
-
-# up PORT: waits (5 s at most) until something accepts on PORT.
-up() {
-  local i
-  for ((i = 0; i < 500; i++)); do
-    { exec 3<>"/dev/tcp/127.0.0.1/$1"; } 2>/dev/null && { exec 3>&-; return 0; }
-    sleep 0.01
-  done
-  echo "bench/proxy.sh: nothing listens on $1" >&2
-  exit 1
-}
-
-# nginx_on CPU NAME PORT LOCATION: one nginx process (no master, one worker's work) on
-# CPU, serving LOCATION's directives for every path; sets PID.
-nginx_on() {
-  local cpu=$1 name=$2 port=$3 location=$4
-  mkdir -p "$TMP/$name"
-  cat >"$TMP/$name/nginx.conf" <<EOF
-daemon off;
-master_process off;
-worker_processes 1;
-pid $TMP/$name/nginx.pid;
-error_log $TMP/$name/error.log warn;
-events { worker_connections 4096; }
-http {
-  access_log off;
-  keepalive_requests 1000000;
-  client_body_temp_path $TMP/$name/body;
-  proxy_temp_path $TMP/$name/proxy;
-  fastcgi_temp_path $TMP/$name/fastcgi;
-  uwsgi_temp_path $TMP/$name/uwsgi;
-  scgi_temp_path $TMP/$name/scgi;
-  upstream app { server 127.0.0.1:$UPSTREAM_PORT; keepalive 64; keepalive_requests 1000000; }
-  server { listen 127.0.0.1:$port; location / { $location } }
-}
-EOF
-  taskset -c "$cpu" nginx -p "$TMP/$name" -e "$TMP/$name/error.log" -c "$TMP/$name/nginx.conf" &
-  PID=$!
-  PIDS+=("$PID")
-  up "$port"
-}
-
 # jwtguard_on NAME ARGS...: jwtguard on the server CPU, logging to $TMP/NAME.log; sets
 # PID and PORT.
 jwtguard_on() {
-  local name=$1 i
+  local name=$1
   shift
-  : >"$TMP/$name.out"
-  taskset -c "$SERVER_CPU" "$JWTGUARD" --listen 127.0.0.1:0 --log-file "$TMP/$name.log" "$@" \
-    >"$TMP/$name.out" 2>"$TMP/$name.err" &
-  PID=$!
-  PIDS+=("$PID")
-  PORT=""
-  for ((i = 0; i < 500; i++)); do
-    PORT=$(port_of "$TMP/$name.out")
-    [ -n "$PORT" ] && return 0
-    sleep 0.01
-  done
-  echo "bench/proxy.sh: jwtguard $name did not start" >&2
-  cat "$TMP/$name.err" >&2
-  exit 1
-}
-
-stop() {
-  local pid=$1 p
-  kill -TERM "$pid" 2>/dev/null || true
-  wait "$pid" 2>/dev/null || true
-  local -a left=()
-  for p in "${PIDS[@]}"; do [ "$p" = "$pid" ] || left+=("$p"); done
-  PIDS=("${left[@]}")
-}
-
-# check URL WANT HEADER...: one request must get WANT.
-check() {
-  local url=$1 want=$2 got
-  shift 2
-  local -a args=()
-  for h in "$@"; do args+=(-H "$h"); done
-  got=$(curl -s -o /dev/null -w '%{http_code}' --max-time 5 "${args[@]}" "$url" || true)
-  [ "$got" = "$want" ] || { echo "bench/proxy.sh: $url answered $got, not $want" >&2; exit 1; }
+  start "$name" "$JWTGUARD" --listen 127.0.0.1:0 --log-file "$TMP/$name.log" "$@"
 }
 
 # measure NAME PID URL HEADER...: warm-up, then the measured run; appends to the
@@ -132,7 +55,7 @@ measure() {
   [ -f "$TMP/$name.log" ] && l0=$(wc -l <"$TMP/$name.log")
   t0=$(cpu_ticks "$pid")
   s0=$(switches "$(serving "$pid")")
-  b0=$(awk -v c="cpu$SERVER_CPU" '$1 == c { print $2 + $3 + $4 + $7 + $8 + $9 }' /proc/stat)
+  b0=$(cpu_busy "$SERVER_CPU")
   w1=$(now_us)
   timeout $((SECONDS_RUN + 30)) taskset -c "$CLIENT_CPU" \
     wrk -t1 -c"$CONNECTIONS" -d"${SECONDS_RUN}s" "${args[@]}" "$url" >"$out"
@@ -140,7 +63,7 @@ measure() {
   sleep 0.3
   t1=$(cpu_ticks "$pid")
   s1=$(switches "$(serving "$pid")")
-  b1=$(awk -v c="cpu$SERVER_CPU" '$1 == c { print $2 + $3 + $4 + $7 + $8 + $9 }' /proc/stat)
+  b1=$(cpu_busy "$SERVER_CPU")
   local rps reqs non2xx cpu csw hwm other
   rps=$(awk '/^Requests\/sec:/ { print $2 }' "$out")
   reqs=$(awk '/ requests in / { print $1 }' "$out")
@@ -215,20 +138,6 @@ for ((round = 1; round <= ROUNDS; round++)); do
   echo "-- round $round: $order"
   for scenario in $order; do "run_$scenario"; done
 done
-
-# paired EXPR A B: the median over rounds of EXPR (awk, in a and b) of round i of A and B.
-paired() {
-  local expr=$1 i
-  local -a a b out=()
-  read -r -a a <<<"$2"
-  read -r -a b <<<"$3"
-  for i in "${!a[@]}"; do
-    out+=("$(awk -v a="${a[i]}" -v b="${b[i]}" "BEGIN { printf \"%.3f\", $expr }")")
-  done
-  median "${out[@]}"
-}
-verdict() { if awk "BEGIN { exit !($1) }"; then echo PASS; else echo FAIL; fi; }
-largest() { printf '%s\n' "$@" | sort -g | tail -n1; }
 
 # shellcheck disable=SC2086 # word splitting of the per-round lists is intended
 {

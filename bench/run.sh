@@ -47,64 +47,7 @@ CLK_TCK=$(getconf CLK_TCK)
 
 scratch bench # $TMP, and $PIDS killed and removed on exit (bench/lib.sh)
 
-
-# stop PID: SIGTERM, up to 5 s to exit, then SIGKILL.
-stop() {
-  local pid=$1 i
-  kill -TERM "$pid" 2>/dev/null || true
-  for ((i = 0; i < 500; i++)); do
-    kill -0 "$pid" 2>/dev/null || break
-    sleep 0.01
-  done
-  kill -KILL "$pid" 2>/dev/null || true
-  wait "$pid" 2>/dev/null || true
-  local -a left=()
-  for i in "${PIDS[@]}"; do [ "$i" = "$pid" ] || left+=("$i"); done
-  PIDS=("${left[@]}")
-}
-
-# healthz PORT: true when GET /healthz answers 200 (no child process: bash /dev/tcp).
-healthz() {
-  local status=""
-  { exec 3<>"/dev/tcp/127.0.0.1/$1"; } 2>/dev/null || return 1
-  printf 'GET /healthz HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n' >&3 2>/dev/null || true
-  IFS= read -r -t 2 status <&3 || true
-  exec 3>&-
-  [[ $status == "HTTP/1."[01]" 200"* ]]
-}
-
-# start NAME CMD...: runs CMD on the server CPU with stdout in $TMP/NAME.out; sets PID
-# and PORT once the first stdout line names the port (5 s at most).
-start() {
-  local name=$1 i
-  shift
-  : >"$TMP/$name.out"
-  taskset -c "$SERVER_CPU" "$@" >"$TMP/$name.out" 2>"$TMP/$name.err" &
-  PID=$!
-  PIDS+=("$PID")
-  PORT=""
-  for ((i = 0; i < 500; i++)); do
-    PORT=$(port_of "$TMP/$name.out")
-    [ -n "$PORT" ] && return 0
-    kill -0 "$PID" 2>/dev/null || break
-    sleep 0.01
-  done
-  echo "bench/run.sh: $name did not start:" >&2
-  cat "$TMP/$name.err" >&2
-  exit 1
-}
-
-
-# cpu_busy N: busy clock ticks of CPU N so far (all but idle and iowait).
-cpu_busy() {
-  awk -v cpu="cpu$1" '$1 == cpu { print $2 + $3 + $4 + $7 + $8 + $9 }' /proc/stat
-}
-
-
-
 lines_of() { if [ -f "$1" ]; then wc -l <"$1"; else echo 0; fi; }
-
-
 signed() { awk -v v="$1" 'BEGIN { printf "%+.2f", v }'; } # signed -0.08 / +0.74
 
 # ---------------------------------------------------------------------------------------
@@ -128,32 +71,6 @@ FORGED="${VALID%.*}.${OTHER_TOKEN##*.}"
 
 # ---------------------------------------------------------------------------------------
 # First request: spawn to the first 200 from /healthz, over fresh processes.
-
-# first_request: sets FR_US, microseconds from spawn to the first 200 from /healthz.
-first_request() {
-  local out="$TMP/first.out" t0 t1 pid port="" deadline
-  : >"$out"
-  rm -f "$TMP/first.log"
-  t0=$(now_us)
-  "$JWTGUARD" --listen 127.0.0.1:0 --log-file "$TMP/first.log" >"$out" 2>"$TMP/first.err" &
-  pid=$!
-  PIDS+=("$pid")
-  deadline=$((t0 + 5000000))
-  while (($(now_us) < deadline)); do
-    if [ -z "$port" ]; then
-      port=$(port_of "$out")
-    elif healthz "$port"; then
-      t1=$(now_us)
-      stop "$pid"
-      FR_US=$((t1 - t0))
-      return 0
-    fi
-  done
-  stop "$pid"
-  echo "bench/run.sh: jwtguard did not answer /healthz within 5 s" >&2
-  cat "$TMP/first.err" >&2
-  exit 1
-}
 
 echo "== first request latency ($STARTS fresh starts)"
 FIRST=()
@@ -302,7 +219,6 @@ done
 # bearer token) and ignores its header; tiny_http reads headers a byte at a time, so a
 # header-less GET / would charge the HTTP layer's reading of the token to jwtguard.
 
-largest() { printf '%s\n' "$@" | sort -g | tail -n1; }
 total() { printf '%s\n' "$@" | awk '{ s += $1 } END { print s }'; }
 # diffs SCENARIO: log lines - wrk completed, per round, joined by "/"
 diffs() {
@@ -333,23 +249,6 @@ for s in floor valid sealed forged; do
   }
 done
 
-verdict() { # verdict CONDITION: PASS or FAIL
-  if awk "BEGIN { exit !($1) }"; then echo PASS; else echo FAIL; fi
-}
-
-# paired MAP A B [DECIMALS]: the median over rounds of MAP applied to round i of A and of B, where
-# MAP is an awk expression in a and b. Pairing runs of one round cancels slow drift in
-# the machine's load better than comparing medians.
-paired() {
-  local expr=$1 decimals=${4:-3} i
-  local -a a b out=()
-  read -r -a a <<<"$2"
-  read -r -a b <<<"$3"
-  for i in "${!a[@]}"; do
-    out+=("$(awk -v a="${a[i]}" -v b="${b[i]}" "BEGIN { printf \"%.${decimals}f\", $expr }")")
-  done
-  median "${out[@]}"
-}
 RATIO_VALID=$(paired 'b / a' "${RPS[floor]}" "${RPS[valid]}")
 RATIO_FORGED=$(paired 'b / a' "${RPS[floor]}" "${RPS[forged]}")
 DCPU_VALID=$(paired 'b - a' "${CPU[floor]}" "${CPU[valid]}" 2)
