@@ -285,6 +285,10 @@ pub(crate) struct LogTampered {
     pub offset: u64,
     /// `jwtguard.seal.unverified_bytes`: how many bytes follow from there.
     pub bytes: u64,
+    /// The bytes were a last line without its newline, and were cut: a writer killed while
+    /// writing leaves one, and so can someone who appends (`event.reason=torn_line_cut`,
+    /// a warning: the log verifies, and this line says what went).
+    pub cut: bool,
 }
 
 /// Why a seal line was written.
@@ -356,6 +360,7 @@ impl Event<'_> {
             Event::Service(_)
             | Event::Seal(_)
             | Event::Supervision(Supervision::Reloaded { .. }) => log::Level::Info,
+            Event::LogTampered(LogTampered { cut: true, .. }) => log::Level::Warn,
             Event::Supervision(Supervision::Failed { .. }) | Event::LogTampered(_) => {
                 log::Level::Error
             }
@@ -402,7 +407,14 @@ impl Event<'_> {
             Event::LogTampered(e) => {
                 line.raw("event.action", "seal");
                 line.raw("event.outcome", "failure");
-                line.raw("event.reason", "log_tampered");
+                line.raw(
+                    "event.reason",
+                    if e.cut {
+                        "torn_line_cut"
+                    } else {
+                        "log_tampered"
+                    },
+                );
                 ecs(&mut line, &["file"], &["change"]);
                 line.number("jwtguard.seal.verified", e.verified);
                 line.number("jwtguard.seal.unverified_offset", e.offset);
@@ -500,6 +512,16 @@ impl Event<'_> {
                 "the client does not read its answers: its connection is no longer served",
             ]),
             Event::Record { message, .. } => line.message(&[message]),
+            Event::LogTampered(e) if e.cut => {
+                let (mut a, mut b) = (itoa::Buffer::new(), itoa::Buffer::new());
+                line.message(&[
+                    "the sealed log ended in ",
+                    a.format(e.bytes),
+                    " bytes without a newline after sequence ",
+                    b.format(e.verified),
+                    ": cut (a jwtguard killed while writing leaves such a line; so can someone who appends)",
+                ]);
+            }
             Event::LogTampered(e) => {
                 let (mut a, mut b) = (itoa::Buffer::new(), itoa::Buffer::new());
                 line.message(&[

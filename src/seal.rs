@@ -1148,15 +1148,23 @@ impl Sealer {
                 verified: walk.taken.map_or(0, |(sequence, _)| sequence),
                 offset: taken_end,
                 bytes: file.len - taken_end,
+                cut: false,
             });
             let mut last = [0];
             self.newline_first =
                 reader.read_exact_at(&mut last, file.len - 1).is_ok() && last[0] != b'\n';
             file.len
         } else if same && whole < bytes.len() {
-            // A torn line the dead writer left: not part of the chain.
+            // A torn line the dead writer left: not part of the chain. Cut, and said so
+            // (appended bytes without a newline would go without a trace otherwise).
             let len = from + whole as u64;
             dest.truncate(len)?;
+            self.tampered = Some(LogTampered {
+                verified: chain.sequence,
+                offset: len,
+                bytes: file.len - len,
+                cut: true,
+            });
             len
         } else {
             file.len

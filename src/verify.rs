@@ -1394,6 +1394,49 @@ mod tests {
     }
 
     #[test]
+    fn bytes_appended_without_a_newline_are_cut_and_recorded() {
+        // A torn last line is cut (a writer killed mid-line leaves one), but appended bytes
+        // look the same: the cut is recorded, once, in the chain.
+        let dir = Dir::new();
+        let (key, log) = (dir.0.join("key"), dir.0.join("log"));
+        let vk = init(&key).unwrap();
+        let sink = writer(&log, &key);
+        sink.write(batch(LogFormat::Json, "first", 2).as_bytes());
+        let before = std::fs::read_to_string(&log).unwrap();
+        let junk = "{\"message\":\"attacker was here\"";
+        std::fs::OpenOptions::new()
+            .append(true)
+            .open(&log)
+            .unwrap()
+            .write_all(junk.as_bytes())
+            .unwrap();
+        for b in 0..2 {
+            sink.write(batch(LogFormat::Json, &format!("after {b}"), 1).as_bytes());
+        }
+        let text = std::fs::read_to_string(&log).unwrap();
+        assert!(!text.contains("attacker was here"), "{text}");
+        let events: Vec<&str> = text
+            .lines()
+            .filter(|l| l.contains("torn_line_cut"))
+            .collect();
+        assert_eq!(events.len(), 1, "{text}");
+        assert!(
+            events[0].contains(&format!(
+                "\"jwtguard.seal.unverified_offset\":{},\"jwtguard.seal.unverified_bytes\":{}",
+                before.len(),
+                junk.len()
+            )),
+            "{}",
+            events[0]
+        );
+        let report = check(&vk, &[&log]);
+        assert!(
+            report.lines() > 0 && !report.to_string().starts_with("TAMPERED"),
+            "{report}"
+        );
+    }
+
+    #[test]
     fn no_epoch_change_goes_past_the_keys_age() {
         // A key made a minute ago may be at epoch 1 + 1 + 1024 at most: from 1025, the
         // start moves the chain to 1026, and the shutdown makes no change.
