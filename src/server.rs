@@ -19,7 +19,8 @@ use crate::{Config, Error, Guard};
 /// [`Server::run`] writes the start-up event, serves until a [`Stopper`] stops it, and
 /// writes the shutdown event with its cause.
 pub struct Server {
-    http: Arc<tiny_http::Server>,
+    front: Front,
+    limits: crate::serve::Limits,
     guard: Guard,
     proxy: Option<Proxy>,
     forward_auth: Option<String>,
@@ -27,6 +28,32 @@ pub struct Server {
     config: Vec<(&'static str, String)>,
     stop: Arc<Stop>,
     heartbeat: Option<Box<dyn FnMut() + Send>>,
+}
+
+/// What serves the listening socket.
+enum Front {
+    /// Serve mode: jwtguard's own event loop (src/serve/).
+    Loop(Option<crate::serve::event_loop::Front>),
+    /// Proxy mode, for now: tiny_http's threads and the serving loop below.
+    Tiny(Arc<tiny_http::Server>),
+}
+
+/// How a [`Stopper`] wakes the serving thread.
+#[derive(Clone)]
+enum Wake {
+    Loop(Arc<mio::Waker>),
+    Tiny(Arc<tiny_http::Server>),
+}
+
+impl Wake {
+    fn wake(&self) {
+        match self {
+            Wake::Loop(waker) => {
+                let _ = waker.wake();
+            }
+            Wake::Tiny(http) => http.unblock(),
+        }
+    }
 }
 
 /// Stops the accept thread: afterwards its next `accept` fails. The binary's replaces the
@@ -44,7 +71,7 @@ struct Stop {
 /// Stops a running [`Server`] from another thread (a signal handler's).
 #[derive(Clone)]
 pub struct Stopper {
-    http: Arc<tiny_http::Server>,
+    wake: Wake,
     stop: Arc<Stop>,
 }
 
@@ -64,7 +91,7 @@ impl Stopper {
             .unwrap_or_else(PoisonError::into_inner)
             .get_or_insert(cause);
         self.stop.flag.store(true, Ordering::SeqCst);
-        self.http.unblock();
+        self.wake.wake();
     }
 
     /// Asks the server to hand over to another process serving the same listening socket:
@@ -73,6 +100,12 @@ impl Stopper {
     /// `Connection: close`, and returns once they are closed or idle (1 s), 10 s at most;
     /// the shutdown event says `drained`. Without a hook it stops as [`Stopper::stop`] does.
     pub fn drain(&self) {
+        if let Wake::Loop(waker) = &self.wake {
+            // The loop stops accepting itself: it drops its listening descriptor.
+            self.stop.drain.store(true, Ordering::SeqCst);
+            let _ = waker.wake();
+            return;
+        }
         let unlisten = self
             .stop
             .unlisten
@@ -82,7 +115,7 @@ impl Stopper {
         match unlisten.map(|unlisten| unlisten()) {
             Some(Ok(())) => {
                 self.stop.drain.store(true, Ordering::SeqCst);
-                self.http.unblock();
+                self.wake.wake();
             }
             Some(Err(err)) => {
                 log::error!("cannot stop accepting connections: {err}; stopping");
@@ -147,15 +180,24 @@ impl Server {
             addr: config.listen.clone(),
             source,
         };
-        crate::sys::set_send_timeout(&listener).map_err(|e| bind(e.into()))?;
-        let http = tiny_http::Server::from_listener(listener, None).map_err(bind)?;
+        let (front, addr) = if proxy.is_none() {
+            let front =
+                crate::serve::event_loop::Front::new(listener).map_err(|e| bind(Box::new(e)))?;
+            let addr = front.local_addr().map_err(|e| bind(Box::new(e)))?;
+            (Front::Loop(Some(front)), addr)
+        } else {
+            crate::sys::set_send_timeout(&listener).map_err(|e| bind(e.into()))?;
+            let http = tiny_http::Server::from_listener(listener, None).map_err(bind)?;
+            let addr = http
+                .server_addr()
+                .to_ip()
+                .expect("a TCP listener has an IP address");
+            (Front::Tiny(Arc::new(http)), addr)
+        };
         let open_files = crate::sys::raise_open_files();
-        let addr = http
-            .server_addr()
-            .to_ip()
-            .expect("a TCP listener has an IP address");
         Ok(Server {
-            http: Arc::new(http),
+            front,
+            limits: crate::serve::Limits::new(config),
             guard,
             proxy,
             forward_auth: config.forward_auth.clone(),
@@ -197,8 +239,12 @@ impl Server {
 
     /// A handle that stops it.
     pub fn stopper(&self) -> Stopper {
+        let wake = match &self.front {
+            Front::Loop(front) => Wake::Loop(front.as_ref().expect("not run yet").waker()),
+            Front::Tiny(http) => Wake::Tiny(http.clone()),
+        };
         Stopper {
-            http: self.http.clone(),
+            wake,
             stop: self.stop.clone(),
         }
     }
@@ -222,27 +268,24 @@ impl Server {
             url: &url,
             config: &self.config,
         }));
-        let done = AtomicBool::new(false);
-        let (answered, result) = std::thread::scope(|scope| {
-            let kicker = std::thread::Builder::new()
-                .name("jwtguard-kick".into())
-                .stack_size(64 * 1024)
-                .spawn_scoped(scope, || kick_pool(self.addr, &self.stop, &done));
-            let served = serve(
-                &self.http,
-                &self.guard,
-                self.proxy.as_ref(),
-                self.forward_auth.as_deref(),
-                &self.stop,
-                self.addr,
-                self.heartbeat.as_mut(),
-            );
-            done.store(true, Ordering::SeqCst);
-            if let Ok(kicker) = &kicker {
-                kicker.thread().unpark();
+        let (answered, result) = match &mut self.front {
+            Front::Loop(front) => {
+                let front = front.take().expect("run once");
+                let cx = crate::serve::event_loop::Context {
+                    guard: &self.guard,
+                    forward_auth: self.forward_auth.as_deref(),
+                    limits: &self.limits,
+                    stop: &self.stop.flag,
+                    drain: &self.stop.drain,
+                    heartbeat: self.heartbeat.as_mut(),
+                };
+                crate::serve::event_loop::serve(front, cx)
             }
-            served
-        });
+            Front::Tiny(http) => {
+                let http = http.clone();
+                self.run_tiny(&http)
+            }
+        };
         let cause = match &result {
             Ok(()) if self.stop.drain.load(Ordering::SeqCst) => Cause::Drained,
             Ok(()) => self
@@ -255,6 +298,31 @@ impl Server {
         };
         logger::record(&Event::Service(ServiceEvent::Shutdown { cause, answered }));
         result.map(|()| answered)
+    }
+
+    /// Proxy mode's serving: tiny_http's threads, the pool kicker, the serving loop.
+    fn run_tiny(&mut self, http: &tiny_http::Server) -> (u64, Result<(), Error>) {
+        let done = AtomicBool::new(false);
+        std::thread::scope(|scope| {
+            let kicker = std::thread::Builder::new()
+                .name("jwtguard-kick".into())
+                .stack_size(64 * 1024)
+                .spawn_scoped(scope, || kick_pool(self.addr, &self.stop, &done));
+            let served = serve(
+                http,
+                &self.guard,
+                self.proxy.as_ref(),
+                self.forward_auth.as_deref(),
+                &self.stop,
+                self.addr,
+                self.heartbeat.as_mut(),
+            );
+            done.store(true, Ordering::SeqCst);
+            if let Ok(kicker) = &kicker {
+                kicker.thread().unpark();
+            }
+            served
+        })
     }
 }
 
