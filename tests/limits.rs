@@ -50,15 +50,25 @@ fn a_head_over_max_header_bytes_is_431_with_an_event() {
     let server = Server::start(&[]);
     let mut stream = TcpStream::connect(server.addr).unwrap();
     let filler = "a".repeat(20 * 1024);
-    write!(stream, "GET /api/x HTTP/1.1\r\nHost: x\r\nX-Filler: {filler}\r\n\r\n").unwrap();
+    write!(
+        stream,
+        "GET /api/x HTTP/1.1\r\nHost: x\r\nX-Filler: {filler}\r\n\r\n"
+    )
+    .unwrap();
     let (answer, closed) = read_until_closed(&mut stream, Duration::from_secs(5));
-    assert!(answer.starts_with("HTTP/1.1 431 Request Header Fields Too Large\r\n"), "{answer}");
+    assert!(
+        answer.starts_with("HTTP/1.1 431 Request Header Fields Too Large\r\n"),
+        "{answer}"
+    );
     assert!(answer.contains("\r\nConnection: close\r\n"), "{answer}");
     assert!(closed);
     let event = wait_for_event(&server, "header_too_large");
     assert_eq!(event["http.response.status_code"], 431);
     assert_eq!(event["source.ip"], "127.0.0.1");
-    assert!(server.requests_logged().is_empty(), "never reached the guard");
+    assert!(
+        server.requests_logged().is_empty(),
+        "never reached the guard"
+    );
     // A smaller limit, and a head just under it served.
     let small = Server::start(&["--max-header-bytes", "2048"]);
     let head = format!("GET /api/x HTTP/1.1\r\nX-Filler: {}", "b".repeat(1900));
@@ -80,10 +90,16 @@ fn a_head_trickled_past_header_timeout_is_408_and_closed() {
     }
     let (answer, closed) = read_until_closed(&mut slow, Duration::from_secs(5));
     let took = start.elapsed();
-    assert!(answer.starts_with("HTTP/1.1 408 Request Timeout\r\n"), "{answer}");
+    assert!(
+        answer.starts_with("HTTP/1.1 408 Request Timeout\r\n"),
+        "{answer}"
+    );
     assert!(answer.contains("\r\nConnection: close\r\n"), "{answer}");
     assert!(closed);
-    assert!(took >= Duration::from_millis(900) && took < Duration::from_secs(3), "{took:?}");
+    assert!(
+        took >= Duration::from_millis(900) && took < Duration::from_secs(3),
+        "{took:?}"
+    );
     let event = wait_for_event(&server, "header_timeout");
     assert_eq!(event["http.response.status_code"], 408);
     // Meanwhile and after, others are served.
@@ -97,7 +113,11 @@ fn a_connection_that_never_sends_is_closed_silently_after_header_timeout() {
     let start = Instant::now();
     let (answer, closed) = read_until_closed(&mut silent, Duration::from_secs(5));
     assert!(closed && answer.is_empty(), "{answer:?}");
-    assert!(start.elapsed() < Duration::from_secs(3), "{:?}", start.elapsed());
+    assert!(
+        start.elapsed() < Duration::from_secs(3),
+        "{:?}",
+        start.elapsed()
+    );
     assert!(connection_events(&server, "header_timeout").is_empty());
 }
 
@@ -105,11 +125,17 @@ fn a_connection_that_never_sends_is_closed_silently_after_header_timeout() {
 fn a_kept_alive_connection_is_closed_after_idle_timeout() {
     let server = Server::start(&["--idle-timeout", "1"]);
     let mut conn = support::Connection::open(server.addr);
-    assert_eq!(conn.send("GET /healthz HTTP/1.1\r\nHost: x", false).status, 200);
+    assert_eq!(
+        conn.send("GET /healthz HTTP/1.1\r\nHost: x", false).status,
+        200
+    );
     let start = Instant::now();
     assert!(conn.is_closed(), "closed by the server");
     let idle = start.elapsed();
-    assert!(idle >= Duration::from_millis(900) && idle < Duration::from_secs(3), "{idle:?}");
+    assert!(
+        idle >= Duration::from_millis(900) && idle < Duration::from_secs(3),
+        "{idle:?}"
+    );
 }
 
 #[test]
@@ -123,11 +149,20 @@ fn a_body_that_stops_coming_is_dropped_after_body_timeout() {
         .unwrap();
     let start = Instant::now();
     let (answer, closed) = read_until_closed(&mut stream, Duration::from_secs(5));
-    assert!(answer.starts_with("HTTP/1.1 401 Unauthorized\r\n"), "{answer}");
-    assert!(!answer.contains("Connection: close"), "kept alive for its body: {answer}");
+    assert!(
+        answer.starts_with("HTTP/1.1 401 Unauthorized\r\n"),
+        "{answer}"
+    );
+    assert!(
+        !answer.contains("Connection: close"),
+        "kept alive for its body: {answer}"
+    );
     assert!(closed);
     let took = start.elapsed();
-    assert!(took >= Duration::from_millis(900) && took < Duration::from_secs(3), "{took:?}");
+    assert!(
+        took >= Duration::from_millis(900) && took < Duration::from_secs(3),
+        "{took:?}"
+    );
 }
 
 #[test]
@@ -188,7 +223,11 @@ fn a_client_that_does_not_read_is_dropped_after_send_timeout() {
         assert!(Instant::now() < deadline, "no client_not_reading event");
         std::thread::sleep(Duration::from_millis(20));
     }
-    assert!(start.elapsed() < Duration::from_secs(5), "{:?}", start.elapsed());
+    assert!(
+        start.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        start.elapsed()
+    );
     // Dropped: reading what was sent ends at the server's close.
     let (_, closed) = read_until_closed(&mut attacker, Duration::from_secs(5));
     assert!(closed, "the connection is closed");
@@ -231,7 +270,10 @@ fn past_max_connections_new_ones_are_closed_and_held_ones_keep_working() {
     let mut extra = TcpStream::connect(server.addr).unwrap();
     assert!(closed_at_once(&mut extra), "the fifth is closed");
     let event = wait_for_event(&server, "too_many_connections");
-    assert!(event["jwtguard.connections"].as_u64().unwrap() >= 1, "{event}");
+    assert!(
+        event["jwtguard.connections"].as_u64().unwrap() >= 1,
+        "{event}"
+    );
     for stream in held {
         assert!(finish(stream).starts_with("HTTP/1.1 200 OK\r\n"));
     }
@@ -260,7 +302,10 @@ fn the_per_address_cap_closes_new_connections_but_not_a_trusted_proxys() {
     let mut third = TcpStream::connect(server.addr).unwrap();
     assert!(closed_at_once(&mut third));
     let event = wait_for_event(&server, "too_many_from_address");
-    assert!(event["jwtguard.connections"].as_u64().unwrap() >= 1, "{event}");
+    assert!(
+        event["jwtguard.connections"].as_u64().unwrap() >= 1,
+        "{event}"
+    );
     for stream in held {
         assert!(finish(stream).starts_with("HTTP/1.1 200 OK\r\n"));
     }

@@ -339,4 +339,57 @@ mod tests {
         let closing = b"GET /1 HTTP/1.1\r\nConnection: close\r\n\r\nGET /2 HTTP/1.1\r\n\r\n";
         assert_eq!(items(closing, &[]), ["GET /1 close"]);
     }
+
+    /// One request of a pipelined stream: `kind` picks its shape.
+    fn request(kind: u8, i: usize, body: usize) -> String {
+        match kind % 6 {
+            0 => format!("GET /r{i} HTTP/1.1\r\nHost: x\r\n\r\n"),
+            1 => format!("HEAD /r{i} HTTP/1.1\r\nHost: x\r\nUser-Agent: p\r\n\r\n"),
+            2 => format!(
+                "POST /r{i} HTTP/1.1\r\nContent-Length: {body}\r\n\r\n{}",
+                "GET /smuggled HTTP/1.1\r\n\r\n"
+                    .chars()
+                    .cycle()
+                    .take(body)
+                    .collect::<String>()
+            ),
+            3 => format!("GET /r{i} HTTP/1.0\r\nConnection: keep-alive\r\n\r\n"),
+            4 => format!("\r\nGET /r{i} HTTP/1.1\r\n\r\n"),
+            _ => format!("GET /r{i} HTTP/1.1\r\nX: a\x01b\r\n\r\nGET /after HTTP/1.1\r\n\r\n"),
+        }
+    }
+
+    proptest::proptest! {
+        /// However a pipelined stream is cut into reads, the same requests come out, in
+        /// the same order, with the same framing decisions.
+        #[test]
+        fn a_pipelined_stream_cut_anywhere_gives_the_same_items(
+            shapes in proptest::collection::vec((0u8..6, 0usize..40), 1..8),
+            cuts in proptest::collection::vec(0usize..2000, 0..12),
+        ) {
+            let input: String = shapes
+                .iter()
+                .enumerate()
+                .map(|(i, &(kind, body))| request(kind, i, body))
+                .collect();
+            let mut cuts: Vec<usize> = cuts.into_iter().map(|c| c % (input.len() + 1)).collect();
+            cuts.sort_unstable();
+            let whole = items(input.as_bytes(), &[]);
+            proptest::prop_assert!(!whole.is_empty());
+            proptest::prop_assert_eq!(items(input.as_bytes(), &cuts), whole);
+        }
+    }
+
+    #[test]
+    fn a_pipelined_stream_cut_at_every_byte_gives_the_same_items() {
+        let input: String = (0..6).map(|i| request(i as u8, i, 7)).collect();
+        let whole = items(input.as_bytes(), &[]);
+        // Every request up to the refused one, which ends the connection.
+        assert_eq!(whole.len(), 6, "{whole:?}");
+        let every: Vec<usize> = (1..input.len()).collect();
+        assert_eq!(items(input.as_bytes(), &every), whole);
+        for cut in 0..input.len() {
+            assert_eq!(items(input.as_bytes(), &[cut]), whole, "cut at {cut}");
+        }
+    }
 }
