@@ -35,6 +35,8 @@ const READ_CHUNK: usize = 16 * 1024;
 const HIGH_WATER: usize = 64 * 1024;
 /// The most requests taken from one connection in one turn: the others get their turn.
 const MAX_REQUESTS_PER_TURN: usize = 32;
+/// The most bytes read from one connection in one turn (input thrown away included).
+const MAX_READ_PER_TURN: usize = 4 * READ_CHUNK;
 /// The most connections accepted in one turn, so that reads go on during a flood of them.
 const ACCEPT_BATCH: usize = 128;
 /// How long accepting pauses when the process is out of descriptors (or memory).
@@ -276,7 +278,7 @@ impl Loop<'_> {
 
     /// How long the next poll may wait.
     fn timeout(&self) -> Duration {
-        let now = Instant::now();
+        let now = self.now;
         let accept_now = self.accept_more
             && self.listener.is_some()
             && self.accept_paused.is_none_or(|until| until <= now);
@@ -438,17 +440,24 @@ impl Loop<'_> {
         let peer = slot.peer;
         let mut on = |item: Item<'_>| route(item, t, peer, guard, forward_auth, draining, queued);
         let mut budget = MAX_REQUESTS_PER_TURN;
+        let mut bytes = MAX_READ_PER_TURN;
         if slot.more {
             let fed = slot.conn.feed(&[], max_head, budget, &mut on);
             budget -= fed.items.min(budget);
             slot.more = fed.more;
         }
-        while slot.readable && !slot.eof && !slot.more && slot.out.len() < HIGH_WATER && budget > 0
+        while slot.readable
+            && !slot.eof
+            && !slot.more
+            && slot.out.len() < HIGH_WATER
+            && budget > 0
+            && bytes > 0
         {
             match slot.stream.read(&mut self.scratch) {
                 Ok(0) => slot.eof = true,
                 Ok(n) => {
                     slot.progress = true;
+                    bytes = bytes.saturating_sub(n);
                     if slot.lingering {
                         continue;
                     }
@@ -584,7 +593,9 @@ impl Loop<'_> {
                 _ => self.now,
             };
             slot.timer = self.timers.arm(kind, t, since, self.live);
-        } else if slot.progress && kind != Kind::Head && kind != Kind::Fresh {
+        } else if slot.progress && matches!(kind, Kind::Idle | Kind::Body | Kind::Send) {
+            // Progress restarts the waits between reads or writes; a head's time and a
+            // lingering close's are for the whole of it.
             slot.timer.since = self.now;
         }
         slot.progress = false;
