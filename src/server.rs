@@ -1,5 +1,6 @@
-//! The `jwtguard` binary's server: the tiny_http `recv` loop that decides, records and
-//! answers, with a group commit of the security events.
+//! The `jwtguard` binary's server: in serve mode jwtguard's own event loop (src/serve/),
+//! in proxy mode (`--upstream`), for now, the tiny_http `recv` loop below; each decides,
+//! records and answers, with a group commit of the security events.
 
 use std::collections::HashMap;
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
@@ -99,6 +100,8 @@ impl Stopper {
     /// here, at once), answers every request still coming on the connections it holds with
     /// `Connection: close`, and returns once they are closed or idle (1 s), 10 s at most;
     /// the shutdown event says `drained`. Without a hook it stops as [`Stopper::stop`] does.
+    /// In serve mode (no upstream) the event loop stops accepting by itself, without the
+    /// hook, and closes each connection once it has been idle for 1 s.
     pub fn drain(&self) {
         if let Wake::Loop(waker) = &self.wake {
             // The loop stops accepting itself: it drops its listening descriptor.
@@ -260,8 +263,9 @@ impl Server {
     ///
     /// # Errors
     ///
-    /// [`Error::Accept`] when tiny_http stops accepting connections; the shutdown event
-    /// says so too.
+    /// [`Error::Accept`] when the server cannot go on accepting connections (tiny_http's
+    /// accept thread ended, or the event loop's poll failed); the shutdown event says so
+    /// too.
     pub fn run(mut self) -> Result<u64, Error> {
         let url = format!("http://{}", self.addr);
         logger::record(&Event::Service(ServiceEvent::Startup {
@@ -609,11 +613,10 @@ impl Serving<'_> {
                 target: None,
             };
         }
-        // A body tiny_http does not read, or leaves to be read as the next request: answer
-        // with Connection: close, and serve nothing more on that connection. (The proxy
-        // reads it, and keeps the connection, when it forwards the request: else `reply`
-        // closes it.)
-        let close = (http::leaves_input(request) && self.proxy.is_none()) || self.draining;
+        // A body tiny_http does not read is the proxy's: it reads it, and keeps the
+        // connection, when it forwards the request; else `reply` closes it. (Serve mode,
+        // without a proxy, runs on src/serve/ now.)
+        let close = self.draining;
         if close {
             self.kill(peer);
         }
