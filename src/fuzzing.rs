@@ -102,9 +102,14 @@ pub fn connection(input: &[u8], pieces: &[u8]) -> usize {
     let mut on = |item: Item<'_>| {
         assert!(!ended, "an item after the connection ended: {item:?}");
         items += 1;
+        // Refused framing ends the connection whatever `close` says: what follows cannot
+        // be trusted to be a request.
         ended = match item {
             Item::Refused(_) => true,
-            Item::Request { close, .. } => close,
+            Item::Request { head, close, .. } => {
+                assert!(close || head.framing.is_ok(), "refused framing, kept alive");
+                close || head.framing.is_err()
+            }
         };
     };
     let mut at = 0;
