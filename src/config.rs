@@ -427,7 +427,22 @@ impl Config {
                 fields.push(("upstream_timeout", self.upstream_timeout.to_string()));
                 fields.push(("strip_authorization", self.strip_authorization.to_string()));
             }
-            None => fields.push(("protect", self.protect.join(","))),
+            None => {
+                fields.push(("protect", self.protect.join(",")));
+                // Serve mode's own HTTP layer (src/serve/): its limits.
+                fields.extend([
+                    ("max_header_bytes", self.max_header_bytes.to_string()),
+                    ("header_timeout", self.header_timeout.to_string()),
+                    ("idle_timeout", self.idle_timeout.to_string()),
+                    ("body_timeout", self.body_timeout.to_string()),
+                    ("send_timeout", self.send_timeout.to_string()),
+                    ("max_connections", self.max_connections.to_string()),
+                    (
+                        "max_connections_per_address",
+                        self.max_connections_per_address.to_string(),
+                    ),
+                ]);
+            }
         }
         if !self.public.is_empty() {
             fields.push(("public", self.public.join(",")));
@@ -723,8 +738,15 @@ mod tests {
     #[test]
     fn bad_settings_are_named() {
         type Change = fn(&mut Config);
-        let cases: [(Change, &str); 7] = [
+        let cases: [(Change, &str); 14] = [
             (|c| c.protect = vec![], "--protect"),
+            (|c| c.max_header_bytes = 1023, "--max-header-bytes"),
+            (|c| c.header_timeout = 0, "--header-timeout"),
+            (|c| c.idle_timeout = 3601, "--idle-timeout"),
+            (|c| c.body_timeout = 0, "--body-timeout"),
+            (|c| c.send_timeout = 0, "--send-timeout"),
+            (|c| c.max_connections = 0, "--max-connections"),
+            (|c| c.max_connections = 1_000_001, "--max-connections"),
             (|c| c.protect = vec!["/healthz/".into()], "--protect"),
             (|c| c.protect = vec!["api".into()], "--protect"),
             (|c| c.max_token_bytes = 0, "--max-token-bytes"),
