@@ -805,26 +805,23 @@ fn route(
         head_only: head.method == "HEAD",
         close: close || draining,
     };
-    let parts = Request::new(head.method, head.target, fields).with_peer(peer.ip());
-    let path = crate::path::normalise(head.target);
+    let target = super::head::origin_form(head.target);
+    let parts = Request::new(head.method, target, fields).with_peer(peer.ip());
+    let path = crate::path::normalise(target);
     let auth = forward_auth.is_some() && path.as_deref().ok() == forward_auth;
     let what = if let Err(reason) = head.framing {
         let parts = match auth {
-            true => {
-                original(guard, fields, parts, head.method, head.target).unwrap_or_else(|own| own)
-            }
+            true => original(guard, fields, parts, head.method, target).unwrap_or_else(|own| own),
             false => parts,
         };
         What::Guarded(guard.refuse(&parts, reason))
     } else if path.as_deref() == Ok("/healthz") {
         What::Health
     } else if auth {
-        What::Auth(
-            match original(guard, fields, parts, head.method, head.target) {
-                Ok(parts) => guard.decide(&parts),
-                Err(own) => guard.refuse(&own, Reason::InvalidRequest),
-            },
-        )
+        What::Auth(match original(guard, fields, parts, head.method, target) {
+            Ok(parts) => guard.decide(&parts),
+            Err(own) => guard.refuse(&own, Reason::InvalidRequest),
+        })
     } else {
         What::Guarded(guard.decide(&parts))
     };

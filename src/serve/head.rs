@@ -181,6 +181,30 @@ fn finish<'h>(
     }
 }
 
+/// The origin form of a request target (RFC 9112 §3.2): an absolute-form target
+/// (`http://host/path?query`, which a server must accept, §3.2.2) without its scheme and
+/// authority, `/` for an empty path; any other target as it is.
+pub(crate) fn origin_form(target: &str) -> &str {
+    let scheme = target
+        .get(..7)
+        .filter(|s| s.eq_ignore_ascii_case("http://"))
+        .or_else(|| {
+            target
+                .get(..8)
+                .filter(|s| s.eq_ignore_ascii_case("https://"))
+        });
+    let Some(scheme) = scheme else {
+        return target;
+    };
+    let rest = &target[scheme.len()..];
+    match rest.find(['/', '?', '#']) {
+        Some(at) if rest.as_bytes()[at] == b'/' => &rest[at..],
+        // `http://host?query`: the path is `/`, and the query is dropped with it (the
+        // guard never reads a query).
+        _ => "/",
+    }
+}
+
 fn split<'a>(bytes: &'a [u8], by: &'a [u8]) -> impl Iterator<Item = &'a [u8]> + 'a {
     let mut rest = Some(bytes);
     std::iter::from_fn(move || {
@@ -389,6 +413,22 @@ mod tests {
         ] {
             let got = read(head).map(|r| r.3.expect_err(head));
             assert_eq!(got, expected, "{head:?}");
+        }
+    }
+
+    #[test]
+    fn absolute_form_targets_are_read_in_origin_form() {
+        for (target, origin) in [
+            ("http://example/api/x?a=1", "/api/x?a=1"),
+            ("HTTPS://example:8443/api/x", "/api/x"),
+            ("http://example", "/"),
+            ("http://example?x", "/"),
+            ("http://user@example/a", "/a"),
+            ("/api/x", "/api/x"),
+            ("*", "*"),
+            ("httpx://example/a", "httpx://example/a"),
+        ] {
+            assert_eq!(origin_form(target), origin, "{target}");
         }
     }
 
