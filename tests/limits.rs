@@ -339,6 +339,14 @@ fn usage(pid: u32) -> (u64, u64) {
 
 #[test]
 fn a_thousand_idle_connections_add_no_thread_and_at_most_a_mebibyte() {
+    // This process holds the client ends: 1000 descriptors and the other tests' own.
+    use nix::sys::resource::{Resource, getrlimit, setrlimit};
+    let (soft, hard) = getrlimit(Resource::RLIMIT_NOFILE).unwrap();
+    assert!(
+        hard >= 4096,
+        "this test needs a hard limit on open files of 4096 or more"
+    );
+    setrlimit(Resource::RLIMIT_NOFILE, soft.max(4096), hard).unwrap();
     let server = Server::start(&["--no-supervisor", "--max-connections-per-address", "0"]);
     // Warm: the loop's buffers and the first answer's allocations.
     assert_eq!(server.get("/healthz", &[]).status, 200);
