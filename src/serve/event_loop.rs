@@ -171,6 +171,7 @@ pub(crate) fn serve(front: Front, cx: Context<'_>) -> (u64, Result<(), Error>) {
         refused_reason: ("", ""),
         refusal_logged: None,
         draining: None,
+        accept_failed: None,
         now,
     };
     let result = lp.run();
@@ -202,6 +203,8 @@ struct Loop<'a> {
     refused_reason: (&'static str, &'static str),
     refusal_logged: Option<Instant>,
     draining: Option<Instant>,
+    /// Why accepting failed for good, if it did.
+    accept_failed: Option<io::Error>,
     /// The clock, read once a turn.
     now: Instant,
 }
@@ -267,6 +270,10 @@ impl Loop<'_> {
                 self.settle(t);
             }
             self.housekeeping();
+            if let Some(err) = self.accept_failed.take() {
+                self.flush_all();
+                return Err(Error::Accept(err));
+            }
             if self.now.duration_since(beaten) >= HEARTBEAT
                 && let Some(beat) = self.cx.heartbeat.as_mut()
             {
@@ -321,8 +328,14 @@ impl Loop<'_> {
                     self.accept_paused = Some(self.now + ACCEPT_PAUSE);
                     return;
                 }
-                // A connection that went away before it was accepted.
-                Err(_) => {}
+                // A connection that went away, or was refused, before it was accepted.
+                Err(err) if matches!(err.raw_os_error(), Some(1 | 71 | 103 | 110)) => {}
+                // The listening socket itself failed: stop, as tiny_http's accept thread
+                // did, after this turn's answers (a supervisor starts a new worker).
+                Err(err) => {
+                    self.accept_failed = Some(err);
+                    return;
+                }
             }
         }
     }
