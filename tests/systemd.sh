@@ -36,6 +36,9 @@ systemd-socket-activate -l "127.0.0.1:$port" -E JWTGUARD_SECRET \
   "$bin" serve --log-file "$tmp/activated.log" >"$tmp/out" 2>"$tmp/err" &
 pid=$!
 url=http://127.0.0.1:$port
+# It binds in the background: a connection before that is refused (curl exit 7, seen on a
+# loaded machine).
+for _ in $(seq 100); do grep -qs '^Listening on' "$tmp/err" && break; sleep 0.05; done
 # systemd-socket-activate starts jwtguard at the first connection.
 got=$(curl -s -m 10 -o /dev/null -w '%{http_code}' -H "Authorization: Bearer $token" "$url/api/x")
 [ "$got" = 200 ] || { cat "$tmp/err" >&2; fail "activated: $got"; }
