@@ -171,9 +171,35 @@ def encode():
     write("encode", "invalid-utf8", b"1\x1fG\xffT\x1f/\xc3\x1f\xed\xa0\x80\x1fua\x1fl\x1fm\xf0\x9f")
 
 
+def connection():
+    """A byte n, n read lengths (each byte + 1), then the stream."""
+    get = b"GET /api/x HTTP/1.1\r\nHost: x\r\n\r\n"
+    seeds = {
+        "one-get": b"\x00" + get,
+        "pipelined-split": b"\x03\x00\x06\x10" + get * 3,
+        "post-body-then-get": b"\x01\x04" + b"POST /a HTTP/1.1\r\nContent-Length: 5\r\n\r\nhello" + get,
+        "two-lengths": b"\x00POST /a HTTP/1.1\r\nContent-Length: 1\r\nContent-Length: 30\r\n\r\n" + get,
+        "cl-and-te": b"\x00POST /a HTTP/1.1\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n" + get,
+        "chunked": b"\x00POST /a HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n" + get,
+        "expect-continue": b"\x00POST /a HTTP/1.1\r\nContent-Length: 3\r\nExpect: 100-continue\r\n\r\nabc" + get,
+        "expect-other": b"\x00GET /a HTTP/1.1\r\nExpect: 200-ok\r\n\r\n" + get,
+        "http10-keep-alive": b"\x00GET /a HTTP/1.0\r\nConnection: keep-alive\r\n\r\n" + get,
+        "http2": b"\x00GET / HTTP/2.0\r\nHost: x\r\n\r\n" + get,
+        "connection-close": b"\x00GET /a HTTP/1.1\r\nConnection: close\r\n\r\n" + get,
+        "bare-lf": b"\x00GET /a HTTP/1.1\r\nX: a\nY: b\r\n\r\n" + get,
+        "folded": b"\x00GET /a HTTP/1.1\r\nX: a\r\n b\r\n\r\n" + get,
+        "leading-crlf": b"\x00\r\n\r\n" + get,
+        "long-head": b"\x01\xff" + b"GET /a HTTP/1.1\r\nX: " + b"a" * 1200 + b"\r\n\r\n" + get,
+        "absolute-form": b"\x00GET http://x/api/x HTTP/1.1\r\n\r\n" + get,
+    }
+    for name, data in seeds.items():
+        write("connection", name, data)
+
+
 shutil.rmtree(os.path.join(HERE, "corpus"), ignore_errors=True)
-for target in ("authorization", "verify", "encode"):
+for target in ("authorization", "verify", "encode", "connection"):
     os.makedirs(os.path.join(HERE, "corpus", target))
 authorization()
 verify()
 encode()
+connection()

@@ -50,6 +50,17 @@ Serve options:
   --upstream-timeout SECONDS
                            for the upstream to connect and between reads [default: 30]
   --max-token-bytes N      longest token accepted, 1 to 65536 [default: 8192]
+  --max-header-bytes N     longest request head, then 431 [default: 16384]
+  --header-timeout SECONDS for a whole request head, then 408 [default: 10]
+  --idle-timeout SECONDS   between requests on a kept-alive connection [default: 60]
+  --body-timeout SECONDS   between two reads of a request body [default: 60]
+  --send-timeout SECONDS   for a client to read any of its answers, else it is
+                           dropped [default: 5]
+  --max-connections N      connections held at once; past it the longest idle one
+                           is closed, or the new one [default: 1024]
+  --max-connections-per-address N
+                           the same from one address, 0 for no cap; --trusted-proxy
+                           peers are not capped [default: 256]
   --leeway SECONDS         clock skew allowed on exp and nbf, 0 to 300 [default: 30]
   --allow-missing-exp      accept tokens without exp (weaker; warns at start-up)
   --log-format json|text   security log encoding [default: json]
@@ -341,6 +352,27 @@ impl Flags {
             Long("protect") if !in_token => self.protect.push(parser.value()?.string()?),
             Long("max-token-bytes") if !in_token => {
                 self.config.max_token_bytes = parser.value()?.parse()?
+            }
+            Long("max-header-bytes") if !in_token => {
+                self.config.max_header_bytes = parser.value()?.parse()?
+            }
+            Long("header-timeout") if !in_token => {
+                self.config.header_timeout = parser.value()?.parse()?
+            }
+            Long("idle-timeout") if !in_token => {
+                self.config.idle_timeout = parser.value()?.parse()?
+            }
+            Long("body-timeout") if !in_token => {
+                self.config.body_timeout = parser.value()?.parse()?
+            }
+            Long("send-timeout") if !in_token => {
+                self.config.send_timeout = parser.value()?.parse()?
+            }
+            Long("max-connections") if !in_token => {
+                self.config.max_connections = parser.value()?.parse()?
+            }
+            Long("max-connections-per-address") if !in_token => {
+                self.config.max_connections_per_address = parser.value()?.parse()?
             }
             Long("leeway") if !in_token => self.config.leeway = parser.value()?.parse()?,
             Long("allow-missing-exp") if !in_token => self.config.require_exp = false,

@@ -117,6 +117,39 @@ pub struct Config {
     /// between any two reads or writes.
     /// Defaults to `30`.
     pub upstream_timeout: u64,
+    /// The longest request head, in bytes (nginx `large_client_header_buffers`): a longer
+    /// one is answered 431 and its connection closed.
+    /// Defaults to `16384`.
+    pub max_header_bytes: usize,
+    /// Seconds a request head may take to arrive whole, from its first byte (from the
+    /// connection's start for its first request; nginx `client_header_timeout`): then
+    /// 408 and the connection is closed.
+    /// Defaults to `10`.
+    pub header_timeout: u64,
+    /// Seconds a kept-alive connection may wait for its next request (nginx
+    /// `keepalive_timeout`).
+    /// Defaults to `60`.
+    pub idle_timeout: u64,
+    /// Seconds between two reads of a request body being read (nginx
+    /// `client_body_timeout`).
+    /// Defaults to `60`.
+    pub body_timeout: u64,
+    /// Seconds an answer may wait for the client to read any of it (nginx
+    /// `send_timeout`): then the connection is dropped (`client_not_reading`). jwtguard's
+    /// answers are a few hundred bytes: only a client that stops reading ever waits.
+    /// Defaults to `5`.
+    pub send_timeout: u64,
+    /// The most connections held at once (nginx `worker_connections`). At the cap, the
+    /// connection idle the longest is closed to make room; with none idle, the new one is
+    /// closed at once (`too_many_connections`).
+    /// Defaults to `1024`.
+    pub max_connections: usize,
+    /// The most connections from one address (nginx `limit_conn`), 0 for no cap; the peers
+    /// of `--trusted-proxy` are not capped (they carry many clients, whose caps are
+    /// theirs to keep). At the cap, that address's longest idle connection is closed to
+    /// make room, or the new one is (`too_many_from_address`).
+    /// Defaults to `256`.
+    pub max_connections_per_address: usize,
 }
 
 impl Default for Config {
@@ -141,6 +174,13 @@ impl Default for Config {
             trusted_proxies: Vec::new(),
             require: Vec::new(),
             upstream_timeout: 30,
+            max_header_bytes: 16 * 1024,
+            header_timeout: 10,
+            idle_timeout: 60,
+            body_timeout: 60,
+            send_timeout: 5,
+            max_connections: 1024,
+            max_connections_per_address: 256,
         }
     }
 }
@@ -307,6 +347,28 @@ impl Config {
                 format!("{} is not in 1..=3600", self.upstream_timeout),
             );
         }
+        for (setting, seconds) in [
+            ("--header-timeout", self.header_timeout),
+            ("--idle-timeout", self.idle_timeout),
+            ("--body-timeout", self.body_timeout),
+            ("--send-timeout", self.send_timeout),
+        ] {
+            if !(1..=3600).contains(&seconds) {
+                return bad(setting, format!("{seconds} is not in 1..=3600"));
+            }
+        }
+        if !(1024..=1024 * 1024).contains(&self.max_header_bytes) {
+            return bad(
+                "--max-header-bytes",
+                format!("{} is not in 1024..=1048576", self.max_header_bytes),
+            );
+        }
+        if !(1..=1_000_000).contains(&self.max_connections) {
+            return bad(
+                "--max-connections",
+                format!("{} is not in 1..=1000000", self.max_connections),
+            );
+        }
         if !(1..=65_536).contains(&self.max_token_bytes) {
             return bad(
                 "--max-token-bytes",
@@ -375,7 +437,22 @@ impl Config {
                 fields.push(("upstream_timeout", self.upstream_timeout.to_string()));
                 fields.push(("strip_authorization", self.strip_authorization.to_string()));
             }
-            None => fields.push(("protect", self.protect.join(","))),
+            None => {
+                fields.push(("protect", self.protect.join(",")));
+                // Serve mode's own HTTP layer (src/serve/): its limits.
+                fields.extend([
+                    ("max_header_bytes", self.max_header_bytes.to_string()),
+                    ("header_timeout", self.header_timeout.to_string()),
+                    ("idle_timeout", self.idle_timeout.to_string()),
+                    ("body_timeout", self.body_timeout.to_string()),
+                    ("send_timeout", self.send_timeout.to_string()),
+                    ("max_connections", self.max_connections.to_string()),
+                    (
+                        "max_connections_per_address",
+                        self.max_connections_per_address.to_string(),
+                    ),
+                ]);
+            }
         }
         if !self.public.is_empty() {
             fields.push(("public", self.public.join(",")));
@@ -671,8 +748,15 @@ mod tests {
     #[test]
     fn bad_settings_are_named() {
         type Change = fn(&mut Config);
-        let cases: [(Change, &str); 7] = [
+        let cases: [(Change, &str); 14] = [
             (|c| c.protect = vec![], "--protect"),
+            (|c| c.max_header_bytes = 1023, "--max-header-bytes"),
+            (|c| c.header_timeout = 0, "--header-timeout"),
+            (|c| c.idle_timeout = 3601, "--idle-timeout"),
+            (|c| c.body_timeout = 0, "--body-timeout"),
+            (|c| c.send_timeout = 0, "--send-timeout"),
+            (|c| c.max_connections = 0, "--max-connections"),
+            (|c| c.max_connections = 1_000_001, "--max-connections"),
             (|c| c.protect = vec!["/healthz/".into()], "--protect"),
             (|c| c.protect = vec!["api".into()], "--protect"),
             (|c| c.max_token_bytes = 0, "--max-token-bytes"),

@@ -261,6 +261,21 @@ pub(crate) enum Event<'a> {
         /// `source.ip`.
         source_ip: Option<IpAddr>,
     },
+    /// A connection the HTTP layer ended on its own (src/serve/): a head it could not read,
+    /// too large or too slow, or connections closed at accept over a cap.
+    Connection {
+        /// `event.reason`: a stable code.
+        reason: &'static str,
+        /// The message.
+        text: &'static str,
+        /// `http.response.status_code`, when it answered.
+        status: Option<u16>,
+        /// `source.ip`, when it is one connection's.
+        source_ip: Option<IpAddr>,
+        /// How many connections it stands for (refusals at accept are counted and written
+        /// once a second at most): `jwtguard.connections`.
+        count: u64,
+    },
     /// A record of another `log` target (a warning at start-up, tiny_http's errors).
     Record {
         level: log::Level,
@@ -352,7 +367,9 @@ impl Event<'_> {
     pub(crate) fn level(&self) -> log::Level {
         match self {
             Event::Request(e) if e.success => log::Level::Info,
-            Event::Request(_) | Event::Undelivered { .. } => log::Level::Warn,
+            Event::Request(_) | Event::Undelivered { .. } | Event::Connection { .. } => {
+                log::Level::Warn
+            }
             Event::Service(ServiceEvent::Shutdown {
                 cause: Cause::AcceptFailed,
                 ..
@@ -389,6 +406,25 @@ impl Event<'_> {
                 if let Some(id) = request_id {
                     line.with("http.request.id", |out| out.push_str(id.text().as_str()));
                 }
+                ecs(&mut line, &["web", "network"], &["connection", "error"]);
+            }
+            Event::Connection {
+                reason,
+                status,
+                source_ip,
+                count,
+                ..
+            } => {
+                line.raw("event.action", "connection");
+                line.raw("event.outcome", "failure");
+                line.raw("event.reason", reason);
+                if let Some(ip) = source_ip {
+                    line.with("source.ip", |out| push_ip(*ip, out));
+                }
+                if let Some(status) = status {
+                    line.number("http.response.status_code", u64::from(*status));
+                }
+                line.number("jwtguard.connections", *count);
                 ecs(&mut line, &["web", "network"], &["connection", "error"]);
             }
             Event::Record { level, logger, .. } => {
@@ -511,6 +547,7 @@ impl Event<'_> {
             Event::Undelivered { .. } => line.message(&[
                 "the client does not read its answers: its connection is no longer served",
             ]),
+            Event::Connection { text, .. } => line.message(&[text]),
             Event::Record { message, .. } => line.message(&[message]),
             Event::LogTampered(e) if e.cut => {
                 let (mut a, mut b) = (itoa::Buffer::new(), itoa::Buffer::new());

@@ -84,3 +84,49 @@ pub fn encode_record(logger: &str, message: &str, format: LogFormat) -> String {
     event.encode(format, SystemTime::now(), &mut line);
     line
 }
+
+/// The longest head [`connection`] lets a connection hold (past it: 431).
+pub const MAX_HEAD: usize = 1024;
+
+/// Feeds `input` to one connection's state machine as the event loop does: in reads of
+/// the lengths `pieces` gives in turn (cycled; each 1 or more), at most 4 requests a turn,
+/// the held ones fed again before the next read. Panics when what must hold whatever the
+/// bytes does not: no item after one that ends the connection (a refusal, a refused
+/// framing, `Connection: close`), no more held than a head's limit and one read, nothing
+/// held once it is closing. Returns how many items came out.
+pub fn connection(input: &[u8], pieces: &[u8]) -> usize {
+    use crate::serve::conn::{Conn, Item, Phase};
+    let mut conn = Conn::new();
+    let mut items = 0;
+    let mut ended = false;
+    let mut on = |item: Item<'_>| {
+        assert!(!ended, "an item after the connection ended: {item:?}");
+        items += 1;
+        // Refused framing ends the connection whatever `close` says: what follows cannot
+        // be trusted to be a request.
+        ended = match item {
+            Item::Refused(_) => true,
+            Item::Request { head, close, .. } => {
+                assert!(close || head.framing.is_ok(), "refused framing, kept alive");
+                close || head.framing.is_err()
+            }
+        };
+    };
+    let mut at = 0;
+    for &piece in pieces.iter().chain([&0]).cycle() {
+        if at == input.len() {
+            break;
+        }
+        let len = (usize::from(piece) + 1).min(input.len() - at);
+        let mut fed = conn.feed(&input[at..at + len], MAX_HEAD, 4, &mut on);
+        while fed.more {
+            fed = conn.feed(&[], MAX_HEAD, 4, &mut on);
+        }
+        at += len;
+        assert!(conn.held() <= MAX_HEAD + len, "held {} bytes", conn.held());
+        if conn.phase() == Phase::Closing {
+            assert_eq!(conn.held(), 0, "held while closing");
+        }
+    }
+    items
+}

@@ -145,7 +145,7 @@ pub(crate) enum Reply<'a> {
 }
 
 impl Reply<'_> {
-    fn status(&self) -> u16 {
+    pub(crate) fn status(&self) -> u16 {
         match self {
             Reply::Allowed(_) => 200,
             Reply::Refused(refused) => refused.status(),
@@ -164,7 +164,7 @@ impl Reply<'_> {
     }
 
     /// Calls `f` with each header beyond `Date`, `Content-Type` and `Content-Length`.
-    fn each_header(&self, f: &mut dyn FnMut(&str, &[u8])) {
+    pub(crate) fn each_header(&self, f: &mut dyn FnMut(&str, &[u8])) {
         let id = match self {
             Reply::Allowed(allowed) => Some(allowed.request_id()),
             Reply::Refused(refused) => Some(refused.request_id()),
@@ -194,7 +194,7 @@ impl Reply<'_> {
         }
     }
 
-    fn push_body(&self, out: &mut Vec<u8>) {
+    pub(crate) fn push_body(&self, out: &mut Vec<u8>) {
         match self {
             Reply::Allowed(allowed) => {
                 out.extend_from_slice(b"{\"status\":\"ok\",\"user\":");
@@ -224,6 +224,8 @@ impl Reply<'_> {
                     404 => "not_found",
                     408 => "request_timeout",
                     413 => "too_large",
+                    417 => "expectation_failed",
+                    431 => "header_too_large",
                     502 => "bad_gateway",
                     504 => "gateway_timeout",
                     _ => "unavailable",
@@ -255,7 +257,7 @@ fn wire(
 }
 
 /// [`wire`] for a given version and method.
-fn wire_raw(
+pub(crate) fn wire_raw(
     reply: &Reply,
     close: bool,
     version: &HTTPVersion,

@@ -93,6 +93,7 @@ mod proptests;
 mod proxy;
 mod reason;
 pub mod seal;
+mod serve;
 mod server;
 mod sink;
 mod sys;

@@ -128,15 +128,19 @@ fn serve(
     // Before any file is opened: the socket passed as descriptor 3, if any.
     let inherited = fds::inherited().map_err(Failure::Usage)?;
     let worker = matches!(inherited, Some((_, fds::From::Supervisor)));
+    // Whether --upstream is set fixes the HTTP layer: serve mode's loop needs the shared
+    // listening socket non-blocking, tiny_http's accept thread (proxy mode, for now) needs
+    // it blocking, and the flag belongs to the socket, which old and new workers share.
     let fixed = format!(
-        "listen={} log-file={} log-format={:?}",
+        "listen={} log-file={} log-format={:?} proxy={}",
         config.listen,
         log_file.as_deref().unwrap_or("-".as_ref()).display(),
-        config.log_format
+        config.log_format,
+        config.upstream.is_some()
     );
     if worker && std::env::var(FIXED).ok().as_deref() != Some(fixed.as_str()) {
         return Err(Failure::Usage(
-            "--listen, --log-file and --log-format cannot change on a reload: restart jwtguard to change them".into(),
+            "--listen, --log-file, --log-format and whether --upstream is set cannot change on a reload: restart jwtguard to change them".into(),
         ));
     }
     let demo = config.secret.is_none() && config.keys.is_none();

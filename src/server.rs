@@ -1,5 +1,6 @@
-//! The `jwtguard` binary's server: the tiny_http `recv` loop that decides, records and
-//! answers, with a group commit of the security events.
+//! The `jwtguard` binary's server: in serve mode jwtguard's own event loop (src/serve/),
+//! in proxy mode (`--upstream`), for now, the tiny_http `recv` loop below; each decides,
+//! records and answers, with a group commit of the security events.
 
 use std::collections::HashMap;
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
@@ -19,7 +20,8 @@ use crate::{Config, Error, Guard};
 /// [`Server::run`] writes the start-up event, serves until a [`Stopper`] stops it, and
 /// writes the shutdown event with its cause.
 pub struct Server {
-    http: Arc<tiny_http::Server>,
+    front: Front,
+    limits: crate::serve::Limits,
     guard: Guard,
     proxy: Option<Proxy>,
     forward_auth: Option<String>,
@@ -27,6 +29,32 @@ pub struct Server {
     config: Vec<(&'static str, String)>,
     stop: Arc<Stop>,
     heartbeat: Option<Box<dyn FnMut() + Send>>,
+}
+
+/// What serves the listening socket.
+enum Front {
+    /// Serve mode: jwtguard's own event loop (src/serve/).
+    Loop(Option<crate::serve::event_loop::Front>),
+    /// Proxy mode, for now: tiny_http's threads and the serving loop below.
+    Tiny(Arc<tiny_http::Server>),
+}
+
+/// How a [`Stopper`] wakes the serving thread.
+#[derive(Clone)]
+enum Wake {
+    Loop(Arc<mio::Waker>),
+    Tiny(Arc<tiny_http::Server>),
+}
+
+impl Wake {
+    fn wake(&self) {
+        match self {
+            Wake::Loop(waker) => {
+                let _ = waker.wake();
+            }
+            Wake::Tiny(http) => http.unblock(),
+        }
+    }
 }
 
 /// Stops the accept thread: afterwards its next `accept` fails. The binary's replaces the
@@ -44,7 +72,7 @@ struct Stop {
 /// Stops a running [`Server`] from another thread (a signal handler's).
 #[derive(Clone)]
 pub struct Stopper {
-    http: Arc<tiny_http::Server>,
+    wake: Wake,
     stop: Arc<Stop>,
 }
 
@@ -64,7 +92,7 @@ impl Stopper {
             .unwrap_or_else(PoisonError::into_inner)
             .get_or_insert(cause);
         self.stop.flag.store(true, Ordering::SeqCst);
-        self.http.unblock();
+        self.wake.wake();
     }
 
     /// Asks the server to hand over to another process serving the same listening socket:
@@ -72,7 +100,15 @@ impl Stopper {
     /// here, at once), answers every request still coming on the connections it holds with
     /// `Connection: close`, and returns once they are closed or idle (1 s), 10 s at most;
     /// the shutdown event says `drained`. Without a hook it stops as [`Stopper::stop`] does.
+    /// In serve mode (no upstream) the event loop stops accepting by itself, without the
+    /// hook, and closes each connection once it has been idle for 1 s.
     pub fn drain(&self) {
+        if let Wake::Loop(waker) = &self.wake {
+            // The loop stops accepting itself: it drops its listening descriptor.
+            self.stop.drain.store(true, Ordering::SeqCst);
+            let _ = waker.wake();
+            return;
+        }
         let unlisten = self
             .stop
             .unlisten
@@ -82,7 +118,7 @@ impl Stopper {
         match unlisten.map(|unlisten| unlisten()) {
             Some(Ok(())) => {
                 self.stop.drain.store(true, Ordering::SeqCst);
-                self.http.unblock();
+                self.wake.wake();
             }
             Some(Err(err)) => {
                 log::error!("cannot stop accepting connections: {err}; stopping");
@@ -147,15 +183,24 @@ impl Server {
             addr: config.listen.clone(),
             source,
         };
-        crate::sys::set_send_timeout(&listener).map_err(|e| bind(e.into()))?;
-        let http = tiny_http::Server::from_listener(listener, None).map_err(bind)?;
+        let (front, addr) = if proxy.is_none() {
+            let front =
+                crate::serve::event_loop::Front::new(listener).map_err(|e| bind(Box::new(e)))?;
+            let addr = front.local_addr().map_err(|e| bind(Box::new(e)))?;
+            (Front::Loop(Some(front)), addr)
+        } else {
+            crate::sys::set_send_timeout(&listener).map_err(|e| bind(e.into()))?;
+            let http = tiny_http::Server::from_listener(listener, None).map_err(bind)?;
+            let addr = http
+                .server_addr()
+                .to_ip()
+                .expect("a TCP listener has an IP address");
+            (Front::Tiny(Arc::new(http)), addr)
+        };
         let open_files = crate::sys::raise_open_files();
-        let addr = http
-            .server_addr()
-            .to_ip()
-            .expect("a TCP listener has an IP address");
         Ok(Server {
-            http: Arc::new(http),
+            front,
+            limits: crate::serve::Limits::new(config),
             guard,
             proxy,
             forward_auth: config.forward_auth.clone(),
@@ -197,8 +242,12 @@ impl Server {
 
     /// A handle that stops it.
     pub fn stopper(&self) -> Stopper {
+        let wake = match &self.front {
+            Front::Loop(front) => Wake::Loop(front.as_ref().expect("not run yet").waker()),
+            Front::Tiny(http) => Wake::Tiny(http.clone()),
+        };
         Stopper {
-            http: self.http.clone(),
+            wake,
             stop: self.stop.clone(),
         }
     }
@@ -214,35 +263,33 @@ impl Server {
     ///
     /// # Errors
     ///
-    /// [`Error::Accept`] when tiny_http stops accepting connections; the shutdown event
-    /// says so too.
+    /// [`Error::Accept`] when the server cannot go on accepting connections (tiny_http's
+    /// accept thread ended, or the event loop's poll failed); the shutdown event says so
+    /// too.
     pub fn run(mut self) -> Result<u64, Error> {
         let url = format!("http://{}", self.addr);
         logger::record(&Event::Service(ServiceEvent::Startup {
             url: &url,
             config: &self.config,
         }));
-        let done = AtomicBool::new(false);
-        let (answered, result) = std::thread::scope(|scope| {
-            let kicker = std::thread::Builder::new()
-                .name("jwtguard-kick".into())
-                .stack_size(64 * 1024)
-                .spawn_scoped(scope, || kick_pool(self.addr, &self.stop, &done));
-            let served = serve(
-                &self.http,
-                &self.guard,
-                self.proxy.as_ref(),
-                self.forward_auth.as_deref(),
-                &self.stop,
-                self.addr,
-                self.heartbeat.as_mut(),
-            );
-            done.store(true, Ordering::SeqCst);
-            if let Ok(kicker) = &kicker {
-                kicker.thread().unpark();
+        let (answered, result) = match &mut self.front {
+            Front::Loop(front) => {
+                let front = front.take().expect("run once");
+                let cx = crate::serve::event_loop::Context {
+                    guard: &self.guard,
+                    forward_auth: self.forward_auth.as_deref(),
+                    limits: &self.limits,
+                    stop: &self.stop.flag,
+                    drain: &self.stop.drain,
+                    heartbeat: self.heartbeat.as_mut(),
+                };
+                crate::serve::event_loop::serve(front, cx)
             }
-            served
-        });
+            Front::Tiny(http) => {
+                let http = http.clone();
+                self.run_tiny(&http)
+            }
+        };
         let cause = match &result {
             Ok(()) if self.stop.drain.load(Ordering::SeqCst) => Cause::Drained,
             Ok(()) => self
@@ -255,6 +302,31 @@ impl Server {
         };
         logger::record(&Event::Service(ServiceEvent::Shutdown { cause, answered }));
         result.map(|()| answered)
+    }
+
+    /// Proxy mode's serving: tiny_http's threads, the pool kicker, the serving loop.
+    fn run_tiny(&mut self, http: &tiny_http::Server) -> (u64, Result<(), Error>) {
+        let done = AtomicBool::new(false);
+        std::thread::scope(|scope| {
+            let kicker = std::thread::Builder::new()
+                .name("jwtguard-kick".into())
+                .stack_size(64 * 1024)
+                .spawn_scoped(scope, || kick_pool(self.addr, &self.stop, &done));
+            let served = serve(
+                http,
+                &self.guard,
+                self.proxy.as_ref(),
+                self.forward_auth.as_deref(),
+                &self.stop,
+                self.addr,
+                self.heartbeat.as_mut(),
+            );
+            done.store(true, Ordering::SeqCst);
+            if let Ok(kicker) = &kicker {
+                kicker.thread().unpark();
+            }
+            served
+        })
     }
 }
 
@@ -541,11 +613,10 @@ impl Serving<'_> {
                 target: None,
             };
         }
-        // A body tiny_http does not read, or leaves to be read as the next request: answer
-        // with Connection: close, and serve nothing more on that connection. (The proxy
-        // reads it, and keeps the connection, when it forwards the request: else `reply`
-        // closes it.)
-        let close = (http::leaves_input(request) && self.proxy.is_none()) || self.draining;
+        // A body tiny_http does not read is the proxy's: it reads it, and keeps the
+        // connection, when it forwards the request; else `reply` closes it. (Serve mode,
+        // without a proxy, runs on src/serve/ now.)
+        let close = self.draining;
         if close {
             self.kill(peer);
         }

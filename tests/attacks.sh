@@ -1,13 +1,15 @@
 #!/usr/bin/env bash
 # shellcheck disable=SC2154 # $tmp comes from tests/server.sh
-# The failures tiny_http 0.12 leaves to the process model, each against a fresh,
-# supervised release jwtguard while a client polls a protected path every 50 ms on a new
-# connection (tests/attacks.py): a flood of huge Content-Length bodies and HTTP/2.0
-# request lines with the server's hard limit on open files at 512 (each leaks descriptors
-# and a thread until its worker is replaced), 2000 idle connections, a client that
-# pipelines and never reads, a wedged worker (SIGSTOP), a killed worker (SIGKILL). Each
-# must end with no refused connection, no failed request after the first recovery, and a
-# whole log with every answer in it; a killed worker is replaced within 100 ms.
+# Attacks on the connection and the process, each against a fresh, supervised release
+# jwtguard while a client polls a protected path every 50 ms on a new connection
+# (tests/attacks.py): a flood of huge Content-Length bodies and HTTP/2.0 request lines with
+# the server's hard limit on open files at 512 (tiny_http leaked descriptors and a thread
+# on each until its worker was replaced; serve mode's loop answers and closes them, with
+# no restart), 2000 idle connections (past --max-connections the longest idle ones make
+# room), a client that pipelines and never reads, a wedged worker (SIGSTOP), a killed
+# worker (SIGKILL). Each must end with no refused connection, no failed request after the
+# first recovery, and a whole log with every answer in it; a killed worker is replaced
+# within 100 ms.
 #
 #   bash tests/attacks.sh                  # all, about a minute
 #   bash tests/attacks.sh wedged_worker    # some

@@ -399,8 +399,10 @@ fn an_announced_body_that_never_comes_does_not_stop_the_server() {
 }
 
 #[test]
-fn a_body_is_read_before_the_answer_and_100_continue_is_honoured() {
-    use std::io::{BufRead, BufReader, Read, Write};
+fn expect_100_continue_is_answered_before_any_body_is_asked_for() {
+    // tiny_http sent `100 Continue` before the token was checked, and the client uploaded
+    // its whole body for a 401. Now the answer comes first, and closes the connection.
+    use std::io::{Read, Write};
     let server = Server::start(&[]);
     let mut stream = std::net::TcpStream::connect(server.addr).unwrap();
     stream
@@ -411,20 +413,14 @@ fn a_body_is_read_before_the_answer_and_100_continue_is_honoured() {
         "POST /api/x HTTP/1.1\r\nHost: x\r\nContent-Length: 100000\r\nExpect: 100-continue\r\n\r\n"
     )
     .unwrap();
-    let mut reader = BufReader::new(stream.try_clone().unwrap());
-    let mut line = String::new();
-    reader.read_line(&mut line).unwrap();
-    assert_eq!(line, "HTTP/1.1 100 Continue\r\n");
-    while line != "\r\n" {
-        line.clear();
-        reader.read_line(&mut line).unwrap(); // its headers, to the blank line
-    }
-    stream.write_all(&[b'x'; 100_000]).unwrap();
-    stream.shutdown(std::net::Shutdown::Write).unwrap();
-    let mut rest = String::new();
-    reader.read_to_string(&mut rest).unwrap();
-    assert!(rest.starts_with("HTTP/1.1 401 Unauthorized\r\n"), "{rest}");
-    assert!(rest.contains("\r\nConnection: close\r\n"), "{rest}");
+    let mut answer = String::new();
+    stream.read_to_string(&mut answer).unwrap();
+    assert!(
+        answer.starts_with("HTTP/1.1 401 Unauthorized\r\n"),
+        "{answer}"
+    );
+    assert!(!answer.contains("100 Continue"), "{answer}");
+    assert!(answer.contains("\r\nConnection: close\r\n"), "{answer}");
 }
 
 #[test]

@@ -1,0 +1,56 @@
+//! jwtguard's own HTTP/1 front end (serve mode): one event loop per worker, no thread per
+//! connection, every limit and timeout named.
+//!
+//! - [`head`]: a request head from bytes, into the caller's arrays (httparse), and the
+//!   framing rules of RFC 9112.
+//! - [`conn`]: one connection's protocol state, fed bytes, with no `Read`/`Write`.
+//! - [`answer`]: jwtguard's answers as bytes.
+//! - [`timers`]: one FIFO queue per kind of timeout.
+//! - [`event_loop`]: the mio loop: accept, read, decide, record, answer, flush.
+//!
+//! It may import the guard (`crate::guard`, `crate::path`), the log (`crate::logger`,
+//! `crate::event`) and the answers' contents (`crate::http::Reply`); only `crate::server`
+//! imports it.
+
+pub(crate) mod answer;
+pub(crate) mod conn;
+pub(crate) mod event_loop;
+pub(crate) mod head;
+pub(crate) mod timers;
+
+use std::time::Duration;
+
+use crate::Config;
+
+/// The limits and timeouts of the front end, from the configuration.
+#[derive(Clone, Debug)]
+pub(crate) struct Limits {
+    /// `--max-header-bytes` (nginx `large_client_header_buffers`): a longer head is 431.
+    pub max_header_bytes: usize,
+    /// `--header-timeout` (nginx `client_header_timeout`): a whole head, or 408.
+    pub header_timeout: Duration,
+    /// `--idle-timeout` (nginx `keepalive_timeout`): between requests.
+    pub idle_timeout: Duration,
+    /// `--body-timeout` (nginx `client_body_timeout`): between two reads of a body.
+    pub body_timeout: Duration,
+    /// `--send-timeout` (nginx `send_timeout`): between two writes that make progress.
+    pub send_timeout: Duration,
+    /// `--max-connections` (nginx `worker_connections`).
+    pub max_connections: usize,
+    /// `--max-connections-per-address` (nginx `limit_conn`), 0 for none.
+    pub max_connections_per_address: usize,
+}
+
+impl Limits {
+    pub(crate) fn new(config: &Config) -> Limits {
+        Limits {
+            max_header_bytes: config.max_header_bytes,
+            header_timeout: Duration::from_secs(config.header_timeout),
+            idle_timeout: Duration::from_secs(config.idle_timeout),
+            body_timeout: Duration::from_secs(config.body_timeout),
+            send_timeout: Duration::from_secs(config.send_timeout),
+            max_connections: config.max_connections,
+            max_connections_per_address: config.max_connections_per_address,
+        }
+    }
+}
