@@ -51,6 +51,11 @@ Serve options:
                            for the upstream to connect and between reads [default: 30]
   --max-token-bytes N      longest token accepted, 1 to 65536 [default: 8192]
   --leeway SECONDS         clock skew allowed on exp and nbf, 0 to 300 [default: 30]
+  --max-failures N         failed authentications (bad signature, unknown key,
+                           malformed token) an address may make per window; past them
+                           429 until the window ends; 0 turns it off [default: 20]
+  --failure-window SECONDS the window of --max-failures, 1 to 86400 [default: 60]
+  --limiter-table N        addresses the limiter remembers, 8 to 1048576 [default: 4096]
   --allow-missing-exp      accept tokens without exp (weaker; warns at start-up)
   --log-format json|text   security log encoding [default: json]
   --log-file PATH          append the security log to PATH instead of stderr
@@ -343,6 +348,15 @@ impl Flags {
                 self.config.max_token_bytes = parser.value()?.parse()?
             }
             Long("leeway") if !in_token => self.config.leeway = parser.value()?.parse()?,
+            Long("max-failures") if !in_token => {
+                self.config.max_failures = parser.value()?.parse()?
+            }
+            Long("failure-window") if !in_token => {
+                self.config.failure_window = parser.value()?.parse()?
+            }
+            Long("limiter-table") if !in_token => {
+                self.config.limiter_table = parser.value()?.parse()?
+            }
             Long("allow-missing-exp") if !in_token => self.config.require_exp = false,
             Long("log-format") if !in_token => {
                 self.config.log_format = parser

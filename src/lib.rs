@@ -86,6 +86,7 @@ mod guard;
 mod host;
 pub mod http;
 mod keys;
+mod limiter;
 mod logger;
 mod path;
 #[cfg(test)]
