@@ -494,7 +494,9 @@ fn report(parser: &mut lexopt::Parser) -> Result<Command, lexopt::Error> {
                 let flag = flag.to_owned();
                 let text = parser.value()?.string()?;
                 let ms = jwtguard::seal::parse_time(&text).ok_or_else(|| {
-                    format!("invalid --{flag}: {text:?} is not a UTC time like 2026-11-27T21:42:09Z")
+                    format!(
+                        "invalid --{flag}: {text:?} is not a UTC time like 2026-11-27T21:42:09Z"
+                    )
                 })?;
                 match flag.as_str() {
                     "since" => options.since = Some(ms),

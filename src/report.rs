@@ -351,9 +351,10 @@ impl Timeline {
     /// minute over an hour or less, per hour up to two days, per day beyond (or wider, if
     /// the buckets had to be).
     fn rows(&self) -> (Vec<(u64, u64, u64)>, u64) {
-        let (Some((&first, _)), Some((&last, _))) =
-            (self.buckets.first_key_value(), self.buckets.last_key_value())
-        else {
+        let (Some((&first, _)), Some((&last, _))) = (
+            self.buckets.first_key_value(),
+            self.buckets.last_key_value(),
+        ) else {
             return (Vec::new(), 60);
         };
         let span = last - first;
@@ -674,7 +675,13 @@ fn shown(value: &[u8]) -> String {
     let mut s: String = value
         .iter()
         .take(64)
-        .map(|&b| if (b' '..=b'~').contains(&b) { b as char } else { '?' })
+        .map(|&b| {
+            if (b' '..=b'~').contains(&b) {
+                b as char
+            } else {
+                '?'
+            }
+        })
         .collect();
     if value.len() > 64 {
         s.push_str("...");
@@ -690,7 +697,7 @@ fn thousands(n: u64) -> String {
     let digits = n.to_string();
     let mut out = String::new();
     for (i, c) in digits.chars().enumerate() {
-        if i > 0 && (digits.len() - i) % 3 == 0 {
+        if i > 0 && (digits.len() - i).is_multiple_of(3) {
             out.push(',');
         }
         out.push(c);
@@ -755,8 +762,17 @@ mod tests {
         let text = br#"@timestamp=2026-12-06T21:00:00.000Z event.action=authorize source.ip=127.0.0.1 user_agent.original="x\" client.ip=6.6.6.6 \"" message="m""#;
         let f = Fields::of(text).unwrap();
         assert_eq!((f.source, f.client), (&b"127.0.0.1"[..], &b""[..]));
-        for torn in [&json[..json.len() - 1], &text[..text.len() - 1], b"{", b"@x"] {
-            assert!(Fields::of(torn).is_none(), "{}", String::from_utf8_lossy(torn));
+        for torn in [
+            &json[..json.len() - 1],
+            &text[..text.len() - 1],
+            b"{",
+            b"@x",
+        ] {
+            assert!(
+                Fields::of(torn).is_none(),
+                "{}",
+                String::from_utf8_lossy(torn)
+            );
         }
     }
 

@@ -96,7 +96,11 @@ fn the_report_adds_up_what_the_server_logged() {
 
     // B: text, sealed.
     let key = dir.path("seal.key");
-    assert!(run(&["seal-init", key.to_str().unwrap()], &[]).status.success());
+    assert!(
+        run(&["seal-init", key.to_str().unwrap()], &[])
+            .status
+            .success()
+    );
     let mut b = Server::start(&[
         "--no-supervisor",
         "--log-format",
@@ -104,7 +108,11 @@ fn the_report_adds_up_what_the_server_logged() {
         "--seal-key",
         key.to_str().unwrap(),
     ]);
-    assert_eq!(b.get_with_token("/api/x", &token(&["--sub", "carol"])).status, 200);
+    assert_eq!(
+        b.get_with_token("/api/x", &token(&["--sub", "carol"]))
+            .status,
+        200
+    );
     assert_eq!(b.get_with_token("/api/x", "x.y.z").status, 401);
     assert!(b.terminate().success());
 
@@ -114,7 +122,13 @@ fn the_report_adds_up_what_the_server_logged() {
     let (old, new) = lines.split_at(lines.len() / 2);
     let rotated = dir.path("security.log.1");
     std::fs::write(&rotated, old.join("\n") + "\n").unwrap();
-    assert!(Command::new("gzip").arg(&rotated).status().unwrap().success());
+    assert!(
+        Command::new("gzip")
+            .arg(&rotated)
+            .status()
+            .unwrap()
+            .success()
+    );
     let current = dir.path("security.log");
     std::fs::write(&current, new.join("\n") + "\n").unwrap();
     let b_log = b.log_path();
@@ -131,12 +145,21 @@ fn the_report_adds_up_what_the_server_logged() {
     // A: 6 allowed, 5 refused (2 bad_signature, 1 rate_limited, 2 missing_token);
     // B: 1 allowed, 1 refused (malformed_token).
     for row in [
-        &["Requests", "13:", "allowed", "7", "(53.8%),", "refused", "6", "(46.2%)"][..],
+        &[
+            "Requests", "13:", "allowed", "7", "(53.8%),", "refused", "6", "(46.2%)",
+        ][..],
         &["bad_signature", "2"],
         &["missing_token", "2"],
         &["rate_limited", "1"],
         &["malformed_token", "1"],
-        &["203.0.113.9", "3", "bad_signature", "2,", "rate_limited", "1"],
+        &[
+            "203.0.113.9",
+            "3",
+            "bad_signature",
+            "2,",
+            "rate_limited",
+            "1",
+        ],
         &["198.51.100.4", "2", "missing_token", "2"],
         &["127.0.0.1", "1", "malformed_token", "1"],
         &["alice", "3"],
@@ -150,9 +173,15 @@ fn the_report_adds_up_what_the_server_logged() {
     }
     // The rate-limited table, and B's seal lines (a start and a stop each begin an epoch).
     let limited = text.split("Rate-limited clients").nth(1).unwrap();
-    assert!(has_row(limited.lines().nth(1).unwrap(), &["203.0.113.9", "1"]), "{text}");
+    assert!(
+        has_row(limited.lines().nth(1).unwrap(), &["203.0.113.9", "1"]),
+        "{text}"
+    );
     let seals = text.split("Seal events").nth(1).unwrap();
-    assert!(has_row(seals, &["startup", "1"]) && has_row(seals, &["shutdown", "1"]), "{text}");
+    assert!(
+        has_row(seals, &["startup", "1"]) && has_row(seals, &["shutdown", "1"]),
+        "{text}"
+    );
     assert!(text.contains("Timeline per 1 min"), "{text}");
     assert!(text.starts_with("jwtguard report: 3 files,"), "{text}");
 
@@ -179,7 +208,12 @@ fn the_report_adds_up_what_the_server_logged() {
     args.extend(files.iter().map(|f| f.to_str().unwrap()));
     let only_b = report(&args);
     assert!(
-        has_row(&only_b, &["Requests", "2:", "allowed", "1", "(50.0%),", "refused", "1", "(50.0%)"]),
+        has_row(
+            &only_b,
+            &[
+                "Requests", "2:", "allowed", "1", "(50.0%),", "refused", "1", "(50.0%)"
+            ]
+        ),
         "{only_b}"
     );
     // --until B's first line: A's only.
@@ -206,7 +240,9 @@ fn a_malicious_log_breaks_neither_the_report_nor_the_page() {
         b"@timestamp=2026-12-06T21:00:01.000Z log.level=info event.action=authorize event.outcome=success user.id=\"<b>\\\"bold\\\"</b> & co\" message=\"m\"\n",
     );
     // Garbage: binary, a torn line, a line of 100 KB, a forged far-off timestamp, none.
-    bytes.extend_from_slice(b"\x00\xff\xfe{\"@timestamp\n{\"@timestamp\":\"2026-12-06T21:00:02.000Z\",\"event.act");
+    bytes.extend_from_slice(
+        b"\x00\xff\xfe{\"@timestamp\n{\"@timestamp\":\"2026-12-06T21:00:02.000Z\",\"event.act",
+    );
     bytes.push(b'\n');
     bytes.extend(std::iter::repeat_n(b'{', 100_000));
     bytes.push(b'\n');

@@ -83,9 +83,9 @@ pub(super) fn page(s: &Summary, out: &mut dyn Write) -> io::Result<()> {
     };
     h.push_str("<p>");
     escape(&span, &mut h);
-    let _ = write!(
+    let _ = writeln!(
         h,
-        " {} files, {} lines ({} not jwtguard&#39;s, {} outside --since/--until).</p>\n",
+        " {} files, {} lines ({} not jwtguard&#39;s, {} outside --since/--until).</p>",
         s.files,
         thousands(s.lines),
         thousands(s.unreadable),
@@ -98,8 +98,16 @@ pub(super) fn page(s: &Summary, out: &mut dyn Write) -> io::Result<()> {
         &["", "count", "share"],
         &[
             vec!["requests".into(), thousands(total), percent(total, total)],
-            vec!["allowed".into(), thousands(s.allowed), percent(s.allowed, total)],
-            vec!["refused".into(), thousands(s.refused), percent(s.refused, total)],
+            vec![
+                "allowed".into(),
+                thousands(s.allowed),
+                percent(s.allowed, total),
+            ],
+            vec![
+                "refused".into(),
+                thousands(s.refused),
+                percent(s.refused, total),
+            ],
         ],
     );
     chart(s, &mut h);
@@ -108,7 +116,13 @@ pub(super) fn page(s: &Summary, out: &mut dyn Write) -> io::Result<()> {
         .into_iter()
         .map(|(r, n)| vec![shown(r), thousands(n)])
         .collect();
-    table(&mut h, "Refusals by reason", false, &["reason", "refusals"], &reasons);
+    table(
+        &mut h,
+        "Refusals by reason",
+        false,
+        &["reason", "refusals"],
+        &reasons,
+    );
     let clients: Vec<Vec<String>> = s
         .clients
         .top(ROWS)
@@ -136,9 +150,27 @@ pub(super) fn page(s: &Summary, out: &mut dyn Write) -> io::Result<()> {
         &["address", "windows"],
         &plain(&s.limited),
     );
-    table(&mut h, "Upstream errors", false, &["reason", "count"], &plain(&s.upstream));
-    table(&mut h, "Process events", false, &["event", "count"], &plain(&s.process));
-    table(&mut h, "Seal events", false, &["reason", "count"], &plain(&s.seal));
+    table(
+        &mut h,
+        "Upstream errors",
+        false,
+        &["reason", "count"],
+        &plain(&s.upstream),
+    );
+    table(
+        &mut h,
+        "Process events",
+        false,
+        &["event", "count"],
+        &plain(&s.process),
+    );
+    table(
+        &mut h,
+        "Seal events",
+        false,
+        &["reason", "count"],
+        &plain(&s.seal),
+    );
     h.push_str("</body></html>\n");
     out.write_all(h.as_bytes())
 }
@@ -164,9 +196,9 @@ fn chart(s: &Summary, h: &mut String) {
         let ha = a * HEIGHT / max;
         let hr = r * HEIGHT / max;
         let x = i * bar;
-        let _ = write!(
+        let _ = writeln!(
             h,
-            "<g><title>{}: {} allowed, {} refused</title><rect class=\"a\" x=\"{x}\" y=\"{}\" width=\"{}\" height=\"{ha}\"/><rect class=\"r\" x=\"{x}\" y=\"{}\" width=\"{}\" height=\"{hr}\"/></g>\n",
+            "<g><title>{}: {} allowed, {} refused</title><rect class=\"a\" x=\"{x}\" y=\"{}\" width=\"{}\" height=\"{ha}\"/><rect class=\"r\" x=\"{x}\" y=\"{}\" width=\"{}\" height=\"{hr}\"/></g>",
             time(start),
             a,
             r,
