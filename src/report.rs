@@ -26,6 +26,9 @@ const TOP_CAPACITY: usize = 1024;
 /// Distinct `event.reason` codes told apart; jwtguard has fewer than 40.
 const MAX_REASONS: usize = 64;
 
+/// The timeline's rows on the screen at most (the HTML page draws them all).
+const SCREEN_ROWS: usize = 30;
+
 /// The timeline's buckets at most; past that they double in width.
 const MAX_BUCKETS: usize = 2048;
 
@@ -245,7 +248,8 @@ fn string_end(s: &[u8]) -> Option<usize> {
 /// Misra-Gries and space-saving summaries); the report then says the counts are
 /// approximate.
 struct Top<V> {
-    map: HashMap<Box<[u8]>, (u64, V)>,
+    /// Count, whether it started from a floor (an upper bound), value.
+    map: HashMap<Box<[u8]>, (u64, bool, V)>,
     /// The highest count dropped so far (0: counts are exact).
     floor: u64,
     /// Keys ever dropped.
@@ -267,28 +271,35 @@ impl<V: Default> Top<V> {
             if self.map.len() >= 2 * TOP_CAPACITY {
                 self.shrink();
             }
-            self.map.insert(key.into(), (self.floor, V::default()));
+            self.map
+                .insert(key.into(), (self.floor, self.floor > 0, V::default()));
         }
         let entry = self.map.get_mut(key).expect("inserted above");
         entry.0 += 1;
-        &mut entry.1
+        &mut entry.2
     }
 
     fn shrink(&mut self) {
-        let mut counts: Vec<u64> = self.map.values().map(|(n, _)| *n).collect();
+        let mut counts: Vec<u64> = self.map.values().map(|(n, _, _)| *n).collect();
         let (_, &mut cut, _) = counts.select_nth_unstable_by(TOP_CAPACITY, |a, b| b.cmp(a));
         let before = self.map.len();
-        self.map.retain(|_, (n, _)| *n > cut);
+        self.map.retain(|_, (n, _, _)| *n > cut);
         self.dropped += (before - self.map.len()) as u64;
         self.floor = self.floor.max(cut);
     }
 
-    /// The `n` most frequent, most frequent first (ties by key).
-    fn top(&self, n: usize) -> Vec<(&[u8], u64, &V)> {
-        let mut all: Vec<_> = self.map.iter().map(|(k, (c, v))| (&**k, *c, v)).collect();
-        all.sort_unstable_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(b.0)));
-        all.truncate(n);
-        all
+    /// The `n` most frequent, most frequent first (ties by key), each with its count as
+    /// text: `<=N` for an upper bound.
+    fn top(&self, n: usize) -> Vec<(&[u8], String, &V)> {
+        let mut all: Vec<_> = self.map.iter().collect();
+        all.sort_unstable_by(|a, b| b.1.0.cmp(&a.1.0).then(a.0.cmp(b.0)));
+        all.into_iter()
+            .take(n)
+            .map(|(k, (count, bound, v))| {
+                let count = thousands(*count);
+                (&**k, if *bound { format!("<={count}") } else { count }, v)
+            })
+            .collect()
     }
 
     fn approximate(&self) -> bool {
@@ -347,9 +358,9 @@ impl Timeline {
         }
     }
 
-    /// The rows to draw, `(start, allowed, refused)`, and their width in seconds: per
-    /// minute over an hour or less, per hour up to two days, per day beyond (or wider, if
-    /// the buckets had to be).
+    /// The rows to draw, `(start, allowed, refused)`, and their width in seconds: the
+    /// narrowest of a minute, 5 and 15 minutes, an hour, 6 hours, a day, a week that
+    /// makes at most [`SCREEN_ROWS`] rows (or wider, if the buckets had to be).
     fn rows(&self) -> (Vec<(u64, u64, u64)>, u64) {
         let (Some((&first, _)), Some((&last, _))) = (
             self.buckets.first_key_value(),
@@ -358,12 +369,11 @@ impl Timeline {
             return (Vec::new(), 60);
         };
         let span = last - first;
-        let width = match span {
-            s if s <= 3600 => 60,
-            s if s <= 2 * 86_400 => 3600,
-            _ => 86_400,
-        }
-        .max(self.width);
+        let width = [60, 300, 900, 3600, 21_600, 86_400, 604_800]
+            .into_iter()
+            .find(|w| span / w < SCREEN_ROWS as u64)
+            .unwrap_or(604_800)
+            .max(self.width);
         let width = width.div_ceil(self.width) * self.width;
         let mut rows: Vec<(u64, u64, u64)> = Vec::new();
         for (&start, &(a, r)) in &self.buckets {
@@ -611,19 +621,14 @@ impl Summary {
             self.clients
                 .top(ROWS)
                 .into_iter()
-                .map(|(a, n, r)| {
-                    (
-                        shown(a),
-                        format!("{:>8}  {}", thousands(n), self.reasons_of(r)),
-                    )
-                })
+                .map(|(a, n, r)| (shown(a), format!("{n:>8}  {}", self.reasons_of(r))))
                 .collect(),
             self.clients.approximate(),
         );
         let plain = |top: &Top<()>| -> Vec<(String, String)> {
             top.top(ROWS)
                 .into_iter()
-                .map(|(k, n, _)| (shown(k), thousands(n)))
+                .map(|(k, n, _)| (shown(k), n))
                 .collect()
         };
         section(
@@ -648,7 +653,7 @@ impl Summary {
             );
             let max = rows.iter().map(|r| r.1 + r.2).max().unwrap_or(0).max(1);
             // One screen: the last rows when there are more than fit.
-            let skip = rows.len().saturating_sub(48);
+            let skip = rows.len().saturating_sub(SCREEN_ROWS);
             if skip > 0 {
                 let _ = writeln!(s, "  ({skip} earlier rows on the HTML page)");
             }
@@ -785,9 +790,9 @@ mod tests {
         }
         assert!(top.map.len() <= 2 * TOP_CAPACITY);
         assert!(top.approximate());
-        let first = top.top(1)[0];
+        let first = &top.top(1)[0];
         assert_eq!(first.0, b"attacker");
-        assert!(first.1 >= 100_000);
+        assert_eq!(first.1, "100,000", "a heavy hitter is counted exactly");
     }
 
     #[test]

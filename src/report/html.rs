@@ -54,7 +54,7 @@ fn table(out: &mut String, caption: &str, approximate: bool, heads: &[&str], row
 fn plain(top: &Top<()>) -> Vec<Vec<String>> {
     top.top(ROWS)
         .into_iter()
-        .map(|(k, n, _)| vec![shown(k), thousands(n)])
+        .map(|(k, n, _)| vec![shown(k), n])
         .collect()
 }
 
@@ -127,7 +127,7 @@ pub(super) fn page(s: &Summary, out: &mut dyn Write) -> io::Result<()> {
         .clients
         .top(ROWS)
         .into_iter()
-        .map(|(a, n, r)| vec![shown(a), thousands(n), s.reasons_of(r)])
+        .map(|(a, n, r)| vec![shown(a), n, s.reasons_of(r)])
         .collect();
     table(
         &mut h,
