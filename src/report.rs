@@ -335,26 +335,44 @@ impl Reasons {
 struct Timeline {
     /// Seconds a bucket spans: 60, doubled whenever there would be too many.
     width: u64,
-    buckets: std::collections::BTreeMap<u64, (u64, u64)>,
+    /// `(start, allowed, refused)`, by start: a sorted `Vec` (a log is mostly in time
+    /// order, so a line's bucket is nearly always the last), smaller code than a BTreeMap.
+    buckets: Vec<(u64, u64, u64)>,
 }
 
 impl Timeline {
     fn add(&mut self, secs: u64, allowed: bool) {
         let start = secs - secs % self.width;
-        let bucket = self.buckets.entry(start).or_default();
+        let at = match self.buckets.last() {
+            Some(last) if last.0 == start => self.buckets.len() - 1,
+            _ => match self.buckets.binary_search_by_key(&start, |b| b.0) {
+                Ok(at) => at,
+                Err(at) => {
+                    self.buckets.insert(at, (start, 0, 0));
+                    at
+                }
+            },
+        };
         if allowed {
-            bucket.0 += 1;
+            self.buckets[at].1 += 1;
         } else {
-            bucket.1 += 1;
+            self.buckets[at].2 += 1;
         }
         if self.buckets.len() > MAX_BUCKETS {
             self.width *= 2;
-            let old = std::mem::take(&mut self.buckets);
-            for (start, (a, r)) in old {
-                let bucket = self.buckets.entry(start - start % self.width).or_default();
-                bucket.0 += a;
-                bucket.1 += r;
+            let width = self.width;
+            let mut merged: Vec<(u64, u64, u64)> = Vec::with_capacity(MAX_BUCKETS);
+            for &(start, a, r) in &self.buckets {
+                let start = start - start % width;
+                match merged.last_mut() {
+                    Some(last) if last.0 == start => {
+                        last.1 += a;
+                        last.2 += r;
+                    }
+                    _ => merged.push((start, a, r)),
+                }
             }
+            self.buckets = merged;
         }
     }
 
@@ -362,10 +380,9 @@ impl Timeline {
     /// narrowest of a minute, 5 and 15 minutes, an hour, 6 hours, a day, a week that
     /// makes at most [`SCREEN_ROWS`] rows (or wider, if the buckets had to be).
     fn rows(&self) -> (Vec<(u64, u64, u64)>, u64) {
-        let (Some((&first, _)), Some((&last, _))) = (
-            self.buckets.first_key_value(),
-            self.buckets.last_key_value(),
-        ) else {
+        let (Some(&(first, _, _)), Some(&(last, _, _))) =
+            (self.buckets.first(), self.buckets.last())
+        else {
             return (Vec::new(), 60);
         };
         let span = last - first;
@@ -376,7 +393,7 @@ impl Timeline {
             .max(self.width);
         let width = width.div_ceil(self.width) * self.width;
         let mut rows: Vec<(u64, u64, u64)> = Vec::new();
-        for (&start, &(a, r)) in &self.buckets {
+        for &(start, a, r) in &self.buckets {
             let row = start - start % width;
             match rows.last_mut() {
                 Some(last) if last.0 == row => {
@@ -710,11 +727,14 @@ fn thousands(n: u64) -> String {
     out
 }
 
+/// `part` of `total` as `53.8%`, rounded to the nearest tenth (in integers: no float
+/// formatting code in the binary for one figure).
 fn percent(part: u64, total: u64) -> String {
     if total == 0 {
         return "-".into();
     }
-    format!("{:.1}%", part as f64 * 100.0 / total as f64)
+    let tenths = (u128::from(part) * 2000 + u128::from(total)) / (2 * u128::from(total));
+    format!("{}.{}%", tenths / 10, tenths % 10)
 }
 
 /// `3 h 20 min`, `45 s`, `2 d 3 h`.
@@ -801,6 +821,11 @@ mod tests {
         assert_eq!(thousands(1_234_567), "1,234,567");
         assert_eq!(thousands(999), "999");
         assert_eq!(duration(3600 * 8 + 60), "8 h 1 min");
+        assert_eq!(percent(7, 13), "53.8%");
+        assert_eq!(percent(6, 13), "46.2%");
+        assert_eq!(percent(1, 3), "33.3%");
+        assert_eq!(percent(2, 3), "66.7%");
+        assert_eq!(percent(5, 5), "100.0%");
     }
 
     #[test]
