@@ -127,6 +127,45 @@ fn the_end_of_the_window_restores_access() {
     }
 }
 
+/// Forward-auth: the client is the one the trusted proxy names; the proxy is told 401
+/// (nginx turns a 429 from `auth_request` into a 500), with `Retry-After`; the event says
+/// `rate_limited`.
+#[test]
+fn forward_auth_limits_the_client_the_proxy_names() {
+    let server = Server::start(&[
+        "--forward-auth",
+        "/auth",
+        "--trusted-proxy",
+        "127.0.0.1",
+        "--max-failures",
+        "2",
+    ]);
+    let good = token(&["--sub", "gina"]);
+    let ask = |client: &str, t: &str| {
+        let xff = format!("X-Forwarded-For: {client}");
+        let bearer = format!("Authorization: Bearer {t}");
+        let headers = [
+            "X-Original-Method: GET",
+            "X-Original-URI: /orders/1",
+            &xff,
+            &bearer,
+        ];
+        server.get("/auth", &headers)
+    };
+    for _ in 0..2 {
+        assert_eq!(ask("203.0.113.50", "x.y.z").status, 401);
+    }
+    let blocked = ask("203.0.113.50", &good);
+    assert_eq!(blocked.status, 401);
+    assert!(blocked.header("Retry-After").is_some(), "{blocked:?}");
+    assert_eq!(ask("203.0.113.51", &good).status, 200);
+    let events = rate_limit_events(&server);
+    assert_eq!(events.len(), 1);
+    assert_eq!(events[0]["client.ip"], "203.0.113.50");
+    assert_eq!(events[0]["http.response.status_code"], 401);
+    assert_eq!(events[0]["url.path"], "/orders/1");
+}
+
 #[test]
 fn max_failures_0_turns_it_off() {
     let server = Server::start(&["--max-failures", "0"]);
