@@ -470,6 +470,12 @@ impl Guard {
     /// `uri-host [":" port]` (stricter: no `,`, no `%`, no empty label, no empty port; the
     /// README lists it all), or none in an HTTP/1.1 request ([`crate::http::request`]
     /// knows the version; a `Request` built by hand may go without).
+    ///
+    /// A protected path asked for by an address past [`Config::max_failures`] failed
+    /// authentications within [`Config::failure_window`] (`client.ip` behind a trusted
+    /// proxy, else the peer given by [`Request::with_peer`]; none, none limited) is refused
+    /// (429, [`Reason::RateLimited`], with [`Refused::retry_after`]) before its token is
+    /// read; only the window's first such refusal records an event.
     pub fn check<H: Headers + ?Sized>(&self, request: &Request<'_, H>) -> Decision {
         self.decide(request).settle(0)
     }
