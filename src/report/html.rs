@@ -51,7 +51,7 @@ fn table(out: &mut String, caption: &str, approximate: bool, heads: &[&str], row
     out.push_str("</table>\n");
 }
 
-fn plain(top: &Top<()>) -> Vec<Vec<String>> {
+fn plain(top: &Top) -> Vec<Vec<String>> {
     top.top(ROWS)
         .into_iter()
         .map(|(k, n, _)| vec![shown(k), n])
