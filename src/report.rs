@@ -28,7 +28,7 @@ const TOP_CAPACITY: usize = 1024;
 const MAX_REASONS: usize = 64;
 
 /// The timeline's rows on the screen at most (the HTML page draws them all).
-const SCREEN_ROWS: usize = 30;
+const SCREEN_ROWS: usize = 24;
 
 /// The timeline's buckets at most; past that they double in width.
 const MAX_BUCKETS: usize = 2048;
