@@ -81,8 +81,25 @@ fn main() {
         .expect("the only logger");
     let secret = Secret::new([7u8; 32], SecretSource::Env);
     let wrong = Secret::new([8u8; 32], SecretSource::Env);
+    // The limiter on, counting every forged request but never blocking (one address sends
+    // them all); beside it the same guard with the limiter off, and one that blocks.
     let guard = Guard::new(&Config {
         secret: Some(secret.clone()),
+        max_failures: u32::MAX,
+        ..Config::default()
+    })
+    .expect("a valid configuration");
+    let unlimited = Guard::new(&Config {
+        secret: Some(secret.clone()),
+        max_failures: 0,
+        ..Config::default()
+    })
+    .expect("a valid configuration");
+    let blocking = Guard::new(&Config {
+        secret: Some(secret.clone()),
+        max_failures: 1,
+        // Blocked for the whole run.
+        failure_window: 86_400,
         ..Config::default()
     })
     .expect("a valid configuration");
@@ -96,23 +113,33 @@ fn main() {
     let forged_header = format!("Bearer {forged}");
     let peer = "127.0.0.1".parse().expect("an address");
 
-    let check = |authorization: Option<&str>| {
+    let check_with = |guard: &Guard, authorization: Option<&str>| {
         let mut headers = vec![("Host", "127.0.0.1:8080"), ("User-Agent", "wrk")];
         headers.extend(authorization.map(|value| ("Authorization", value)));
         guard.check(&Request::new("GET", "/api/protected", headers.as_slice()).with_peer(peer))
     };
+    let check = |authorization: Option<&str>| check_with(&guard, authorization);
     assert!(matches!(check(Some(&valid_header)), Decision::Allowed(_)));
     assert!(matches!(
         check(Some(&forged_header)),
         Decision::Refused(r) if r.reason() == Some(Reason::BadSignature)
     ));
 
-    let case = |authorization: Option<&'static str>| {
-        let check = &check;
+    let _ = check_with(&blocking, Some(&forged_header));
+    assert!(matches!(
+        check_with(&blocking, Some(&valid_header)),
+        Decision::Refused(r) if r.reason() == Some(Reason::RateLimited)
+    ));
+    let case_with = |guard: &'static Guard, authorization: Option<&'static str>| {
+        let check_with = &check_with;
         move || {
-            let _ = black_box(check(black_box(authorization)));
+            let _ = black_box(check_with(guard, black_box(authorization)));
         }
     };
+    let guard: &'static Guard = Box::leak(Box::new(guard));
+    let unlimited: &'static Guard = Box::leak(Box::new(unlimited));
+    let blocking: &'static Guard = Box::leak(Box::new(blocking));
+    let case = |authorization: Option<&'static str>| case_with(guard, authorization);
     let valid_header: &'static str = Box::leak(valid_header.into_boxed_str());
     let forged_header: &'static str = Box::leak(forged_header.into_boxed_str());
     let cases: Vec<(&str, Op)> = vec![
@@ -125,6 +152,18 @@ fn main() {
             Box::new(case(Some(forged_header))),
         ),
         ("Guard::check, no Authorization", Box::new(case(None))),
+        (
+            "Guard::check, valid token, limiter off",
+            Box::new(case_with(unlimited, Some(valid_header))),
+        ),
+        (
+            "Guard::check, forged token, limiter off",
+            Box::new(case_with(unlimited, Some(forged_header))),
+        ),
+        (
+            "Guard::check, address rate-limited",
+            Box::new(case_with(blocking, Some(valid_header))),
+        ),
         (
             "Guard::check, public path",
             Box::new(|| {

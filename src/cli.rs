@@ -10,6 +10,7 @@ Usage: jwtguard [serve] [OPTIONS]
        jwtguard token --sub NAME [--ttl SECONDS] [--claim KEY=VALUE]... [OPTIONS]
        jwtguard seal-init KEYFILE
        jwtguard verify-log --key VERIFICATION_KEY [--as-of TIME] LOGFILE...
+       jwtguard report [--since TIME] [--until TIME] [--html FILE] LOGFILE...
        jwtguard help | --help | --version
 
 Serves HTTP on --listen: paths under --protect need an HS256 bearer token, /healthz is
@@ -24,6 +25,11 @@ SIGTERM and SIGINT stop. A socket passed by systemd (LISTEN_FDS) is served.
 --seal-key` and prints its verification key on stdout: keep that off this host.
 `verify-log` checks a sealed log, its files oldest first (rotated ones, then the
 current one): exit 0 intact, 1 tampered or cut short, 2 usage.
+`report` sums a security log up on one screen (json or text, sealed or not, rotated
+files, .gz ones too): requests allowed and refused, refusals by reason, top refused
+clients and users, rate-limited clients, upstream, process and seal events, a
+timeline; --html FILE also writes it as one self-contained HTML page. It does not
+verify a sealed log: run verify-log for that.
 
 The secret comes from JWTGUARD_SECRET, or from the file named by JWTGUARD_SECRET_FILE
 or --secret-file. With none, `serve` makes a random one for this run and prints a demo
@@ -62,6 +68,11 @@ Serve options:
                            the same from one address, 0 for no cap; --trusted-proxy
                            peers are not capped [default: 256]
   --leeway SECONDS         clock skew allowed on exp and nbf, 0 to 300 [default: 30]
+  --max-failures N         failed authentications (bad signature, unknown key,
+                           malformed token) an address may make per window; past them
+                           429 until the window ends; 0 turns it off [default: 20]
+  --failure-window SECONDS the window of --max-failures, 1 to 86400 [default: 60]
+  --limiter-table N        addresses the limiter remembers, 8 to 1048576 [default: 4096]
   --allow-missing-exp      accept tokens without exp (weaker; warns at start-up)
   --log-format json|text   security log encoding [default: json]
   --log-file PATH          append the security log to PATH instead of stderr
@@ -75,6 +86,10 @@ Verify-log options:
   --key VERIFICATION_KEY   the line seal-init printed
   --as-of TIME             judge the log's end as of TIME (2026-11-27T21:42:09Z)
                            instead of now
+Report options:
+  --since TIME, --until TIME
+                           only lines from TIME on, or before TIME (UTC, as above)
+  --html FILE              also write the report as one HTML page (no script)
 Token options:
   --sub NAME               the subject (user) of the token
   --ttl SECONDS            lifetime [default: 3600]
@@ -115,6 +130,7 @@ pub enum Command {
         claims: Map<String, Value>,
         kid: Option<String>,
     },
+    Report(crate::report::Options),
     Help,
     Version,
 }
@@ -310,6 +326,7 @@ impl Flags {
                 match word.as_str() {
                     "serve" | "token" => self.subcommand = Some(word),
                     "seal-init" | "verify-log" => return Ok(Some(tool(&word, parser)?)),
+                    "report" => return Ok(Some(report(parser)?)),
                     "help" => return Ok(Some(Command::Help)),
                     _ => return Err(format!("unknown command {word:?}").into()),
                 }
@@ -375,6 +392,15 @@ impl Flags {
                 self.config.max_connections_per_address = parser.value()?.parse()?
             }
             Long("leeway") if !in_token => self.config.leeway = parser.value()?.parse()?,
+            Long("max-failures") if !in_token => {
+                self.config.max_failures = parser.value()?.parse()?
+            }
+            Long("failure-window") if !in_token => {
+                self.config.failure_window = parser.value()?.parse()?
+            }
+            Long("limiter-table") if !in_token => {
+                self.config.limiter_table = parser.value()?.parse()?
+            }
             Long("allow-missing-exp") if !in_token => self.config.require_exp = false,
             Long("log-format") if !in_token => {
                 self.config.log_format = parser
@@ -481,6 +507,42 @@ fn tool(command: &str, parser: &mut lexopt::Parser) -> Result<Command, lexopt::E
         as_of: as_of.unwrap_or_else(std::time::SystemTime::now),
         files,
     })
+}
+
+/// The rest of a `report` command line.
+fn report(parser: &mut lexopt::Parser) -> Result<Command, lexopt::Error> {
+    use lexopt::prelude::*;
+    let mut options = crate::report::Options {
+        files: Vec::new(),
+        html: None,
+        since: None,
+        until: None,
+    };
+    while let Some(arg) = parser.next()? {
+        match arg {
+            Value(file) => options.files.push(PathBuf::from(file)),
+            Long("html") => options.html = Some(PathBuf::from(parser.value()?)),
+            Long(flag @ ("since" | "until")) => {
+                let flag = flag.to_owned();
+                let text = parser.value()?.string()?;
+                let ms = jwtguard::seal::parse_time(&text).ok_or_else(|| {
+                    format!(
+                        "invalid --{flag}: {text:?} is not a UTC time like 2026-11-27T21:42:09Z"
+                    )
+                })?;
+                match flag.as_str() {
+                    "since" => options.since = Some(ms),
+                    _ => options.until = Some(ms),
+                }
+            }
+            Short('h') | Long("help") => return Ok(Command::Help),
+            _ => return Err(arg.unexpected()),
+        }
+    }
+    if options.files.is_empty() {
+        return Err("report needs the log files (rotated ones too, .gz or not)".into());
+    }
+    Ok(Command::Report(options))
 }
 
 /// The claims of a token for `sub` that expires `ttl` seconds from now, with `iat`, and

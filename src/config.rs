@@ -150,6 +150,21 @@ pub struct Config {
     /// make room, or the new one is (`too_many_from_address`).
     /// Defaults to `256`.
     pub max_connections_per_address: usize,
+    /// Failed authentications (a bad signature, an unknown key, a malformed token or a
+    /// refused algorithm) one client address may make within [`Config::failure_window`];
+    /// past them it is answered 429 until the window ends, even with a valid token. The
+    /// address is `client.ip` behind a trusted proxy, else the peer; IPv6 by /64. Users
+    /// behind one NAT share it. `0` turns the limiter off.
+    /// Defaults to `20`.
+    pub max_failures: u32,
+    /// The window of [`Config::max_failures`], in seconds, 1 to 86400.
+    /// Defaults to `60`.
+    pub failure_window: u64,
+    /// How many addresses the limiter remembers, 8 to 1048576 (a fixed table of about
+    /// 32 bytes each); when it is full, a new address replaces the oldest that is not
+    /// blocked.
+    /// Defaults to `4096`.
+    pub limiter_table: usize,
 }
 
 impl Default for Config {
@@ -181,6 +196,9 @@ impl Default for Config {
             send_timeout: 5,
             max_connections: 1024,
             max_connections_per_address: 256,
+            max_failures: 20,
+            failure_window: 60,
+            limiter_table: 4096,
         }
     }
 }
@@ -378,6 +396,18 @@ impl Config {
         if self.leeway > 300 {
             return bad("--leeway", format!("{} seconds is over 300", self.leeway));
         }
+        if !(1..=86_400).contains(&self.failure_window) {
+            return bad(
+                "--failure-window",
+                format!("{} is not in 1..=86400", self.failure_window),
+            );
+        }
+        if !(8..=1 << 20).contains(&self.limiter_table) {
+            return bad(
+                "--limiter-table",
+                format!("{} is not in 8..=1048576", self.limiter_table),
+            );
+        }
         for (setting, value) in [("--issuer", &self.issuer), ("--audience", &self.audience)] {
             if value.as_deref() == Some("") {
                 return bad(setting, "must not be empty".into());
@@ -462,7 +492,12 @@ impl Config {
             ("max_token_bytes", self.max_token_bytes.to_string()),
             ("leeway", self.leeway.to_string()),
             ("require_exp", self.require_exp.to_string()),
+            ("max_failures", self.max_failures.to_string()),
         ]);
+        if self.max_failures > 0 {
+            fields.push(("failure_window", self.failure_window.to_string()));
+            fields.push(("limiter_table", self.limiter_table.to_string()));
+        }
         fields.extend(self.issuer.clone().map(|v| ("issuer", v)));
         fields.extend(self.audience.clone().map(|v| ("audience", v)));
         let pairs = |pairs: &[(String, String)]| {

@@ -286,6 +286,32 @@ pub(crate) enum Event<'a> {
     Seal(SealEvent<'a>),
     /// Lines in a sealed log that do not verify with the sealing key (src/seal.rs).
     LogTampered(LogTampered),
+    /// An address refused by the brute-force limiter: once per window (src/limiter.rs).
+    RateLimited(RateLimited<'a>),
+}
+
+/// The first request of an address refused by the brute-force limiter in a window; the
+/// others of the window are answered alike, unrecorded.
+#[derive(Clone, Debug)]
+pub(crate) struct RateLimited<'a> {
+    /// `source.ip`: the peer of the connection.
+    pub source_ip: Option<IpAddr>,
+    /// `client.ip`: the client behind a trusted proxy, as the proxy says.
+    pub client_ip: Option<IpAddr>,
+    /// `http.response.status_code`: 429 (401 to a forward-auth subrequest).
+    pub status: u16,
+    /// `http.request.id`.
+    pub request_id: RequestId,
+    /// `jwtguard.limiter.failures`: the failed authentications counted in the window.
+    pub failures: u32,
+    /// `jwtguard.limiter.retry_after`: seconds until the window ends (`Retry-After`).
+    pub retry_after: u32,
+    /// `http.request.method`.
+    pub method: &'a str,
+    /// `url.path`.
+    pub path: &'a str,
+    /// `user_agent.original`.
+    pub user_agent: Option<&'a str>,
 }
 
 /// Lines found after the chain in a sealed log that do not verify with the keys the writer
@@ -367,9 +393,10 @@ impl Event<'_> {
     pub(crate) fn level(&self) -> log::Level {
         match self {
             Event::Request(e) if e.success => log::Level::Info,
-            Event::Request(_) | Event::Undelivered { .. } | Event::Connection { .. } => {
-                log::Level::Warn
-            }
+            Event::Request(_)
+            | Event::Undelivered { .. }
+            | Event::Connection { .. }
+            | Event::RateLimited(_) => log::Level::Warn,
             Event::Service(ServiceEvent::Shutdown {
                 cause: Cause::AcceptFailed,
                 ..
@@ -440,6 +467,34 @@ impl Event<'_> {
                 line.text("log.logger", logger);
             }
             Event::Seal(e) => e.encode(&mut line),
+            Event::RateLimited(e) => {
+                // The prefix fail2ban's filter matches: action, outcome, reason, addresses.
+                line.raw("event.action", "rate_limit");
+                line.raw("event.outcome", "failure");
+                line.raw("event.reason", "rate_limited");
+                if let Some(ip) = e.source_ip {
+                    line.with("source.ip", |out| push_ip(ip, out));
+                }
+                if let Some(ip) = e.client_ip {
+                    line.with("client.ip", |out| push_ip(ip, out));
+                }
+                line.number("http.response.status_code", u64::from(e.status));
+                line.with("http.request.id", |out| {
+                    out.push_str(e.request_id.text().as_str())
+                });
+                ecs(
+                    &mut line,
+                    &["web", "authentication", "intrusion_detection"],
+                    &["access", "denied"],
+                );
+                line.number("jwtguard.limiter.failures", u64::from(e.failures));
+                line.number("jwtguard.limiter.retry_after", u64::from(e.retry_after));
+                line.text("http.request.method", e.method);
+                line.text("url.path", e.path);
+                if let Some(agent) = e.user_agent {
+                    line.text("user_agent.original", agent);
+                }
+            }
             Event::LogTampered(e) => {
                 line.raw("event.action", "seal");
                 line.raw("event.outcome", "failure");
@@ -557,6 +612,16 @@ impl Event<'_> {
                     " bytes without a newline after sequence ",
                     b.format(e.verified),
                     ": cut (a jwtguard killed while writing leaves such a line; so can someone who appends)",
+                ]);
+            }
+            Event::RateLimited(e) => {
+                let (mut n, mut s) = (itoa::Buffer::new(), itoa::Buffer::new());
+                line.message(&[
+                    "rate limited: ",
+                    n.format(e.failures),
+                    " failed authentications from this address; refused for ",
+                    s.format(e.retry_after),
+                    " s (this window's other refusals are not recorded)",
                 ]);
             }
             Event::LogTampered(e) => {

@@ -7,8 +7,10 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::SystemTime;
 
 use crate::config::USER_HEADER;
+use crate::event::RateLimited;
 use crate::event::{Action, Event, Fingerprint, RequestEvent, RequestId};
 use crate::forwarded::Trusted;
+use crate::limiter::{Block, Limiter};
 use crate::logger::{self, Recorded};
 use crate::path::{Kind, Readings};
 use crate::token::{Ask, Denied, Verified, Verifier};
@@ -162,6 +164,8 @@ pub struct Refused {
     scope: Option<String>,
     /// A forward-auth answer: never 400 (a proxy turns it into 500).
     forward_auth: bool,
+    /// Seconds until a rate-limited address may try again.
+    retry_after: Option<u32>,
 }
 
 impl Refused {
@@ -200,13 +204,19 @@ impl Refused {
     pub fn request_id(&self) -> RequestId {
         self.request_id
     }
+
+    /// The `Retry-After` value to send, in seconds: for [`Reason::RateLimited`], the rest
+    /// of the window.
+    pub fn retry_after(&self) -> Option<u32> {
+        self.retry_after.filter(|_| self.reason.is_some())
+    }
 }
 
 /// The status answered for `reason`: as the reason says, but to a forward-auth subrequest
-/// 401 for what would be 400 or 413.
+/// 401 for what would be 400, 413 or 429.
 fn answer_status(reason: Reason, forward_auth: bool) -> u16 {
     match reason.status() {
-        400 | 413 if forward_auth => 401,
+        400 | 413 | 429 if forward_auth => 401,
         status => status,
     }
 }
@@ -234,6 +244,7 @@ impl Refused {
             reason,
             scope: None,
             forward_auth: false,
+            retry_after: None,
         }
     }
 }
@@ -260,6 +271,7 @@ impl Pending {
                 reason: None,
                 scope: None,
                 forward_auth: false,
+                retry_after: None,
             }),
             Decision::Refused(refused) if !recorded => Decision::Refused(Refused {
                 reason: None,
@@ -351,6 +363,8 @@ pub struct Guard {
     /// Allowed requests go on to an upstream.
     forwards: bool,
     max_token_bytes: usize,
+    /// The brute-force limiter; `None` when off.
+    limiter: Option<Limiter>,
     /// Random, so that request ids differ between processes.
     id_prefix: u32,
     next_id: AtomicU64,
@@ -407,6 +421,11 @@ impl Guard {
             trusted: Trusted::new(&config.trusted_proxies),
             forwards: config.upstream.is_some(),
             max_token_bytes: config.max_token_bytes,
+            limiter: Limiter::new(
+                config.max_failures,
+                config.failure_window,
+                config.limiter_table,
+            ),
             id_prefix,
             next_id: AtomicU64::new(1),
         })
@@ -451,6 +470,12 @@ impl Guard {
     /// `uri-host [":" port]` (stricter: no `,`, no `%`, no empty label, no empty port; the
     /// README lists it all), or none in an HTTP/1.1 request ([`crate::http::request`]
     /// knows the version; a `Request` built by hand may go without).
+    ///
+    /// A protected path asked for by an address past [`Config::max_failures`] failed
+    /// authentications within [`Config::failure_window`] (`client.ip` behind a trusted
+    /// proxy, else the peer given by [`Request::with_peer`]; none, none limited) is refused
+    /// (429, [`Reason::RateLimited`], with [`Refused::retry_after`]) before its token is
+    /// read; only the window's first such refusal records an event.
     pub fn check<H: Headers + ?Sized>(&self, request: &Request<'_, H>) -> Decision {
         self.decide(request).settle(0)
     }
@@ -476,6 +501,19 @@ impl Guard {
                 recorded: Recorded::Written,
             };
         }
+        // The limiter's one lookup: a blocked address costs no signature check.
+        let limited = self.limiter.as_ref().and_then(|limiter| {
+            let ip = self
+                .trusted
+                .client(request.peer, request.headers)
+                .or(request.peer)?;
+            Some((limiter, ip, limiter.now()))
+        });
+        if let Some((limiter, ip, now)) = limited
+            && let Some(block) = limiter.check(ip, now)
+        {
+            return self.rate_limited(request, readings.normal(), block);
+        }
         let required: Vec<&str> = self
             .require
             .iter()
@@ -494,6 +532,11 @@ impl Guard {
             self.verifier
                 .verify(token, crate::time::unix_seconds(SystemTime::now()), ask)
         });
+        if let (Some((limiter, ip, now)), Err(denied)) = (limited, &result)
+            && crate::limiter::counts(denied.reason)
+        {
+            limiter.fail(ip, now);
+        }
         self.record(request, readings.normal(), result, token.ok())
     }
 
@@ -507,6 +550,43 @@ impl Guard {
         let path = crate::path::normalise(request.target);
         let path = path.as_deref().unwrap_or(path_of(request.target));
         self.record(request, path, Err(reason.into()), None)
+    }
+
+    /// Refuses `request` from an address the limiter blocks: 429 with `Retry-After`, and
+    /// the `rate_limited` event for the window's first refusal only (a flood of them
+    /// would fill the log with what one line says).
+    fn rate_limited<H: Headers + ?Sized>(
+        &self,
+        request: &Request<'_, H>,
+        path: &str,
+        block: Block,
+    ) -> Pending {
+        let request_id =
+            RequestId::new(self.id_prefix, self.next_id.fetch_add(1, Ordering::Relaxed));
+        let reason = Reason::RateLimited;
+        let recorded = if block.first {
+            logger::record(&Event::RateLimited(RateLimited {
+                source_ip: request.peer,
+                client_ip: self.trusted.client(request.peer, request.headers),
+                status: answer_status(reason, request.forward_auth),
+                request_id,
+                failures: block.failures,
+                retry_after: block.retry_after,
+                method: request.method,
+                path,
+                user_agent: request.headers.values("User-Agent").next(),
+            }))
+        } else {
+            Recorded::Written
+        };
+        let decision = Decision::Refused(Refused {
+            request_id,
+            reason: Some(reason),
+            scope: None,
+            forward_auth: request.forward_auth,
+            retry_after: Some(block.retry_after),
+        });
+        Pending { decision, recorded }
     }
 
     /// Records the event of `result` for `request` (judged on `path`) and makes the
@@ -571,6 +651,7 @@ impl Guard {
                 reason: Some(denied.reason),
                 scope: denied.scope,
                 forward_auth: request.forward_auth,
+                retry_after: None,
             }),
         };
         Pending { decision, recorded }

@@ -192,6 +192,14 @@ impl Reply<'_> {
         if self.status() == 503 {
             f("Retry-After", b"5");
         }
+        if let Reply::Refused(refused) = self
+            && let Some(seconds) = refused.retry_after()
+        {
+            f(
+                "Retry-After",
+                itoa::Buffer::new().format(seconds).as_bytes(),
+            );
+        }
     }
 
     pub(crate) fn push_body(&self, out: &mut Vec<u8>) {

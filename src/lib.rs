@@ -51,7 +51,8 @@
 //! # Security log
 //!
 //! Every decision on a protected path records exactly one event through the [`log`]
-//! facade, target [`TARGET`] (`security`). The installed [`SecurityLog`] writes it as one
+//! facade, target [`TARGET`] (`security`), save the refusals (429) of an address the
+//! brute-force limiter blocks after its window's first ([`Config::max_failures`]). The installed [`SecurityLog`] writes it as one
 //! line in the configured [`LogFormat`] and tells the guard whether it reached the sink: a
 //! request is served only then. With no logger, another logger, or a maximum level below
 //! `info`, nothing confirms the event, and the guard answers 503: it fails closed.
@@ -86,6 +87,7 @@ mod guard;
 mod host;
 pub mod http;
 mod keys;
+mod limiter;
 mod logger;
 mod path;
 #[cfg(test)]

@@ -6,6 +6,7 @@ mod cli;
 mod fds;
 mod notify;
 mod recorder;
+mod report;
 mod supervisor;
 
 use std::io::Write;
@@ -96,6 +97,14 @@ fn run(signals: SigSet) -> Result<(), Failure> {
                 "jwtguard: sealing key written to {} (mode 0600): use it with serve --seal-key; the line above is its verification key, for verify-log --key: keep it off this host, it is not stored anywhere",
                 path.display()
             );
+        }
+        Command::Report(options) => {
+            // A closed stdout (`| head`) is no failure worth a message.
+            let mut out = std::io::stdout().lock();
+            report::run(&options, &mut out).map_err(|e| match e.kind() {
+                std::io::ErrorKind::BrokenPipe => Failure::Exit(0),
+                _ => Failure::Fatal(Box::new(e)),
+            })?;
         }
         Command::VerifyLog { key, as_of, files } => {
             let report = jwtguard::seal::verify(&key, &files, as_of)

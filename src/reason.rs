@@ -53,11 +53,14 @@ pub enum Reason {
     /// The path cannot be normalised safely (an encoded `/`, a backslash, NUL, a bad
     /// escape, `..` above the root): it is refused rather than judged.
     BadPath,
+    /// The client's address made more failed authentications than `--max-failures` within
+    /// `--failure-window`: refused until the window ends, whatever its token.
+    RateLimited,
 }
 
 impl Reason {
     /// Every reason, in documentation order.
-    pub const ALL: [Reason; 17] = [
+    pub const ALL: [Reason; 18] = [
         Reason::MissingToken,
         Reason::UnsupportedScheme,
         Reason::InvalidRequest,
@@ -75,6 +78,7 @@ impl Reason {
         Reason::UnknownKey,
         Reason::InsufficientScope,
         Reason::BadPath,
+        Reason::RateLimited,
     ];
 
     /// The stable code written to the log as `event.reason`.
@@ -97,16 +101,19 @@ impl Reason {
             Reason::UnknownKey => "unknown_key",
             Reason::InsufficientScope => "insufficient_scope",
             Reason::BadPath => "bad_path",
+            Reason::RateLimited => "rate_limited",
         }
     }
 
     /// The HTTP status: 400 for a malformed request, 403 for a missing scope, 413 for a
-    /// body too large, 503 for a server fault, 401 otherwise.
+    /// body too large, 429 for an address rate limited, 503 for a server fault, 401
+    /// otherwise.
     pub fn status(self) -> u16 {
         match self {
             Reason::InvalidRequest | Reason::BadFraming | Reason::BadPath => 400,
             Reason::InsufficientScope => 403,
             Reason::BodyTooLarge => 413,
+            Reason::RateLimited => 429,
             Reason::ClockError => 503,
             _ => 401,
         }
@@ -115,7 +122,7 @@ impl Reason {
     /// The `WWW-Authenticate` value: no error code when no credentials were offered
     /// (RFC 6750 §3.1), `invalid_request`, `invalid_token` or `insufficient_scope`
     /// otherwise (the last followed by the scope: see [`Refused::challenge`]); none for a
-    /// server fault or a request refused for its framing or path.
+    /// server fault, a request refused for its framing or path, or a rate-limited one.
     ///
     /// [`Refused::challenge`]: crate::Refused::challenge
     pub fn challenge(self) -> Option<&'static str> {
@@ -125,9 +132,11 @@ impl Reason {
             Reason::InsufficientScope => {
                 Some("Bearer realm=\"jwtguard\", error=\"insufficient_scope\"")
             }
-            Reason::ClockError | Reason::BadFraming | Reason::BodyTooLarge | Reason::BadPath => {
-                None
-            }
+            Reason::ClockError
+            | Reason::BadFraming
+            | Reason::BodyTooLarge
+            | Reason::BadPath
+            | Reason::RateLimited => None,
             _ => Some("Bearer realm=\"jwtguard\", error=\"invalid_token\""),
         }
     }
@@ -160,6 +169,7 @@ impl Reason {
             Reason::UnknownKey => "token key id is not in the key set",
             Reason::InsufficientScope => "token lacks a required scope",
             Reason::BadPath => "path cannot be normalised safely",
+            Reason::RateLimited => "too many failed authentications from this address",
         }
     }
 }
@@ -190,6 +200,7 @@ mod tests {
                 Reason::BadFraming => assert_eq!((status, challenge), (400, None)),
                 Reason::BodyTooLarge => assert_eq!((status, challenge), (413, None)),
                 Reason::BadPath => assert_eq!((status, challenge), (400, None)),
+                Reason::RateLimited => assert_eq!((status, challenge), (429, None)),
                 Reason::InsufficientScope => assert_eq!(
                     (status, challenge),
                     (

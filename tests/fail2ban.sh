@@ -2,7 +2,8 @@
 # contrib/fail2ban/ with the real fail2ban. A real text log from the debug binary, with
 # forged failure prefixes in every field a client or a token controls (User-Agent, path,
 # method, sub, other claims), on successes and on refusals, and requests through a trusted
-# proxy (127.0.0.2, naming the client in X-Forwarded-For); then the lines of a second run
+# proxy (127.0.0.2, naming the client in X-Forwarded-For), and a client the brute-force
+# limiter refuses (its rate_limit line); then the lines of a second run
 # with --seal-key (seal lines, a sealed refusal and success, verified by verify-log);
 # then synthetic lines for combinations a loopback test cannot make (IPv6 peers, proxied
 # and sealed) and torn lines. fail2ban-regex
@@ -29,7 +30,8 @@ fail() {
   exit 1
 }
 
-start_jwtguard fail2ban --log-format text --log-file "$log" --trusted-proxy 127.0.0.2/32
+start_jwtguard fail2ban --log-format text --log-file "$log" --trusted-proxy 127.0.0.2/32 \
+  --max-failures 4
 jwt() { target/debug/jwtguard token "$@"; }
 ok_token=$(jwt --sub ok)
 
@@ -87,6 +89,12 @@ via() { # via CLIENT STATUS PATH CURL_ARGS...
 via 203.0.113.5 401 proxied-no-token -A "$a"
 via 2001:db8::5 401 proxied-bad -H 'Authorization: Bearer x.y.z'
 via 203.0.113.6 200 proxied-ok -A "$b" -H "Authorization: Bearer $ok_token"
+# The limiter (--max-failures 4): after four bad tokens a client's next request gets 429
+# and its window's one rate_limit line, which matches for that client too.
+for i in 1 2 3 4; do via 203.0.113.20 401 "limited-$i" -H 'Authorization: Bearer x.y.z'; done
+via 203.0.113.20 429 limited -H "Authorization: Bearer $ok_token"
+grep -q ' event\.action=rate_limit event\.outcome=failure event\.reason=rate_limited source\.ip=127\.0\.0\.2 client\.ip=203\.0\.113\.20 ' "$log" ||
+  fail "no rate_limit line for 203.0.113.20"
 # Plain ones, the templates of the synthetic lines below.
 req 401 plain -H 'Authorization: Bearer x.y.z'
 req 200 plain -H "Authorization: Bearer $ok_token"

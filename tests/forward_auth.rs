@@ -265,7 +265,12 @@ fn a_client_cannot_add_its_own_original_uri_beside_the_proxys() {
         .iter()
         .map(|e| e["event.reason"].as_str().unwrap().to_owned())
         .collect();
-    assert_eq!(reasons, ["invalid_request"; 5]);
+    assert_eq!(
+        reasons,
+        ["invalid_request"; 5],
+        "{:#?}",
+        server.requests_logged()
+    );
 }
 
 #[test]

@@ -1228,7 +1228,8 @@ fn send(server: &Server, case: &Case) -> Vec<u8> {
 
 #[test]
 fn hostile_requests_get_their_status_and_exactly_their_event() {
-    let mut server = Server::start(&[]);
+    // Every case from one address: the limiter would answer most of them 429.
+    let mut server = Server::start(&["--max-failures", "0"]);
     let cases = cases();
     assert!(cases.len() >= 150, "{} cases", cases.len());
     let mut expected = Vec::new();
