@@ -62,6 +62,7 @@ fn phrase(status: u16) -> &'static str {
         408 => "Request Timeout",
         413 => "Payload Too Large",
         417 => "Expectation Failed",
+        429 => "Too Many Requests",
         431 => "Request Header Fields Too Large",
         502 => "Bad Gateway",
         503 => "Service Unavailable",
@@ -85,6 +86,13 @@ mod tests {
             .filter(|l| !l.starts_with("Date: "))
             .collect::<Vec<_>>()
             .join("\r\n")
+    }
+
+    #[test]
+    fn every_status_a_reason_answers_has_its_phrase() {
+        for reason in Reason::ALL {
+            assert_ne!(phrase(reason.status()), "Unknown", "{reason:?}");
+        }
     }
 
     #[test]
