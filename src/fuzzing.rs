@@ -63,6 +63,8 @@ pub fn encode_request(
         path,
         user,
         user_agent,
+        kid: None,
+        alg: None,
     });
     let mut line = String::new();
     event.encode(

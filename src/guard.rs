@@ -11,7 +11,7 @@ use crate::event::{Action, Event, Fingerprint, RequestEvent, RequestId};
 use crate::forwarded::Trusted;
 use crate::logger::{self, Recorded};
 use crate::path::{Kind, Readings};
-use crate::token::{Ask, Denied, Verified, Verifier};
+use crate::token::{Ask, Denied, Verified};
 use crate::{Config, Error, Reason};
 
 /// A request's headers, as the guard reads them.
@@ -337,7 +337,8 @@ fn prefixes(prefixes: &[String]) -> Vec<Prefix> {
 ///
 /// Build it once from a [`Config`]; it is `Sync` and cheap to call per request.
 pub struct Guard {
-    verifier: Verifier,
+    keys: crate::key_file::Keys,
+    cache: Option<std::sync::Arc<crate::token_cache::TokenCache>>,
     protected: Protected,
     /// `--public` prefixes, for forward-auth subrequests.
     public: Vec<Prefix>,
@@ -384,8 +385,17 @@ impl Guard {
             Some(_) => Protected::AllBut(prefixes(&config.public)),
             None => Protected::Under(prefixes(&config.protect)),
         };
+        let cache = (config.token_cache > 0)
+            .then(|| std::sync::Arc::new(crate::token_cache::TokenCache::new(config.token_cache)));
         Ok(Guard {
-            verifier: Verifier::new(config.verifying_keys(), config.policy()),
+            keys: crate::key_file::Keys::new(
+                config.keys.as_ref().filter(|_| config.secret.is_none()),
+                config.verifying_keys(),
+                config.policy(),
+                config.allow_weak_secret,
+                cache.clone(),
+            ),
+            cache,
             protected,
             public: prefixes(&config.public),
             require: config
@@ -422,6 +432,11 @@ impl Guard {
                 .any(|reading| prefixes.iter().any(|p| p.holds(reading))),
             (Protected::AllBut(public), false) => !all_under(readings, self.folds, public),
         }
+    }
+
+    /// The verified-token cache's hits, misses and entries (all zero when it is off).
+    pub fn token_cache_stats(&self) -> crate::CacheStats {
+        self.cache.as_ref().map(|c| c.stats()).unwrap_or_default()
     }
 
     /// Whether the peer is a trusted proxy.
@@ -491,8 +506,8 @@ impl Guard {
             claims: !self.claim_headers.is_empty(),
         };
         let result = token.map_err(Denied::from).and_then(|token| {
-            self.verifier
-                .verify(token, crate::time::unix_seconds(SystemTime::now()), ask)
+            let now = crate::time::unix_seconds(SystemTime::now());
+            self.keys.with(|verifier| verifier.verify(token, now, ask))
         });
         self.record(request, readings.normal(), result, token.ok())
     }
@@ -541,6 +556,10 @@ impl Guard {
                 Some(answer_status(denied.reason, request.forward_auth)),
             ),
         };
+        let key = match &result {
+            Ok(verified) => Some(&verified.key),
+            Err(denied) => Some(&denied.key),
+        };
         let event = Event::Request(RequestEvent {
             action: Action::Authorize,
             success: result.is_ok(),
@@ -555,6 +574,8 @@ impl Guard {
             path,
             user,
             user_agent: request.headers.values("User-Agent").next(),
+            kid: key.and_then(|k| k.kid.as_deref()),
+            alg: key.and_then(|k| k.alg.as_deref()),
         });
         let recorded = logger::record(&event);
         let decision = match result {

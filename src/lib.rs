@@ -85,12 +85,15 @@ pub mod fuzzing;
 mod guard;
 mod host;
 pub mod http;
+mod key_file;
 mod keys;
 mod logger;
 mod path;
 #[cfg(test)]
 mod proptests;
 mod proxy;
+#[cfg(feature = "idp")]
+mod public_key;
 mod reason;
 pub mod seal;
 mod server;
@@ -98,6 +101,7 @@ mod sink;
 mod sys;
 mod time;
 mod token;
+mod token_cache;
 mod verify;
 
 pub use config::{
@@ -109,5 +113,8 @@ pub use forwarded::Cidr;
 pub use guard::{Allowed, Decision, Guard, Headers, Refused, Request};
 pub use keys::{KeySet, mint};
 pub use logger::{OtherRecords, SecurityLog, TARGET, record_supervision, write_record};
+#[cfg(feature = "idp")]
+pub use public_key::SigningKey;
 pub use reason::Reason;
 pub use server::{Server, Stopper};
+pub use token_cache::CacheStats;
