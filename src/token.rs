@@ -906,4 +906,52 @@ pub(crate) mod tests {
             Reason::InvalidAudience
         );
     }
+
+    /// A public-key token sent again is found in the cache, whose claims are judged on
+    /// every use; the entry ends at `exp` (the leeway is then the signature's business).
+    #[cfg(feature = "idp")]
+    #[test]
+    fn public_key_tokens_are_cached_and_judged_on_every_use() {
+        let pem = include_str!("../tests/data/idp/p256.pem");
+        let signer = crate::SigningKey::from_pem(pem).unwrap();
+        let set =
+            crate::KeySet::parse(signer.jwk_set(None, Some("ec")).unwrap().as_bytes()).unwrap();
+        let cache = std::sync::Arc::new(TokenCache::new(8));
+        let v = Verifier::new(set.keys(), policy(), Some(cache.clone()));
+        let at = 1_000_000.0;
+        let claims = json!({"sub": "a", "nbf": at + 10.0, "exp": at + 100.0});
+        let token = signer
+            .mint(None, Some("ec"), claims.as_object().unwrap())
+            .unwrap();
+        let hits_misses = || {
+            let stats = cache.stats();
+            (stats.hits, stats.misses)
+        };
+        // Not yet valid: the signature verified, and is remembered.
+        let early = v.user(&token, Some(at - 100.0)).unwrap_err();
+        assert_eq!(early.reason, Reason::NotYetValid);
+        assert_eq!(hits_misses(), (0, 1));
+        // Found, and still judged: not yet valid.
+        let early = v.user(&token, Some(at - 100.0)).unwrap_err();
+        assert_eq!(early.reason, Reason::NotYetValid);
+        assert_eq!(hits_misses(), (1, 1));
+        assert_eq!(v.user(&token, Some(at + 50.0)), Ok("a".into()));
+        assert_eq!(hits_misses(), (2, 1));
+        // Past exp the entry is gone; within the leeway the token verifies again.
+        assert_eq!(v.user(&token, Some(at + 110.0)), Ok("a".into()));
+        assert_eq!(hits_misses(), (2, 2));
+        assert_eq!(
+            v.user(&token, Some(at + 131.0)).unwrap_err().reason,
+            Reason::Expired
+        );
+        // A forged signature of the same claims is another token: never a hit.
+        let forged = format!("{}AAAA", &token[..token.len() - 4]);
+        assert_eq!(
+            v.user(&forged, Some(at + 50.0)).unwrap_err().reason,
+            Reason::BadSignature
+        );
+        // Without a cache every use verifies.
+        let uncached = Verifier::new(set.keys(), policy(), None);
+        assert_eq!(uncached.user(&token, Some(at + 50.0)), Ok("a".into()));
+    }
 }
