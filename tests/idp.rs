@@ -353,7 +353,7 @@ fn the_jwk_set_file_is_read_again_when_it_changes_without_a_failed_request() {
     let dir = TempDir::new();
     let file = dir.path("jwks.json");
     let (old, new) = (jwk("rsa2048", "old", None), jwk("p256", "new", None));
-    std::fs::write(&file, set(&[old.clone()])).unwrap();
+    std::fs::write(&file, set(std::slice::from_ref(&old))).unwrap();
     let server = serve(dir, &file, &[]);
     let (old_token, new_token) = (mint("rsa2048", "old", None), mint("p256", "new", None));
     assert_eq!(server.get_with_token("/api/x", &new_token).status, 401);
@@ -394,7 +394,7 @@ fn the_jwk_set_file_is_read_again_when_it_changes_without_a_failed_request() {
     );
     use_new.store(true, std::sync::atomic::Ordering::Relaxed);
     std::thread::sleep(Duration::from_millis(300));
-    replace(&file, &set(&[new.clone()]));
+    replace(&file, &set(std::slice::from_ref(&new)));
     let took = within(Duration::from_secs(3), || {
         server.get_with_token("/api/x", &old_token).status == 401
     });
