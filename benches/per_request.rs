@@ -137,7 +137,7 @@ fn main() {
         ),
     ];
 
-    #[cfg(feature = "idp")]
+    #[cfg(feature = "sign")]
     let cases = {
         let mut cases = cases;
         cases.extend(public_key_cases(benching));
@@ -164,7 +164,7 @@ fn main() {
 /// again (a verified-token cache hit), and every token distinct (each a miss: 2048 tokens
 /// in turn, their `exp` in the order they are sent, through a cache of 1024 that drops
 /// the soonest to expire: so each is gone before it comes round again).
-#[cfg(feature = "idp")]
+#[cfg(feature = "sign")]
 fn public_key_cases(benching: bool) -> Vec<(String, Op<'static>)> {
     let data = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/data/idp");
     let distinct = if benching { 2048 } else { 2 };

@@ -113,7 +113,7 @@ pub use forwarded::Cidr;
 pub use guard::{Allowed, Decision, Guard, Headers, Refused, Request};
 pub use keys::{KeySet, mint};
 pub use logger::{OtherRecords, SecurityLog, TARGET, record_supervision, write_record};
-#[cfg(feature = "idp")]
+#[cfg(feature = "sign")]
 pub use public_key::SigningKey;
 pub use reason::Reason;
 pub use server::{Server, Stopper};

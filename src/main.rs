@@ -53,26 +53,26 @@ fn main() -> ExitCode {
 }
 
 /// The private key in the PEM file `path` (`token --key-file`, `jwks --from-pem`).
-#[cfg(feature = "idp")]
+#[cfg(feature = "sign")]
 fn signing_key(path: &std::path::Path) -> Result<jwtguard::SigningKey, Failure> {
     let pem = std::fs::read_to_string(path)
         .map_err(|e| Failure::Fatal(format!("cannot read {}: {e}", path.display()).into()))?;
     Ok(jwtguard::SigningKey::from_pem(&pem)?)
 }
 
-/// Without the `idp` feature no private key signs.
-#[cfg(not(feature = "idp"))]
+/// Without the `sign` feature no private key signs.
+#[cfg(not(feature = "sign"))]
 fn signing_key(_: &std::path::Path) -> Result<NoSigningKey, Failure> {
     Err(Failure::Usage(
-        "this jwtguard verifies HS256 only (built without the `idp` feature)".into(),
+        "this jwtguard does not sign with private keys (built without the `sign` feature)".into(),
     ))
 }
 
-/// What `signing_key` would return without the `idp` feature: never made.
-#[cfg(not(feature = "idp"))]
+/// What `signing_key` would return without the `sign` feature: never made.
+#[cfg(not(feature = "sign"))]
 enum NoSigningKey {}
 
-#[cfg(not(feature = "idp"))]
+#[cfg(not(feature = "sign"))]
 impl NoSigningKey {
     fn mint(
         &self,

@@ -6,10 +6,14 @@
 //! every verification; and nothing process-wide is installed (see src/keys.rs).
 
 use base64::Engine as _;
-use rsa::signature::{RandomizedSigner as _, SignatureEncoding as _, Signer as _, Verifier as _};
+use rsa::signature::Verifier as _;
+#[cfg(feature = "sign")]
+use rsa::signature::{RandomizedSigner as _, SignatureEncoding as _, Signer as _};
 use rsa::traits::PublicKeyParts as _;
+#[cfg(feature = "sign")]
 use serde_json::{Map, Value};
 
+#[cfg(feature = "sign")]
 use crate::Error;
 use crate::keys::{Alg, BASE64URL, Jwk};
 
@@ -190,6 +194,7 @@ impl PublicKey {
 
     /// The public JWK's required members (RFC 7638 §3.2), in lexicographic order, as
     /// its thumbprint hashes them.
+    #[cfg(feature = "sign")]
     fn members(&self) -> Vec<(&'static str, String)> {
         let b64 = |bytes: &[u8]| BASE64URL.encode(bytes);
         match self {
@@ -225,6 +230,7 @@ impl PublicKey {
     }
 
     /// The RFC 7638 thumbprint (SHA-256, base64url): the `kid` jwtguard gives a key.
+    #[cfg(feature = "sign")]
     fn thumbprint(&self) -> String {
         use sha2::Digest as _;
         let members: Map<String, Value> = self
@@ -238,6 +244,7 @@ impl PublicKey {
     }
 }
 
+#[cfg(feature = "sign")]
 /// A private key from a PEM file, to sign tokens with (`jwtguard token --key-file`) and
 /// to publish its public JWK Set (`jwtguard jwks --from-pem`): RSA (PKCS#1 or PKCS#8, at
 /// least 2048 bits), EC P-256 or P-384 (SEC1 or PKCS#8), or Ed25519 (PKCS#8). Its `Debug`
@@ -247,6 +254,7 @@ pub struct SigningKey {
     public: PublicKey,
 }
 
+#[cfg(feature = "sign")]
 enum Private {
     Rsa(Box<rsa::RsaPrivateKey>),
     P256(p256::ecdsa::SigningKey),
@@ -254,6 +262,7 @@ enum Private {
     Ed25519(Box<ed25519_dalek::SigningKey>),
 }
 
+#[cfg(feature = "sign")]
 impl std::fmt::Debug for SigningKey {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("SigningKey")
@@ -263,10 +272,12 @@ impl std::fmt::Debug for SigningKey {
     }
 }
 
+#[cfg(feature = "sign")]
 /// The operating system's random bytes for rsa's blinding and PSS salts, in the
 /// rand_core 0.6 traits rsa takes (getrandom, which jwtguard links, speaks 0.4).
 struct OsRng;
 
+#[cfg(feature = "sign")]
 impl rsa::rand_core::RngCore for OsRng {
     fn next_u32(&mut self) -> u32 {
         let mut b = [0; 4];
@@ -290,8 +301,10 @@ impl rsa::rand_core::RngCore for OsRng {
     }
 }
 
+#[cfg(feature = "sign")]
 impl rsa::rand_core::CryptoRng for OsRng {}
 
+#[cfg(feature = "sign")]
 impl SigningKey {
     /// Reads a PEM private key.
     ///
@@ -450,7 +463,7 @@ impl SigningKey {
     }
 }
 
-#[cfg(test)]
+#[cfg(all(test, feature = "sign"))]
 mod tests {
     use super::*;
 

@@ -909,7 +909,7 @@ pub(crate) mod tests {
 
     /// A public-key token sent again is found in the cache, whose claims are judged on
     /// every use; the entry ends at `exp` (the leeway is then the signature's business).
-    #[cfg(feature = "idp")]
+    #[cfg(feature = "sign")]
     #[test]
     fn public_key_tokens_are_cached_and_judged_on_every_use() {
         let pem = include_str!("../tests/data/idp/p256.pem");

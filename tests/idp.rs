@@ -6,6 +6,9 @@
 //! `jwtguard token --key-file`, or by hand here for the forged ones; tests/idp.sh has
 //! tokens minted by PyJWT.
 
+// The keys' JWKs and tokens come from `jwtguard jwks` and `jwtguard token --key-file`.
+#![cfg(feature = "sign")]
+
 mod support;
 
 use std::time::{Duration, Instant};
