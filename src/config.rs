@@ -420,7 +420,10 @@ impl Config {
             (Some(s), _) => {
                 fields.push(("secret", format!("{} ({} bytes)", s.source, s.bytes.len())))
             }
-            (None, Some(keys)) => fields.push(("kids", keys.kids().collect::<Vec<_>>().join(","))),
+            (None, Some(keys)) => {
+                fields.push(("kids", keys.kids().collect::<Vec<_>>().join(",")));
+                fields.push(("token_cache", self.token_cache.to_string()));
+            }
             (None, None) => fields.push(("secret", "none".into())),
         }
         fields

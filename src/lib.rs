@@ -1,5 +1,6 @@
-//! jwtguard guards the paths of a small HTTP API with HS256 JSON Web Tokens and writes
-//! one security event per decision.
+//! jwtguard guards the paths of a small HTTP API with JSON Web Tokens (HS256, or an
+//! identity provider's RS256, PS256, ES256, ES384 or EdDSA keys from a JWK Set: see
+//! [`KeySet`]) and writes one security event per decision.
 //!
 //! The `jwtguard` binary is a complete server; this library is the same guard for your
 //! own [`tiny_http`] loop: the [`Guard`] decides from the plain parts of a [`Request`],
