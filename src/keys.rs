@@ -474,4 +474,27 @@ mod tests {
             Err(NotBase64)
         );
     }
+
+    /// An RSA key under 2048 bits is refused with its own code (the `jwks_load` event's
+    /// reason when a reloaded file holds one); 2048 bits are taken.
+    #[cfg(feature = "sign")]
+    #[test]
+    fn a_weak_rsa_key_is_refused_as_key_too_weak() {
+        use rsa::pkcs8::DecodePrivateKey as _;
+        use rsa::traits::PublicKeyParts as _;
+        let set = |pem: &str| {
+            let key = rsa::RsaPrivateKey::from_pkcs8_pem(pem).unwrap();
+            let n = BASE64URL.encode(key.n().to_bytes_be());
+            format!(r#"{{"keys":[{{"kty":"RSA","kid":"r","n":"{n}","e":"AQAB"}}]}}"#)
+        };
+        let weak = set(include_str!("../tests/data/idp/rsa1024.pem"));
+        let refused = KeySet::parse_set(weak.as_bytes()).err().unwrap();
+        assert_eq!(refused.code, "key_too_weak");
+        assert!(refused.problem.contains("1024 bits"), "{}", refused.problem);
+        let strong = set(include_str!("../tests/data/idp/rsa2048.pem"));
+        assert_eq!(
+            KeySet::parse_set(strong.as_bytes()).unwrap().kids().count(),
+            1
+        );
+    }
 }
