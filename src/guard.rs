@@ -1342,4 +1342,38 @@ mod tests {
             ]
         );
     }
+
+    /// The cache counts through the guard's API: a public-key token's first use is a miss,
+    /// its second a hit; HS256 tokens and a guard with the cache off count nothing.
+    #[cfg(feature = "sign")]
+    #[test]
+    fn the_token_cache_counts_hits_and_misses() {
+        let signer =
+            crate::SigningKey::from_pem(include_str!("../tests/data/idp/ed25519.pem")).unwrap();
+        let set = crate::KeySet::parse(signer.jwk_set(None, Some("k")).unwrap().as_bytes());
+        let guard = |token_cache| {
+            Guard::new(&Config {
+                keys: Some(set.as_ref().unwrap().clone()),
+                token_cache,
+                ..Config::default()
+            })
+            .unwrap()
+        };
+        let claims = serde_json::json!({"sub": "a", "exp": u32::MAX});
+        let token = signer
+            .mint(None, Some("k"), claims.as_object().unwrap())
+            .unwrap();
+        let (on, off) = (guard(16), guard(0));
+        for g in [&on, &off] {
+            for _ in 0..2 {
+                assert!(matches!(
+                    decide(g, "/api/x", &token, &[]),
+                    Decision::Allowed(_)
+                ));
+            }
+        }
+        let stats = on.token_cache_stats();
+        assert_eq!((stats.hits, stats.misses, stats.entries), (1, 1, 1));
+        assert_eq!(off.token_cache_stats(), crate::CacheStats::default());
+    }
 }
