@@ -142,36 +142,46 @@ fn main() {
     let case = |authorization: Option<&'static str>| case_with(guard, authorization);
     let valid_header: &'static str = Box::leak(valid_header.into_boxed_str());
     let forged_header: &'static str = Box::leak(forged_header.into_boxed_str());
-    let cases: Vec<(&str, Op)> = vec![
+    let cases: Vec<(String, Op)> = vec![
         (
-            "Guard::check, valid token",
+            "Guard::check, valid token".into(),
             Box::new(case(Some(valid_header))),
         ),
         (
-            "Guard::check, forged token",
+            "Guard::check, forged token".into(),
             Box::new(case(Some(forged_header))),
         ),
-        ("Guard::check, no Authorization", Box::new(case(None))),
         (
-            "Guard::check, valid token, limiter off",
+            "Guard::check, valid token, limiter off".into(),
             Box::new(case_with(unlimited, Some(valid_header))),
         ),
         (
-            "Guard::check, forged token, limiter off",
+            "Guard::check, forged token, limiter off".into(),
             Box::new(case_with(unlimited, Some(forged_header))),
         ),
         (
-            "Guard::check, address rate-limited",
+            "Guard::check, address rate-limited".into(),
             Box::new(case_with(blocking, Some(valid_header))),
         ),
         (
-            "Guard::check, public path",
+            "Guard::check, no Authorization".into(),
+            Box::new(case(None)),
+        ),
+        (
+            "Guard::check, public path".into(),
             Box::new(|| {
                 let headers = [("Authorization", valid_header)];
                 let _ = black_box(guard.check(&Request::new("GET", "/public", &headers)));
             }),
         ),
     ];
+
+    #[cfg(feature = "sign")]
+    let cases = {
+        let mut cases = cases;
+        cases.extend(public_key_cases(benching));
+        cases
+    };
 
     println!(
         "per-request work, {rounds} rounds of ~{} ms, median ns/op [min .. max]",
@@ -187,4 +197,70 @@ fn main() {
             results[results.len() - 1]
         );
     }
+}
+
+/// For each public-key algorithm, a guard on that key's JWK Set: the same token sent
+/// again (a verified-token cache hit), and every token distinct (256 tokens in turn,
+/// through a guard without the cache: each a signature verification).
+#[cfg(feature = "sign")]
+fn public_key_cases(benching: bool) -> Vec<(String, Op<'static>)> {
+    let data = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/data/idp");
+    let distinct = if benching { 256 } else { 2 };
+    let mut cases: Vec<(String, Op<'static>)> = Vec::new();
+    for (file, alg) in [
+        ("rsa2048", "RS256"),
+        ("rsa2048", "PS256"),
+        ("p256", "ES256"),
+        ("p384", "ES384"),
+        ("ed25519", "EdDSA"),
+    ] {
+        let pem = std::fs::read_to_string(format!("{data}/{file}.pem")).expect("test key");
+        let key = jwtguard::SigningKey::from_pem(&pem).expect("a private key");
+        let set = key.jwk_set(Some(alg), Some("k")).expect("its JWK Set");
+        let guard = |token_cache| -> &'static Guard {
+            Box::leak(Box::new(
+                Guard::new(&Config {
+                    keys: Some(jwtguard::KeySet::parse(set.as_bytes()).expect("a JWK Set")),
+                    token_cache,
+                    ..Config::default()
+                })
+                .expect("a valid configuration"),
+            ))
+        };
+        let (cached, uncached) = (guard(1024), guard(0));
+        let tokens: Vec<&'static str> = (0..distinct)
+            .map(|i: u64| {
+                let mut claims = serde_json::Map::new();
+                claims.insert("sub".into(), "bench".into());
+                claims.insert("exp".into(), (4_000_000_000 + i).into());
+                let token = key.mint(Some(alg), Some("k"), &claims).expect("signs");
+                &*Box::leak(format!("Bearer {token}").into_boxed_str())
+            })
+            .collect();
+        let check = move |guard: &Guard, authorization: &str| {
+            let headers = [
+                ("Host", "127.0.0.1:8080"),
+                ("User-Agent", "wrk"),
+                ("Authorization", authorization),
+            ];
+            guard.check(&Request::new("GET", "/api/protected", &headers[..]))
+        };
+        assert!(matches!(check(uncached, tokens[0]), Decision::Allowed(_)));
+        let first = tokens[0];
+        cases.push((
+            format!("Guard::check, {alg}, same token (cached)"),
+            Box::new(move || {
+                let _ = black_box(check(cached, black_box(first)));
+            }),
+        ));
+        let mut next = 0;
+        cases.push((
+            format!("Guard::check, {alg}, every token distinct"),
+            Box::new(move || {
+                next = (next + 1) % tokens.len();
+                let _ = black_box(check(uncached, black_box(tokens[next])));
+            }),
+        ));
+    }
+    cases
 }

@@ -1,4 +1,5 @@
-//! The command line: `serve` (the default), `token`, `help`, `--version`.
+//! The command line: `serve` (the default), `token`, `jwks`, `seal-init`, `verify-log`,
+//! `help`, `--version`.
 
 use std::path::PathBuf;
 
@@ -8,19 +9,23 @@ use serde_json::{Map, Value};
 pub const USAGE: &str = "\
 Usage: jwtguard [serve] [OPTIONS]
        jwtguard token --sub NAME [--ttl SECONDS] [--claim KEY=VALUE]... [OPTIONS]
+       jwtguard jwks --from-pem PRIVATE_KEY [--kid KID] [--alg ALG]
        jwtguard seal-init KEYFILE
        jwtguard verify-log --key VERIFICATION_KEY [--as-of TIME] LOGFILE...
        jwtguard report [--since TIME] [--until TIME] [--html FILE] LOGFILE...
        jwtguard help | --help | --version
 
-Serves HTTP on --listen: paths under --protect need an HS256 bearer token, /healthz is
+Serves HTTP on --listen: paths under --protect need a bearer token (HS256 with a secret,
+or RS256/RS384/RS512/PS256/ES256/ES384/EdDSA with keys from --jwks), /healthz is
 open, anything else is 404. Prints `listening on http://IP:PORT` on stdout once bound;
 writes one security event per decision to stderr, or to --log-file. A supervisor
 process holds the socket and runs the server in a worker: it restarts a worker that
 dies, replaces one that stalls, and on SIGHUP reloads (a new worker reads the --config
 file, the secret file and the keys again, and takes over without a dropped request);
 SIGTERM and SIGINT stop. A socket passed by systemd (LISTEN_FDS) is served.
-`token` prints a token signed with the configured secret.
+`token` prints a token signed with the configured secret, or with --key-file.
+`jwks` prints the public JWK Set of a PEM private key (for --jwks; kid: its RFC 7638
+thumbprint unless --kid).
 `seal-init` creates a sealing key file (mode 0600, never overwritten) for `serve
 --seal-key` and prints its verification key on stdout: keep that off this host.
 `verify-log` checks a sealed log, its files oldest first (rotated ones, then the
@@ -96,9 +101,20 @@ Token options:
   --claim KEY=VALUE        an extra claim, repeatable; VALUE is JSON if it parses,
                            else a string; null removes the claim (exp=null)
   --kid KID                sign with this key of --jwks, and name it in the header
+                           (with --key-file: the kid to name [default: thumbprint])
+  --key-file PEM           sign with this RSA (2048 bits or more), EC P-256/P-384 or
+                           Ed25519 private key (PKCS#1, SEC1 or PKCS#8 PEM)
+  --alg ALG                with --key-file: RS256, RS384, RS512 or PS256 for an RSA
+                           key [default: RS256; ES256, ES384, EdDSA by key]
 Common options:
-  --jwks FILE              HS256 keys by kid, a JWK Set of oct keys (instead of a
-                           secret); the token's kid picks the key
+  --jwks FILE              keys by kid, a JWK Set (instead of a secret): oct (HS256),
+                           RSA, EC (P-256, P-384), OKP (Ed25519); each key accepts only
+                           its alg; the token's kid picks the key. The file is read
+                           again when it changes (looked at once a second at most): a
+                           set that does not load leaves the last good one in use
+  --token-cache N          public-key tokens whose signature verified, remembered
+                           until their exp (claims checked on every use); 0: off
+                           [default: 1024]
   --issuer ISS             tokens must carry iss=ISS (and `token` sets it)
   --audience AUD           tokens must carry aud=AUD (and `token` sets it)
   --secret-file PATH       read the secret from PATH (one trailing newline is stripped)
@@ -129,6 +145,15 @@ pub enum Command {
         config: Config,
         claims: Map<String, Value>,
         kid: Option<String>,
+        /// `--key-file` and `--alg`: sign with a private key instead.
+        key_file: Option<PathBuf>,
+        alg: Option<String>,
+    },
+    /// `jwks --from-pem FILE`: print its public JWK Set.
+    Jwks {
+        pem: PathBuf,
+        kid: Option<String>,
+        alg: Option<String>,
     },
     Report(crate::report::Options),
     Help,
@@ -164,7 +189,13 @@ impl From<std::io::Error> for Failure {
 pub fn parse() -> Result<Command, Failure> {
     let (mut command, secret_file, jwks) =
         parse_flags().map_err(|e| Failure::Usage(e.to_string()))?;
-    if let Command::Serve { config, .. } | Command::Token { config, .. } = &mut command {
+    if let Command::Serve { config, .. }
+    | Command::Token {
+        config,
+        key_file: None,
+        ..
+    } = &mut command
+    {
         match jwks {
             Some(_)
                 if ["JWTGUARD_SECRET", "JWTGUARD_SECRET_FILE"]
@@ -199,6 +230,8 @@ fn parse_flags() -> Result<(Command, Option<PathBuf>, Option<PathBuf>), lexopt::
         secret_file: None,
         jwks: None,
         kid: None,
+        key_file: None,
+        alg: None,
         log_file: None,
         subcommand: None,
         sub: None,
@@ -222,6 +255,8 @@ fn parse_flags() -> Result<(Command, Option<PathBuf>, Option<PathBuf>), lexopt::
         secret_file,
         jwks,
         kid,
+        key_file,
+        alg,
         log_file,
         subcommand,
         sub,
@@ -240,8 +275,14 @@ fn parse_flags() -> Result<(Command, Option<PathBuf>, Option<PathBuf>), lexopt::
     if secret_file.is_some() && jwks.is_some() {
         return Err("--secret-file and --jwks: use one".into());
     }
-    if kid.is_some() && jwks.is_none() {
-        return Err("--kid goes with --jwks".into());
+    if kid.is_some() && jwks.is_none() && key_file.is_none() {
+        return Err("--kid goes with --jwks or --key-file".into());
+    }
+    if key_file.is_some() && (jwks.is_some() || secret_file.is_some()) {
+        return Err("--key-file signs instead of --jwks or --secret-file: use one".into());
+    }
+    if alg.is_some() && key_file.is_none() {
+        return Err("--alg goes with --key-file".into());
     }
     let command = if subcommand.as_deref() == Some("token") {
         let sub = sub
@@ -252,6 +293,8 @@ fn parse_flags() -> Result<(Command, Option<PathBuf>, Option<PathBuf>), lexopt::
             config,
             claims,
             kid,
+            key_file,
+            alg,
         }
     } else {
         Command::Serve {
@@ -298,6 +341,8 @@ struct Flags {
     secret_file: Option<PathBuf>,
     jwks: Option<PathBuf>,
     kid: Option<String>,
+    key_file: Option<PathBuf>,
+    alg: Option<String>,
     log_file: Option<PathBuf>,
     subcommand: Option<String>,
     sub: Option<String>,
@@ -327,6 +372,7 @@ impl Flags {
                     "serve" | "token" => self.subcommand = Some(word),
                     "seal-init" | "verify-log" => return Ok(Some(tool(&word, parser)?)),
                     "report" => return Ok(Some(report(parser)?)),
+                    "jwks" => return Ok(Some(jwks(parser)?)),
                     "help" => return Ok(Some(Command::Help)),
                     _ => return Err(format!("unknown command {word:?}").into()),
                 }
@@ -338,6 +384,11 @@ impl Flags {
             Long("secret-file") => self.secret_file = Some(PathBuf::from(parser.value()?)),
             Long("jwks") => self.jwks = Some(PathBuf::from(parser.value()?)),
             Long("kid") if in_token => self.kid = Some(parser.value()?.string()?),
+            Long("key-file") if in_token => self.key_file = Some(PathBuf::from(parser.value()?)),
+            Long("alg") if in_token => self.alg = Some(parser.value()?.string()?),
+            Long("token-cache") if !in_token => {
+                self.config.token_cache = parser.value()?.parse()?
+            }
             Long("upstream") if !in_token => self.config.upstream = Some(parser.value()?.string()?),
             Long("public") if !in_token => self.config.public.push(parser.value()?.string()?),
             Long("forward-auth") if !in_token => {
@@ -462,6 +513,23 @@ fn config_file(path: &std::path::Path) -> Result<Vec<String>, lexopt::Error> {
         args.extend(value.map(str::to_owned));
     }
     Ok(args)
+}
+
+/// The rest of a `jwks` command line.
+fn jwks(parser: &mut lexopt::Parser) -> Result<Command, lexopt::Error> {
+    use lexopt::prelude::*;
+    let (mut pem, mut kid, mut alg) = (None, None, None);
+    while let Some(arg) = parser.next()? {
+        match arg {
+            Long("from-pem") => pem = Some(PathBuf::from(parser.value()?)),
+            Long("kid") => kid = Some(parser.value()?.string()?),
+            Long("alg") => alg = Some(parser.value()?.string()?),
+            Short('h') | Long("help") => return Ok(Command::Help),
+            _ => return Err(arg.unexpected()),
+        }
+    }
+    let pem = pem.ok_or("jwks needs --from-pem PRIVATE_KEY")?;
+    Ok(Command::Jwks { pem, kid, alg })
 }
 
 /// The rest of a `seal-init` or `verify-log` command line.

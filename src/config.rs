@@ -4,6 +4,7 @@ use std::ffi::OsString;
 use std::fmt;
 use std::path::{Path, PathBuf};
 
+use crate::keys::{Alg, Material, VerifyingKey};
 use crate::token::Policy;
 use crate::{Cidr, Error, KeySet};
 
@@ -80,9 +81,17 @@ pub struct Config {
     /// secret can be brute-forced from any one token.
     /// Defaults to `false`.
     pub allow_weak_secret: bool,
-    /// HS256 keys by `kid` (`--jwks`), instead of one [`Config::secret`].
+    /// Keys by `kid` (`--jwks`), instead of one [`Config::secret`]: HS256 keys, or an
+    /// identity provider's public keys. A set loaded from a file is read again when the
+    /// file changes.
     /// Defaults to `None`.
     pub keys: Option<KeySet>,
+    /// How many public-key tokens whose signature verified are remembered (keyed by a
+    /// digest of the token, each until its `exp`; its claims are checked on every use), so
+    /// that a token sent again costs no signature check. `0` turns it off. HS256 tokens
+    /// do not use it.
+    /// Defaults to `1024`.
+    pub token_cache: usize,
     /// `http://HOST:PORT` of the application to forward allowed requests to (reverse
     /// proxy mode). With it, every path needs a token except those under
     /// [`Config::public`], and [`Config::protect`] is not used.
@@ -181,6 +190,7 @@ impl Default for Config {
             secret: None,
             allow_weak_secret: false,
             keys: None,
+            token_cache: 1024,
             upstream: None,
             public: Vec::new(),
             forward_auth: None,
@@ -446,13 +456,14 @@ impl Config {
     }
 
     /// The keys to verify with: the secret (no kid), or the key set's keys by kid.
-    pub(crate) fn verifying_keys(&self) -> Vec<(Option<String>, Vec<u8>)> {
+    pub(crate) fn verifying_keys(&self) -> Vec<VerifyingKey> {
         match (&self.secret, &self.keys) {
-            (Some(secret), _) => vec![(None, secret.bytes.clone())],
-            (None, Some(keys)) => keys
-                .iter()
-                .map(|(kid, key)| (Some(kid.to_owned()), key.to_owned()))
-                .collect(),
+            (Some(secret), _) => vec![VerifyingKey::new(
+                None,
+                Alg::Hs256,
+                Material::Oct(secret.bytes.clone()),
+            )],
+            (None, Some(keys)) => keys.keys().to_vec(),
             (None, None) => Vec::new(),
         }
     }
@@ -521,7 +532,10 @@ impl Config {
             (Some(s), _) => {
                 fields.push(("secret", format!("{} ({} bytes)", s.source, s.bytes.len())))
             }
-            (None, Some(keys)) => fields.push(("kids", keys.kids().collect::<Vec<_>>().join(","))),
+            (None, Some(keys)) => {
+                fields.push(("kids", keys.kids().collect::<Vec<_>>().join(",")));
+                fields.push(("token_cache", self.token_cache.to_string()));
+            }
             (None, None) => fields.push(("secret", "none".into())),
         }
         fields

@@ -156,6 +156,27 @@ pub(crate) struct RequestEvent<'a> {
     pub user: Option<&'a str>,
     /// `user_agent.original`.
     pub user_agent: Option<&'a str>,
+    /// `jwtguard.token.kid`: the key's `kid` once one was picked, else the token's.
+    pub kid: Option<&'a str>,
+    /// `jwtguard.token.alg`: the key's algorithm, else the token's `alg` as written.
+    pub alg: Option<&'a str>,
+}
+
+/// A JWK Set file read again because it changed (`--jwks FILE`): loaded, or refused and
+/// the last good set kept.
+#[derive(Clone, Debug)]
+pub(crate) struct KeySetEvent<'a> {
+    /// `event.outcome`.
+    pub loaded: bool,
+    /// `event.reason`: `changed`, or why the set was refused (`invalid_jwks`,
+    /// `key_too_weak`, `unreadable`).
+    pub reason: &'static str,
+    /// `file.path`.
+    pub path: &'a str,
+    /// `jwtguard.jwks.keys`: the keys loaded.
+    pub keys: usize,
+    /// `error.message`: what is wrong with the file (names a kid from it: escaped).
+    pub problem: Option<&'a str>,
 }
 
 /// What ended a server, or made it begin.
@@ -288,6 +309,8 @@ pub(crate) enum Event<'a> {
     LogTampered(LogTampered),
     /// An address refused by the brute-force limiter: once per window (src/limiter.rs).
     RateLimited(RateLimited<'a>),
+    /// A JWK Set file read again (src/key_file.rs).
+    KeySet(KeySetEvent<'a>),
 }
 
 /// The first request of an address refused by the brute-force limiter in a window; the
@@ -397,6 +420,8 @@ impl Event<'_> {
             | Event::Undelivered { .. }
             | Event::Connection { .. }
             | Event::RateLimited(_) => log::Level::Warn,
+            Event::KeySet(e) if e.loaded => log::Level::Info,
+            Event::KeySet(_) => log::Level::Warn,
             Event::Service(ServiceEvent::Shutdown {
                 cause: Cause::AcceptFailed,
                 ..
@@ -495,6 +520,7 @@ impl Event<'_> {
                     line.text("user_agent.original", agent);
                 }
             }
+            Event::KeySet(e) => e.encode(&mut line),
             Event::LogTampered(e) => {
                 line.raw("event.action", "seal");
                 line.raw("event.outcome", "failure");
@@ -598,6 +624,12 @@ impl Event<'_> {
                         },
                     ]),
                 }
+            }
+            Event::KeySet(e) if e.loaded => {
+                line.message(&["JWK Set file read again: its keys are in use"])
+            }
+            Event::KeySet(_) => {
+                line.message(&["JWK Set file refused: the last good set stays in use"])
             }
             Event::Undelivered { .. } => line.message(&[
                 "the client does not read its answers: its connection is no longer served",
@@ -720,6 +752,31 @@ impl RequestEvent<'_> {
         }
         if let Some(agent) = self.user_agent {
             line.text("user_agent.original", agent);
+        }
+        if let Some(kid) = self.kid {
+            line.text("jwtguard.token.kid", kid);
+        }
+        if let Some(alg) = self.alg {
+            line.text("jwtguard.token.alg", alg);
+        }
+    }
+}
+
+impl KeySetEvent<'_> {
+    fn encode(&self, line: &mut Line) {
+        line.raw("event.action", "jwks_load");
+        line.raw(
+            "event.outcome",
+            if self.loaded { "success" } else { "failure" },
+        );
+        line.raw("event.reason", self.reason);
+        ecs(line, &["configuration"], &["change"]);
+        if self.loaded {
+            line.number("jwtguard.jwks.keys", self.keys as u64);
+        }
+        line.text("file.path", self.path);
+        if let Some(problem) = self.problem {
+            line.text("error.message", problem);
         }
     }
 }
@@ -1235,6 +1292,8 @@ mod tests {
             path,
             user,
             user_agent: Some(agent),
+            kid: None,
+            alg: None,
         })
     }
 
@@ -1404,6 +1463,8 @@ mod tests {
                 path: value,
                 user: Some(value),
                 user_agent: Some(value),
+                kid: None,
+                alg: None,
                 ..match request("/", "a", Some("u")) {
                     Event::Request(e) => e,
                     _ => unreachable!(),

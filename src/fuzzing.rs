@@ -21,12 +21,20 @@ pub fn bearer_token<'a>(values: &[&'a str]) -> Result<&'a str, Reason> {
 /// user, or the reason and the user of a genuine token.
 pub fn verify(token: &str, now: Option<f64>) -> Result<String, (Reason, Option<String>)> {
     thread_local! {
-        static VERIFIER: Verifier = Verifier::new(vec![(None, SECRET.to_vec())], Policy {
-            leeway: 30,
-            require_exp: true,
-            issuer: None,
-            audience: None,
-        });
+        static VERIFIER: Verifier = Verifier::new(
+            &[crate::keys::VerifyingKey::new(
+                None,
+                crate::keys::Alg::Hs256,
+                crate::keys::Material::Oct(SECRET.to_vec()),
+            )],
+            Policy {
+                leeway: 30,
+                require_exp: true,
+                issuer: None,
+                audience: None,
+            },
+            None,
+        );
     }
     let ask = Ask {
         scopes: &[],
@@ -63,6 +71,8 @@ pub fn encode_request(
         path,
         user,
         user_agent,
+        kid: None,
+        alg: None,
     });
     let mut line = String::new();
     event.encode(

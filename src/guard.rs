@@ -13,7 +13,7 @@ use crate::forwarded::Trusted;
 use crate::limiter::{Block, Limiter};
 use crate::logger::{self, Recorded};
 use crate::path::{Kind, Readings};
-use crate::token::{Ask, Denied, Verified, Verifier};
+use crate::token::{Ask, Denied, Verified};
 use crate::{Config, Error, Reason};
 
 /// A request's headers, as the guard reads them.
@@ -349,7 +349,8 @@ fn prefixes(prefixes: &[String]) -> Vec<Prefix> {
 ///
 /// Build it once from a [`Config`]; it is `Sync` and cheap to call per request.
 pub struct Guard {
-    verifier: Verifier,
+    keys: crate::key_file::Keys,
+    cache: Option<std::sync::Arc<crate::token_cache::TokenCache>>,
     protected: Protected,
     /// `--public` prefixes, for forward-auth subrequests.
     public: Vec<Prefix>,
@@ -398,8 +399,17 @@ impl Guard {
             Some(_) => Protected::AllBut(prefixes(&config.public)),
             None => Protected::Under(prefixes(&config.protect)),
         };
+        let cache = (config.token_cache > 0)
+            .then(|| std::sync::Arc::new(crate::token_cache::TokenCache::new(config.token_cache)));
         Ok(Guard {
-            verifier: Verifier::new(config.verifying_keys(), config.policy()),
+            keys: crate::key_file::Keys::new(
+                config.keys.as_ref().filter(|_| config.secret.is_none()),
+                config.verifying_keys(),
+                config.policy(),
+                config.allow_weak_secret,
+                cache.clone(),
+            ),
+            cache,
             protected,
             public: prefixes(&config.public),
             require: config
@@ -441,6 +451,11 @@ impl Guard {
                 .any(|reading| prefixes.iter().any(|p| p.holds(reading))),
             (Protected::AllBut(public), false) => !all_under(readings, self.folds, public),
         }
+    }
+
+    /// The verified-token cache's hits, misses and entries (all zero when it is off).
+    pub fn token_cache_stats(&self) -> crate::CacheStats {
+        self.cache.as_ref().map(|c| c.stats()).unwrap_or_default()
     }
 
     /// Whether the peer is a trusted proxy.
@@ -529,8 +544,8 @@ impl Guard {
             claims: !self.claim_headers.is_empty(),
         };
         let result = token.map_err(Denied::from).and_then(|token| {
-            self.verifier
-                .verify(token, crate::time::unix_seconds(SystemTime::now()), ask)
+            let now = crate::time::unix_seconds(SystemTime::now());
+            self.keys.with(|verifier| verifier.verify(token, now, ask))
         });
         if let (Some((limiter, ip, now)), Err(denied)) = (limited, &result)
             && crate::limiter::counts(denied.reason)
@@ -621,6 +636,10 @@ impl Guard {
                 Some(answer_status(denied.reason, request.forward_auth)),
             ),
         };
+        let key = match &result {
+            Ok(verified) => Some(&verified.key),
+            Err(denied) => Some(&denied.key),
+        };
         let event = Event::Request(RequestEvent {
             action: Action::Authorize,
             success: result.is_ok(),
@@ -635,6 +654,8 @@ impl Guard {
             path,
             user,
             user_agent: request.headers.values("User-Agent").next(),
+            kid: key.and_then(|k| k.kid.as_deref()),
+            alg: key.and_then(|k| k.alg.as_deref()),
         });
         let recorded = logger::record(&event);
         let decision = match result {
@@ -1445,5 +1466,39 @@ mod tests {
                 ("X-Auth-Admin", "true"),
             ]
         );
+    }
+
+    /// The cache counts through the guard's API: a public-key token's first use is a miss,
+    /// its second a hit; HS256 tokens and a guard with the cache off count nothing.
+    #[cfg(feature = "sign")]
+    #[test]
+    fn the_token_cache_counts_hits_and_misses() {
+        let signer =
+            crate::SigningKey::from_pem(include_str!("../tests/data/idp/ed25519.pem")).unwrap();
+        let set = crate::KeySet::parse(signer.jwk_set(None, Some("k")).unwrap().as_bytes());
+        let guard = |token_cache| {
+            Guard::new(&Config {
+                keys: Some(set.as_ref().unwrap().clone()),
+                token_cache,
+                ..Config::default()
+            })
+            .unwrap()
+        };
+        let claims = serde_json::json!({"sub": "a", "exp": u32::MAX});
+        let token = signer
+            .mint(None, Some("k"), claims.as_object().unwrap())
+            .unwrap();
+        let (on, off) = (guard(16), guard(0));
+        for g in [&on, &off] {
+            for _ in 0..2 {
+                assert!(matches!(
+                    decide(g, "/api/x", &token, &[]),
+                    Decision::Allowed(_)
+                ));
+            }
+        }
+        let stats = on.token_cache_stats();
+        assert_eq!((stats.hits, stats.misses, stats.entries), (1, 1, 1));
+        assert_eq!(off.token_cache_stats(), crate::CacheStats::default());
     }
 }

@@ -1,5 +1,6 @@
-//! HS256 keys: HMAC-SHA256 keyed once per key, constant-time verification, and signing
-//! for `jwtguard token` and the demo token.
+//! Keys: the algorithms jwtguard verifies, a JWK Set's keys each pinned to one of them,
+//! and HS256 itself (HMAC-SHA256 keyed once per key, constant-time verification, and
+//! signing for `jwtguard token` and the demo token). Public keys are in src/public_key.rs.
 //!
 //! jwtguard computes the HMAC itself (the `hmac` and `sha2` crates jsonwebtoken's own
 //! RustCrypto backend uses) instead of going through jsonwebtoken's process-wide
@@ -56,16 +57,123 @@ impl Key {
     }
 }
 
-/// HS256 keys by `kid`, from a JWK Set (RFC 7517): each an `"kty": "oct"` key with a
-/// `kid`, its bytes in `k` (base64url), and `"alg": "HS256"` if it says. Its `Debug`
-/// shows the kids, never the keys.
+/// The algorithms jwtguard verifies (RFC 7518 §3.1 names). Each key is pinned to one:
+/// a token's `alg` must be its key's.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Alg {
+    Hs256,
+    Rs256,
+    Rs384,
+    Rs512,
+    Ps256,
+    Es256,
+    Es384,
+    EdDsa,
+}
+
+impl Alg {
+    const ALL: [Alg; 8] = [
+        Alg::Hs256,
+        Alg::Rs256,
+        Alg::Rs384,
+        Alg::Rs512,
+        Alg::Ps256,
+        Alg::Es256,
+        Alg::Es384,
+        Alg::EdDsa,
+    ];
+
+    /// The `alg` value, as written in a JOSE header or a JWK.
+    pub(crate) fn name(self) -> &'static str {
+        match self {
+            Alg::Hs256 => "HS256",
+            Alg::Rs256 => "RS256",
+            Alg::Rs384 => "RS384",
+            Alg::Rs512 => "RS512",
+            Alg::Ps256 => "PS256",
+            Alg::Es256 => "ES256",
+            Alg::Es384 => "ES384",
+            Alg::EdDsa => "EdDSA",
+        }
+    }
+
+    /// The algorithm named exactly `name` (case matters: `hs256` and `none` are none).
+    pub(crate) fn from_name(name: &str) -> Option<Alg> {
+        Alg::ALL.into_iter().find(|alg| alg.name() == name)
+    }
+}
+
+/// What a key verifies with: HS256 octets, or a public key.
+#[derive(Clone)]
+pub(crate) enum Material {
+    Oct(Vec<u8>),
+    #[cfg(feature = "idp")]
+    Public(crate::public_key::PublicKey),
+}
+
+/// One key of a set: its `kid` (none for the single secret), its pinned algorithm, what
+/// it verifies with, and an identity (a digest of all three) by which the verified-token
+/// cache knows that a reloaded set still holds it.
+#[derive(Clone)]
+pub(crate) struct VerifyingKey {
+    pub kid: Option<String>,
+    pub alg: Alg,
+    pub material: Material,
+    pub id: [u8; 32],
+}
+
+impl VerifyingKey {
+    pub(crate) fn new(kid: Option<String>, alg: Alg, material: Material) -> VerifyingKey {
+        use sha2::Digest as _;
+        let mut digest = Sha256::new();
+        for part in [
+            kid.as_deref().unwrap_or("").as_bytes(),
+            alg.name().as_bytes(),
+        ] {
+            digest.update((part.len() as u64).to_be_bytes());
+            digest.update(part);
+        }
+        match &material {
+            Material::Oct(octets) => digest.update(octets),
+            #[cfg(feature = "idp")]
+            Material::Public(key) => digest.update(key.identity()),
+        }
+        VerifyingKey {
+            kid,
+            alg,
+            material,
+            id: digest.finalize().into(),
+        }
+    }
+}
+
+/// Why a JWK Set was refused: a stable code for the log (`event.reason` of a reload's
+/// failure) and the problem in words.
+#[derive(Debug)]
+pub(crate) struct SetProblem {
+    pub code: &'static str,
+    pub problem: String,
+}
+
+/// Keys by `kid`, from a JWK Set (RFC 7517): `oct` keys for HS256 and, with the `idp`
+/// feature (on by default), the public keys identity providers publish: `RSA` (RS256,
+/// RS384, RS512, PS256; at least 2048 bits), `EC` (P-256 for ES256, P-384 for ES384) and
+/// `OKP` (Ed25519, EdDSA). Its `Debug` shows the kids, never the keys.
+///
+/// Every key needs a `kid`, and is pinned to one algorithm: its `alg`, or, without one,
+/// the only one its type allows (`RS256` for an RSA key). A set that mixes `oct` and
+/// public keys must give every key its `alg`. Keys for encryption (`"use": "enc"`, or a
+/// `key_ops` without `verify`) are skipped; other members (`x5c`, `x5t`, ...) are ignored.
 ///
 /// A token's `kid` picks its key; a token without `kid` is accepted only when the set
-/// holds one key. Rotate by adding the new key, reloading, having the issuer sign with
-/// it, and removing the old key once its tokens have expired.
+/// holds one key. Rotate by adding the new key, having the issuer sign with it, and
+/// removing the old key once its tokens have expired. A set [loaded](KeySet::load) from a
+/// file is read again when the file changes (checked at most once a second).
 #[derive(Clone)]
 pub struct KeySet {
-    keys: Vec<(String, Vec<u8>)>,
+    keys: Vec<VerifyingKey>,
+    /// The file it was read from, and that file's identity then.
+    source: Option<(std::path::PathBuf, Option<crate::key_file::FileId>)>,
 }
 
 impl std::fmt::Debug for KeySet {
@@ -78,98 +186,191 @@ impl std::fmt::Debug for KeySet {
 }
 
 impl KeySet {
-    /// Reads a JWK Set from `path` (at most 64 KiB).
+    /// Reads a JWK Set from `path` (at most 64 KiB). The guard built with it reads the
+    /// file again when it changes.
     ///
     /// # Errors
     ///
     /// [`Error::SecretFile`] when it cannot be read; [`Error::Config`] (`--jwks`) when it is
-    /// not a JWK Set of HS256 keys each with its own `kid`.
+    /// not a JWK Set that [`KeySet::parse`] takes.
     pub fn load(path: &std::path::Path) -> Result<KeySet, Error> {
+        let id = crate::key_file::FileId::of(path).ok();
         let text = crate::config::read_capped(path).map_err(|source| Error::SecretFile {
             path: path.to_owned(),
             source,
         })?;
-        KeySet::parse(&text)
+        let mut set = KeySet::parse(&text)?;
+        set.source = Some((path.to_owned(), id));
+        Ok(set)
     }
 
     /// Parses a JWK Set.
     ///
     /// # Errors
     ///
-    /// [`Error::Config`] (`--jwks`) when it is not a JWK Set of HS256 keys each with its
-    /// own `kid`: another key type or algorithm, a `use` other than `sig`, a `k` that is
-    /// not base64url, an empty set, a missing or repeated `kid`.
+    /// [`Error::Config`] (`--jwks`) when it is not a JWK Set of signature keys each with its
+    /// own `kid`: an unsupported key type, curve or algorithm, a key whose `alg` is not one
+    /// its type allows, a `k` or coordinate that is not base64url, an RSA key under 2048
+    /// bits, a key with private members, an empty set, a missing or repeated `kid`, or
+    /// `oct` and public keys mixed without an `alg` on each.
     pub fn parse(json: &[u8]) -> Result<KeySet, Error> {
-        /// The members of RFC 7517's JWK Set and key that an HS256 set uses; others are
-        /// ignored. (Not jsonwebtoken's `JwkSet`: its deserializer for every key type
-        /// costs 30 KB of binary, for one type.)
+        KeySet::parse_set(json).map_err(|p| Error::Config {
+            setting: "--jwks",
+            problem: p.problem,
+        })
+    }
+
+    pub(crate) fn parse_set(json: &[u8]) -> Result<KeySet, SetProblem> {
+        /// The members of RFC 7517's JWK Set and key that jwtguard uses; others are
+        /// ignored. (Not jsonwebtoken's `JwkSet`: its deserializer for every key type and
+        /// algorithm costs 30 KB of binary.)
         #[derive(serde::Deserialize)]
         struct Set {
             keys: Vec<Jwk>,
         }
-        #[derive(serde::Deserialize)]
-        struct Jwk {
-            kty: String,
-            kid: Option<String>,
-            k: Option<String>,
-            alg: Option<String>,
-            #[serde(rename = "use")]
-            usage: Option<String>,
-        }
-        let bad = |problem: String| Error::Config {
-            setting: "--jwks",
+        let bad = |problem: String| SetProblem {
+            code: "invalid_jwks",
             problem,
         };
-        let set: Set = serde_json::from_slice(json)
-            .map_err(|_| bad("not a JWK Set of \"oct\" keys (RFC 7517)".into()))?;
-        if set.keys.is_empty() {
-            return Err(bad("the set holds no key".into()));
-        }
-        let mut keys: Vec<(String, Vec<u8>)> = Vec::new();
+        let set: Set =
+            serde_json::from_slice(json).map_err(|_| bad("not a JWK Set (RFC 7517)".into()))?;
+        let mut keys: Vec<VerifyingKey> = Vec::new();
+        #[cfg_attr(not(feature = "idp"), allow(unused_mut))]
+        let (mut oct, mut public, mut all_pinned) = (false, false, true);
         for jwk in set.keys {
-            let kid = jwk.kid.filter(|k| !k.is_empty());
+            let kid = jwk.kid.clone().filter(|k| !k.is_empty());
             let kid = kid.ok_or_else(|| bad("a key without a \"kid\"".into()))?;
-            let (true, Some(octets)) = (jwk.kty == "oct", jwk.k) else {
-                return Err(bad(format!("key {kid:?} is not an \"oct\" key")));
+            if jwk.for_encryption() {
+                continue;
+            }
+            if jwk.d.is_some() {
+                return Err(bad(format!(
+                    "key {kid:?} holds a private key: publish only its public part"
+                )));
+            }
+            all_pinned &= jwk.alg.is_some();
+            let (alg, material) = match jwk.kty.as_str() {
+                "oct" => {
+                    oct = true;
+                    if !matches!(jwk.alg.as_deref(), None | Some("HS256")) {
+                        return Err(bad(format!("key {kid:?} is not for HS256")));
+                    }
+                    let octets = jwk.k.as_deref().unwrap_or_default();
+                    let bytes = BASE64URL
+                        .decode(octets.trim_end_matches('='))
+                        .map_err(|_| bad(format!("key {kid:?}: \"k\" is not base64url")))?;
+                    (Alg::Hs256, Material::Oct(bytes))
+                }
+                #[cfg(feature = "idp")]
+                "RSA" | "EC" | "OKP" => {
+                    public = true;
+                    let (alg, key) = crate::public_key::PublicKey::from_jwk(&jwk).map_err(
+                        |(code, problem)| SetProblem {
+                            code,
+                            problem: format!("key {kid:?}: {problem}"),
+                        },
+                    )?;
+                    (alg, Material::Public(key))
+                }
+                #[cfg(not(feature = "idp"))]
+                "RSA" | "EC" | "OKP" => {
+                    return Err(bad(format!(
+                        "key {kid:?}: this build verifies HS256 only (feature `idp`)"
+                    )));
+                }
+                other => return Err(bad(format!("key {kid:?}: key type {other:?}"))),
             };
-            if !matches!(jwk.alg.as_deref(), None | Some("HS256")) {
-                return Err(bad(format!("key {kid:?} is not for HS256")));
-            }
-            if !matches!(jwk.usage.as_deref(), None | Some("sig")) {
-                return Err(bad(format!("key {kid:?} is not for signatures")));
-            }
-            let bytes = BASE64URL
-                .decode(octets.trim_end_matches('='))
-                .map_err(|_| bad(format!("key {kid:?}: \"k\" is not base64url")))?;
-            if keys.iter().any(|(k, _)| *k == kid) {
+            if keys.iter().any(|k| k.kid.as_deref() == Some(&kid)) {
                 return Err(bad(format!("kid {kid:?} twice")));
             }
-            keys.push((kid, bytes));
+            keys.push(VerifyingKey::new(Some(kid), alg, material));
         }
-        Ok(KeySet { keys })
+        if keys.is_empty() {
+            return Err(bad("the set holds no signature key".into()));
+        }
+        if oct && public && !all_pinned {
+            return Err(bad(
+                "\"oct\" and public keys mixed: every key needs its \"alg\"".into(),
+            ));
+        }
+        Ok(KeySet { keys, source: None })
     }
 
     /// The kids, in the file's order.
     pub fn kids(&self) -> impl Iterator<Item = &str> {
-        self.keys.iter().map(|(kid, _)| kid.as_str())
+        self.keys.iter().filter_map(|key| key.kid.as_deref())
     }
 
-    /// The shortest key's length in bytes.
+    /// The shortest HS256 key's length in bytes (`usize::MAX` when there is none).
+    #[cfg_attr(not(feature = "idp"), allow(clippy::unnecessary_filter_map))]
     pub(crate) fn shortest(&self) -> usize {
-        self.keys.iter().map(|(_, k)| k.len()).min().unwrap_or(0)
-    }
-
-    pub(crate) fn iter(&self) -> impl Iterator<Item = (&str, &[u8])> {
         self.keys
             .iter()
-            .map(|(kid, key)| (kid.as_str(), key.as_slice()))
+            .filter_map(|key| match &key.material {
+                Material::Oct(octets) => Some(octets.len()),
+                #[cfg(feature = "idp")]
+                Material::Public(_) => None,
+            })
+            .min()
+            .unwrap_or(usize::MAX)
     }
 
-    /// Signs `claims` with the key `kid`, naming it in the header; `None` when the set has
-    /// no such key.
+    pub(crate) fn keys(&self) -> &[VerifyingKey] {
+        &self.keys
+    }
+
+    pub(crate) fn source(&self) -> Option<&(std::path::PathBuf, Option<crate::key_file::FileId>)> {
+        self.source.as_ref()
+    }
+
+    /// Signs `claims` with the HS256 key `kid`, naming it in the header; `None` when the
+    /// set has no such `oct` key.
     pub fn mint(&self, kid: &str, claims: &Map<String, Value>) -> Option<String> {
-        let (_, key) = self.keys.iter().find(|(k, _)| k == kid)?;
-        Some(sign(key, Some(kid), claims))
+        let key = self.keys.iter().find(|k| k.kid.as_deref() == Some(kid))?;
+        match &key.material {
+            Material::Oct(octets) => Some(sign(octets, Some(kid), claims)),
+            #[cfg(feature = "idp")]
+            Material::Public(_) => None,
+        }
+    }
+}
+
+/// A JWK's members that jwtguard reads (RFC 7517 §4, RFC 7518 §6).
+#[derive(serde::Deserialize)]
+#[cfg_attr(not(feature = "idp"), allow(dead_code))]
+pub(crate) struct Jwk {
+    pub kty: String,
+    pub kid: Option<String>,
+    pub alg: Option<String>,
+    #[serde(rename = "use")]
+    pub usage: Option<String>,
+    pub key_ops: Option<Vec<String>>,
+    pub k: Option<String>,
+    pub n: Option<String>,
+    pub e: Option<String>,
+    pub crv: Option<String>,
+    pub x: Option<String>,
+    pub y: Option<String>,
+    /// Private members: present, the set is refused.
+    pub d: Option<serde::de::IgnoredAny>,
+}
+
+impl Jwk {
+    /// A key published for encryption, as providers' sets hold beside their signing keys
+    /// (Keycloak's `RSA-OAEP` key): not a key to verify with.
+    fn for_encryption(&self) -> bool {
+        let enc_alg = self.alg.as_deref().is_some_and(|alg| {
+            alg.starts_with("RSA-OAEP")
+                || alg.starts_with("ECDH-ES")
+                || alg == "RSA1_5"
+                || alg == "dir"
+                || alg.ends_with("KW")
+        });
+        let no_verify = self
+            .key_ops
+            .as_ref()
+            .is_some_and(|ops| !ops.iter().any(|op| op == "verify"));
+        self.usage.as_deref().is_some_and(|u| u != "sig") || enc_alg || no_verify
     }
 }
 
@@ -271,6 +472,29 @@ mod tests {
         assert_eq!(
             key.verify(message, &format!("{}l", &good[..42])),
             Err(NotBase64)
+        );
+    }
+
+    /// An RSA key under 2048 bits is refused with its own code (the `jwks_load` event's
+    /// reason when a reloaded file holds one); 2048 bits are taken.
+    #[cfg(feature = "sign")]
+    #[test]
+    fn a_weak_rsa_key_is_refused_as_key_too_weak() {
+        use rsa::pkcs8::DecodePrivateKey as _;
+        use rsa::traits::PublicKeyParts as _;
+        let set = |pem: &str| {
+            let key = rsa::RsaPrivateKey::from_pkcs8_pem(pem).unwrap();
+            let n = BASE64URL.encode(key.n().to_bytes_be());
+            format!(r#"{{"keys":[{{"kty":"RSA","kid":"r","n":"{n}","e":"AQAB"}}]}}"#)
+        };
+        let weak = set(include_str!("../tests/data/idp/rsa1024.pem"));
+        let refused = KeySet::parse_set(weak.as_bytes()).err().unwrap();
+        assert_eq!(refused.code, "key_too_weak");
+        assert!(refused.problem.contains("1024 bits"), "{}", refused.problem);
+        let strong = set(include_str!("../tests/data/idp/rsa2048.pem"));
+        assert_eq!(
+            KeySet::parse_set(strong.as_bytes()).unwrap().kids().count(),
+            1
         );
     }
 }

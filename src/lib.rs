@@ -1,5 +1,6 @@
-//! jwtguard guards the paths of a small HTTP API with HS256 JSON Web Tokens and writes
-//! one security event per decision.
+//! jwtguard guards the paths of a small HTTP API with JSON Web Tokens (HS256, or an
+//! identity provider's RS256, PS256, ES256, ES384 or EdDSA keys from a JWK Set: see
+//! [`KeySet`]) and writes one security event per decision.
 //!
 //! The `jwtguard` binary is a complete server; this library is the same guard for your
 //! own [`tiny_http`] loop: the [`Guard`] decides from the plain parts of a [`Request`],
@@ -86,6 +87,7 @@ pub mod fuzzing;
 mod guard;
 mod host;
 pub mod http;
+mod key_file;
 mod keys;
 mod limiter;
 mod logger;
@@ -93,6 +95,8 @@ mod path;
 #[cfg(test)]
 mod proptests;
 mod proxy;
+#[cfg(feature = "idp")]
+mod public_key;
 mod reason;
 pub mod seal;
 mod serve;
@@ -101,6 +105,7 @@ mod sink;
 mod sys;
 mod time;
 mod token;
+mod token_cache;
 mod verify;
 
 pub use config::{
@@ -112,5 +117,8 @@ pub use forwarded::Cidr;
 pub use guard::{Allowed, Decision, Guard, Headers, Refused, Request};
 pub use keys::{KeySet, mint};
 pub use logger::{OtherRecords, SecurityLog, TARGET, record_supervision, write_record};
+#[cfg(feature = "sign")]
+pub use public_key::SigningKey;
 pub use reason::Reason;
 pub use server::{Server, Stopper};
+pub use token_cache::CacheStats;

@@ -20,12 +20,16 @@ use crate::Reason;
 const WAYS: usize = 8;
 
 /// Whether a refusal for `reason` counts as a failed authentication: a token that is not
-/// the issuer's (a guess, a forgery, garbage). An expired or missing token, a bad header
+/// the issuer's (a guess, a forgery, an algorithm confusion, garbage). An expired or missing token, a bad header
 /// or a missing scope is a client's mistake, not a guess, and does not count.
 pub(crate) fn counts(reason: Reason) -> bool {
     matches!(
         reason,
-        Reason::BadSignature | Reason::UnknownKey | Reason::MalformedToken | Reason::AlgNotAllowed
+        Reason::BadSignature
+            | Reason::UnknownKey
+            | Reason::MalformedToken
+            | Reason::AlgNotAllowed
+            | Reason::AlgorithmMismatch
     )
 }
 
@@ -205,6 +209,21 @@ mod tests {
         // A new window counts from zero.
         l.fail(a, 61_000);
         assert_eq!(l.check(a, 61_000), None);
+    }
+
+    #[test]
+    fn guesses_and_forgeries_count_and_a_users_mistakes_do_not() {
+        let counted: Vec<Reason> = Reason::ALL.into_iter().filter(|r| counts(*r)).collect();
+        assert_eq!(
+            counted,
+            [
+                Reason::MalformedToken,
+                Reason::AlgNotAllowed,
+                Reason::AlgorithmMismatch,
+                Reason::BadSignature,
+                Reason::UnknownKey,
+            ]
+        );
     }
 
     #[test]

@@ -53,14 +53,67 @@ fn main() -> ExitCode {
     }
 }
 
+/// The private key in the PEM file `path` (`token --key-file`, `jwks --from-pem`).
+#[cfg(feature = "sign")]
+fn signing_key(path: &std::path::Path) -> Result<jwtguard::SigningKey, Failure> {
+    let pem = std::fs::read_to_string(path)
+        .map_err(|e| Failure::Fatal(format!("cannot read {}: {e}", path.display()).into()))?;
+    Ok(jwtguard::SigningKey::from_pem(&pem)?)
+}
+
+/// Without the `sign` feature no private key signs.
+#[cfg(not(feature = "sign"))]
+fn signing_key(_: &std::path::Path) -> Result<NoSigningKey, Failure> {
+    Err(Failure::Usage(
+        "this jwtguard does not sign with private keys (built without the `sign` feature)".into(),
+    ))
+}
+
+/// What `signing_key` would return without the `sign` feature: never made.
+#[cfg(not(feature = "sign"))]
+enum NoSigningKey {}
+
+#[cfg(not(feature = "sign"))]
+impl NoSigningKey {
+    fn mint(
+        &self,
+        _: Option<&str>,
+        _: Option<&str>,
+        _: &serde_json::Map<String, serde_json::Value>,
+    ) -> Result<String, Failure> {
+        match *self {}
+    }
+    fn jwk_set(&self, _: Option<&str>, _: Option<&str>) -> Result<String, Failure> {
+        match *self {}
+    }
+}
+
 fn run(signals: SigSet) -> Result<(), Failure> {
     match cli::parse()? {
         Command::Help => print!("{}", cli::USAGE),
         Command::Version => println!("jwtguard {}", env!("CARGO_PKG_VERSION")),
         Command::Token {
+            key_file: Some(path),
+            claims,
+            kid,
+            alg,
+            ..
+        } => println!(
+            "{}",
+            signing_key(&path)?.mint(alg.as_deref(), kid.as_deref(), &claims)?
+        ),
+        Command::Jwks { pem, kid, alg } => {
+            println!(
+                "{}",
+                signing_key(&pem)?.jwk_set(alg.as_deref(), kid.as_deref())?
+            )
+        }
+        Command::Token {
             config,
             claims,
             kid,
+            key_file: None,
+            ..
         } => {
             config.validate()?;
             let token = match (&config.secret, &config.keys) {

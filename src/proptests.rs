@@ -32,14 +32,20 @@ const SECRET: &[u8] = b"proptest-secret-0123456789abcdef0123456789";
 
 /// One verifier for all cases, as the server has: its remembered header is exercised too.
 static VERIFIER: LazyLock<Verifier> = LazyLock::new(|| {
+    use crate::keys::{Alg, Material, VerifyingKey};
     Verifier::new(
-        vec![(None, SECRET.to_vec())],
+        &[VerifyingKey::new(
+            None,
+            Alg::Hs256,
+            Material::Oct(SECRET.to_vec()),
+        )],
         Policy {
             leeway: 30,
             require_exp: true,
             issuer: None,
             audience: None,
         },
+        None,
     )
 });
 
@@ -126,6 +132,8 @@ proptest! {
             path: &path,
             user: user.as_deref(),
             user_agent: user_agent.as_deref(),
+            kid: None,
+            alg: None,
         });
         let mut want = head(now);
         want.extend([

@@ -1028,6 +1028,8 @@ impl Who {
             path,
             user: None,
             user_agent: self.user_agent.as_deref(),
+            kid: None,
+            alg: None,
         }
     }
 }

@@ -21,8 +21,13 @@ pub enum Reason {
     InvalidRequest,
     /// Not a JWS in compact form, or a header or claims that are not the JSON they must be.
     MalformedToken,
-    /// A header `alg` other than `HS256` (`none`, `HS512`, `RS256`, ...).
+    /// A header `alg` that no key verifies: `none`, `HS512`, `hs256`, ... (jwtguard
+    /// verifies HS256, RS256, RS384, RS512, PS256, ES256, ES384 and EdDSA).
     AlgNotAllowed,
+    /// A header `alg` other than the one the key its `kid` picks is pinned to: an HS256
+    /// token for an RSA key (signed with the public key's bytes as a secret), an ES256
+    /// token for an RSA key, an RS256 token for an HS256 secret. Algorithm confusion.
+    AlgorithmMismatch,
     /// The signature does not match the secret.
     BadSignature,
     /// `exp` is in the past (beyond the leeway).
@@ -60,12 +65,13 @@ pub enum Reason {
 
 impl Reason {
     /// Every reason, in documentation order.
-    pub const ALL: [Reason; 18] = [
+    pub const ALL: [Reason; 19] = [
         Reason::MissingToken,
         Reason::UnsupportedScheme,
         Reason::InvalidRequest,
         Reason::MalformedToken,
         Reason::AlgNotAllowed,
+        Reason::AlgorithmMismatch,
         Reason::BadSignature,
         Reason::Expired,
         Reason::NotYetValid,
@@ -89,6 +95,7 @@ impl Reason {
             Reason::InvalidRequest => "invalid_request",
             Reason::MalformedToken => "malformed_token",
             Reason::AlgNotAllowed => "alg_not_allowed",
+            Reason::AlgorithmMismatch => "algorithm_mismatch",
             Reason::BadSignature => "bad_signature",
             Reason::Expired => "expired",
             Reason::NotYetValid => "not_yet_valid",
@@ -156,7 +163,8 @@ impl Reason {
             Reason::UnsupportedScheme => "authorization scheme is not Bearer",
             Reason::InvalidRequest => "malformed Authorization or Host header",
             Reason::MalformedToken => "token is not a well-formed JWT",
-            Reason::AlgNotAllowed => "token algorithm is not HS256",
+            Reason::AlgNotAllowed => "token algorithm is not one jwtguard verifies",
+            Reason::AlgorithmMismatch => "token algorithm is not its key's",
             Reason::BadSignature => "token signature does not verify",
             Reason::Expired => "token has expired",
             Reason::NotYetValid => "token is not valid yet",

@@ -1,8 +1,9 @@
 //! From a token to a verified user or a reason for refusal. No I/O.
 //!
-//! One pass over the token: the header is parsed once (its `alg` must be `HS256` and it
-//! must not carry `crit`), the signature is checked, and only then are the claims parsed,
-//! once, and checked against the [`Policy`].
+//! One pass over the token: the header is parsed once (its `alg` must be the pinned
+//! algorithm of the key its `kid` picks, and it must not carry `crit`), the signature is
+//! checked (or a public-key token found in the verified-token cache), and only then are
+//! the claims parsed, once, and checked against the [`Policy`].
 
 use std::borrow::Cow;
 use std::sync::OnceLock;
@@ -11,7 +12,8 @@ use base64::Engine as _;
 use serde::Deserialize;
 
 use crate::Reason;
-use crate::keys::{BASE64URL, Key};
+use crate::keys::{Alg, BASE64URL, Key, Material, VerifyingKey};
+use crate::token_cache::TokenCache;
 
 /// What a verifier checks besides the signature.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -33,6 +35,8 @@ pub(crate) struct Denied {
     pub reason: Reason,
     pub user: Option<String>,
     pub scope: Option<String>,
+    /// The key's `kid` and the token's `alg`, as far as the header was read.
+    pub key: TokenKey,
 }
 
 impl From<Reason> for Denied {
@@ -41,8 +45,17 @@ impl From<Reason> for Denied {
             reason,
             user: None,
             scope: None,
+            key: TokenKey::default(),
         }
     }
+}
+
+/// The `kid` and `alg` a decision names in its event: the key's once one was picked,
+/// else the header's as written (from the token: escaped and capped in the log).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub(crate) struct TokenKey {
+    pub kid: Option<String>,
+    pub alg: Option<Cow<'static, str>>,
 }
 
 /// A token that verified: its user, and its claims when they were asked for.
@@ -50,6 +63,7 @@ impl From<Reason> for Denied {
 pub(crate) struct Verified {
     pub user: String,
     pub claims: Option<serde_json::Value>,
+    pub key: TokenKey,
 }
 
 /// The JOSE header fields jwtguard looks at. Unknown fields are ignored; a repeated
@@ -181,11 +195,28 @@ impl Claims<'_> {
     }
 }
 
-/// Verifies HS256 tokens against its keys and one [`Policy`].
+/// What a key checks a signature with.
+enum Check {
+    Hmac(Key),
+    #[cfg(feature = "idp")]
+    Public(crate::public_key::PublicKey),
+}
+
+/// A key as the verifier holds it.
+struct Slot {
+    /// None for a single secret.
+    kid: Option<String>,
+    alg: Alg,
+    check: Check,
+    id: [u8; 32],
+}
+
+/// Verifies tokens against its keys and one [`Policy`].
 pub(crate) struct Verifier {
-    /// The keys, each with its `kid` (none for a single secret).
-    keys: Vec<(Option<String>, Key)>,
+    keys: Vec<Slot>,
     policy: Policy,
+    /// Public-key tokens whose signature verified; none when `--token-cache 0`.
+    cache: Option<std::sync::Arc<TokenCache>>,
     /// The encoded header of the first token that verified, and its key: tokens of one
     /// issuer share their header, and the same bytes need no second parse.
     accepted_header: OnceLock<(Box<str>, usize)>,
@@ -203,15 +234,34 @@ pub(crate) struct Ask<'a> {
 impl Verifier {
     /// A verifier for tokens signed with one of `keys`: one secret (no `kid`), or keys by
     /// `kid`.
-    pub(crate) fn new(keys: Vec<(Option<String>, Vec<u8>)>, policy: Policy) -> Verifier {
+    pub(crate) fn new(
+        keys: &[VerifyingKey],
+        policy: Policy,
+        cache: Option<std::sync::Arc<TokenCache>>,
+    ) -> Verifier {
         Verifier {
             keys: keys
-                .into_iter()
-                .map(|(kid, key)| (kid, Key::new(&key)))
+                .iter()
+                .map(|key| Slot {
+                    kid: key.kid.clone(),
+                    alg: key.alg,
+                    check: match &key.material {
+                        Material::Oct(octets) => Check::Hmac(Key::new(octets)),
+                        #[cfg(feature = "idp")]
+                        Material::Public(public) => Check::Public(public.clone()),
+                    },
+                    id: key.id,
+                })
                 .collect(),
             policy,
+            cache,
             accepted_header: OnceLock::new(),
         }
+    }
+
+    /// The identities of its keys.
+    pub(crate) fn key_ids(&self) -> Vec<[u8; 32]> {
+        self.keys.iter().map(|slot| slot.id).collect()
     }
 
     /// Verifies `token` at `now` (seconds since the epoch; `None` when the clock reads
@@ -234,11 +284,11 @@ impl Verifier {
     /// the keys have no kids: one secret).
     fn key_for(&self, kid: Option<&str>) -> Result<usize, Reason> {
         match (kid, self.keys.as_slice()) {
-            (_, [(None, _)]) => Ok(0),
+            (_, [Slot { kid: None, .. }]) => Ok(0),
             (None, [_]) => Ok(0),
             (Some(kid), keys) => keys
                 .iter()
-                .position(|(k, _)| k.as_deref() == Some(kid))
+                .position(|slot| slot.kid.as_deref() == Some(kid))
                 .ok_or(Reason::UnknownKey),
             (None, _) => Err(Reason::UnknownKey),
         }
@@ -269,36 +319,92 @@ impl Verifier {
                     .decode_vec(header, json)
                     .map_err(|_| Reason::MalformedToken)?;
                 let parsed: JoseHeader = parse_object(json)?;
-                if parsed.alg != "HS256" {
-                    return Err(Reason::AlgNotAllowed.into());
-                }
+                let denied = |reason: Reason| Denied {
+                    key: TokenKey {
+                        kid: parsed.kid.as_deref().map(str::to_owned),
+                        alg: Some(Cow::Owned(parsed.alg.to_string())),
+                    },
+                    ..Denied::from(reason)
+                };
+                // `none`, `HS512`, `hs256`: no key of any set verifies them.
+                let Some(alg) = Alg::from_name(&parsed.alg) else {
+                    return Err(denied(Reason::AlgNotAllowed));
+                };
                 if parsed.crit.is_some() {
                     // RFC 7515 §4.1.11: jwtguard understands no extension, so none may be critical.
-                    return Err(Reason::MalformedToken.into());
+                    return Err(denied(Reason::MalformedToken));
                 }
-                self.key_for(parsed.kid.as_deref())?
+                let key = self.key_for(parsed.kid.as_deref()).map_err(denied)?;
+                // The key is pinned to its algorithm: an HS256 token for an RSA key (its
+                // public bytes taken for a secret), ES256 for an RSA key, are refused
+                // here, before any signature is computed.
+                if self.keys[key].alg != alg {
+                    return Err(denied(Reason::AlgorithmMismatch));
+                }
+                key
             }
         };
-        match self.keys[key].1.verify(message.as_bytes(), signature) {
-            Ok(true) => {}
-            Ok(false) => return Err(Reason::BadSignature.into()),
-            Err(_) => return Err(Reason::MalformedToken.into()),
-        }
+        let slot = &self.keys[key];
+        let token_key = || TokenKey {
+            kid: slot.kid.clone(),
+            alg: Some(Cow::Borrowed(slot.alg.name())),
+        };
+        let with_key = |reason: Reason| Denied {
+            key: token_key(),
+            ..Denied::from(reason)
+        };
+        // For a public key: whether the cache held it, and the token's digest.
+        let cached: Option<(bool, Option<[u8; 32]>)> = match &slot.check {
+            Check::Hmac(hmac) => {
+                match hmac.verify(message.as_bytes(), signature) {
+                    Ok(true) => {}
+                    Ok(false) => return Err(with_key(Reason::BadSignature)),
+                    Err(_) => return Err(with_key(Reason::MalformedToken)),
+                }
+                None
+            }
+            #[cfg(feature = "idp")]
+            Check::Public(public) => {
+                let digest: Option<[u8; 32]> = self.cache.as_ref().map(|_| {
+                    use sha2::Digest as _;
+                    sha2::Sha256::digest(token.as_bytes()).into()
+                });
+                let hit = match (&self.cache, &digest) {
+                    (Some(cache), Some(digest)) => cache.get(digest, &slot.id, now, json),
+                    _ => false,
+                };
+                if !hit {
+                    let signature = BASE64URL
+                        .decode(signature)
+                        .map_err(|_| with_key(Reason::MalformedToken))?;
+                    if !public.verify(slot.alg, message.as_bytes(), &signature) {
+                        return Err(with_key(Reason::BadSignature));
+                    }
+                }
+                Some((hit, digest))
+            }
+        };
         // The signature verified: from here on the token is the issuer's.
         if known.is_none() {
             let _ = self.accepted_header.set((header.into(), key));
         }
-        json.clear();
-        BASE64URL
-            .decode_vec(payload, json)
-            .map_err(|_| Reason::MalformedToken)?;
-        let claims: Claims = parse_object(json)?;
+        if !matches!(cached, Some((true, _))) {
+            json.clear();
+            BASE64URL
+                .decode_vec(payload, json)
+                .map_err(|_| with_key(Reason::MalformedToken))?;
+        }
+        let claims: Claims = parse_object(json).map_err(with_key)?;
+        if let (Some(cache), Some((false, Some(digest)))) = (&self.cache, cached) {
+            cache.insert(digest, slot.id, claims.exp, json, now);
+        }
         let user = claims.user();
         if let Err(reason) = claims.check(&self.policy, now) {
             return Err(Denied {
                 reason,
                 user,
                 scope: None,
+                key: token_key(),
             });
         }
         if let Some(scope) = claims.missing(ask.scopes) {
@@ -306,15 +412,20 @@ impl Verifier {
                 reason: Reason::InsufficientScope,
                 user,
                 scope: Some(scope.to_owned()),
+                key: token_key(),
             });
         }
         let user = user.expect("check found a user");
         let claims = if ask.claims {
-            Some(serde_json::from_slice(json).map_err(|_| Reason::MalformedToken)?)
+            Some(serde_json::from_slice(json).map_err(|_| with_key(Reason::MalformedToken))?)
         } else {
             None
         };
-        Ok(Verified { user, claims })
+        Ok(Verified {
+            user,
+            claims,
+            key: token_key(),
+        })
     }
 }
 
@@ -375,8 +486,17 @@ pub(crate) mod tests {
         }
     }
 
+    /// HS256 keys: (kid, secret).
+    fn hmac(keys: Vec<(Option<String>, Vec<u8>)>, policy: Policy) -> Verifier {
+        let keys: Vec<VerifyingKey> = keys
+            .into_iter()
+            .map(|(kid, key)| VerifyingKey::new(kid, Alg::Hs256, Material::Oct(key)))
+            .collect();
+        Verifier::new(&keys, policy, None)
+    }
+
     fn verifier(policy: Policy) -> Verifier {
-        Verifier::new(vec![(None, SECRET.to_vec())], policy)
+        hmac(vec![(None, SECRET.to_vec())], policy)
     }
 
     impl Verifier {
@@ -596,7 +716,7 @@ pub(crate) mod tests {
             b"key-a-0123456789abcdef0123456789".to_vec(),
             b"key-b-0123456789abcdef0123456789".to_vec(),
         );
-        let v = Verifier::new(
+        let v = hmac(
             vec![(Some("a".into()), a.clone()), (Some("b".into()), b.clone())],
             policy(),
         );
@@ -634,10 +754,10 @@ pub(crate) mod tests {
             Reason::UnknownKey
         );
         // One key in the set: a token without kid uses it.
-        let one = Verifier::new(vec![(Some("a".into()), a.clone())], policy());
+        let one = hmac(vec![(Some("a".into()), a.clone())], policy());
         assert_eq!(one.user(&signed(None, &a), Some(now())), Ok("alice".into()));
         // One secret, no kids: a token's kid is not looked at.
-        let secret = Verifier::new(vec![(None, a.clone())], policy());
+        let secret = hmac(vec![(None, a.clone())], policy());
         assert_eq!(
             secret.user(&signed(Some("zzz"), &a), Some(now())),
             Ok("alice".into())
@@ -785,5 +905,53 @@ pub(crate) mod tests {
             v.user(&token, Some(now())).unwrap_err().reason,
             Reason::InvalidAudience
         );
+    }
+
+    /// A public-key token sent again is found in the cache, whose claims are judged on
+    /// every use; the entry ends at `exp` (the leeway is then the signature's business).
+    #[cfg(feature = "sign")]
+    #[test]
+    fn public_key_tokens_are_cached_and_judged_on_every_use() {
+        let pem = include_str!("../tests/data/idp/p256.pem");
+        let signer = crate::SigningKey::from_pem(pem).unwrap();
+        let set =
+            crate::KeySet::parse(signer.jwk_set(None, Some("ec")).unwrap().as_bytes()).unwrap();
+        let cache = std::sync::Arc::new(TokenCache::new(8));
+        let v = Verifier::new(set.keys(), policy(), Some(cache.clone()));
+        let at = 1_000_000.0;
+        let claims = json!({"sub": "a", "nbf": at + 10.0, "exp": at + 100.0});
+        let token = signer
+            .mint(None, Some("ec"), claims.as_object().unwrap())
+            .unwrap();
+        let hits_misses = || {
+            let stats = cache.stats();
+            (stats.hits, stats.misses)
+        };
+        // Not yet valid: the signature verified, and is remembered.
+        let early = v.user(&token, Some(at - 100.0)).unwrap_err();
+        assert_eq!(early.reason, Reason::NotYetValid);
+        assert_eq!(hits_misses(), (0, 1));
+        // Found, and still judged: not yet valid.
+        let early = v.user(&token, Some(at - 100.0)).unwrap_err();
+        assert_eq!(early.reason, Reason::NotYetValid);
+        assert_eq!(hits_misses(), (1, 1));
+        assert_eq!(v.user(&token, Some(at + 50.0)), Ok("a".into()));
+        assert_eq!(hits_misses(), (2, 1));
+        // Past exp the entry is gone; within the leeway the token verifies again.
+        assert_eq!(v.user(&token, Some(at + 110.0)), Ok("a".into()));
+        assert_eq!(hits_misses(), (2, 2));
+        assert_eq!(
+            v.user(&token, Some(at + 131.0)).unwrap_err().reason,
+            Reason::Expired
+        );
+        // A forged signature of the same claims is another token: never a hit.
+        let forged = format!("{}AAAA", &token[..token.len() - 4]);
+        assert_eq!(
+            v.user(&forged, Some(at + 50.0)).unwrap_err().reason,
+            Reason::BadSignature
+        );
+        // Without a cache every use verifies.
+        let uncached = Verifier::new(set.keys(), policy(), None);
+        assert_eq!(uncached.user(&token, Some(at + 50.0)), Ok("a".into()));
     }
 }

@@ -239,6 +239,7 @@ fn text_format_has_fields_in_fixed_order() {
             "http.request.method",
             "url.path",
             "user.id",
+            "jwtguard.token.alg",
             "message",
         ],
         "{line}"

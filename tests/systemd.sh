@@ -24,7 +24,9 @@ fail() { echo "systemd.sh: $*" >&2; exit 1; }
 mkdir "$tmp/units"
 cp contrib/systemd/jwtguard.socket "$tmp/units/"
 sed "s|/usr/local/bin/jwtguard|$bin|" contrib/systemd/jwtguard.service >"$tmp/units/jwtguard.service"
+cp contrib/systemd/jwtguard-jwks.service contrib/systemd/jwtguard-jwks.timer "$tmp/units/"
 systemd-analyze verify "$tmp/units/jwtguard.socket" "$tmp/units/jwtguard.service" \
+  "$tmp/units/jwtguard-jwks.service" "$tmp/units/jwtguard-jwks.timer" \
   >"$tmp/verify" 2>&1 || { cat "$tmp/verify" >&2; fail "systemd-analyze verify failed"; }
 # verify exits 0 on warnings too: there must be none about our units.
 if grep -q jwtguard "$tmp/verify"; then cat "$tmp/verify" >&2; fail "systemd-analyze warns"; fi

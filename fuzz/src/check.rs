@@ -93,6 +93,11 @@ pub fn is_genuine(secret: &[u8], token: &str) -> bool {
     }
 }
 
+/// The algorithms jwtguard verifies (with keys pinned to each).
+const VERIFIED: [&str; 8] = [
+    "HS256", "RS256", "RS384", "RS512", "PS256", "ES256", "ES384", "EdDSA",
+];
+
 /// What the verifier keyed with `secret` under the default policy (30 s leeway, `exp`
 /// required, no issuer or audience) must answer for `token` at `now`.
 pub fn expected_verdict(secret: &[u8], token: &str, now: Option<f64>) -> Verdict {
@@ -121,8 +126,13 @@ pub fn expected_verdict(secret: &[u8], token: &str, now: Option<f64>) -> Verdict
     // A header that does not parse (a field repeated, alg missing or not a string) is
     // malformed; then the algorithm is checked, and only then `crit`.
     match (field(&fields, "alg"), field(&fields, "crit")) {
-        (Ok(Some(Value::String(alg))), Ok(_)) if alg != "HS256" => {
+        (Ok(Some(Value::String(alg))), Ok(_)) if !VERIFIED.contains(&alg.as_str()) => {
             return Err((Reason::AlgNotAllowed, None));
+        }
+        // An algorithm jwtguard verifies, but not with the HS256 secret: each key is
+        // pinned to its own (after `crit`, which refuses any header).
+        (Ok(Some(Value::String(alg))), Ok(None | Some(Value::Null))) if alg != "HS256" => {
+            return Err((Reason::AlgorithmMismatch, None));
         }
         (Ok(Some(Value::String(_))), Ok(None | Some(Value::Null))) => {}
         _ => return malformed,

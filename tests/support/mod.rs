@@ -316,6 +316,8 @@ pub fn event(line: &str) -> serde_json::Value {
             | "url.full"
             | "user.id"
             | "user_agent.original"
+            | "file.path"
+            | "error.message"
             | "service.version" => value.is_string(),
             "source.ip" | "client.ip" => value
                 .as_str()

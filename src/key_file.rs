@@ -1,0 +1,181 @@
+//! The keys a guard verifies with: fixed (a secret, or a set given as a value), or a
+//! JWK Set file (`--jwks FILE`) read again when it changes, so that a provider's rotation
+//! (fetched by curl into the file, contrib/systemd) needs no restart and no signal.
+//!
+//! The check rides on the requests: a compare of a clock reading with the next check's
+//! time, and at most once a second one `stat` (by one request; the others go on). Only a
+//! file whose identity (inode, size, modification and change times) moved is read. A set
+//! that reads and validates replaces the current one (an `Arc` swapped under a lock held
+//! for that swap only); one that does not leaves the last good set and writes one event,
+//! once for that version of the file. No thread, no timer: it fits any front end.
+
+use std::os::unix::fs::MetadataExt as _;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::Instant;
+
+use crate::event::{Event, KeySetEvent};
+use crate::keys::KeySet;
+use crate::token::{Policy, Verifier};
+use crate::token_cache::TokenCache;
+
+/// How often the file is looked at, at most.
+const CHECK_EVERY_MS: u64 = 1000;
+
+/// What says a file changed: a rename gives a new inode, a rewrite new times or size.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct FileId {
+    dev: u64,
+    ino: u64,
+    len: u64,
+    mtime: (i64, i64),
+    ctime: (i64, i64),
+}
+
+impl FileId {
+    pub(crate) fn of(path: &Path) -> std::io::Result<FileId> {
+        let m = std::fs::metadata(path)?;
+        Ok(FileId {
+            dev: m.dev(),
+            ino: m.ino(),
+            len: m.len(),
+            mtime: (m.mtime(), m.mtime_nsec()),
+            ctime: (m.ctime(), m.ctime_nsec()),
+        })
+    }
+}
+
+/// The keys of a guard.
+pub(crate) enum Keys {
+    Fixed(Verifier),
+    Watched(Watched),
+}
+
+/// A JWK Set file and the verifier of its last good version.
+pub(crate) struct Watched {
+    path: PathBuf,
+    policy: Policy,
+    /// Whether HS256 keys shorter than 32 bytes are allowed (`--allow-weak-secret`).
+    allow_weak: bool,
+    cache: Option<Arc<TokenCache>>,
+    current: RwLock<Arc<Verifier>>,
+    start: Instant,
+    /// Milliseconds from `start` at which the file is next looked at.
+    next_check: AtomicU64,
+    /// The identity of the file last read (an error: none could be read).
+    seen: Mutex<Result<FileId, std::io::ErrorKind>>,
+}
+
+impl Keys {
+    /// The keys of `set` under `policy`: watched when the set came from a file.
+    pub(crate) fn new(
+        set: Option<&KeySet>,
+        fixed: Vec<crate::keys::VerifyingKey>,
+        policy: Policy,
+        allow_weak: bool,
+        cache: Option<Arc<TokenCache>>,
+    ) -> Keys {
+        let verifier = Verifier::new(&fixed, policy.clone(), cache.clone());
+        match set.and_then(KeySet::source) {
+            Some((path, id)) => Keys::Watched(Watched {
+                path: path.clone(),
+                policy,
+                allow_weak,
+                cache,
+                current: RwLock::new(Arc::new(verifier)),
+                start: Instant::now(),
+                next_check: AtomicU64::new(CHECK_EVERY_MS),
+                seen: Mutex::new(id.ok_or(std::io::ErrorKind::NotFound)),
+            }),
+            None => Keys::Fixed(verifier),
+        }
+    }
+
+    /// Calls `f` with the current verifier, the file looked at first if it is time.
+    pub(crate) fn with<R>(&self, f: impl FnOnce(&Verifier) -> R) -> R {
+        match self {
+            Keys::Fixed(verifier) => f(verifier),
+            Keys::Watched(watched) => {
+                watched.check();
+                let current =
+                    Arc::clone(&watched.current.read().unwrap_or_else(|e| e.into_inner()));
+                f(&current)
+            }
+        }
+    }
+}
+
+impl Watched {
+    /// Reads the file again if a second has passed since the last look and it changed.
+    fn check(&self) {
+        let now = u64::try_from(self.start.elapsed().as_millis()).unwrap_or(u64::MAX);
+        let next = self.next_check.load(Ordering::Relaxed);
+        if now < next
+            || self
+                .next_check
+                .compare_exchange(
+                    next,
+                    now + CHECK_EVERY_MS,
+                    Ordering::Relaxed,
+                    Ordering::Relaxed,
+                )
+                .is_err()
+        {
+            return;
+        }
+        let id = FileId::of(&self.path).map_err(|e| e.kind());
+        let mut seen = self.seen.lock().unwrap_or_else(|e| e.into_inner());
+        if *seen == id {
+            return;
+        }
+        *seen = id;
+        drop(seen);
+        let path = self.path.to_string_lossy();
+        let loaded = match id {
+            Err(_) => Err(("unreadable", "the file cannot be read".to_owned())),
+            Ok(_) => self.load(),
+        };
+        let (reason, keys, problem) = match loaded {
+            Ok(verifier) => {
+                let keys = verifier.key_ids();
+                if let Some(cache) = &self.cache {
+                    cache.keep_keys(&keys);
+                }
+                *self.current.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(verifier);
+                ("changed", keys.len(), None)
+            }
+            Err((reason, problem)) => (reason, 0, Some(problem)),
+        };
+        // Not a decision: nothing waits on it being written.
+        let _ = crate::logger::record(&Event::KeySet(KeySetEvent {
+            loaded: problem.is_none(),
+            reason,
+            path: &path,
+            keys,
+            problem: problem.as_deref(),
+        }));
+    }
+
+    /// The verifier of the file's keys, or why not (a log code and the problem).
+    fn load(&self) -> Result<Verifier, (&'static str, String)> {
+        let text = crate::config::read_capped(&self.path)
+            .map_err(|e| ("unreadable", format!("the file cannot be read: {e}")))?;
+        let set = KeySet::parse_set(&text).map_err(|p| (p.code, p.problem))?;
+        let shortest = set.shortest();
+        if shortest < crate::MIN_SECRET_BYTES && !self.allow_weak {
+            return Err((
+                "key_too_weak",
+                format!(
+                    "an HS256 key of {shortest} bytes, under {}",
+                    crate::MIN_SECRET_BYTES
+                ),
+            ));
+        }
+        Ok(Verifier::new(
+            set.keys(),
+            self.policy.clone(),
+            self.cache.clone(),
+        ))
+    }
+}
