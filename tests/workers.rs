@@ -22,11 +22,12 @@ fn signal(pid: u32, name: &str) {
     assert!(status.success());
 }
 
-/// Waits until the supervisor has `n` workers and one of them answers; their pids.
+/// Waits until the supervisor has `n` workers, and the log shows `n` workers answering
+/// so far (at the start: each has taken over its slot); their pids.
 fn wait_workers(server: &Server, n: usize) -> Vec<u32> {
-    wait_for(&format!("{n} workers"), || {
-        workers(server.pid()).len() == n && status_of(server.addr, "/healthz", "", 5).is_ok()
-    });
+    wait_for(&format!("{n} workers"), || workers(server.pid()).len() == n);
+    let seen = workers_answering(server, n);
+    assert!(seen.len() >= n, "{seen:?}");
     workers(server.pid())
 }
 
@@ -124,15 +125,17 @@ fn restarts(server: &Server) -> Vec<serde_json::Value> {
 #[test]
 fn a_killed_worker_is_restarted_in_its_slot_and_the_others_go_on() {
     let server = Server::start(&["--workers", "3"]);
-    let mut pids = wait_workers(&server, 3);
+    let pids = wait_workers(&server, 3);
+    // The middle one first (a restart that went to the first slot would replace another
+    // worker), then each time its replacement.
+    let mut killed = pids[1];
+    let others: Vec<u32> = pids.iter().copied().filter(|p| *p != killed).collect();
     let mut slot = None;
     for round in 1..=3 {
-        let killed = pids[0];
-        let others = &pids[1..];
         signal(killed, "KILL");
         wait_for("the restart event", || restarts(&server).len() == round);
         let now = wait_workers(&server, 3);
-        for other in others {
+        for other in &others {
             assert!(now.contains(other), "worker {other} went on: {now:?}");
         }
         let restart = restarts(&server).pop().unwrap();
@@ -145,7 +148,7 @@ fn a_killed_worker_is_restarted_in_its_slot_and_the_others_go_on() {
         let this = restart["jwtguard.worker.slot"].as_u64().unwrap();
         assert!(this < 3, "{restart}");
         assert_eq!(*slot.get_or_insert(this), this, "{restart}");
-        pids = std::iter::once(new).chain(others.iter().copied()).collect();
+        killed = new;
     }
     assert_eq!(status_of(server.addr, "/healthz", "", 5), Ok(200));
 }
@@ -169,6 +172,7 @@ fn sighup_replaces_every_worker_without_a_failed_request() {
     );
     let mut seen = wait_workers(&server, 2);
     assert_eq!(server.get("/private/x", &[]).status, 404);
+    let before = server.requests_logged().len();
     // Six clients on keep-alive connections, without pause, through three reloads.
     let stop = Arc::new(AtomicBool::new(false));
     let auth = format!("Authorization: Bearer {}", token(&["--sub", "kim"]));
@@ -221,7 +225,7 @@ fn sighup_replaces_every_worker_without_a_failed_request() {
         .iter()
         .filter(|e| e["event.action"] == "authorize")
         .count();
-    assert_eq!(authorized, total + 1, "every answer logged once");
+    assert_eq!(authorized, before + total + 1, "every answer logged once");
 }
 
 /// Requests on a keep-alive connection (a new one when the server closes it) until
@@ -299,4 +303,31 @@ fn a_sealed_log_written_by_two_workers_at_once_is_one_intact_chain() {
         .collect();
     let expected: Vec<u64> = (sequences[0]..sequences[0] + sequences.len() as u64).collect();
     assert_eq!(sequences, expected, "one sequence, no gap, no repeat");
+}
+
+#[test]
+fn a_stalled_worker_is_replaced_in_its_slot_and_the_other_goes_on() {
+    let server = Server::start(&["--workers", "2"]);
+    let pids = wait_workers(&server, 2);
+    let (stalled, other) = (pids[1], pids[0]);
+    // Its serving loop stops beating on its heartbeat pipe: the supervisor's health
+    // check for each worker (a /healthz on the shared socket reaches any of them).
+    signal(stalled, "STOP");
+    let replace = || {
+        server
+            .log_json()
+            .into_iter()
+            .find(|e| e["event.action"] == "replace")
+    };
+    wait_for("the replace event", || replace().is_some());
+    let replace = replace().unwrap();
+    assert_eq!(replace["event.reason"], "loop_stalled");
+    assert_eq!(replace["jwtguard.worker.previous_pid"], stalled);
+    let new = replace["jwtguard.worker.pid"].as_u64().unwrap() as u32;
+    // The stopped worker cannot drain: it is killed once its grace is over.
+    wait_for("the stalled worker gone", || {
+        let now = workers(server.pid());
+        !now.contains(&stalled) && now.contains(&new) && now.contains(&other)
+    });
+    assert_eq!(status_of(server.addr, "/healthz", "", 5), Ok(200));
 }
