@@ -502,8 +502,22 @@ impl Supervisor {
 
     fn failed_start(&mut self, i: usize, purpose: Purpose, how: &str) -> Result<(), String> {
         let current = self.slots[i].current.as_ref().map_or(0, Worker::pid);
+        let serving = self.slots.iter().any(|slot| slot.current.is_some());
         let (action, previous) = match purpose {
-            Purpose::First => return Err(format!("the worker ended at start-up ({how})")),
+            // Nothing serves yet: the configuration is the likely cause, and the message
+            // is on stderr.
+            Purpose::First if !serving => {
+                return Err(format!("the worker ended at start-up ({how})"));
+            }
+            // Another slot's worker serves with the same configuration: this one is
+            // restarted, as one that served would be.
+            Purpose::First => {
+                self.firsts -= 1;
+                if self.firsts == 0 {
+                    self.notify("READY=1");
+                }
+                ("restart", 0)
+            }
             Purpose::Restart { .. } => ("restart", current),
             Purpose::Replace { previous, .. } => ("replace", previous),
             Purpose::Reload => ("reload", current),
@@ -524,9 +538,9 @@ impl Supervisor {
             self.notify("READY=1");
         }
         match purpose {
-            Purpose::Restart { .. } => self.restart(i, 0, how.to_owned(), true),
+            Purpose::Restart { .. } | Purpose::First => self.restart(i, 0, how.to_owned(), true),
             Purpose::Replace { .. } => self.slots[i].last_replace = Some(Instant::now()),
-            Purpose::Reload | Purpose::First => {}
+            Purpose::Reload => {}
         }
         let slot = &self.slots[i];
         if slot.current.is_none() && slot.pending.is_none() && slot.retry_at.is_none() {

@@ -331,3 +331,44 @@ fn a_stalled_worker_is_replaced_in_its_slot_and_the_other_goes_on() {
     });
     assert_eq!(status_of(server.addr, "/healthz", "", 5), Ok(200));
 }
+
+#[test]
+fn a_first_worker_that_never_starts_is_restarted_while_another_serves() {
+    let server = Server::start(&["--workers", "2"]);
+    // The second worker stopped as soon as it runs, long before it can accept: it is
+    // given up after 10 s. Its slot is restarted; the service does not end. (Stopped
+    // once it has exec'd, with the supervisor's variable in its environment: a child
+    // stopped before that would hold up its parent, which spawned it with vfork.)
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let execd = |pid: u32| {
+        std::fs::read(format!("/proc/{pid}/environ"))
+            .is_ok_and(|env| env.windows(19).any(|w| w == b"JWTGUARD_SUPERVISOR"))
+    };
+    let stopped = loop {
+        if let [_, second] = workers(server.pid())[..]
+            && execd(second)
+        {
+            signal(second, "STOP");
+            break second;
+        }
+        assert!(Instant::now() < deadline, "no second worker");
+        std::thread::yield_now();
+    };
+    let restart = || {
+        server
+            .log_json()
+            .into_iter()
+            .find(|e| e["event.action"] == "restart")
+    };
+    wait_for("the restart event", || restart().is_some());
+    let restart = restart().unwrap();
+    assert_eq!(restart["jwtguard.worker.slot"], 1, "{restart}");
+    let failed = server
+        .log_json()
+        .into_iter()
+        .find(|e| e["event.action"] == "restart" && e["event.outcome"] == "failure")
+        .expect("the failed start, recorded");
+    assert_eq!(failed["jwtguard.worker.how"], "signal SIGKILL");
+    assert!(ended(stopped));
+    wait_workers(&server, 2);
+}
