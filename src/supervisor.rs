@@ -22,6 +22,12 @@
 //!
 //! A worker reports on its standard output, a pipe to the supervisor: its `listening on`
 //! line when it accepts, then a line per second from its serving loop (the heartbeat).
+//!
+//! With `--workers N`, N workers share the socket, each in a [`Slot`] with its own
+//! restarts, backoff and replacements; the events name the slot. The heartbeat is each
+//! worker's health check: `/healthz` on the shared socket reaches whichever worker
+//! accepts first, so the probe runs only when there is one worker. A reload replaces
+//! the slots one at a time.
 
 use std::ffi::OsString;
 use std::io::Read as _;
