@@ -15,8 +15,8 @@ Usage: jwtguard [serve] [OPTIONS]
 Serves HTTP on --listen: paths under --protect need an HS256 bearer token, /healthz is
 open, anything else is 404. Prints `listening on http://IP:PORT` on stdout once bound;
 writes one security event per decision to stderr, or to --log-file. A supervisor
-process holds the socket and runs the server in a worker: it restarts a worker that
-dies, replaces one that stalls, and on SIGHUP reloads (a new worker reads the --config
+process holds the socket and runs the server in a worker (or --workers N sharing it):
+it restarts a worker that dies, replaces one that stalls, and on SIGHUP reloads (a new worker reads the --config
 file, the secret file and the keys again, and takes over without a dropped request);
 SIGTERM and SIGINT stop. A socket passed by systemd (LISTEN_FDS) is served.
 `token` prints a token signed with the configured secret.
