@@ -19,8 +19,8 @@ Serves HTTP on --listen: paths under --protect need a bearer token (HS256 with a
 or RS256/RS384/RS512/PS256/ES256/ES384/EdDSA with keys from --jwks), /healthz is
 open, anything else is 404. Prints `listening on http://IP:PORT` on stdout once bound;
 writes one security event per decision to stderr, or to --log-file. A supervisor
-process holds the socket and runs the server in a worker: it restarts a worker that
-dies, replaces one that stalls, and on SIGHUP reloads (a new worker reads the --config
+process holds the socket and runs the server in a worker (or --workers N sharing it):
+it restarts a worker that dies, replaces one that stalls, and on SIGHUP reloads (a new worker reads the --config
 file, the secret file and the keys again, and takes over without a dropped request);
 SIGTERM and SIGINT stop. A socket passed by systemd (LISTEN_FDS) is served.
 `token` prints a token signed with the configured secret, or with --key-file.
@@ -85,6 +85,8 @@ Serve options:
   --config FILE            options from FILE, one per line (NAME VALUE, no --), here
                            in the command line; read again on a reload
   --no-supervisor          serve in this one process: no restart, no reload
+  --workers N|auto         worker processes sharing the listening socket, auto for
+                           one per CPU; fixed at start (a reload keeps it) [default: 1]
   --seal-key KEYFILE       seal every log line (event.sequence, event.hash) with the
                            key seal-init made; the key moves on every 15 minutes
 Verify-log options:
@@ -134,6 +136,8 @@ pub enum Command {
         /// Run under jwtguard's supervisor (the default; `--no-supervisor` for one process).
         supervise: bool,
         seal_key: Option<PathBuf>,
+        /// Worker processes under the supervisor (`--workers`, at least 1).
+        workers: usize,
     },
     SealInit(PathBuf),
     VerifyLog {
@@ -239,6 +243,7 @@ fn parse_flags() -> Result<(Command, Option<PathBuf>, Option<PathBuf>), lexopt::
         extra: Map::new(),
         seen_flag: false,
         supervise: true,
+        workers: Some(1),
         read_config: false,
         seal_key: None,
     };
@@ -263,9 +268,18 @@ fn parse_flags() -> Result<(Command, Option<PathBuf>, Option<PathBuf>), lexopt::
         ttl,
         extra,
         supervise,
+        workers,
         seal_key,
         ..
     } = flags;
+    let workers = match workers {
+        Some(n) => n,
+        // One per CPU the process may run on.
+        None => std::thread::available_parallelism().map_or(1, usize::from),
+    };
+    if !supervise && workers > 1 {
+        return Err("--workers more than 1 needs the supervisor: drop --no-supervisor".into());
+    }
     if !protect.is_empty() {
         if config.upstream.is_some() {
             return Err("--protect does not go with --upstream: with an upstream every path needs a token but those under --public".into());
@@ -302,6 +316,7 @@ fn parse_flags() -> Result<(Command, Option<PathBuf>, Option<PathBuf>), lexopt::
             log_file,
             supervise,
             seal_key,
+            workers,
         }
     };
     Ok((command, secret_file, jwks))
@@ -334,6 +349,9 @@ impl Owned {
     }
 }
 
+/// The most `--workers`: more processes than this serve no machine better.
+const MAX_WORKERS: usize = 256;
+
 /// The command line as parsed so far.
 struct Flags {
     config: Config,
@@ -350,6 +368,8 @@ struct Flags {
     extra: Map<String, Value>,
     seen_flag: bool,
     supervise: bool,
+    /// `--workers`: `None` for `auto`.
+    workers: Option<usize>,
     /// A `--config` file was read (one may not name another).
     read_config: bool,
     seal_key: Option<PathBuf>,
@@ -472,6 +492,21 @@ impl Flags {
                 self.extra.insert(key.to_owned(), value);
             }
             Long("no-supervisor") if !in_token => self.supervise = false,
+            Long("workers") if !in_token => {
+                let value = parser.value()?.string()?;
+                self.workers = match value.as_str() {
+                    "auto" => None,
+                    n => match n.parse::<usize>() {
+                        Ok(n @ 1..=MAX_WORKERS) => Some(n),
+                        _ => {
+                            return Err(format!(
+                                "--workers takes 1 to {MAX_WORKERS} or auto, not {value:?}"
+                            )
+                            .into());
+                        }
+                    },
+                };
+            }
             Long("seal-key") if !in_token => self.seal_key = Some(PathBuf::from(parser.value()?)),
             Long("config") if !in_token && !self.read_config => {
                 let path = PathBuf::from(parser.value()?);

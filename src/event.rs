@@ -227,6 +227,8 @@ pub enum Supervision<'a> {
     /// The worker `previous` ended abnormally (`how`: `exit status 101`, `signal SIGKILL`);
     /// `worker` serves, `took` after the end was seen.
     Restarted {
+        /// The worker's slot (`--workers`: 0 to N-1).
+        slot: usize,
         /// The worker that ended.
         previous: u32,
         /// How it ended.
@@ -240,6 +242,8 @@ pub enum Supervision<'a> {
     /// `healthz_failed`, `too_many_open_files`, `too_many_threads`); `worker` serves, and
     /// `previous` finishes what it holds.
     Replaced {
+        /// The worker's slot (`--workers`: 0 to N-1).
+        slot: usize,
         /// The worker replaced.
         previous: u32,
         /// Why.
@@ -250,6 +254,8 @@ pub enum Supervision<'a> {
     /// SIGHUP: `worker` serves with the configuration and keys read again, and `previous`
     /// finishes what it holds.
     Reloaded {
+        /// The worker's slot (`--workers`: 0 to N-1).
+        slot: usize,
         /// The worker replaced.
         previous: u32,
         /// The worker that serves now.
@@ -258,6 +264,8 @@ pub enum Supervision<'a> {
     /// A new worker for `action` (`restart`, `replace`, `reload`) did not start (`how`); for
     /// a reload or a replacement, `previous` keeps serving.
     Failed {
+        /// The worker's slot (`--workers`: 0 to N-1).
+        slot: usize,
         /// `restart`, `replace` or `reload`.
         action: &'static str,
         /// The worker that was to be replaced (0 for none).
@@ -580,6 +588,7 @@ impl Event<'_> {
                         how,
                         worker,
                         took,
+                        ..
                     } => line.message(&[
                         "worker ",
                         a.format(*previous),
@@ -595,6 +604,7 @@ impl Event<'_> {
                         previous,
                         cause,
                         worker,
+                        ..
                     } => line.message(&[
                         "worker ",
                         a.format(*previous),
@@ -604,7 +614,9 @@ impl Event<'_> {
                         b.format(*worker),
                         "; it finishes what it holds",
                     ]),
-                    Supervision::Reloaded { previous, worker } => line.message(&[
+                    Supervision::Reloaded {
+                        previous, worker, ..
+                    } => line.message(&[
                         "reloaded: worker ",
                         b.format(*worker),
                         " serves with the configuration read again; worker ",
@@ -801,7 +813,9 @@ impl Supervision<'_> {
             | Supervision::Replaced {
                 previous, worker, ..
             }
-            | Supervision::Reloaded { previous, worker } => (*previous, Some(*worker)),
+            | Supervision::Reloaded {
+                previous, worker, ..
+            } => (*previous, Some(*worker)),
             Supervision::Failed { previous, .. } => (*previous, None),
         };
         if let Some(worker) = worker {
@@ -810,6 +824,11 @@ impl Supervision<'_> {
         if previous != 0 {
             line.number("jwtguard.worker.previous_pid", u64::from(previous));
         }
+        let (Supervision::Restarted { slot, .. }
+        | Supervision::Replaced { slot, .. }
+        | Supervision::Reloaded { slot, .. }
+        | Supervision::Failed { slot, .. }) = self;
+        line.number("jwtguard.worker.slot", *slot as u64);
         if let Supervision::Restarted { took, .. } = self {
             line.number(
                 "event.duration",
@@ -1474,6 +1493,7 @@ mod tests {
                 action: "restart",
                 previous: u32::MAX,
                 how: &worst,
+                slot: usize::MAX,
             }),
         ];
         for format in [LogFormat::Json, LogFormat::Text] {

@@ -141,7 +141,8 @@ fn run(signals: SigSet) -> Result<(), Failure> {
             log_file,
             supervise,
             seal_key,
-        } => serve(config, log_file, supervise, seal_key, signals)?,
+            workers,
+        } => serve(config, log_file, supervise, seal_key, workers, signals)?,
         Command::SealInit(path) => {
             let key = jwtguard::seal::init(&path)?;
             println!("{key}");
@@ -185,6 +186,7 @@ fn serve(
     log_file: Option<std::path::PathBuf>,
     supervise: bool,
     seal_key: Option<std::path::PathBuf>,
+    workers: usize,
     signals: SigSet,
 ) -> Result<(), Failure> {
     // Before any file is opened: the socket passed as descriptor 3, if any.
@@ -260,7 +262,7 @@ fn serve(
         None => Server::listen(&config.listen)?,
     };
     if supervise && !worker {
-        return supervise_workers(&config, listener, demo_secret, fixed);
+        return supervise_workers(&config, listener, demo_secret, fixed, workers);
     }
     let fd = listener.as_raw_fd();
     let mut server = Server::from_listener(&config, listener)?;
@@ -351,6 +353,7 @@ fn supervise_workers(
     listener: std::net::TcpListener,
     demo_secret: Option<String>,
     fixed: String,
+    workers: usize,
 ) -> Result<(), Failure> {
     let addr = listener.local_addr()?;
     let mut env = vec![(FIXED.to_owned(), fixed)];
@@ -371,6 +374,7 @@ fn supervise_workers(
         env,
         listener,
         addr,
+        workers,
     };
     supervisor::run(options).map_err(|message| Failure::Fatal(message.into()))
 }

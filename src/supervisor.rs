@@ -22,6 +22,12 @@
 //!
 //! A worker reports on its standard output, a pipe to the supervisor: its `listening on`
 //! line when it accepts, then a line per second from its serving loop (the heartbeat).
+//!
+//! With `--workers N`, N workers share the socket, each in a [`Slot`] with its own
+//! restarts, backoff and replacements; the events name the slot. The heartbeat is each
+//! worker's health check: `/healthz` on the shared socket reaches whichever worker
+//! accepts first, so the probe runs only when there is one worker. A reload replaces
+//! the slots one at a time.
 
 use std::ffi::OsString;
 use std::io::Read as _;
@@ -76,6 +82,8 @@ pub(crate) struct Options {
     pub listener: TcpListener,
     /// Where the listener listens (for the `/healthz` probe).
     pub addr: SocketAddr,
+    /// How many workers serve at once (`--workers`), each in a slot of its own.
+    pub workers: usize,
 }
 
 /// Why a worker was started.
@@ -149,7 +157,7 @@ impl Worker {
     }
 }
 
-/// Runs the workers until SIGTERM or SIGINT. `Err` only when the first worker cannot
+/// Runs the workers until SIGTERM or SIGINT. `Err` only when a first worker cannot
 /// start (its own message is on stderr).
 pub(crate) fn run(options: Options) -> Result<(), String> {
     let signals = SigSet::from_iter([
@@ -162,26 +170,32 @@ pub(crate) fn run(options: Options) -> Result<(), String> {
     let signalfd = SignalFd::with_flags(&signals, SfdFlags::SFD_NONBLOCK | SfdFlags::SFD_CLOEXEC)
         .map_err(|e| e.to_string())?;
     let notify = Notify::from_env();
-    let probe = Probe::start(options.addr);
+    // A probe on the shared socket reaches whichever worker accepts first: it says
+    // something of one worker only when there is one (module docs).
+    let probe = (options.workers == 1).then(|| Probe::start(options.addr));
     let events = Recorder::start()?;
+    let slots = (0..options.workers.max(1))
+        .map(|_| Slot::default())
+        .collect();
     let mut s = Supervisor {
         options,
-        current: None,
-        pending: None,
+        slots,
         old: Vec::new(),
         stopping: None,
         stop_signal: Signal::SIGTERM,
         reload_wanted: false,
+        reload: None,
+        firsts: 0,
         last_check: Instant::now(),
-        last_replace: None,
-        crashes: Vec::new(),
-        retry_at: None,
         notified_beat: Instant::now(),
         notify,
         probe,
         events,
     };
-    s.pending = Some(s.spawn(Purpose::First)?);
+    for i in 0..s.slots.len() {
+        s.slots[i].pending = Some(s.spawn(Purpose::First)?);
+        s.firsts += 1;
+    }
     loop {
         let mut fds = vec![PollFd::new(signalfd.as_fd(), PollFlags::POLLIN)];
         let workers: Vec<&Worker> = s.workers().collect();
@@ -212,45 +226,72 @@ pub(crate) fn run(options: Options) -> Result<(), String> {
             }
             continue;
         }
-        s.promote();
-        if s.reload_wanted && s.pending.is_none() && s.retry_at.is_none() {
+        for i in 0..s.slots.len() {
+            s.promote(i);
+        }
+        let starting = s
+            .slots
+            .iter()
+            .any(|slot| slot.pending.is_some() || slot.retry_at.is_some());
+        if s.reload_wanted && s.reload.is_none() && !starting {
             s.reload_wanted = false;
-            s.reload();
+            s.notify(&format!("RELOADING=1\nMONOTONIC_USEC={}", monotonic_usec()));
+            s.reload_from(0);
         }
         s.watch();
     }
 }
 
-struct Supervisor {
-    options: Options,
+/// One of the `--workers` places for a worker, with its own restarts and replacements.
+#[derive(Default)]
+struct Slot {
     current: Option<Worker>,
     /// Started, not yet accepting.
     pending: Option<Worker>,
-    /// Draining.
-    old: Vec<Worker>,
-    stopping: Option<Instant>,
-    stop_signal: Signal,
-    /// SIGHUP came: a reload starts once no other worker is starting.
-    reload_wanted: bool,
-    last_check: Instant,
     last_replace: Option<Instant>,
     /// When recent workers ended abnormally: a worker that keeps failing is started again
     /// after a growing pause.
     crashes: Vec<Instant>,
     /// A restart waiting for its pause: when, and why.
     retry_at: Option<(Instant, Purpose)>,
+}
+
+struct Supervisor {
+    options: Options,
+    slots: Vec<Slot>,
+    /// Draining, whatever their slot.
+    old: Vec<Worker>,
+    stopping: Option<Instant>,
+    stop_signal: Signal,
+    /// SIGHUP came: a reload starts once no other worker is starting.
+    reload_wanted: bool,
+    /// A reload under way: the slot whose new worker is starting. Slots are reloaded one
+    /// at a time, so that a configuration that does not start fails once and the other
+    /// slots go on serving.
+    reload: Option<usize>,
+    /// First workers not accepting yet: READY=1 once none is left.
+    firsts: usize,
+    last_check: Instant,
     notified_beat: Instant,
     notify: Option<Notify>,
-    probe: Probe,
+    /// The `/healthz` probe, with one worker only.
+    probe: Option<Probe>,
     events: Recorder,
 }
 
 impl Supervisor {
     fn workers(&self) -> impl Iterator<Item = &Worker> {
-        self.current
+        self.slots
             .iter()
-            .chain(self.pending.iter())
+            .flat_map(|slot| slot.current.iter().chain(slot.pending.iter()))
             .chain(self.old.iter())
+    }
+
+    fn workers_mut(&mut self) -> impl Iterator<Item = &mut Worker> {
+        self.slots
+            .iter_mut()
+            .flat_map(|slot| slot.current.iter_mut().chain(slot.pending.iter_mut()))
+            .chain(self.old.iter_mut())
     }
 
     fn spawn(&self, purpose: Purpose) -> Result<Worker, String> {
@@ -304,46 +345,61 @@ impl Supervisor {
     /// have its handler (it gets it once it is; one that is not by [`STOP_LIMIT`], waiting
     /// for a sealed log's lock, say, is killed).
     fn stop_ready(&mut self) {
-        let workers = self
-            .current
-            .iter_mut()
-            .chain(self.pending.iter_mut())
-            .chain(self.old.iter_mut());
-        for worker in workers {
+        let signal = self.stop_signal;
+        for worker in self.workers_mut() {
             if worker.ready && !worker.stopped {
-                worker.signal(self.stop_signal);
+                worker.signal(signal);
                 worker.stopped = true;
             }
         }
     }
 
-    /// Starts a new worker for a reload (SIGHUP). One that comes while another worker is
-    /// starting waits for it: that one may have read the configuration before it changed.
-    fn reload(&mut self) {
-        self.notify(&format!("RELOADING=1\nMONOTONIC_USEC={}", monotonic_usec()));
-        match self.spawn(Purpose::Reload) {
-            Ok(worker) => self.pending = Some(worker),
-            Err(how) => {
-                let previous = self.current.as_ref().map_or(0, Worker::pid);
-                self.events.record(move || {
-                    record_supervision(Supervision::Failed {
-                        action: "reload",
-                        previous,
-                        how: &how,
-                    })
-                });
-                self.notify("READY=1");
+    /// Reloads (SIGHUP) the first slot from `from` on that has a worker serving: a new
+    /// worker for it. A slot without one is starting a worker already, which reads the
+    /// configuration as it is now. When no slot is left, the reload is done.
+    fn reload_from(&mut self, from: usize) {
+        self.reload = None;
+        for i in from..self.slots.len() {
+            let slot = &self.slots[i];
+            if slot.current.is_none() || slot.pending.is_some() || slot.retry_at.is_some() {
+                continue;
+            }
+            match self.spawn(Purpose::Reload) {
+                Ok(worker) => {
+                    self.slots[i].pending = Some(worker);
+                    self.reload = Some(i);
+                    return;
+                }
+                Err(how) => {
+                    self.failed_event("reload", i, how);
+                    break;
+                }
             }
         }
+        self.notify("READY=1");
+    }
+
+    fn failed_event(&self, action: &'static str, slot: usize, how: String) {
+        let previous = self.slots[slot].current.as_ref().map_or(0, Worker::pid);
+        self.events.record(move || {
+            record_supervision(Supervision::Failed {
+                action,
+                previous,
+                how: &how,
+                slot,
+            })
+        });
     }
 
     fn read_workers(&mut self) {
         let mut beat = false;
-        if let Some(current) = &mut self.current {
-            beat = current.read();
-        }
-        if let Some(pending) = &mut self.pending {
-            pending.read();
+        for slot in &mut self.slots {
+            if let Some(current) = &mut slot.current {
+                beat |= current.read();
+            }
+            if let Some(pending) = &mut slot.pending {
+                pending.read();
+            }
         }
         for old in &mut self.old {
             old.read();
@@ -354,7 +410,7 @@ impl Supervisor {
         }
     }
 
-    /// Collects the workers that ended, and acts on each: a restart for the current one,
+    /// Collects the workers that ended, and acts on each: a restart for a current one,
     /// a failure event for a new one that never accepted.
     fn reap(&mut self) -> Result<(), String> {
         loop {
@@ -368,20 +424,23 @@ impl Supervisor {
             let how = describe(status);
             if self.stopping.is_some() {
                 // Ending, as asked.
-                self.current.take_if(|w| w.pid() == pid);
-                self.pending.take_if(|w| w.pid() == pid);
+                for slot in &mut self.slots {
+                    slot.current.take_if(|w| w.pid() == pid);
+                    slot.pending.take_if(|w| w.pid() == pid);
+                }
                 self.old.retain(|w| w.pid() != pid);
                 continue;
             }
+            let is = |w: &Option<Worker>| w.as_ref().is_some_and(|w| w.pid() == pid);
             if let Some(i) = self.old.iter().position(|w| w.pid() == pid) {
                 let mut worker = self.old.swap_remove(i);
                 let _ = worker.child.try_wait();
-            } else if self.pending.as_ref().is_some_and(|w| w.pid() == pid) {
-                let mut worker = self.pending.take().expect("checked");
+            } else if let Some(i) = self.slots.iter().position(|s| is(&s.pending)) {
+                let mut worker = self.slots[i].pending.take().expect("checked");
                 let _ = worker.child.try_wait();
-                self.failed_start(worker.purpose, &how)?;
-            } else if self.current.as_ref().is_some_and(|w| w.pid() == pid) {
-                let mut worker = self.current.take().expect("checked");
+                self.failed_start(i, worker.purpose, &how)?;
+            } else if let Some(i) = self.slots.iter().position(|s| is(&s.current)) {
+                let mut worker = self.slots[i].current.take().expect("checked");
                 let _ = worker.child.try_wait();
                 if matches!(status, WaitStatus::Exited(_, 0)) {
                     // Stopped on purpose (a signal sent to it, or to the process group):
@@ -391,57 +450,51 @@ impl Supervisor {
                 }
                 // It served: started again at once, however often it happens (a worker
                 // that never starts is what waits).
-                self.restart(worker.pid(), how, false);
+                self.restart(i, worker.pid(), how, false);
             }
         }
     }
 
-    /// The current worker ended abnormally: a new one at once, or after a pause when
-    /// workers keep failing (3 in 10 s).
+    /// The current worker of slot `i` ended abnormally: a new one at once, or after a
+    /// pause when its workers keep failing (3 in 10 s).
     /// `young`: the worker ended before it accepted (a start that fails again and again
     /// waits a little longer each time).
-    fn restart(&mut self, previous: u32, how: String, young: bool) {
+    fn restart(&mut self, i: usize, previous: u32, how: String, young: bool) {
         let now = Instant::now();
-        self.crashes
+        let slot = &mut self.slots[i];
+        slot.crashes
             .retain(|t| now.duration_since(*t) < Duration::from_secs(10));
         if young {
-            self.crashes.push(now);
+            slot.crashes.push(now);
         }
         let purpose = Purpose::Restart {
             previous,
             how,
             since: now,
         };
-        if let Some(pending) = &mut self.pending {
+        if let Some(pending) = &mut slot.pending {
             // A replacement is on its way: it takes over as soon as it accepts, as the
             // restart.
             pending.purpose = purpose;
             return;
         }
-        let pause = match self.crashes.len() {
+        let pause = match slot.crashes.len() {
             0..=2 => Duration::ZERO,
             n => Duration::from_millis(100 << (n - 3).min(5)),
         };
         if pause.is_zero() {
-            self.start_restart(purpose);
+            self.start_restart(i, purpose);
         } else {
-            self.retry_at = Some((now + pause, purpose));
+            slot.retry_at = Some((now + pause, purpose));
         }
     }
 
-    fn start_restart(&mut self, purpose: Purpose) {
+    fn start_restart(&mut self, i: usize, purpose: Purpose) {
         match self.spawn(purpose) {
-            Ok(worker) => self.pending = Some(worker),
+            Ok(worker) => self.slots[i].pending = Some(worker),
             Err(how) => {
-                let failed = how.clone();
-                self.events.record(move || {
-                    record_supervision(Supervision::Failed {
-                        action: "restart",
-                        previous: 0,
-                        how: &failed,
-                    })
-                });
-                self.retry_at = Some((
+                self.failed_event("restart", i, how.clone());
+                self.slots[i].retry_at = Some((
                     Instant::now() + Duration::from_secs(1),
                     Purpose::Restart {
                         previous: 0,
@@ -453,10 +506,24 @@ impl Supervisor {
         }
     }
 
-    fn failed_start(&mut self, purpose: Purpose, how: &str) -> Result<(), String> {
-        let current = self.current.as_ref().map_or(0, Worker::pid);
+    fn failed_start(&mut self, i: usize, purpose: Purpose, how: &str) -> Result<(), String> {
+        let current = self.slots[i].current.as_ref().map_or(0, Worker::pid);
+        let serving = self.slots.iter().any(|slot| slot.current.is_some());
         let (action, previous) = match purpose {
-            Purpose::First => return Err(format!("the worker ended at start-up ({how})")),
+            // Nothing serves yet: the configuration is the likely cause, and the message
+            // is on stderr.
+            Purpose::First if !serving => {
+                return Err(format!("the worker ended at start-up ({how})"));
+            }
+            // Another slot's worker serves with the same configuration: this one is
+            // restarted, as one that served would be.
+            Purpose::First => {
+                self.firsts -= 1;
+                if self.firsts == 0 {
+                    self.notify("READY=1");
+                }
+                ("restart", 0)
+            }
             Purpose::Restart { .. } => ("restart", current),
             Purpose::Replace { previous, .. } => ("replace", previous),
             Purpose::Reload => ("reload", current),
@@ -467,30 +534,40 @@ impl Supervisor {
                 action,
                 previous,
                 how: &failed,
+                slot: i,
             })
         });
-        match purpose {
-            Purpose::Restart { .. } => self.restart(0, how.to_owned(), true),
-            Purpose::Replace { .. } => self.last_replace = Some(Instant::now()),
-            Purpose::Reload => self.notify("READY=1"),
-            Purpose::First => {}
+        if self.reload == Some(i) {
+            // The other slots keep the workers they have: a configuration that does not
+            // start is not tried on them.
+            self.reload = None;
+            self.notify("READY=1");
         }
-        if self.current.is_none() && self.pending.is_none() && self.retry_at.is_none() {
-            self.restart(previous, how.to_owned(), true);
+        match purpose {
+            Purpose::Restart { .. } | Purpose::First => self.restart(i, 0, how.to_owned(), true),
+            Purpose::Replace { .. } => self.slots[i].last_replace = Some(Instant::now()),
+            Purpose::Reload => {}
+        }
+        let slot = &self.slots[i];
+        if slot.current.is_none() && slot.pending.is_none() && slot.retry_at.is_none() {
+            self.restart(i, previous, how.to_owned(), true);
         }
         Ok(())
     }
 
-    /// A new worker that accepts takes over: the one it replaces drains.
-    fn promote(&mut self) {
-        if let Some((at, _)) = &self.retry_at
+    /// A new worker in slot `i` that accepts takes over: the one it replaces drains.
+    fn promote(&mut self, i: usize) {
+        let slot = &self.slots[i];
+        if let Some((at, _)) = &slot.retry_at
             && Instant::now() >= *at
-            && self.pending.is_none()
+            && slot.pending.is_none()
         {
-            let (_, purpose) = self.retry_at.take().expect("checked");
-            self.start_restart(purpose);
+            let (_, purpose) = self.slots[i].retry_at.take().expect("checked");
+            self.start_restart(i, purpose);
         }
-        let Some(pending) = &self.pending else { return };
+        let Some(pending) = &self.slots[i].pending else {
+            return;
+        };
         if !pending.ready {
             if pending.started.elapsed() > START_TIMEOUT {
                 // Reaped as a failed start once it is gone.
@@ -504,23 +581,30 @@ impl Supervisor {
                 }
             );
             if not_serving && pending.started.elapsed() > TAKEOVER {
-                self.kill_current();
+                self.kill_current(i);
             }
             return;
         }
-        let worker = self.pending.take().expect("checked");
+        let worker = self.slots[i].pending.take().expect("checked");
         let pid = worker.pid();
-        self.probe.reset();
-        let previous = self.current.take();
+        if let Some(probe) = &self.probe {
+            probe.reset();
+        }
+        let previous = self.slots[i].current.take();
         let previous_pid = previous.as_ref().map_or(0, Worker::pid);
-        let events = &self.events;
         if let Some(mut previous) = previous {
             previous.signal(Signal::SIGUSR2);
             previous.draining = Some(Instant::now());
             self.old.push(previous);
         }
+        let events = &self.events;
         match &worker.purpose {
-            Purpose::First => self.notify("READY=1"),
+            Purpose::First => {
+                self.firsts -= 1;
+                if self.firsts == 0 {
+                    self.notify("READY=1");
+                }
+            }
             Purpose::Restart {
                 previous,
                 how,
@@ -533,6 +617,7 @@ impl Supervisor {
                         how: &how,
                         worker: pid,
                         took,
+                        slot: i,
                     })
                 });
             }
@@ -542,6 +627,7 @@ impl Supervisor {
                         previous,
                         cause,
                         worker: pid,
+                        slot: i,
                     })
                 });
             }
@@ -550,15 +636,20 @@ impl Supervisor {
                     record_supervision(Supervision::Reloaded {
                         previous: previous_pid,
                         worker: pid,
+                        slot: i,
                     })
                 });
-                self.notify("READY=1");
             }
         }
-        self.current = Some(worker);
+        self.slots[i].current = Some(worker);
+        if self.reload == Some(i) {
+            // Whatever it was started as by now (a restart, if the old one died).
+            self.reload_from(i + 1);
+        }
     }
 
-    /// The watchdog: kills drains that overran, and replaces an unhealthy current worker.
+    /// The watchdog: kills drains that overran, and replaces an unhealthy current worker
+    /// in each slot.
     fn watch(&mut self) {
         for old in &self.old {
             if old.draining.is_some_and(|t| t.elapsed() > DRAIN_LIMIT) {
@@ -569,39 +660,41 @@ impl Supervisor {
             return;
         }
         self.last_check = Instant::now();
-        let Some(current) = &self.current else { return };
-        if self.pending.is_some() || self.last_replace.is_some_and(|t| t.elapsed() < COOLDOWN) {
-            return;
-        }
-        let cause = if current.beat.elapsed() > STALL {
-            Some("loop_stalled")
-        } else if self.probe.failures() >= PROBE_FAILURES {
-            Some("healthz_failed")
-        } else {
-            over_limits(current.pid())
-        };
-        if let Some(cause) = cause {
-            self.last_replace = Some(Instant::now());
+        let unanswered = self
+            .probe
+            .as_ref()
+            .is_some_and(|p| p.failures() >= PROBE_FAILURES);
+        for i in 0..self.slots.len() {
+            let slot = &self.slots[i];
+            let Some(current) = &slot.current else {
+                continue;
+            };
+            if slot.pending.is_some() || slot.last_replace.is_some_and(|t| t.elapsed() < COOLDOWN) {
+                continue;
+            }
+            let cause = if current.beat.elapsed() > STALL {
+                Some("loop_stalled")
+            } else if unanswered {
+                Some("healthz_failed")
+            } else {
+                over_limits(current.pid())
+            };
             let previous = current.pid();
-            match self.spawn(Purpose::Replace { cause, previous }) {
-                Ok(worker) => self.pending = Some(worker),
-                Err(how) => {
-                    self.events.record(move || {
-                        record_supervision(Supervision::Failed {
-                            action: "replace",
-                            previous,
-                            how: &how,
-                        })
-                    });
+            if let Some(cause) = cause {
+                self.slots[i].last_replace = Some(Instant::now());
+                match self.spawn(Purpose::Replace { cause, previous }) {
+                    Ok(worker) => self.slots[i].pending = Some(worker),
+                    Err(how) => self.failed_event("replace", i, how),
                 }
             }
         }
     }
 
-    /// Kills the current worker, which does not serve and may hold what its replacement
-    /// waits for; reaped quietly, as a drained one is (its replacement's event names it).
-    fn kill_current(&mut self) {
-        if let Some(mut current) = self.current.take() {
+    /// Kills the current worker of slot `i`, which does not serve and may hold what its
+    /// replacement waits for; reaped quietly, as a drained one is (its replacement's event
+    /// names it).
+    fn kill_current(&mut self, i: usize) {
+        if let Some(mut current) = self.slots[i].current.take() {
             current.signal(Signal::SIGKILL);
             current.draining = Some(Instant::now());
             self.old.push(current);

@@ -3,8 +3,9 @@
 # Reload under load: wrk keeps 32 connections busy on a protected path of a supervised
 # release jwtguard for RELOAD_SECONDS (10) while it gets a SIGHUP every 0.5 s, half of
 # them with a changed --config file. No request may fail (wrk: no socket error, no
-# non-2xx), each reload must be a `reload` event followed by the old worker's `drained`
-# shutdown, the log whole, and every answered request in it.
+# non-2xx), each reload must be a `reload` event per worker followed by the old worker's
+# `drained` shutdown, the log whole, and every answered request in it. Two rounds: one
+# worker, then --workers 2 (a reload replaces each worker in turn).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 # shellcheck source=tests/server.sh
@@ -17,7 +18,11 @@ export JWTGUARD_SECRET=reload-test-secret-0123456789abcdef
 TOKEN=$(target/release/jwtguard token --sub loaded --ttl 600)
 log=$tmp/security.log
 conf=$tmp/jwtguard.conf
-printf 'protect /api/\n' >"$conf"
+
+round() {
+local workers=$1
+rm -f "$log" "$tmp/out" "$tmp/err" "$tmp/wrk"
+printf 'protect /api/\nworkers %s\n' "$workers" >"$conf"
 
 target/release/jwtguard --listen 127.0.0.1:0 --config "$conf" --log-file "$log" \
   >"$tmp/out" 2>"$tmp/err" &
@@ -34,7 +39,7 @@ reloads=0
 while kill -0 "$load" 2>/dev/null; do
   reloads=$((reloads + 1))
   if ((reloads % 2)); then
-    printf 'protect /api/\nprotect /r%s/\n' "$reloads" >"$conf"
+    printf 'protect /api/\nprotect /r%s/\nworkers %s\n' "$reloads" "$workers" >"$conf"
   fi
   kill -HUP "$pid"
   sleep 0.5
@@ -47,9 +52,9 @@ wait "$pid"
 pid=
 
 cat "$tmp/wrk"
-python3 - "$log" "$tmp/wrk" "$reloads" <<'PY'
+python3 - "$log" "$tmp/wrk" "$reloads" "$workers" <<'PY'
 import json, re, sys
-log, wrk, sent = sys.argv[1], open(sys.argv[2]).read(), int(sys.argv[3])
+log, wrk, sent, workers = sys.argv[1], open(sys.argv[2]).read(), int(sys.argv[3]), int(sys.argv[4])
 fail = []
 requests = int(re.search(r"(\d+) requests in", wrk).group(1))
 if "Socket errors" in wrk:
@@ -75,16 +80,21 @@ if len(ids) != len(set(ids)):
 # wrk does not count the requests in flight when it stops: at most one per connection.
 if not 0 <= len(authorized) - requests <= 32:
     fail.append(f"{len(authorized)} events for {requests} requests")
-# A SIGHUP that comes while a new worker starts waits for it: some reloads merge.
-if not (sent // 2 <= reloaded <= sent):
-    fail.append(f"{reloaded} reloads for {sent} SIGHUPs")
+# A SIGHUP that comes while a new worker starts waits for it: some reloads merge. Each
+# reload is an event per worker.
+if not (sent // 2 * workers <= reloaded <= sent * workers):
+    fail.append(f"{reloaded} reloads for {sent} SIGHUPs and {workers} workers")
 if drained != reloaded:
     fail.append(f"{drained} drained workers for {reloaded} reloads")
 if any(e.get("event.action") in ("restart", "replace") for e in events):
     fail.append("a restart or replacement: " + str([e["message"] for e in events if e.get("event.action") in ("restart", "replace")]))
-print(f"reload.sh: {requests} requests, {reloaded} reloads ({sent} SIGHUPs), {drained} workers drained, {len(authorized)} events")
+print(f"reload.sh: {workers} worker(s), {requests} requests, {reloaded} reloads ({sent} SIGHUPs), {drained} workers drained, {len(authorized)} events")
 if fail:
     print("reload.sh: FAILED:", *fail, sep="\n  ")
     sys.exit(1)
 print("reload.sh: no failed request, every reload a handover, the log whole: ok")
 PY
+}
+
+round 1
+round 2
