@@ -2,8 +2,9 @@
 //! and no slow upstream, nor slow client, holds up the serving thread.
 //!
 //! jwtguard speaks HTTP/1.1 to the upstream itself, with `httparse` for the response head:
-//! a proxy must pass a message on as it came (any method, a body on any method, headers
-//! in order and repeated, its framing), which a general HTTP client would rewrite.
+//! a proxy must pass a message on as it came (any method, headers in order and repeated,
+//! its framing), which a general HTTP client would rewrite. A body on `GET`, `HEAD`,
+//! `OPTIONS` or `DELETE` is the exception ([`Proxy::refuses_body`]).
 //!
 //! Each client connection has a lane: its requests are forwarded, and answered, in order,
 //! by one thread at a time. While a lane is busy, the serving thread hands it its other
@@ -138,6 +139,8 @@ enum Job {
 #[derive(Clone)]
 pub(crate) struct Proxy {
     shared: Arc<Shared>,
+    /// `--allow-body-on-any-method`.
+    any_body: bool,
 }
 
 struct Shared {
@@ -272,7 +275,21 @@ impl Proxy {
                 shared.kept.reacting();
             }
         }
-        Ok(Proxy { shared })
+        Ok(Proxy {
+            shared,
+            any_body: config.allow_body_on_any_method,
+        })
+    }
+
+    /// Whether `request` is refused for its body (`body_not_allowed`): a body on `GET`,
+    /// `HEAD`, `OPTIONS` or `DELETE` has no meaning (RFC 9110 §9.3), so an app may leave it
+    /// unread and take it for the next request on that upstream connection, one the
+    /// guard never saw (issue 17's desync). Unless `--allow-body-on-any-method`.
+    pub(crate) fn refuses_body(&self, request: &tiny_http::Request) -> bool {
+        use tiny_http::Method::{Delete, Get, Head, Options};
+        !self.any_body
+            && matches!(request.method(), Get | Head | Options | Delete)
+            && has_body(request)
     }
 
     /// From now on, every answer closes its connection, and no upstream connection is

@@ -45,6 +45,10 @@ pub enum Reason {
     BadFraming,
     /// The request announces a body larger than jwtguard will let tiny_http drain.
     BodyTooLarge,
+    /// With an upstream, a body on `GET`, `HEAD`, `OPTIONS` or `DELETE` (without
+    /// `--allow-body-on-any-method`): an app that does not read it would take it for the
+    /// next request, one the guard never saw. The connection is closed.
+    BodyNotAllowed,
     /// The token's `kid` names no key of the key set (or it names none, and the set holds
     /// several).
     UnknownKey,
@@ -57,7 +61,7 @@ pub enum Reason {
 
 impl Reason {
     /// Every reason, in documentation order.
-    pub const ALL: [Reason; 17] = [
+    pub const ALL: [Reason; 18] = [
         Reason::MissingToken,
         Reason::UnsupportedScheme,
         Reason::InvalidRequest,
@@ -72,6 +76,7 @@ impl Reason {
         Reason::ClockError,
         Reason::BadFraming,
         Reason::BodyTooLarge,
+        Reason::BodyNotAllowed,
         Reason::UnknownKey,
         Reason::InsufficientScope,
         Reason::BadPath,
@@ -94,6 +99,7 @@ impl Reason {
             Reason::ClockError => "clock_error",
             Reason::BadFraming => "bad_framing",
             Reason::BodyTooLarge => "body_too_large",
+            Reason::BodyNotAllowed => "body_not_allowed",
             Reason::UnknownKey => "unknown_key",
             Reason::InsufficientScope => "insufficient_scope",
             Reason::BadPath => "bad_path",
@@ -104,7 +110,10 @@ impl Reason {
     /// body too large, 503 for a server fault, 401 otherwise.
     pub fn status(self) -> u16 {
         match self {
-            Reason::InvalidRequest | Reason::BadFraming | Reason::BadPath => 400,
+            Reason::InvalidRequest
+            | Reason::BadFraming
+            | Reason::BadPath
+            | Reason::BodyNotAllowed => 400,
             Reason::InsufficientScope => 403,
             Reason::BodyTooLarge => 413,
             Reason::ClockError => 503,
@@ -125,9 +134,11 @@ impl Reason {
             Reason::InsufficientScope => {
                 Some("Bearer realm=\"jwtguard\", error=\"insufficient_scope\"")
             }
-            Reason::ClockError | Reason::BadFraming | Reason::BodyTooLarge | Reason::BadPath => {
-                None
-            }
+            Reason::ClockError
+            | Reason::BadFraming
+            | Reason::BodyTooLarge
+            | Reason::BodyNotAllowed
+            | Reason::BadPath => None,
             _ => Some("Bearer realm=\"jwtguard\", error=\"invalid_token\""),
         }
     }
@@ -157,6 +168,7 @@ impl Reason {
             Reason::ClockError => "the server clock reads before 1970",
             Reason::BadFraming => "ambiguous framing or invalid header syntax",
             Reason::BodyTooLarge => "announced body too large",
+            Reason::BodyNotAllowed => "a body on a method that forwards none",
             Reason::UnknownKey => "token key id is not in the key set",
             Reason::InsufficientScope => "token lacks a required scope",
             Reason::BadPath => "path cannot be normalised safely",
@@ -189,7 +201,9 @@ mod tests {
                 Reason::ClockError => assert_eq!((status, challenge), (503, None)),
                 Reason::BadFraming => assert_eq!((status, challenge), (400, None)),
                 Reason::BodyTooLarge => assert_eq!((status, challenge), (413, None)),
-                Reason::BadPath => assert_eq!((status, challenge), (400, None)),
+                Reason::BadPath | Reason::BodyNotAllowed => {
+                    assert_eq!((status, challenge), (400, None))
+                }
                 Reason::InsufficientScope => assert_eq!(
                     (status, challenge),
                     (

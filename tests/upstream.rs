@@ -1404,3 +1404,72 @@ fn a_bad_host_is_refused_and_never_reaches_the_app_on_any_path() {
         ["localhost"]
     );
 }
+
+#[test]
+fn a_body_on_get_head_options_or_delete_is_refused_unless_allowed() {
+    let upstream = Upstream::start();
+    let server = jwtguard(&upstream, &["--public", "/static/"]);
+    let token = token(&["--sub", "alice"]);
+    // The desync: an anonymous GET to a public path, its body another request
+    // naming a user. An app that does not read a GET's body (Python's http.server) took
+    // the body for the next request on that upstream connection.
+    let smuggled = "GET /admin HTTP/1.1\r\nHost: x\r\nX-Auth-User: root\r\n\r\n";
+    let length = format!("Content-Length: {}\r\n\r\n{smuggled}", smuggled.len());
+    let chunked = format!(
+        "Transfer-Encoding: chunked\r\n\r\n{:x}\r\n{smuggled}\r\n0\r\n\r\n",
+        smuggled.len()
+    );
+    let auth = format!("Authorization: Bearer {token}\r\n");
+    let cases = [
+        ("GET", "/static/x", "", &length),
+        ("GET", "/static/x", "", &chunked),
+        ("GET", "/api/x", auth.as_str(), &length),
+        ("HEAD", "/api/x", &auth, &length),
+        ("OPTIONS", "/api/x", &auth, &length),
+        ("DELETE", "/api/x", &auth, &chunked),
+    ];
+    for (method, path, auth, body) in cases {
+        let answer = exchange(
+            &server,
+            format!("{method} {path} HTTP/1.1\r\nHost: x\r\n{auth}{body}").as_bytes(),
+        );
+        assert!(
+            answer.starts_with("HTTP/1.1 400 "),
+            "{method} {path}: {answer}"
+        );
+        assert!(answer.contains("\r\nConnection: close\r\n"), "{answer}");
+    }
+    assert!(upstream.seen().is_empty(), "{:?}", upstream.seen());
+    let reasons: Vec<_> = server
+        .requests_logged()
+        .into_iter()
+        .map(|e| e["event.reason"].clone())
+        .collect();
+    assert_eq!(reasons, vec!["body_not_allowed"; cases.len()]);
+    // An empty body is no body; a body on POST is forwarded.
+    let answer = exchange(
+        &server,
+        b"GET /static/x HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n",
+    );
+    assert!(answer.starts_with("HTTP/1.1 200 "), "{answer}");
+    let answer = exchange(
+        &server,
+        format!("POST /api/x HTTP/1.1\r\nHost: x\r\n{auth}{length}").as_bytes(),
+    );
+    assert!(answer.starts_with("HTTP/1.1 200 "), "{answer}");
+
+    // With --allow-body-on-any-method the body goes on, framed as it came.
+    let allowing = jwtguard(
+        &upstream,
+        &["--public", "/static/", "--allow-body-on-any-method"],
+    );
+    let answer = exchange(
+        &allowing,
+        format!("DELETE /api/x HTTP/1.1\r\nHost: x\r\n{auth}{length}").as_bytes(),
+    );
+    assert!(answer.starts_with("HTTP/1.1 200 "), "{answer}");
+    let seen = upstream.seen();
+    let last = seen.last().unwrap();
+    assert_eq!(last.line, "DELETE /api/x HTTP/1.1");
+    assert_eq!(last.body, smuggled.as_bytes());
+}
