@@ -20,6 +20,7 @@
 
 mod conn;
 mod reactor;
+mod request_head;
 mod response;
 
 use std::collections::{HashMap, VecDeque};
@@ -67,21 +68,6 @@ const WATCH_PAUSE: Duration = Duration::from_millis(100);
 const CLOSED_FOR: Duration = Duration::from_secs(2);
 /// The longest chunk-size or trailer line of an upstream's chunked answer.
 const MAX_LINE: usize = 4 * 1024;
-
-/// Headers that describe one connection, not the message (RFC 9110 §7.6.1), and those
-/// jwtguard sets itself on the way to the upstream.
-const HOP_BY_HOP: [&str; 10] = [
-    "Connection",
-    "Keep-Alive",
-    "Proxy-Connection",
-    "TE",
-    "Trailer",
-    "Transfer-Encoding",
-    "Upgrade",
-    "Proxy-Authorization",
-    "Proxy-Authenticate",
-    "Content-Length",
-];
 
 /// A request on its way to the upstream.
 pub(crate) struct Forward {
@@ -862,7 +848,7 @@ impl Shared {
         Ok((upstream, response_head))
     }
 
-    /// The request line and headers for the upstream.
+    /// The request line and headers for the upstream ([`request_head`]'s rules).
     fn request_head<'i>(
         &self,
         request: &tiny_http::Request,
@@ -870,94 +856,35 @@ impl Shared {
         id: Option<RequestId>,
         identity: impl Iterator<Item = (&'i str, &'i str)>,
     ) -> Vec<u8> {
-        let headers = request.headers();
+        let headers: Vec<(&str, &str)> = request
+            .headers()
+            .iter()
+            .map(|h| (h.field.as_str().as_str(), h.value.as_str()))
+            .collect();
         let peer = request.remote_addr().map(|a| a.ip().to_canonical());
-        let trusted = peer.is_some_and(|p| self.trusted.contains(p));
-        let listed = |name: &str| {
-            headers
-                .values("Connection")
-                .flat_map(|v| v.split(','))
-                .any(|n| n.trim().eq_ignore_ascii_case(name))
+        let body = match request.body_length() {
+            _ if chunked(request.headers()) => request_head::Body::Chunked,
+            Some(n) if n > 0 || request.method().as_str() != "GET" => {
+                request_head::Body::Length(n as u64)
+            }
+            _ => request_head::Body::None,
+        };
+        let parts = request_head::Parts {
+            method: request.method().as_str(),
+            target,
+            headers: &headers,
+            peer,
+            trusted: peer.is_some_and(|p| self.trusted.contains(p)),
+            body,
+        };
+        let added = request_head::Added {
+            strip_authorization: self.strip_authorization,
+            identity_names: &self.identity,
+            identity,
+            id,
         };
         let mut out = Vec::with_capacity(1024);
-        out.extend_from_slice(request.method().as_str().as_bytes());
-        out.push(b' ');
-        out.extend_from_slice(target.as_bytes());
-        out.extend_from_slice(b" HTTP/1.1\r\n");
-        let header = |out: &mut Vec<u8>, name: &str, value: &str| {
-            out.extend_from_slice(name.as_bytes());
-            out.extend_from_slice(b": ");
-            out.extend_from_slice(value.as_bytes());
-            out.extend_from_slice(b"\r\n");
-        };
-        let host = headers.values("Host").next();
-        for h in headers {
-            let name = h.field.as_str().as_str();
-            let is = |other: &str| name.eq_ignore_ascii_case(other);
-            // A name with "_": CGI-style apps read it as its "-" twin (X-Auth_User as
-            // X-Auth-User), so none goes on, as with nginx's underscores_in_headers off.
-            let dropped = name.contains('_')
-                || HOP_BY_HOP.iter().any(|n| is(n))
-                || is("Expect")
-                || is("X-Request-Id")
-                || (is("Authorization") && self.strip_authorization)
-                || self.identity.iter().any(|n| is(n))
-                || is("X-Forwarded-For")
-                // Apps (Symfony, IIS rewrites) route by these: a client would name a path
-                // other than the one the guard decided on.
-                || is("X-Original-URL")
-                || is("X-Rewrite-URL")
-                || ((is("X-Forwarded-Proto")
-                    || is("X-Forwarded-Host")
-                    || is("X-Forwarded-Prefix")
-                    || is("X-Forwarded-Port")
-                    || is("Forwarded")
-                    || is("X-Real-IP"))
-                    && !trusted)
-                // The Connection list names hop-by-hop headers, never Host nor
-                // Authorization: those are the request's own.
-                || (listed(name) && !is("Host") && !is("Authorization"));
-            if !dropped {
-                header(&mut out, name, h.value.as_str());
-            }
-        }
-        if host.is_none() {
-            header(&mut out, "Host", "localhost");
-        }
-        // A trusted proxy's list, and the peer.
-        out.extend_from_slice(b"X-Forwarded-For: ");
-        if trusted {
-            for earlier in headers.values("X-Forwarded-For") {
-                out.extend_from_slice(earlier.as_bytes());
-                out.extend_from_slice(b", ");
-            }
-        }
-        if let Some(peer) = peer {
-            let _ = write!(out, "{peer}");
-        }
-        out.extend_from_slice(b"\r\n");
-        if !(trusted && headers.values("X-Forwarded-Proto").next().is_some()) {
-            header(&mut out, "X-Forwarded-Proto", "http");
-        }
-        if !(trusted && headers.values("X-Forwarded-Host").next().is_some())
-            && let Some(host) = host
-        {
-            header(&mut out, "X-Forwarded-Host", host);
-        }
-        for (name, value) in identity {
-            header(&mut out, name, value);
-        }
-        if let Some(id) = id {
-            header(&mut out, "X-Request-Id", id.text().as_str());
-        }
-        match request.body_length() {
-            _ if chunked(headers) => header(&mut out, "Transfer-Encoding", "chunked"),
-            Some(n) if n > 0 || request.method().as_str() != "GET" => {
-                header(&mut out, "Content-Length", itoa::Buffer::new().format(n))
-            }
-            _ => {}
-        }
-        out.extend_from_slice(b"\r\n");
+        request_head::write(&mut out, &parts, added);
         out
     }
 }
