@@ -38,6 +38,7 @@ use response::{Framing, Parsed};
 use crate::event::{Action, Event, RequestEvent, RequestId};
 use crate::forwarded::Trusted;
 use crate::http::{self, Reply};
+use crate::serve::chunked::Chunked;
 use crate::{Config, Error, Headers, logger};
 
 /// The most forwarding threads.
@@ -1164,15 +1165,6 @@ fn copy_body(
 ) -> Result<bool, Failure> {
     let upstream_err = |e: io::Error| Failure::During(timeout_or(&e, "upstream_error"), status);
     let broke = || Failure::During("upstream_error", status);
-    // A line of at most MAX_LINE bytes, ending with LF; the end of the stream gives none.
-    let read_line = |reader: &mut Conn, line: &mut Vec<u8>| -> Result<usize, Failure> {
-        line.clear();
-        let n = read_line(reader, line, MAX_LINE).map_err(upstream_err)?;
-        if n > 0 && !line.ends_with(b"\n") {
-            return Err(broke());
-        }
-        Ok(n)
-    };
     let mut buf = vec![0u8; 16 * 1024];
     match framing {
         Framing::None => Ok(true),
@@ -1205,40 +1197,29 @@ fn copy_body(
             Ok(false)
         }
         Framing::Chunked => {
-            let mut line = Vec::new();
+            let mut body = Chunked::new(MAX_LINE);
             loop {
-                read_line(reader, &mut line)?;
-                let size = std::str::from_utf8(&line)
-                    .ok()
-                    .map(|l| l.trim_end().split(';').next().unwrap_or("").trim())
-                    .and_then(|hex| u64::from_str_radix(hex, 16).ok())
-                    .ok_or_else(broke)?;
-                if size == 0 {
-                    // Trailers, to the blank line: not passed on.
-                    loop {
-                        let n = read_line(reader, &mut line)?;
-                        if n == 0 || line == b"\r\n" || line == b"\n" {
-                            break;
+                let got = reader.fill_buf().map_err(upstream_err)?;
+                if got.is_empty() {
+                    return Err(broke());
+                }
+                let mut sent = Ok(());
+                let used = body
+                    .feed(got, &mut |data| {
+                        if sent.is_ok() {
+                            sent = client.chunk(data, client_1_0);
                         }
-                    }
+                    })
+                    .map_err(|_| broke())?;
+                reader.consume(used);
+                sent.map_err(|_| Failure::ClientGone)?;
+                if body.is_done() {
                     client
                         .end_chunks(client_1_0)
                         .map_err(|_| Failure::ClientGone)?;
+                    // What follows stays in the buffer: then the connection is not reused.
                     return Ok(true);
                 }
-                let mut left = size;
-                while left > 0 {
-                    let want = buf.len().min(usize::try_from(left).unwrap_or(usize::MAX));
-                    let got = reader.read(&mut buf[..want]).map_err(upstream_err)?;
-                    if got == 0 {
-                        return Err(broke());
-                    }
-                    client
-                        .chunk(&buf[..got], client_1_0)
-                        .map_err(|_| Failure::ClientGone)?;
-                    left -= got as u64;
-                }
-                read_line(reader, &mut line)?;
             }
         }
     }

@@ -63,6 +63,13 @@ fn respond(seen: &Seen, stream: &mut TcpStream) {
         stream
             .write_all(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nContent-Length: 3\r\n\r\n2\r\nok\r\n0\r\n\r\n")
             .unwrap();
+    } else if path.starts_with("/bad-chunk") {
+        // A chunk's data longer than its size says: the framing is off from there on.
+        stream
+            .write_all(
+                b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhelloXY\r\n0\r\n\r\n",
+            )
+            .unwrap();
     } else if path.starts_with("/garbage") {
         stream.write_all(b"this is not HTTP\r\n\r\n").unwrap();
     } else if let Some(kib) = path.strip_prefix("/kib/") {
@@ -1616,4 +1623,35 @@ fn trickling_uploads_from_four_clients_do_not_hold_up_others() {
         waits.iter().all(|w| *w < Duration::from_millis(500)),
         "{waits:?}"
     );
+}
+
+#[test]
+fn a_chunked_answer_whose_data_overruns_its_size_is_cut_and_its_connection_not_reused() {
+    let upstream = Upstream::start();
+    let server = jwtguard(&upstream, &[]);
+    let token = token(&["--sub", "olga"]);
+    // Two requests pipelined on one connection: the first answer's framing is off.
+    let answer = exchange(
+        &server,
+        format!("{}{}", get("/bad-chunk", &token), get("/next", &token)).as_bytes(),
+    );
+    assert!(answer.starts_with("HTTP/1.1 200 OK\r\n"), "{answer}");
+    // Cut: no end of the chunked body, and nothing after it on that connection.
+    assert!(!answer.ends_with("0\r\n\r\n"), "{answer}");
+    assert!(!answer.contains("/next"), "{answer}");
+    let forward = forward_events_wait(&server, 1);
+    assert_eq!(forward[0]["event.reason"], "upstream_error");
+    // The upstream connection is not given back: the next request goes on a new one.
+    let mut client = Client::open(&server);
+    assert_eq!(client.get("/after", &token).0, 200);
+    let seen = upstream.seen();
+    let first = seen
+        .iter()
+        .find(|s| s.line.starts_with("GET /bad-chunk"))
+        .unwrap();
+    let after = seen
+        .iter()
+        .find(|s| s.line.starts_with("GET /after"))
+        .unwrap();
+    assert_ne!(first.connection, after.connection, "reused");
 }
