@@ -51,6 +51,10 @@ Serve options:
   --forward-auth PATH      answer a proxy's auth subrequests here (nginx auth_request,
                            Caddy forward_auth): 200, 401 or 403, never 400
   --strip-authorization    do not forward Authorization to the upstream
+  --allow-body-on-any-method
+                           forward a body on GET, HEAD, OPTIONS and DELETE too (weaker:
+                           an app that does not read it takes it for a request); without
+                           it such a request is refused, 400
   --claim-header CLAIM=HEADER
                            also pass this claim (a dotted path for nested ones) on in
                            this header, repeatable; X-Auth-User always carries the user
@@ -415,6 +419,9 @@ impl Flags {
                 self.config.forward_auth = Some(parser.value()?.string()?)
             }
             Long("strip-authorization") if !in_token => self.config.strip_authorization = true,
+            Long("allow-body-on-any-method") if !in_token => {
+                self.config.allow_body_on_any_method = true
+            }
             Long("claim-header") if !in_token => {
                 let value = parser.value()?.string()?;
                 self.config

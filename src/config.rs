@@ -110,6 +110,12 @@ pub struct Config {
     /// Do not forward `Authorization` to the upstream.
     /// Defaults to `false`.
     pub strip_authorization: bool,
+    /// Forward a body on `GET`, `HEAD`, `OPTIONS` and `DELETE` too. Weakens security: an
+    /// app that does not read such a body (it need not, RFC 9110 §9.3) takes it for the
+    /// next request on that upstream connection, a request the guard never saw. Without
+    /// it such a request is refused (400, `body_not_allowed`) before it is judged.
+    /// Defaults to `false`.
+    pub allow_body_on_any_method: bool,
     /// More identity headers: (claim, header). The claim is a name or a dotted path into
     /// nested objects (`team.id`); `X-Auth-User` always carries the user.
     /// Defaults to none.
@@ -195,6 +201,7 @@ impl Default for Config {
             public: Vec::new(),
             forward_auth: None,
             strip_authorization: false,
+            allow_body_on_any_method: false,
             claim_headers: Vec::new(),
             trusted_proxies: Vec::new(),
             require: Vec::new(),
@@ -477,6 +484,10 @@ impl Config {
                 fields.push(("upstream", upstream.clone()));
                 fields.push(("upstream_timeout", self.upstream_timeout.to_string()));
                 fields.push(("strip_authorization", self.strip_authorization.to_string()));
+                fields.push((
+                    "allow_body_on_any_method",
+                    self.allow_body_on_any_method.to_string(),
+                ));
             }
             None => {
                 fields.push(("protect", self.protect.join(",")));

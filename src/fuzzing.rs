@@ -140,3 +140,46 @@ pub fn connection(input: &[u8], pieces: &[u8]) -> usize {
     }
     items
 }
+
+/// Reads `input` as a chunked body whole, and again in reads of the lengths `pieces` gives
+/// in turn (cycled; each 1 or more), with a 64-byte line limit. Panics when the two
+/// disagree (the data, where the body ends, or why it cannot be read), or when more data
+/// comes out than bytes went in. Returns the body's length once it ended.
+pub fn chunked(input: &[u8], pieces: &[u8]) -> Option<usize> {
+    use crate::serve::chunked::{Bad, Chunked};
+    let read = |cuts: &mut dyn Iterator<Item = usize>| -> (Vec<u8>, Result<Option<usize>, Bad>) {
+        let mut body = Chunked::new(64);
+        let (mut data, mut at) = (Vec::new(), 0);
+        while at < input.len() && !body.is_done() {
+            let len = cuts
+                .next()
+                .unwrap_or(input.len())
+                .clamp(1, input.len() - at);
+            match body.feed(&input[at..at + len], &mut |d| data.extend_from_slice(d)) {
+                Ok(used) => {
+                    assert!(used <= len, "used {used} of {len}");
+                    at += used;
+                    if used < len {
+                        assert!(body.is_done(), "stopped early without an end");
+                    }
+                }
+                Err(bad) => return (data, Err(bad)),
+            }
+        }
+        assert!(data.len() <= at, "{} bytes of data from {at}", data.len());
+        (data, Ok(body.is_done().then_some(at)))
+    };
+    let whole = read(&mut std::iter::empty());
+    let mut cuts = pieces
+        .iter()
+        .map(|&p| usize::from(p) + 1)
+        .chain([1])
+        .cycle();
+    let (data, end) = read(&mut cuts);
+    match (&whole.1, &end) {
+        (Ok(_), Ok(_)) => assert_eq!(whole, (data, end)),
+        // The data before the error depends on where the reads were cut; the error not.
+        _ => assert_eq!(whole.1, end),
+    }
+    whole.1.ok().flatten()
+}

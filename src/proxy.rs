@@ -2,8 +2,9 @@
 //! and no slow upstream, nor slow client, holds up the serving thread.
 //!
 //! jwtguard speaks HTTP/1.1 to the upstream itself, with `httparse` for the response head:
-//! a proxy must pass a message on as it came (any method, a body on any method, headers
-//! in order and repeated, its framing), which a general HTTP client would rewrite.
+//! a proxy must pass a message on as it came (any method, headers in order and repeated,
+//! its framing), which a general HTTP client would rewrite. A body on `GET`, `HEAD`,
+//! `OPTIONS` or `DELETE` is the exception ([`Proxy::refuses_body`]).
 //!
 //! Each client connection has a lane: its requests are forwarded, and answered, in order,
 //! by one thread at a time. While a lane is busy, the serving thread hands it its other
@@ -19,6 +20,7 @@
 
 mod conn;
 mod reactor;
+mod request_head;
 mod response;
 
 use std::collections::{HashMap, VecDeque};
@@ -36,6 +38,7 @@ use response::{Framing, Parsed};
 use crate::event::{Action, Event, RequestEvent, RequestId};
 use crate::forwarded::Trusted;
 use crate::http::{self, Reply};
+use crate::serve::chunked::Chunked;
 use crate::{Config, Error, Headers, logger};
 
 /// The most forwarding threads.
@@ -66,21 +69,6 @@ const WATCH_PAUSE: Duration = Duration::from_millis(100);
 const CLOSED_FOR: Duration = Duration::from_secs(2);
 /// The longest chunk-size or trailer line of an upstream's chunked answer.
 const MAX_LINE: usize = 4 * 1024;
-
-/// Headers that describe one connection, not the message (RFC 9110 §7.6.1), and those
-/// jwtguard sets itself on the way to the upstream.
-const HOP_BY_HOP: [&str; 10] = [
-    "Connection",
-    "Keep-Alive",
-    "Proxy-Connection",
-    "TE",
-    "Trailer",
-    "Transfer-Encoding",
-    "Upgrade",
-    "Proxy-Authorization",
-    "Proxy-Authenticate",
-    "Content-Length",
-];
 
 /// A request on its way to the upstream.
 pub(crate) struct Forward {
@@ -138,6 +126,8 @@ enum Job {
 #[derive(Clone)]
 pub(crate) struct Proxy {
     shared: Arc<Shared>,
+    /// `--allow-body-on-any-method`.
+    any_body: bool,
 }
 
 struct Shared {
@@ -272,7 +262,21 @@ impl Proxy {
                 shared.kept.reacting();
             }
         }
-        Ok(Proxy { shared })
+        Ok(Proxy {
+            shared,
+            any_body: config.allow_body_on_any_method,
+        })
+    }
+
+    /// Whether `request` is refused for its body (`body_not_allowed`): a body on `GET`,
+    /// `HEAD`, `OPTIONS` or `DELETE` has no meaning (RFC 9110 §9.3), so an app may leave it
+    /// unread and take it for the next request on that upstream connection, one the
+    /// guard never saw (issue 17's desync). Unless `--allow-body-on-any-method`.
+    pub(crate) fn refuses_body(&self, request: &tiny_http::Request) -> bool {
+        use tiny_http::Method::{Delete, Get, Head, Options};
+        !self.any_body
+            && matches!(request.method(), Get | Head | Options | Delete)
+            && has_body(request)
     }
 
     /// From now on, every answer closes its connection, and no upstream connection is
@@ -845,7 +849,7 @@ impl Shared {
         Ok((upstream, response_head))
     }
 
-    /// The request line and headers for the upstream.
+    /// The request line and headers for the upstream ([`request_head`]'s rules).
     fn request_head<'i>(
         &self,
         request: &tiny_http::Request,
@@ -853,94 +857,35 @@ impl Shared {
         id: Option<RequestId>,
         identity: impl Iterator<Item = (&'i str, &'i str)>,
     ) -> Vec<u8> {
-        let headers = request.headers();
+        let headers: Vec<(&str, &str)> = request
+            .headers()
+            .iter()
+            .map(|h| (h.field.as_str().as_str(), h.value.as_str()))
+            .collect();
         let peer = request.remote_addr().map(|a| a.ip().to_canonical());
-        let trusted = peer.is_some_and(|p| self.trusted.contains(p));
-        let listed = |name: &str| {
-            headers
-                .values("Connection")
-                .flat_map(|v| v.split(','))
-                .any(|n| n.trim().eq_ignore_ascii_case(name))
+        let body = match request.body_length() {
+            _ if chunked(request.headers()) => request_head::Body::Chunked,
+            Some(n) if n > 0 || request.method().as_str() != "GET" => {
+                request_head::Body::Length(n as u64)
+            }
+            _ => request_head::Body::None,
+        };
+        let parts = request_head::Parts {
+            method: request.method().as_str(),
+            target,
+            headers: &headers,
+            peer,
+            trusted: peer.is_some_and(|p| self.trusted.contains(p)),
+            body,
+        };
+        let added = request_head::Added {
+            strip_authorization: self.strip_authorization,
+            identity_names: &self.identity,
+            identity,
+            id,
         };
         let mut out = Vec::with_capacity(1024);
-        out.extend_from_slice(request.method().as_str().as_bytes());
-        out.push(b' ');
-        out.extend_from_slice(target.as_bytes());
-        out.extend_from_slice(b" HTTP/1.1\r\n");
-        let header = |out: &mut Vec<u8>, name: &str, value: &str| {
-            out.extend_from_slice(name.as_bytes());
-            out.extend_from_slice(b": ");
-            out.extend_from_slice(value.as_bytes());
-            out.extend_from_slice(b"\r\n");
-        };
-        let host = headers.values("Host").next();
-        for h in headers {
-            let name = h.field.as_str().as_str();
-            let is = |other: &str| name.eq_ignore_ascii_case(other);
-            // A name with "_": CGI-style apps read it as its "-" twin (X-Auth_User as
-            // X-Auth-User), so none goes on, as with nginx's underscores_in_headers off.
-            let dropped = name.contains('_')
-                || HOP_BY_HOP.iter().any(|n| is(n))
-                || is("Expect")
-                || is("X-Request-Id")
-                || (is("Authorization") && self.strip_authorization)
-                || self.identity.iter().any(|n| is(n))
-                || is("X-Forwarded-For")
-                // Apps (Symfony, IIS rewrites) route by these: a client would name a path
-                // other than the one the guard decided on.
-                || is("X-Original-URL")
-                || is("X-Rewrite-URL")
-                || ((is("X-Forwarded-Proto")
-                    || is("X-Forwarded-Host")
-                    || is("X-Forwarded-Prefix")
-                    || is("X-Forwarded-Port")
-                    || is("Forwarded")
-                    || is("X-Real-IP"))
-                    && !trusted)
-                // The Connection list names hop-by-hop headers, never Host nor
-                // Authorization: those are the request's own.
-                || (listed(name) && !is("Host") && !is("Authorization"));
-            if !dropped {
-                header(&mut out, name, h.value.as_str());
-            }
-        }
-        if host.is_none() {
-            header(&mut out, "Host", "localhost");
-        }
-        // A trusted proxy's list, and the peer.
-        out.extend_from_slice(b"X-Forwarded-For: ");
-        if trusted {
-            for earlier in headers.values("X-Forwarded-For") {
-                out.extend_from_slice(earlier.as_bytes());
-                out.extend_from_slice(b", ");
-            }
-        }
-        if let Some(peer) = peer {
-            let _ = write!(out, "{peer}");
-        }
-        out.extend_from_slice(b"\r\n");
-        if !(trusted && headers.values("X-Forwarded-Proto").next().is_some()) {
-            header(&mut out, "X-Forwarded-Proto", "http");
-        }
-        if !(trusted && headers.values("X-Forwarded-Host").next().is_some())
-            && let Some(host) = host
-        {
-            header(&mut out, "X-Forwarded-Host", host);
-        }
-        for (name, value) in identity {
-            header(&mut out, name, value);
-        }
-        if let Some(id) = id {
-            header(&mut out, "X-Request-Id", id.text().as_str());
-        }
-        match request.body_length() {
-            _ if chunked(headers) => header(&mut out, "Transfer-Encoding", "chunked"),
-            Some(n) if n > 0 || request.method().as_str() != "GET" => {
-                header(&mut out, "Content-Length", itoa::Buffer::new().format(n))
-            }
-            _ => {}
-        }
-        out.extend_from_slice(b"\r\n");
+        request_head::write(&mut out, &parts, added);
         out
     }
 }
@@ -1222,15 +1167,6 @@ fn copy_body(
 ) -> Result<bool, Failure> {
     let upstream_err = |e: io::Error| Failure::During(timeout_or(&e, "upstream_error"), status);
     let broke = || Failure::During("upstream_error", status);
-    // A line of at most MAX_LINE bytes, ending with LF; the end of the stream gives none.
-    let read_line = |reader: &mut Conn, line: &mut Vec<u8>| -> Result<usize, Failure> {
-        line.clear();
-        let n = read_line(reader, line, MAX_LINE).map_err(upstream_err)?;
-        if n > 0 && !line.ends_with(b"\n") {
-            return Err(broke());
-        }
-        Ok(n)
-    };
     let mut buf = vec![0u8; 16 * 1024];
     match framing {
         Framing::None => Ok(true),
@@ -1263,40 +1199,29 @@ fn copy_body(
             Ok(false)
         }
         Framing::Chunked => {
-            let mut line = Vec::new();
+            let mut body = Chunked::new(MAX_LINE);
             loop {
-                read_line(reader, &mut line)?;
-                let size = std::str::from_utf8(&line)
-                    .ok()
-                    .map(|l| l.trim_end().split(';').next().unwrap_or("").trim())
-                    .and_then(|hex| u64::from_str_radix(hex, 16).ok())
-                    .ok_or_else(broke)?;
-                if size == 0 {
-                    // Trailers, to the blank line: not passed on.
-                    loop {
-                        let n = read_line(reader, &mut line)?;
-                        if n == 0 || line == b"\r\n" || line == b"\n" {
-                            break;
+                let got = reader.fill_buf().map_err(upstream_err)?;
+                if got.is_empty() {
+                    return Err(broke());
+                }
+                let mut sent = Ok(());
+                let used = body
+                    .feed(got, &mut |data| {
+                        if sent.is_ok() {
+                            sent = client.chunk(data, client_1_0);
                         }
-                    }
+                    })
+                    .map_err(|_| broke())?;
+                reader.consume(used);
+                sent.map_err(|_| Failure::ClientGone)?;
+                if body.is_done() {
                     client
                         .end_chunks(client_1_0)
                         .map_err(|_| Failure::ClientGone)?;
+                    // What follows stays in the buffer: then the connection is not reused.
                     return Ok(true);
                 }
-                let mut left = size;
-                while left > 0 {
-                    let want = buf.len().min(usize::try_from(left).unwrap_or(usize::MAX));
-                    let got = reader.read(&mut buf[..want]).map_err(upstream_err)?;
-                    if got == 0 {
-                        return Err(broke());
-                    }
-                    client
-                        .chunk(&buf[..got], client_1_0)
-                        .map_err(|_| Failure::ClientGone)?;
-                    left -= got as u64;
-                }
-                read_line(reader, &mut line)?;
             }
         }
     }

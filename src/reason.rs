@@ -50,6 +50,10 @@ pub enum Reason {
     BadFraming,
     /// The request announces a body larger than jwtguard will let tiny_http drain.
     BodyTooLarge,
+    /// With an upstream, a body on `GET`, `HEAD`, `OPTIONS` or `DELETE` (without
+    /// `--allow-body-on-any-method`): an app that does not read it would take it for the
+    /// next request, one the guard never saw. The connection is closed.
+    BodyNotAllowed,
     /// The token's `kid` names no key of the key set (or it names none, and the set holds
     /// several).
     UnknownKey,
@@ -65,7 +69,7 @@ pub enum Reason {
 
 impl Reason {
     /// Every reason, in documentation order.
-    pub const ALL: [Reason; 19] = [
+    pub const ALL: [Reason; 20] = [
         Reason::MissingToken,
         Reason::UnsupportedScheme,
         Reason::InvalidRequest,
@@ -81,6 +85,7 @@ impl Reason {
         Reason::ClockError,
         Reason::BadFraming,
         Reason::BodyTooLarge,
+        Reason::BodyNotAllowed,
         Reason::UnknownKey,
         Reason::InsufficientScope,
         Reason::BadPath,
@@ -105,6 +110,7 @@ impl Reason {
             Reason::ClockError => "clock_error",
             Reason::BadFraming => "bad_framing",
             Reason::BodyTooLarge => "body_too_large",
+            Reason::BodyNotAllowed => "body_not_allowed",
             Reason::UnknownKey => "unknown_key",
             Reason::InsufficientScope => "insufficient_scope",
             Reason::BadPath => "bad_path",
@@ -117,7 +123,10 @@ impl Reason {
     /// otherwise.
     pub fn status(self) -> u16 {
         match self {
-            Reason::InvalidRequest | Reason::BadFraming | Reason::BadPath => 400,
+            Reason::InvalidRequest
+            | Reason::BadFraming
+            | Reason::BadPath
+            | Reason::BodyNotAllowed => 400,
             Reason::InsufficientScope => 403,
             Reason::BodyTooLarge => 413,
             Reason::RateLimited => 429,
@@ -143,6 +152,7 @@ impl Reason {
             | Reason::BadFraming
             | Reason::BodyTooLarge
             | Reason::BadPath
+            | Reason::BodyNotAllowed
             | Reason::RateLimited => None,
             _ => Some("Bearer realm=\"jwtguard\", error=\"invalid_token\""),
         }
@@ -174,6 +184,7 @@ impl Reason {
             Reason::ClockError => "the server clock reads before 1970",
             Reason::BadFraming => "ambiguous framing or invalid header syntax",
             Reason::BodyTooLarge => "announced body too large",
+            Reason::BodyNotAllowed => "a body on a method that forwards none",
             Reason::UnknownKey => "token key id is not in the key set",
             Reason::InsufficientScope => "token lacks a required scope",
             Reason::BadPath => "path cannot be normalised safely",
@@ -207,7 +218,9 @@ mod tests {
                 Reason::ClockError => assert_eq!((status, challenge), (503, None)),
                 Reason::BadFraming => assert_eq!((status, challenge), (400, None)),
                 Reason::BodyTooLarge => assert_eq!((status, challenge), (413, None)),
-                Reason::BadPath => assert_eq!((status, challenge), (400, None)),
+                Reason::BadPath | Reason::BodyNotAllowed => {
+                    assert_eq!((status, challenge), (400, None))
+                }
                 Reason::RateLimited => assert_eq!((status, challenge), (429, None)),
                 Reason::InsufficientScope => assert_eq!(
                     (status, challenge),

@@ -623,6 +623,17 @@ impl Serving<'_> {
         if path.as_deref() == Ok("/healthz") {
             return Route::Health;
         }
+        if let Some(proxy) = self.proxy
+            && proxy.refuses_body(request)
+        {
+            // Its body stays unread: nothing after it on this connection is a request.
+            self.kill(peer);
+            return Route::Guarded {
+                pending: self.guard.refuse(&parts, crate::Reason::BodyNotAllowed),
+                close: true,
+                target: None,
+            };
+        }
         if auth {
             let pending = match self.original(request, parts) {
                 Ok(parts) => self.guard.decide(&parts),

@@ -3,7 +3,8 @@
 
 use std::io::Write as _;
 
-use super::{Failure, HOP_BY_HOP};
+use super::Failure;
+use super::request_head::HOP_BY_HOP;
 use crate::event::RequestId;
 
 /// The most upstream response headers.

@@ -5,14 +5,16 @@
 //!   framing rules of RFC 9112.
 //! - [`conn`]: one connection's protocol state, fed bytes, with no `Read`/`Write`.
 //! - [`answer`]: jwtguard's answers as bytes.
+//! - [`chunked`]: a chunked body from bytes, to its exact end (the proxy's, both ways).
 //! - [`timers`]: one FIFO queue per kind of timeout.
 //! - [`event_loop`]: the mio loop: accept, read, decide, record, answer, flush.
 //!
 //! It may import the guard (`crate::guard`, `crate::path`), the log (`crate::logger`,
 //! `crate::event`) and the answers' contents (`crate::http::Reply`); only `crate::server`
-//! imports it.
+//! imports it, and `crate::proxy` its [`chunked`] reader.
 
 pub(crate) mod answer;
+pub(crate) mod chunked;
 pub(crate) mod conn;
 pub(crate) mod event_loop;
 pub(crate) mod head;
