@@ -61,11 +61,14 @@ pub enum Reason {
     /// The client's address made more failed authentications than `--max-failures` within
     /// `--failure-window`: refused until the window ends, whatever its token.
     RateLimited,
+    /// The keys come from `--jwks-url` and no JWK Set was fetched yet: 503 with
+    /// `Retry-After`, whatever the token.
+    NoKeys,
 }
 
 impl Reason {
     /// Every reason, in documentation order.
-    pub const ALL: [Reason; 19] = [
+    pub const ALL: [Reason; 20] = [
         Reason::MissingToken,
         Reason::UnsupportedScheme,
         Reason::InvalidRequest,
@@ -85,6 +88,7 @@ impl Reason {
         Reason::InsufficientScope,
         Reason::BadPath,
         Reason::RateLimited,
+        Reason::NoKeys,
     ];
 
     /// The stable code written to the log as `event.reason`.
@@ -109,6 +113,7 @@ impl Reason {
             Reason::InsufficientScope => "insufficient_scope",
             Reason::BadPath => "bad_path",
             Reason::RateLimited => "rate_limited",
+            Reason::NoKeys => "no_keys",
         }
     }
 
@@ -121,7 +126,7 @@ impl Reason {
             Reason::InsufficientScope => 403,
             Reason::BodyTooLarge => 413,
             Reason::RateLimited => 429,
-            Reason::ClockError => 503,
+            Reason::ClockError | Reason::NoKeys => 503,
             _ => 401,
         }
     }
@@ -140,6 +145,7 @@ impl Reason {
                 Some("Bearer realm=\"jwtguard\", error=\"insufficient_scope\"")
             }
             Reason::ClockError
+            | Reason::NoKeys
             | Reason::BadFraming
             | Reason::BodyTooLarge
             | Reason::BadPath
@@ -178,6 +184,7 @@ impl Reason {
             Reason::InsufficientScope => "token lacks a required scope",
             Reason::BadPath => "path cannot be normalised safely",
             Reason::RateLimited => "too many failed authentications from this address",
+            Reason::NoKeys => "no JWK Set fetched from --jwks-url yet",
         }
     }
 }
