@@ -211,7 +211,7 @@ mod tests {
                         Some("Bearer realm=\"jwtguard\", error=\"invalid_request\"")
                     )
                 ),
-                Reason::ClockError => assert_eq!((status, challenge), (503, None)),
+                Reason::ClockError | Reason::NoKeys => assert_eq!((status, challenge), (503, None)),
                 Reason::BadFraming => assert_eq!((status, challenge), (400, None)),
                 Reason::BodyTooLarge => assert_eq!((status, challenge), (413, None)),
                 Reason::BadPath => assert_eq!((status, challenge), (400, None)),
