@@ -512,4 +512,56 @@ mod tests {
             assert!(problem.contains(says), "{says}: {problem}");
         }
     }
+
+    /// A sidecar on port 0 that answers one connection with `answer`.
+    fn sidecar(answer: impl FnOnce(TcpStream) + Send + 'static) -> Url {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let url = Url::parse(&format!("http://{}/jwks", listener.local_addr().unwrap())).unwrap();
+        std::thread::spawn(move || {
+            let (mut stream, _) = listener.accept().unwrap();
+            let mut head = [0u8; 1024];
+            let _ = stream.read(&mut head);
+            answer(stream);
+        });
+        url
+    }
+
+    #[test]
+    fn a_huge_answer_is_cut_at_the_cap() {
+        let url = sidecar(|mut s| {
+            let _ = s.write_all(b"HTTP/1.1 200 OK\r\n\r\n");
+            let _ = s.write_all(&vec![b' '; 2 * MAX_RESPONSE]);
+        });
+        let (code, problem) = fetch(&url).unwrap_err();
+        assert_eq!(code, "invalid_jwks");
+        assert!(problem.contains("over"), "{problem}");
+    }
+
+    #[test]
+    fn a_slow_drip_is_cut_at_the_deadline() {
+        let url = sidecar(|mut s| {
+            let _ = s.write_all(b"HTTP/1.1 200 OK\r\n\r\n");
+            // A byte every 100 ms: each read succeeds, the whole never ends.
+            for _ in 0..200 {
+                if s.write_all(b" ").is_err() {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(100));
+            }
+        });
+        let started = Instant::now();
+        let (_, problem) = fetch(&url).unwrap_err();
+        assert!(problem.contains("no whole answer"), "{problem}");
+        let took = started.elapsed();
+        assert!(took < FETCH_TIMEOUT + Duration::from_secs(1), "{took:?}");
+    }
+
+    #[test]
+    fn a_redirect_is_not_followed() {
+        let url = sidecar(|mut s| {
+            let _ = s.write_all(b"HTTP/1.1 301 Moved\r\nLocation: http://127.0.0.1:1/\r\n\r\n");
+        });
+        let (_, problem) = fetch(&url).unwrap_err();
+        assert!(problem.contains("status 301"), "{problem}");
+    }
 }
