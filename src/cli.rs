@@ -118,6 +118,12 @@ Common options:
                            its alg; the token's kid picks the key. The file is read
                            again when it changes (looked at once a second at most): a
                            set that does not load leaves the last good one in use
+  --jwks-url URL           serve: keys from a JWK Set at http://HOST:PORT/PATH (a local
+                           agent or sidecar; plain HTTP, no https: use --jwks FILE and
+                           curl for that). Protected paths answer 503 until it loads;
+                           fetched again every --jwks-refresh and, at most every 30 s,
+                           when a token names an unknown kid
+  --jwks-refresh SECONDS   how often --jwks-url is fetched [default: 300]
   --token-cache N          public-key tokens whose signature verified, remembered
                            until their exp (claims checked on every use); 0: off
                            [default: 1024]
@@ -410,6 +416,11 @@ impl Flags {
             Long("kid") if in_token => self.kid = Some(parser.value()?.string()?),
             Long("key-file") if in_token => self.key_file = Some(PathBuf::from(parser.value()?)),
             Long("alg") if in_token => self.alg = Some(parser.value()?.string()?),
+            Long("jwks-url") if !in_token => self.config.jwks_url = Some(parser.value()?.string()?),
+            Long("jwks-refresh") if !in_token => {
+                let seconds: u64 = parser.value()?.parse()?;
+                self.config.jwks_refresh = std::time::Duration::from_secs(seconds);
+            }
             Long("token-cache") if !in_token => {
                 self.config.token_cache = parser.value()?.parse()?
             }

@@ -86,6 +86,16 @@ pub struct Config {
     /// file changes.
     /// Defaults to `None`.
     pub keys: Option<KeySet>,
+    /// `http://HOST:PORT/PATH` of a JWK Set served by a local agent or sidecar (plain
+    /// HTTP: a trusted network only), instead of a secret or [`Config::keys`]. Fetched by
+    /// a thread of the guard at start (protected paths answer 503 `no_keys` until it
+    /// loads), every [`Config::jwks_refresh`], and when a token names an unknown `kid`
+    /// (at most every 30 s). A failed fetch keeps the last good set.
+    /// Defaults to `None`.
+    pub jwks_url: Option<String>,
+    /// How often the set of [`Config::jwks_url`] is fetched again.
+    /// Defaults to 5 minutes.
+    pub jwks_refresh: std::time::Duration,
     /// How many public-key tokens whose signature verified are remembered (keyed by a
     /// digest of the token, each until its `exp`; its claims are checked on every use), so
     /// that a token sent again costs no signature check. `0` turns it off. HS256 tokens
@@ -196,6 +206,8 @@ impl Default for Config {
             secret: None,
             allow_weak_secret: false,
             keys: None,
+            jwks_url: None,
+            jwks_refresh: std::time::Duration::from_secs(300),
             token_cache: 1024,
             upstream: None,
             public: Vec::new(),
@@ -430,6 +442,22 @@ impl Config {
                 return bad(setting, "must not be empty".into());
             }
         }
+        if let Some(url) = &self.jwks_url {
+            if self.secret.is_some() || self.keys.is_some() {
+                return bad(
+                    "--jwks-url",
+                    "set together with a secret or --jwks; use one".into(),
+                );
+            }
+            crate::jwks_url::Url::parse(url).map_err(|problem| Error::Config {
+                setting: "--jwks-url",
+                problem,
+            })?;
+            if self.jwks_refresh.is_zero() {
+                return bad("--jwks-refresh", "must be at least 1 second".into());
+            }
+            return Ok(());
+        }
         let shortest = match (&self.secret, &self.keys) {
             (Some(_), Some(_)) => {
                 return bad("--jwks", "set together with a secret; use one".into());
@@ -547,7 +575,14 @@ impl Config {
                 fields.push(("kids", keys.kids().collect::<Vec<_>>().join(",")));
                 fields.push(("token_cache", self.token_cache.to_string()));
             }
-            (None, None) => fields.push(("secret", "none".into())),
+            (None, None) => match &self.jwks_url {
+                Some(url) => {
+                    fields.push(("jwks_url", url.clone()));
+                    fields.push(("jwks_refresh", self.jwks_refresh.as_secs().to_string()));
+                    fields.push(("token_cache", self.token_cache.to_string()));
+                }
+                None => fields.push(("secret", "none".into())),
+            },
         }
         fields
     }

@@ -162,16 +162,17 @@ pub(crate) struct RequestEvent<'a> {
     pub alg: Option<&'a str>,
 }
 
-/// A JWK Set file read again because it changed (`--jwks FILE`): loaded, or refused and
-/// the last good set kept.
+/// A JWK Set file read again because it changed (`--jwks FILE`), or fetched from
+/// `--jwks-url` (a new set, or a failure unlike the last): loaded, or refused and the last
+/// good set kept.
 #[derive(Clone, Debug)]
 pub(crate) struct KeySetEvent<'a> {
     /// `event.outcome`.
     pub loaded: bool,
     /// `event.reason`: `changed`, or why the set was refused (`invalid_jwks`,
-    /// `key_too_weak`, `unreadable`).
+    /// `key_too_weak`, `unreadable`, `fetch_failed`).
     pub reason: &'static str,
-    /// `file.path`.
+    /// `file.path`: the file, or the URL (which holds no credentials: refused at start).
     pub path: &'a str,
     /// `jwtguard.jwks.keys`: the keys loaded.
     pub keys: usize,

@@ -402,13 +402,25 @@ impl Guard {
         let cache = (config.token_cache > 0)
             .then(|| std::sync::Arc::new(crate::token_cache::TokenCache::new(config.token_cache)));
         Ok(Guard {
-            keys: crate::key_file::Keys::new(
-                config.keys.as_ref().filter(|_| config.secret.is_none()),
-                config.verifying_keys(),
-                config.policy(),
-                config.allow_weak_secret,
-                cache.clone(),
-            ),
+            keys: match &config.jwks_url {
+                Some(url) => crate::key_file::Keys::Fetched(crate::jwks_url::Fetched::new(
+                    crate::jwks_url::Url::parse(url).map_err(|problem| Error::Config {
+                        setting: "--jwks-url",
+                        problem,
+                    })?,
+                    config.jwks_refresh,
+                    config.policy(),
+                    config.allow_weak_secret,
+                    cache.clone(),
+                )),
+                None => crate::key_file::Keys::new(
+                    config.keys.as_ref().filter(|_| config.secret.is_none()),
+                    config.verifying_keys(),
+                    config.policy(),
+                    config.allow_weak_secret,
+                    cache.clone(),
+                ),
+            },
             cache,
             protected,
             public: prefixes(&config.public),
@@ -456,6 +468,18 @@ impl Guard {
     /// The verified-token cache's hits, misses and entries (all zero when it is off).
     pub fn token_cache_stats(&self) -> crate::CacheStats {
         self.cache.as_ref().map(|c| c.stats()).unwrap_or_default()
+    }
+
+    /// Whether it has keys to verify with: not until the JWK Set of `--jwks-url` was
+    /// fetched (which this starts, in a thread of its own, if it has not yet).
+    pub fn keys_loaded(&self) -> bool {
+        self.keys.start();
+        self.keys.loaded()
+    }
+
+    /// Starts fetching the JWK Set of `--jwks-url`, if that is where the keys come from.
+    pub(crate) fn start_fetching(&self) {
+        self.keys.start();
     }
 
     /// Whether the peer is a trusted proxy.
@@ -543,10 +567,14 @@ impl Guard {
             scopes: &required,
             claims: !self.claim_headers.is_empty(),
         };
-        let result = token.map_err(Denied::from).and_then(|token| {
-            let now = crate::time::unix_seconds(SystemTime::now());
-            self.keys.with(|verifier| verifier.verify(token, now, ask))
-        });
+        // Without keys no token can be judged: the server's fault, whatever the token.
+        let result = match self.keys.loaded() {
+            false => Err(Reason::NoKeys.into()),
+            true => token.map_err(Denied::from).and_then(|token| {
+                let now = crate::time::unix_seconds(SystemTime::now());
+                self.keys.verify(token, now, ask)
+            }),
+        };
         if let (Some((limiter, ip, now)), Err(denied)) = (limited, &result)
             && crate::limiter::counts(denied.reason)
         {

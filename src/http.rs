@@ -131,9 +131,14 @@ pub(crate) enum Reply<'a> {
     Allowed(&'a Allowed),
     /// The refusal's status and challenge.
     Refused(&'a Refused),
-    /// `/healthz`: 200, or 503 when the security log is failing; whether this worker
-    /// still accepts connections (not while it hands over to a new one).
-    Health { log_failing: bool, draining: bool },
+    /// `/healthz`: 200, or 503 when the security log is failing or there are no keys
+    /// (`--jwks-url` not fetched yet); whether this worker still accepts connections (not
+    /// while it hands over to a new one).
+    Health {
+        log_failing: bool,
+        draining: bool,
+        no_keys: bool,
+    },
     /// 404.
     NotFound,
     /// 413, for [`respond`]'s own answer to a body too large to drain.
@@ -149,8 +154,12 @@ impl Reply<'_> {
         match self {
             Reply::Allowed(_) => 200,
             Reply::Refused(refused) => refused.status(),
-            Reply::Health { log_failing, .. } => {
-                if *log_failing {
+            Reply::Health {
+                log_failing,
+                no_keys,
+                ..
+            } => {
+                if *log_failing || *no_keys {
                     503
                 } else {
                     200
@@ -213,11 +222,16 @@ impl Reply<'_> {
             Reply::Health {
                 log_failing,
                 draining,
+                no_keys,
             } => {
-                out.extend_from_slice(match log_failing {
-                    true => b"{\"status\":\"unavailable\",\"log\":\"failing\"",
-                    false => b"{\"status\":\"ok\",\"log\":\"ok\"",
+                out.extend_from_slice(match (log_failing, no_keys) {
+                    (true, _) => b"{\"status\":\"unavailable\",\"log\":\"failing\"",
+                    (false, true) => b"{\"status\":\"unavailable\",\"log\":\"ok\"",
+                    (false, false) => b"{\"status\":\"ok\",\"log\":\"ok\"",
                 });
+                if *no_keys {
+                    out.extend_from_slice(b",\"keys\":\"none\"");
+                }
                 out.extend_from_slice(match draining {
                     true => b",\"accepting\":false}\n",
                     false => b",\"accepting\":true}\n",
@@ -578,10 +592,12 @@ mod tests {
             Reply::Health {
                 log_failing: false,
                 draining: false,
+                no_keys: false,
             },
             Reply::Health {
                 log_failing: true,
                 draining: true,
+                no_keys: false,
             },
             Reply::NotFound,
         ]);

@@ -15,9 +15,10 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Instant;
 
+use crate::Reason;
 use crate::event::{Event, KeySetEvent};
 use crate::keys::KeySet;
-use crate::token::{Policy, Verifier};
+use crate::token::{Ask, Denied, Policy, Verified, Verifier};
 use crate::token_cache::TokenCache;
 
 /// How often the file is looked at, at most.
@@ -50,6 +51,8 @@ impl FileId {
 pub(crate) enum Keys {
     Fixed(Verifier),
     Watched(Watched),
+    /// Fetched from `--jwks-url` (src/jwks_url.rs).
+    Fetched(crate::jwks_url::Fetched),
 }
 
 /// A JWK Set file and the verifier of its last good version.
@@ -92,15 +95,48 @@ impl Keys {
         }
     }
 
-    /// Calls `f` with the current verifier, the file looked at first if it is time.
-    pub(crate) fn with<R>(&self, f: impl FnOnce(&Verifier) -> R) -> R {
+    /// Whether there is a set to verify with (one fetched from a URL may not be yet).
+    pub(crate) fn loaded(&self) -> bool {
         match self {
-            Keys::Fixed(verifier) => f(verifier),
+            Keys::Fetched(fetched) => fetched.current().is_some(),
+            Keys::Fixed(_) | Keys::Watched(_) => true,
+        }
+    }
+
+    /// Starts fetching the set, when it comes from a URL.
+    pub(crate) fn start(&self) {
+        if let Keys::Fetched(fetched) = self {
+            fetched.start();
+        }
+    }
+
+    /// Verifies `token` with the current keys, the file looked at first if it is time;
+    /// `no_keys` while a URL's set was never fetched; a `kid` a fetched set lacks asks for
+    /// it again.
+    pub(crate) fn verify(
+        &self,
+        token: &str,
+        now: Option<f64>,
+        ask: Ask,
+    ) -> Result<Verified, Denied> {
+        match self {
+            Keys::Fixed(verifier) => verifier.verify(token, now, ask),
             Keys::Watched(watched) => {
                 watched.check();
                 let current =
                     Arc::clone(&watched.current.read().unwrap_or_else(|e| e.into_inner()));
-                f(&current)
+                current.verify(token, now, ask)
+            }
+            Keys::Fetched(fetched) => {
+                let current = fetched.current().ok_or(Reason::NoKeys)?;
+                let result = current.verify(token, now, ask);
+                if result
+                    .as_ref()
+                    .is_err_and(|d| d.reason == Reason::UnknownKey)
+                {
+                    fetched.unknown_kid();
+                }
+                result
             }
         }
     }

@@ -87,6 +87,7 @@ pub mod fuzzing;
 mod guard;
 mod host;
 pub mod http;
+mod jwks_url;
 mod key_file;
 mod keys;
 mod limiter;

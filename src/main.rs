@@ -207,7 +207,7 @@ fn serve(
             "--listen, --log-file, --log-format and whether --upstream is set cannot change on a reload: restart jwtguard to change them".into(),
         ));
     }
-    let demo = config.secret.is_none() && config.keys.is_none();
+    let demo = config.secret.is_none() && config.keys.is_none() && config.jwks_url.is_none();
     // The demo secret as text: a supervisor passes it to its workers in the environment.
     let mut demo_secret = None;
     if demo {

@@ -65,6 +65,9 @@ pub enum Reason {
     /// The client's address made more failed authentications than `--max-failures` within
     /// `--failure-window`: refused until the window ends, whatever its token.
     RateLimited,
+    /// The keys come from `--jwks-url` and no JWK Set was fetched yet: 503 with
+    /// `Retry-After`, whatever the token.
+    NoKeys,
 }
 
 impl Reason {
@@ -90,6 +93,7 @@ impl Reason {
         Reason::InsufficientScope,
         Reason::BadPath,
         Reason::RateLimited,
+        Reason::NoKeys,
     ];
 
     /// The stable code written to the log as `event.reason`.
@@ -115,6 +119,7 @@ impl Reason {
             Reason::InsufficientScope => "insufficient_scope",
             Reason::BadPath => "bad_path",
             Reason::RateLimited => "rate_limited",
+            Reason::NoKeys => "no_keys",
         }
     }
 
@@ -130,7 +135,7 @@ impl Reason {
             Reason::InsufficientScope => 403,
             Reason::BodyTooLarge => 413,
             Reason::RateLimited => 429,
-            Reason::ClockError => 503,
+            Reason::ClockError | Reason::NoKeys => 503,
             _ => 401,
         }
     }
@@ -149,6 +154,7 @@ impl Reason {
                 Some("Bearer realm=\"jwtguard\", error=\"insufficient_scope\"")
             }
             Reason::ClockError
+            | Reason::NoKeys
             | Reason::BadFraming
             | Reason::BodyTooLarge
             | Reason::BadPath
@@ -189,6 +195,7 @@ impl Reason {
             Reason::InsufficientScope => "token lacks a required scope",
             Reason::BadPath => "path cannot be normalised safely",
             Reason::RateLimited => "too many failed authentications from this address",
+            Reason::NoKeys => "no JWK Set fetched from --jwks-url yet",
         }
     }
 }
@@ -215,7 +222,7 @@ mod tests {
                         Some("Bearer realm=\"jwtguard\", error=\"invalid_request\"")
                     )
                 ),
-                Reason::ClockError => assert_eq!((status, challenge), (503, None)),
+                Reason::ClockError | Reason::NoKeys => assert_eq!((status, challenge), (503, None)),
                 Reason::BadFraming => assert_eq!((status, challenge), (400, None)),
                 Reason::BodyTooLarge => assert_eq!((status, challenge), (413, None)),
                 Reason::BadPath | Reason::BodyNotAllowed => {

@@ -172,6 +172,8 @@ impl Server {
         listener: std::net::TcpListener,
     ) -> Result<Server, Error> {
         let guard = Guard::new(config)?;
+        // A server fetches `--jwks-url` now, not at its first request.
+        guard.start_fetching();
         let proxy = match &config.upstream {
             Some(upstream) => {
                 let port = listener.local_addr().map_or(0, |a| a.port());
@@ -769,6 +771,7 @@ impl Serving<'_> {
             Answer::Health => Reply::Health {
                 log_failing: log_failing(),
                 draining: self.draining,
+                no_keys: !self.guard.keys_loaded(),
             },
             Answer::Decision(Decision::Public) => Reply::NotFound,
             Answer::Auth(Decision::Public) => Reply::Open(self.guard.identity_names()),

@@ -5,7 +5,8 @@
 # algorithm (RS256, RS384, RS512, PS256, ES256, ES384, EdDSA), refuse each token signed by
 # another key, and log the kid and alg. A key added to the file later is used without a
 # restart. The other way round, PyJWT verifies tokens `jwtguard token --key-file` signed
-# with the same PEM keys against the set `jwtguard jwks --from-pem` printed.
+# with the same PEM keys against the set `jwtguard jwks --from-pem` printed. Last, the
+# same tokens through --jwks-url, the set served by python3 -m http.server.
 # Run by .ci/run; installs curl, jq and python3-venv when missing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -151,4 +152,54 @@ for name, token in [("rsa", "rsa"), ("rsa", "rsa-ps"), ("p256", "p256"), ("p384"
     print(f"PyJWT verified jwtguard's {alg} token ({name})")
 EOF
 checks=$((checks + 5))
+
+# 4. The same tokens through --jwks-url: the set served over plain HTTP by a sidecar
+# (python3 -m http.server on port 0). Protected paths answer 503 until the set is
+# fetched; a kid the set lacks makes jwtguard fetch it again at once (the late key).
+kill "$pid"
+wait "$pid" 2>/dev/null || true
+mkdir "$tmp/served"
+: >"$tmp/http.out"
+jq '.keys |= map(select(.kid != "late-ES256"))' "$tmp/jwks.json" >"$tmp/served/jwks.json"
+"$py" -u -m http.server 0 --bind 127.0.0.1 --directory "$tmp/served" >"$tmp/http.out" 2>/dev/null &
+sidecar=$!
+trap 'kill "$sidecar" 2>/dev/null; cleanup' EXIT
+for _ in $(seq 100); do
+  port=$(sed -n 's/.* port \([0-9]*\) .*/\1/p' "$tmp/http.out")
+  [ -n "$port" ] && break
+  sleep 0.05
+done
+[ -n "$port" ] || fail "python3 -m http.server did not start"
+rm -f "$tmp/out"
+"$jwtguard" --listen 127.0.0.1:0 --no-supervisor --jwks-url "http://127.0.0.1:$port/jwks.json" \
+  --issuer https://idp.example --log-file "$tmp/security.log" >"$tmp/out" 2>"$tmp/err" &
+pid=$!
+for _ in $(seq 100); do
+  grep -qs '^listening on' "$tmp/out" && break
+  kill -0 "$pid" 2>/dev/null || break
+  sleep 0.05
+done
+url=$(sed -n 's/^listening on //p' "$tmp/out")
+[ -n "$url" ] || fail "jwtguard --jwks-url did not start"
+start=$SECONDS
+until [ "$(curl -s -o /dev/null -w '%{http_code}' "$url/healthz")" = 200 ]; do
+  [ $((SECONDS - start)) -le 5 ] || fail "/healthz not 200 within 5 s of --jwks-url"
+  sleep 0.1
+done
+while IFS=$'\t' read -r kid alg token forged; do
+  [ "$kid" = late-ES256 ] && continue
+  got=$(status "$token")
+  [ "$got" = 200 ] || fail "--jwks-url: $kid: PyJWT's $alg token got $got"
+  got=$(status "$forged")
+  [ "$got" = 401 ] || fail "--jwks-url: $kid: a token of another key got $got"
+  checks=$((checks + 2))
+done <"$tmp/tokens.tsv"
+jq --slurpfile late "$tmp/late.json" '.keys += $late' "$tmp/served/jwks.json" >"$tmp/served/new"
+mv "$tmp/served/new" "$tmp/served/jwks.json"
+start=$SECONDS
+until [ "$(status "$late_token")" = 200 ]; do
+  [ $((SECONDS - start)) -le 2 ] || fail "--jwks-url: the late key was not fetched within 2 s"
+  sleep 0.1
+done
+checks=$((checks + 1))
 echo "idp.sh: $checks checks passed in ${SECONDS}s"

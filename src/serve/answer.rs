@@ -107,6 +107,7 @@ mod tests {
             Reply::Health {
                 log_failing: false,
                 draining: true,
+                no_keys: false,
             },
             Reply::NotFound,
             Reply::TooLarge,

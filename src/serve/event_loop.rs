@@ -501,6 +501,7 @@ impl Loop<'_> {
                 What::Health => Reply::Health {
                     log_failing,
                     draining,
+                    no_keys: !self.cx.guard.keys_loaded(),
                 },
                 What::Status(status) => Reply::Status(*status, None),
                 What::Guarded(_) | What::Auth(_) => {
