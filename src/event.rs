@@ -221,7 +221,7 @@ pub(crate) enum ServiceEvent<'a> {
 
 /// What jwtguard's supervisor (the parent process that holds the listening socket and
 /// runs the server in a worker process) did: one event each, written by the supervisor
-/// (README, Process model).
+/// (docs/operations.md, How it runs).
 #[derive(Clone, Copy, Debug)]
 pub enum Supervision<'a> {
     /// The worker `previous` ended abnormally (`how`: `exit status 101`, `signal SIGKILL`);

@@ -30,10 +30,10 @@ jwtguard=${url#http://}
 
 # site PORT JWTGUARD: examples/nginx.conf on 127.0.0.1:PORT, asking JWTGUARD.
 site() {
-  sed -e "s|^\( *listen\) 8080;|\1 127.0.0.1:$1;|" -e "s|127\.0\.0\.1:9090|$2|" \
+  sed -e "s|^\( *listen\) 127\.0\.0\.1:8080;|\1 127.0.0.1:$1;|" -e "s|127\.0\.0\.1:9090|$2|" \
     -e "s|127\.0\.0\.1:5000|${app#http://}|" examples/nginx.conf
 }
-if ! grep -q '^ *listen 8080;' examples/nginx.conf ||
+if ! grep -q '^ *listen 127.0.0.1:8080;' examples/nginx.conf ||
   ! grep -q 127.0.0.1:9090 examples/nginx.conf ||
   ! grep -q 127.0.0.1:5000 examples/nginx.conf; then
   fail 'examples/nginx.conf: a port to template is gone'
