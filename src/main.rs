@@ -47,10 +47,60 @@ fn main() -> ExitCode {
                 message.push_str(&format!(": {cause}"));
                 source = cause.source();
             }
+            if let Some(hint) = err.downcast_ref::<Error>().and_then(file_hint) {
+                message.push_str("\n  ");
+                message.push_str(&hint);
+            }
             let _ = writeln!(std::io::stderr(), "{message}");
             ExitCode::FAILURE
         }
     }
+}
+
+/// What to do about a secret or log file jwtguard cannot use: who it runs as, and the
+/// mode the file needs (an operator reads `Permission denied` and guesses otherwise).
+fn file_hint(err: &Error) -> Option<String> {
+    use std::io::ErrorKind::{NotFound, PermissionDenied};
+    let user = user_name();
+    match err {
+        Error::SecretFile { path, source } => match source.kind() {
+            PermissionDenied => Some(format!(
+                "jwtguard runs as {user}: let that user alone read {path} and search its directories (chown {user} {path}; chmod 0400 {path})",
+                path = path.display()
+            )),
+            NotFound => Some(format!(
+                "create it with a random secret: (umask 077; head -c 32 /dev/urandom | base64 >{})",
+                path.display()
+            )),
+            _ => None,
+        },
+        Error::LogFile { path, source } => match source.kind() {
+            PermissionDenied => Some(format!(
+                "jwtguard runs as {user}: it appends to {path}, or creates it (mode 0600) when missing; make the file {user}'s with mode 0600 (install -m 0600 -o {user} /dev/null {path}), or its directory writable by {user}",
+                path = path.display()
+            )),
+            NotFound => Some(format!(
+                "its directory does not exist: create it for {user} (install -d -m 0750 -o {user} {})",
+                path.parent().unwrap_or(path).display()
+            )),
+            _ => None,
+        },
+        _ => None,
+    }
+}
+
+/// The name of the user this process runs as (its uid when /etc/passwd does not say).
+fn user_name() -> String {
+    use std::os::unix::fs::MetadataExt as _;
+    let Ok(uid) = std::fs::metadata("/proc/self").map(|m| m.uid()) else {
+        return "this process's user".into();
+    };
+    let passwd = std::fs::read_to_string("/etc/passwd").unwrap_or_default();
+    passwd
+        .lines()
+        .map(|line| line.split(':').collect::<Vec<_>>())
+        .find(|fields| fields.get(2) == Some(&uid.to_string().as_str()))
+        .map_or_else(|| format!("uid {uid}"), |fields| fields[0].to_owned())
 }
 
 /// The private key in the PEM file `path` (`token --key-file`, `jwks --from-pem`).
@@ -90,7 +140,7 @@ impl NoSigningKey {
 
 fn run(signals: SigSet) -> Result<(), Failure> {
     match cli::parse()? {
-        Command::Help => print!("{}", cli::USAGE),
+        Command::Help(text) => print!("{text}"),
         Command::Version => println!("jwtguard {}", env!("CARGO_PKG_VERSION")),
         Command::Token {
             key_file: Some(path),
