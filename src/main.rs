@@ -309,6 +309,9 @@ fn serve(
         Some((listener, _)) => listener,
         None => Server::listen(&config.listen)?,
     };
+    if !worker {
+        check_upstream(&config, log_file.is_some());
+    }
     if supervise && !worker {
         return supervise_workers(&config, listener, demo_secret, fixed);
     }
@@ -434,7 +437,13 @@ fn print_demo(
     let mut claims = cli::claims(config, "demo".into(), 3600, Default::default());
     claims.retain(|_, v| !v.is_null());
     let token = jwtguard::mint(config.secret.as_ref().expect("set above"), &claims);
-    let path = format!("{}/protected", config.protect[0].trim_end_matches('/'));
+    // A path that reaches what this mode guards: the app's root behind --upstream, the
+    // auth path for a proxy's subrequests, else jwtguard's own protected answer.
+    let path = match (&config.upstream, &config.forward_auth) {
+        (Some(_), _) => "/".to_owned(),
+        (None, Some(auth)) => auth.clone(),
+        (None, None) => format!("{}/protected", config.protect[0].trim_end_matches('/')),
+    };
     writeln!(
         out,
         "try: curl -H 'Authorization: Bearer {token}' http://{addr}{path}"
@@ -443,6 +452,31 @@ fn print_demo(
         "no secret configured: using a random one for this run; tokens signed with it die with the process (set JWTGUARD_SECRET or JWTGUARD_SECRET_FILE)"
     );
     Ok(())
+}
+
+/// Says at start-up, in the log and on stderr, when `--upstream` does not accept a
+/// connection: otherwise the first sign is a 502 on a real request. Not fatal: the app
+/// may start after jwtguard.
+fn check_upstream(config: &Config, log_to_file: bool) {
+    use std::net::ToSocketAddrs as _;
+    let Some(url) = &config.upstream else { return };
+    let authority = url.trim_start_matches("http://");
+    let authority = authority.split('/').next().unwrap_or(authority);
+    let result = authority
+        .to_socket_addrs()
+        .and_then(|mut addrs| addrs.next().ok_or(std::io::ErrorKind::NotFound.into()))
+        .and_then(|addr| {
+            std::net::TcpStream::connect_timeout(&addr, std::time::Duration::from_secs(1))
+        });
+    if let Err(err) = result {
+        let message = format!(
+            "upstream {url} is not reachable: {err}; requests for it are answered 502 until it is (is the app running?)"
+        );
+        log::warn!("{message}");
+        if log_to_file {
+            let _ = writeln!(std::io::stderr(), "jwtguard: warning: {message}");
+        }
+    }
 }
 
 /// Start-up warnings for the settings that weaken a check.

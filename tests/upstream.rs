@@ -1404,3 +1404,95 @@ fn a_bad_host_is_refused_and_never_reaches_the_app_on_any_path() {
         ["localhost"]
     );
 }
+
+/// The demo's `try: curl ...` line: (its token, its URL's path).
+fn demo_hint(server: &mut Server) -> (String, String) {
+    let mut line = String::new();
+    server.stdout.read_line(&mut line).unwrap();
+    let rest = line
+        .trim_end()
+        .strip_prefix("try: curl -H 'Authorization: Bearer ")
+        .unwrap_or_else(|| panic!("a demo prints a curl to try: {line:?}"));
+    let (token, url) = rest.split_once("' ").unwrap();
+    let prefix = format!("http://{}", server.addr);
+    let path = url.strip_prefix(&prefix).unwrap_or_else(|| panic!("{url}"));
+    (token.to_owned(), path.to_owned())
+}
+
+#[test]
+fn the_demo_hint_reaches_the_app_in_upstream_mode() {
+    let upstream = Upstream::start();
+    let url = format!("http://{}", upstream.addr);
+    // No secret: a demo, which prints a token and a path to try it on.
+    let mut server = Server::spawn(
+        TempDir::new(),
+        &["--upstream", &url, "--public", "/static/"],
+        &[],
+        std::process::Stdio::null(),
+    );
+    let (token, path) = demo_hint(&mut server);
+    // The app's root: every app has one (its /api/protected is jwtguard's own demo path).
+    assert_eq!(path, "/");
+    let response = server.get_with_token(&path, &token);
+    assert_eq!(response.status, 200, "the hint's {path} with its token");
+    let seen = upstream.seen();
+    assert_eq!(seen.len(), 1, "the app got the hint's request");
+    assert_eq!(seen[0].header("X-Auth-User"), ["demo"]);
+    // Forward-auth: the hint asks the auth path, which says yes.
+    let mut server = Server::spawn(
+        TempDir::new(),
+        &["--forward-auth", "/auth"],
+        &[],
+        std::process::Stdio::null(),
+    );
+    let (token, path) = demo_hint(&mut server);
+    assert_eq!(path, "/auth");
+    assert_eq!(server.get_with_token(&path, &token).status, 200);
+}
+
+#[test]
+fn an_unreachable_upstream_at_start_is_a_warning_in_the_log_and_on_stderr() {
+    // A port bound without listening, held all along: nothing answers on it.
+    let closed = nix::sys::socket::socket(
+        nix::sys::socket::AddressFamily::Inet,
+        nix::sys::socket::SockType::Stream,
+        nix::sys::socket::SockFlag::SOCK_CLOEXEC,
+        None,
+    )
+    .unwrap();
+    let any = nix::sys::socket::SockaddrIn::new(127, 0, 0, 1, 0);
+    use std::os::fd::AsRawFd as _;
+    nix::sys::socket::bind(closed.as_raw_fd(), &any).unwrap();
+    let bound: nix::sys::socket::SockaddrIn =
+        nix::sys::socket::getsockname(closed.as_raw_fd()).unwrap();
+    let url = format!("http://127.0.0.1:{}", bound.port());
+    let dir = TempDir::new();
+    let log = dir.path("security.log");
+    let mut server = Server::spawn(
+        dir,
+        &["--upstream", &url, "--log-file", log.to_str().unwrap()],
+        &[("JWTGUARD_SECRET", SECRET)],
+        std::process::Stdio::piped(),
+    );
+    let stderr = server.stderr_after_kill();
+    let warning = format!("upstream {url} is not reachable");
+    assert!(stderr.contains(&warning), "stderr: {stderr}");
+    let text = std::fs::read_to_string(&log).unwrap();
+    let line = text
+        .lines()
+        .find(|l| l.contains(&warning))
+        .unwrap_or_else(|| panic!("no warning in the log: {text}"));
+    assert!(line.contains("warn"), "{line}");
+    // A reachable one: no warning.
+    let upstream = Upstream::start();
+    let url = format!("http://{}", upstream.addr);
+    let mut server = Server::spawn(
+        TempDir::new(),
+        &["--upstream", &url],
+        &[("JWTGUARD_SECRET", SECRET)],
+        std::process::Stdio::piped(),
+    );
+    let stderr = server.stderr_after_kill();
+    assert!(!stderr.contains("not reachable"), "{stderr}");
+    drop(closed);
+}
