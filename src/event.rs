@@ -214,7 +214,7 @@ pub(crate) enum ServiceEvent<'a> {
     Shutdown {
         /// `event.reason`.
         cause: Cause,
-        /// `jwtguard.requests`: how many requests it answered.
+        /// `jwtguard.requests`: how many requests it answered (not counting `/healthz`).
         answered: u64,
     },
 }

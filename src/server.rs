@@ -754,6 +754,8 @@ impl Serving<'_> {
             self.kill(peer);
         }
         let log_failing = || logger::installed().is_none_or(|log| log.failing());
+        // Health checks are not the users' requests (src/serve/event_loop.rs counts alike).
+        let counted = !matches!(answer, Answer::Health);
         let reply = match answer {
             Answer::Health => Reply::Health {
                 log_failing: log_failing(),
@@ -766,7 +768,7 @@ impl Serving<'_> {
             Answer::Decision(Decision::Refused(refused))
             | Answer::Auth(Decision::Refused(refused)) => Reply::Refused(refused),
         };
-        self.answered += 1;
+        self.answered += u64::from(counted);
         if let Some(proxy) = self.proxy
             && proxy.busy(peer)
         {
