@@ -540,12 +540,13 @@ impl Event<'_> {
         }
         match self {
             Event::Request(e) => {
-                let (verb, text) = if e.success {
-                    ("allowed", e.reason_text)
-                } else {
-                    ("refused", e.reason_text)
+                // A forwarding that failed was allowed first: its message must not say refused.
+                let verb = match (&e.action, e.success) {
+                    (Action::Forward, _) => "forwarding failed",
+                    (_, true) => "allowed",
+                    (_, false) => "refused",
                 };
-                line.message(&[verb, ": ", text]);
+                line.message(&[verb, ": ", e.reason_text]);
             }
             Event::Service(ServiceEvent::Startup { url, .. }) => {
                 line.message(&[

@@ -596,6 +596,11 @@ fn upstream_failures_are_502_or_504_and_recorded() {
     assert_eq!(forward[0]["event.reason"], "upstream_unreachable");
     assert_eq!(forward[0]["http.response.status_code"], 502);
     assert_eq!(forward[0]["http.request.id"], id.as_str());
+    // It was allowed, then could not be forwarded: the message says so, not "refused".
+    assert_eq!(
+        forward[0]["message"],
+        "forwarding failed: the upstream could not be reached"
+    );
     // Too slow: 504; not HTTP: 502.
     let upstream = Upstream::start();
     let server = jwtguard(&upstream, &[]);
