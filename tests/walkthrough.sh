@@ -28,7 +28,7 @@ if (exec 3<>/dev/tcp/127.0.0.1/8080) 2>/dev/null; then
 fi
 env -u JWTGUARD_SECRET -u JWTGUARD_SECRET_FILE target/release/jwtguard "${demo_args[@]}" >"$tmp/demo.out" 2>"$tmp/demo.err" &
 pid=$!
-for _ in $(seq 100); do grep -q '^listening on' "$tmp/demo.out" && break; sleep 0.05; done
+for _ in $(seq 100); do grep -qs '^listening on' "$tmp/demo.out" && break; sleep 0.05; done
 grep -q "^listening on http://$demo_addr\$" "$tmp/demo.out" || { echo "walkthrough.sh: the demo did not start on $demo_addr" >&2; cat "$tmp/demo.err" >&2; exit 1; }
 
 # It writes security.log in the working directory: keep a developer's own aside.
