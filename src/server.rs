@@ -704,7 +704,11 @@ impl Serving<'_> {
                 Answer::Decision(Decision::Allowed(allowed)) => Some(allowed),
                 _ => return self.reply(request, &reply, close, request_id, peer),
             };
-            let id = allowed.map(|allowed| allowed.request_id());
+            // Every answer has an id, a public path's too (its 502 is the app's trouble).
+            let id = Some(allowed.map_or_else(
+                || self.guard.new_request_id(),
+                |allowed| allowed.request_id(),
+            ));
             if let Some(peer) = peer
                 && self.stalled.contains(&peer)
             {

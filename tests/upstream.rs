@@ -304,16 +304,23 @@ fn allowed_requests_reach_the_app_with_identity_and_nothing_forged() {
     );
     assert!(answer.starts_with("HTTP/1.1 401 "), "{answer}");
     assert_eq!(upstream.seen().len(), 1);
-    // Public: reaches it, identity headers stripped, no event.
+    // Public: reaches it, identity headers stripped, no event; it has a request id too
+    // (jwtguard's, not the client's), the app's and the client's the same.
     let answer = exchange(
         &server,
-        b"GET /static/a.js HTTP/1.1\r\nHost: x\r\nX-Auth-User: admin\r\n\r\n",
+        b"GET /static/a.js HTTP/1.1\r\nHost: x\r\nX-Auth-User: admin\r\nX-Request-Id: forged\r\n\r\n",
     );
     assert!(answer.starts_with("HTTP/1.1 200 "), "{answer}");
     let seen = upstream.seen();
     assert_eq!(seen.len(), 2);
     assert!(seen[1].header("X-Auth-User").is_empty());
-    assert!(seen[1].header("X-Request-Id").is_empty());
+    let id = seen[1].header("X-Request-Id");
+    assert_eq!(id.len(), 1, "{:?}", seen[1]);
+    assert_ne!(id[0], "forged");
+    assert!(
+        answer.contains(&format!("X-Request-Id: {}\r\n", id[0])),
+        "{answer}"
+    );
     assert_eq!(server.requests_logged().len(), 2);
 }
 
@@ -1410,6 +1417,23 @@ fn a_bad_host_is_refused_and_never_reaches_the_app_on_any_path() {
     );
 }
 
+/// A loopback port bound without listening, held while the socket lives (so that no test
+/// beside takes it): nothing answers on it. Returns the socket and its `http://` URL.
+fn closed_port() -> (std::os::fd::OwnedFd, String) {
+    use nix::sys::socket::{AddressFamily, SockFlag, SockType, SockaddrIn};
+    use std::os::fd::AsRawFd as _;
+    let socket = nix::sys::socket::socket(
+        AddressFamily::Inet,
+        SockType::Stream,
+        SockFlag::SOCK_CLOEXEC,
+        None,
+    )
+    .unwrap();
+    nix::sys::socket::bind(socket.as_raw_fd(), &SockaddrIn::new(127, 0, 0, 1, 0)).unwrap();
+    let bound: SockaddrIn = nix::sys::socket::getsockname(socket.as_raw_fd()).unwrap();
+    (socket, format!("http://127.0.0.1:{}", bound.port()))
+}
+
 /// The demo's `try: curl ...` line: (its token, its URL's path).
 fn demo_hint(server: &mut Server) -> (String, String) {
     let mut line = String::new();
@@ -1457,20 +1481,7 @@ fn the_demo_hint_reaches_the_app_in_upstream_mode() {
 
 #[test]
 fn an_unreachable_upstream_at_start_is_a_warning_in_the_log_and_on_stderr() {
-    // A port bound without listening, held all along: nothing answers on it.
-    let closed = nix::sys::socket::socket(
-        nix::sys::socket::AddressFamily::Inet,
-        nix::sys::socket::SockType::Stream,
-        nix::sys::socket::SockFlag::SOCK_CLOEXEC,
-        None,
-    )
-    .unwrap();
-    let any = nix::sys::socket::SockaddrIn::new(127, 0, 0, 1, 0);
-    use std::os::fd::AsRawFd as _;
-    nix::sys::socket::bind(closed.as_raw_fd(), &any).unwrap();
-    let bound: nix::sys::socket::SockaddrIn =
-        nix::sys::socket::getsockname(closed.as_raw_fd()).unwrap();
-    let url = format!("http://127.0.0.1:{}", bound.port());
+    let (closed, url) = closed_port();
     let dir = TempDir::new();
     let log = dir.path("security.log");
     let mut server = Server::spawn(
@@ -1499,5 +1510,44 @@ fn an_unreachable_upstream_at_start_is_a_warning_in_the_log_and_on_stderr() {
     );
     let stderr = server.stderr_after_kill();
     assert!(!stderr.contains("not reachable"), "{stderr}");
+    drop(closed);
+}
+
+#[test]
+fn public_paths_get_a_request_id_too_even_on_a_502() {
+    let upstream = Upstream::start();
+    let server = jwtguard(&upstream, &["--public", "/static/"]);
+    let response = server.get("/static/app.css", &[]);
+    assert_eq!(response.status, 200);
+    assert!(response.header("X-Request-Id").is_some(), "{response:?}");
+    // Nothing listens: 502, with the id the forward event carries.
+    let (closed, url) = closed_port();
+    let dir = TempDir::new();
+    let log = dir.path("security.log");
+    let server = Server::spawn(
+        dir,
+        &[
+            "--upstream",
+            &url,
+            "--public",
+            "/static/",
+            "--log-file",
+            log.to_str().unwrap(),
+        ],
+        &[("JWTGUARD_SECRET", SECRET)],
+        std::process::Stdio::null(),
+    );
+    let response = server.get("/static/app.css", &[]);
+    assert_eq!(response.status, 502);
+    let id = response
+        .header("X-Request-Id")
+        .unwrap_or_else(|| panic!("a 502 on a public path has an id: {response:?}"))
+        .to_owned();
+    let events = server.log_json();
+    let forward = events
+        .iter()
+        .find(|e| e["event.action"] == "forward")
+        .unwrap();
+    assert_eq!(forward["http.request.id"], id.as_str());
     drop(closed);
 }
