@@ -6,6 +6,7 @@ use std::path::PathBuf;
 use jwtguard::{Config, Error, LogFormat, Secret};
 use serde_json::{Map, Value};
 
+/// `jwtguard help` and `jwtguard --help`: the commands, and where each one's options are.
 pub const USAGE: &str = "\
 Usage: jwtguard [serve] [OPTIONS]
        jwtguard token --sub NAME [--ttl SECONDS] [--claim KEY=VALUE]... [OPTIONS]
@@ -13,32 +14,41 @@ Usage: jwtguard [serve] [OPTIONS]
        jwtguard seal-init KEYFILE
        jwtguard verify-log --key VERIFICATION_KEY [--as-of TIME] LOGFILE...
        jwtguard report [--since TIME] [--until TIME] [--html FILE] LOGFILE...
-       jwtguard help | --help | --version
+       jwtguard help [COMMAND] | --help | --version
+
+Commands:
+  serve       guard HTTP paths with tokens and write the security log (the default)
+  token       print a token signed with the configured secret, or with --key-file
+  jwks        print the public JWK Set of a PEM private key (for --jwks)
+  seal-init   create a key to seal the security log with (serve --seal-key)
+  verify-log  check a sealed log: exit 0 intact, 1 tampered or cut short
+  report      sum a security log up on one screen, or as an HTML page
+  help        print this, or a command's options: jwtguard help COMMAND
+
+Each command's options: `jwtguard help COMMAND` or `jwtguard COMMAND --help`.
+
+The secret comes from JWTGUARD_SECRET, or from the file named by JWTGUARD_SECRET_FILE
+or --secret-file. With none, `serve` makes a random one for this run and prints a demo
+token (on a loopback address only); `token` fails.
+
+Environment: JWTGUARD_SECRET, JWTGUARD_SECRET_FILE, RUST_LOG (levels of everything but
+the security events; default info). Exit codes: 0 success, 2 usage (a malformed or
+out-of-range value), 1 any other failure.
+";
+
+/// `jwtguard help serve`.
+const SERVE: &str = "\
+Usage: jwtguard [serve] [OPTIONS]
 
 Serves HTTP on --listen: paths under --protect need a bearer token (HS256 with a secret,
 or RS256/RS384/RS512/PS256/ES256/ES384/EdDSA with keys from --jwks), /healthz is
 open, anything else is 404. Prints `listening on http://IP:PORT` on stdout once bound;
 writes one security event per decision to stderr, or to --log-file. A supervisor
-process holds the socket and runs the server in a worker (or --workers N sharing it):
-it restarts a worker that dies, replaces one that stalls, and on SIGHUP reloads (a new worker reads the --config
-file, the secret file and the keys again, and takes over without a dropped request);
-SIGTERM and SIGINT stop. A socket passed by systemd (LISTEN_FDS) is served.
-`token` prints a token signed with the configured secret, or with --key-file.
-`jwks` prints the public JWK Set of a PEM private key (for --jwks; kid: its RFC 7638
-thumbprint unless --kid).
-`seal-init` creates a sealing key file (mode 0600, never overwritten) for `serve
---seal-key` and prints its verification key on stdout: keep that off this host.
-`verify-log` checks a sealed log, its files oldest first (rotated ones, then the
-current one): exit 0 intact, 1 tampered or cut short, 2 usage.
-`report` sums a security log up on one screen (json or text, sealed or not, rotated
-files, .gz ones too): requests allowed and refused, refusals by reason, top refused
-clients and users, rate-limited clients, upstream, process and seal events, a
-timeline; --html FILE also writes it as one self-contained HTML page. It does not
-verify a sealed log: run verify-log for that.
-
-The secret comes from JWTGUARD_SECRET, or from the file named by JWTGUARD_SECRET_FILE
-or --secret-file. With none, `serve` makes a random one for this run and prints a demo
-token (on a loopback address only); `token` fails.
+process holds the socket and runs the server in a worker (or --workers N sharing
+it): it restarts a worker that dies, replaces one that stalls, and on SIGHUP reloads
+(a new worker reads the --config file, the secret file and the keys again, and takes
+over without a dropped request); SIGTERM and SIGINT stop. A socket passed by systemd
+(LISTEN_FDS) is served.
 
 Serve options:
   --listen HOST:PORT       address to listen on, port 0 for any [default: 127.0.0.1:8080]
@@ -93,14 +103,15 @@ Serve options:
                            one per CPU; fixed at start (a reload keeps it) [default: 1]
   --seal-key KEYFILE       seal every log line (event.sequence, event.hash) with the
                            key seal-init made; the key moves on every 15 minutes
-Verify-log options:
-  --key VERIFICATION_KEY   the line seal-init printed
-  --as-of TIME             judge the log's end as of TIME (2026-11-27T21:42:09Z)
-                           instead of now
-Report options:
-  --since TIME, --until TIME
-                           only lines from TIME on, or before TIME (UTC, as above)
-  --html FILE              also write the report as one HTML page (no script)
+";
+
+/// `jwtguard help token`.
+const TOKEN: &str = "\
+Usage: jwtguard token --sub NAME [--ttl SECONDS] [--claim KEY=VALUE]... [OPTIONS]
+
+Prints a token signed with the configured secret (or the --jwks key --kid names), or
+with --key-file.
+
 Token options:
   --sub NAME               the subject (user) of the token
   --ttl SECONDS            lifetime [default: 3600]
@@ -112,6 +123,65 @@ Token options:
                            Ed25519 private key (PKCS#1, SEC1 or PKCS#8 PEM)
   --alg ALG                with --key-file: RS256, RS384, RS512 or PS256 for an RSA
                            key [default: RS256; ES256, ES384, EdDSA by key]
+";
+
+/// `jwtguard help jwks`.
+const JWKS: &str = "\
+Usage: jwtguard jwks --from-pem PRIVATE_KEY [--kid KID] [--alg ALG]
+
+Prints the public JWK Set of a PEM private key, for `serve --jwks`.
+
+Jwks options:
+  --from-pem PRIVATE_KEY   an RSA, EC P-256/P-384 or Ed25519 private key (PEM)
+  --kid KID                the key's kid [default: its RFC 7638 thumbprint]
+  --alg ALG                for an RSA key: RS256, RS384, RS512 or PS256 [default: RS256]
+  -h, --help               print this help
+";
+
+/// `jwtguard help seal-init`.
+const SEAL_INIT: &str = "\
+Usage: jwtguard seal-init KEYFILE
+
+Creates a sealing key file (mode 0600, never overwritten) for `serve --seal-key` and
+prints its verification key on stdout: keep that off this host.
+
+Seal-init options:
+  -h, --help               print this help
+";
+
+/// `jwtguard help verify-log`.
+const VERIFY_LOG: &str = "\
+Usage: jwtguard verify-log --key VERIFICATION_KEY [--as-of TIME] LOGFILE...
+
+Checks a sealed log, its files oldest first (rotated ones, then the current one):
+exit 0 intact, 1 tampered or cut short, 2 usage.
+
+Verify-log options:
+  --key VERIFICATION_KEY   the line seal-init printed
+  --as-of TIME             judge the log's end as of TIME (2026-11-27T21:42:09Z)
+                           instead of now
+  -h, --help               print this help
+";
+
+/// `jwtguard help report`.
+const REPORT: &str = "\
+Usage: jwtguard report [--since TIME] [--until TIME] [--html FILE] LOGFILE...
+
+Sums a security log up on one screen (json or text, sealed or not, rotated files, .gz
+ones too): requests allowed and refused, refusals by reason, top refused clients and
+users, rate-limited clients, upstream, process and seal events, a timeline. It does not
+verify a sealed log: run verify-log for that.
+
+Report options:
+  --since TIME, --until TIME
+                           only lines from TIME on, or before TIME (UTC,
+                           like 2026-11-27T21:42:09Z)
+  -h, --help               print this help
+  --html FILE              also write the report as one HTML page (no script)
+";
+
+/// The options `serve` and `token` share.
+const COMMON: &str = "
 Common options:
   --jwks FILE              keys by kid, a JWK Set (instead of a secret): oct (HS256),
                            RSA, EC (P-256, P-384), OKP (Ed25519); each key accepts only
@@ -134,10 +204,26 @@ Common options:
   -h, --help               print this help
   -V, --version            print the version
 
-Environment: JWTGUARD_SECRET, JWTGUARD_SECRET_FILE, RUST_LOG (levels of everything but
-the security events; default info). Exit codes: 0 success, 2 usage (a malformed or
-out-of-range value), 1 any other failure.
 ";
+
+/// The help of `command` (`serve`, `token`, ...), or `None` for an unknown one.
+pub fn help(command: &str) -> Option<String> {
+    let (text, common) = match command {
+        "serve" => (SERVE, true),
+        "token" => (TOKEN, true),
+        "jwks" => (JWKS, false),
+        "seal-init" => (SEAL_INIT, false),
+        "verify-log" => (VERIFY_LOG, false),
+        "report" => (REPORT, false),
+        "help" => (USAGE, false),
+        _ => return None,
+    };
+    Some(if common {
+        format!("{text}{COMMON}")
+    } else {
+        text.to_owned()
+    })
+}
 
 pub enum Command {
     Serve {
@@ -170,7 +256,8 @@ pub enum Command {
         alg: Option<String>,
     },
     Report(crate::report::Options),
-    Help,
+    /// Print this text (`help [COMMAND]`, `--help`).
+    Help(String),
     Version,
 }
 
@@ -225,6 +312,111 @@ pub fn parse() -> Result<Command, Failure> {
         }
     }
     Ok(command)
+}
+
+/// The rest of `help [COMMAND]`: the overview, or that command's help.
+fn help_command(parser: &mut lexopt::Parser) -> Result<Command, lexopt::Error> {
+    use lexopt::prelude::*;
+    match parser.next()? {
+        None => Ok(Command::Help(USAGE.to_owned())),
+        Some(lexopt::Arg::Value(word)) => {
+            let word = word.string()?;
+            help(&word)
+                .map(Command::Help)
+                .ok_or_else(|| format!("unknown command {word:?}: {}", COMMANDS.join(", ")).into())
+        }
+        Some(arg) => Err(arg.unexpected()),
+    }
+}
+
+/// The commands, as `help` names them.
+const COMMANDS: [&str; 6] = [
+    "serve",
+    "token",
+    "jwks",
+    "seal-init",
+    "verify-log",
+    "report",
+];
+
+/// Options people reach for that jwtguard spells otherwise (other servers' names): what
+/// to use instead.
+const ALIASES: &[(&str, &str)] = &[
+    ("port", "--listen HOST:PORT"),
+    ("bind", "--listen HOST:PORT"),
+    ("host", "--listen HOST:PORT"),
+    ("address", "--listen HOST:PORT"),
+    (
+        "secret",
+        "--secret-file PATH, or the JWTGUARD_SECRET variable",
+    ),
+    (
+        "key",
+        "--secret-file PATH, --jwks FILE or the JWTGUARD_SECRET variable",
+    ),
+    ("log", "--log-file PATH"),
+    ("backend", "--upstream http://HOST:PORT"),
+    ("proxy-pass", "--upstream http://HOST:PORT"),
+];
+
+/// An unknown argument's error, with the nearest option of `command` when one is near
+/// (an alias from [`ALIASES`], or one edit or two away), or the command that has it.
+fn unexpected(arg: lexopt::Arg<'_>, command: &str) -> lexopt::Error {
+    let lexopt::Arg::Long(name) = arg else {
+        return arg.unexpected();
+    };
+    let options = |command: &str| -> Vec<String> {
+        let text = help(command).unwrap_or_default();
+        let mut names: Vec<String> = text
+            .split(|c: char| c.is_whitespace() || c == ',')
+            .filter_map(|word| word.strip_prefix("--"))
+            .map(|word| word.trim_end_matches(|c: char| !c.is_ascii_alphanumeric()))
+            .filter(|word| {
+                !word.is_empty() && word.chars().all(|c| c.is_ascii_lowercase() || c == '-')
+            })
+            .map(str::to_owned)
+            .collect();
+        names.sort();
+        names.dedup();
+        names
+    };
+    let mine = options(command);
+    let hint = if let Some((_, instead)) = ALIASES.iter().find(|(alias, _)| *alias == name) {
+        format!("; did you mean {instead}?")
+    } else if let Some(other) = COMMANDS
+        .iter()
+        .find(|other| **other != command && options(other).iter().any(|o| o == name))
+    {
+        format!("; it is an option of `jwtguard {other}` (jwtguard help {other})")
+    } else if let Some(near) = mine
+        .iter()
+        .map(|option| (distance(name, option), option))
+        .filter(|(d, option)| *d <= 2 && *d < option.len())
+        .min()
+    {
+        format!("; did you mean --{}?", near.1)
+    } else {
+        format!("; jwtguard help {command} lists them")
+    };
+    format!("invalid option '--{name}' for {command}{hint}").into()
+}
+
+/// The Levenshtein distance between `a` and `b` (options are short: a row at a time).
+fn distance(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut row: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut diagonal = row[0];
+        row[0] = i + 1;
+        for (j, cb) in b.iter().enumerate() {
+            let next = (row[j + 1] + 1)
+                .min(row[j] + 1)
+                .min(diagonal + usize::from(ca != *cb));
+            diagonal = row[j + 1];
+            row[j + 1] = next;
+        }
+    }
+    row[b.len()]
 }
 
 /// `NAME=VALUE` for `flag`.
@@ -403,11 +595,17 @@ impl Flags {
                     "seal-init" | "verify-log" => return Ok(Some(tool(&word, parser)?)),
                     "report" => return Ok(Some(report(parser)?)),
                     "jwks" => return Ok(Some(jwks(parser)?)),
-                    "help" => return Ok(Some(Command::Help)),
+                    "help" => return Ok(Some(help_command(parser)?)),
                     _ => return Err(format!("unknown command {word:?}").into()),
                 }
             }
-            Short('h') | Long("help") => return Ok(Some(Command::Help)),
+            Short('h') | Long("help") => {
+                let text = match &self.subcommand {
+                    Some(command) => help(command).unwrap_or_default(),
+                    None => USAGE.to_owned(),
+                };
+                return Ok(Some(Command::Help(text)));
+            }
             Short('V') | Long("version") => return Ok(Some(Command::Version)),
             Long("issuer") => self.config.issuer = Some(parser.value()?.string()?),
             Long("audience") => self.config.audience = Some(parser.value()?.string()?),
@@ -539,7 +737,12 @@ impl Flags {
                     self.take(arg.arg(), &mut file)?;
                 }
             }
-            _ => return Err(arg.unexpected()),
+            _ => {
+                return Err(unexpected(
+                    arg,
+                    self.subcommand.as_deref().unwrap_or("serve"),
+                ));
+            }
         }
         self.seen_flag |= self.subcommand.is_none();
         Ok(None)
@@ -577,8 +780,10 @@ fn jwks(parser: &mut lexopt::Parser) -> Result<Command, lexopt::Error> {
             Long("from-pem") => pem = Some(PathBuf::from(parser.value()?)),
             Long("kid") => kid = Some(parser.value()?.string()?),
             Long("alg") => alg = Some(parser.value()?.string()?),
-            Short('h') | Long("help") => return Ok(Command::Help),
-            _ => return Err(arg.unexpected()),
+            Short('h') | Long("help") => {
+                return Ok(Command::Help(help("jwks").unwrap_or_default()));
+            }
+            _ => return Err(unexpected(arg, "jwks")),
         }
     }
     let pem = pem.ok_or("jwks needs --from-pem PRIVATE_KEY")?;
@@ -609,8 +814,10 @@ fn tool(command: &str, parser: &mut lexopt::Parser) -> Result<Command, lexopt::E
                 })?;
                 as_of = Some(std::time::UNIX_EPOCH + std::time::Duration::from_millis(ms));
             }
-            Short('h') | Long("help") => return Ok(Command::Help),
-            _ => return Err(arg.unexpected()),
+            Short('h') | Long("help") => {
+                return Ok(Command::Help(help(command).unwrap_or_default()));
+            }
+            _ => return Err(unexpected(arg, command)),
         }
     }
     if !verify {
@@ -656,8 +863,10 @@ fn report(parser: &mut lexopt::Parser) -> Result<Command, lexopt::Error> {
                     _ => options.until = Some(ms),
                 }
             }
-            Short('h') | Long("help") => return Ok(Command::Help),
-            _ => return Err(arg.unexpected()),
+            Short('h') | Long("help") => {
+                return Ok(Command::Help(help("report").unwrap_or_default()));
+            }
+            _ => return Err(unexpected(arg, "report")),
         }
     }
     if options.files.is_empty() {

@@ -215,14 +215,14 @@ pub(crate) enum ServiceEvent<'a> {
     Shutdown {
         /// `event.reason`.
         cause: Cause,
-        /// `jwtguard.requests`: how many requests it answered.
+        /// `jwtguard.requests`: how many requests it answered (not counting `/healthz`).
         answered: u64,
     },
 }
 
 /// What jwtguard's supervisor (the parent process that holds the listening socket and
 /// runs the server in a worker process) did: one event each, written by the supervisor
-/// (README, Process model).
+/// (docs/operations.md, How it runs).
 #[derive(Clone, Copy, Debug)]
 pub enum Supervision<'a> {
     /// The worker `previous` ended abnormally (`how`: `exit status 101`, `signal SIGKILL`);
@@ -549,12 +549,13 @@ impl Event<'_> {
         }
         match self {
             Event::Request(e) => {
-                let (verb, text) = if e.success {
-                    ("allowed", e.reason_text)
-                } else {
-                    ("refused", e.reason_text)
+                // A forwarding that failed was allowed first: its message must not say refused.
+                let verb = match (&e.action, e.success) {
+                    (Action::Forward, _) => "forwarding failed",
+                    (_, true) => "allowed",
+                    (_, false) => "refused",
                 };
-                line.message(&[verb, ": ", text]);
+                line.message(&[verb, ": ", e.reason_text]);
             }
             Event::Service(ServiceEvent::Startup { url, .. }) => {
                 line.message(&[

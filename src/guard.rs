@@ -487,6 +487,12 @@ impl Guard {
         peer.is_some_and(|p| self.trusted.contains(p))
     }
 
+    /// A new request id, for a request that has no decision of its own (a public path
+    /// forwarded to the upstream): its answer, and any event about it, carry one too.
+    pub(crate) fn new_request_id(&self) -> RequestId {
+        RequestId::new(self.id_prefix, self.next_id.fetch_add(1, Ordering::Relaxed))
+    }
+
     /// The identity headers' names: `X-Auth-User`, then the claim headers.
     pub(crate) fn identity_names(&self) -> Vec<&str> {
         std::iter::once(USER_HEADER)

@@ -65,7 +65,7 @@
 //! | `error` | `security` | the server stopped accepting connections |
 //! | any | any other | passed to the logger given to [`SecurityLog::others`] |
 //!
-//! The line carries the fields listed in the README (Elastic Common Schema names), never
+//! The line carries the fields listed in docs/security-log.md (Elastic Common Schema names), never
 //! the token or the secret; values from the request are escaped into printable ASCII and
 //! capped at 256 bytes.
 //!

@@ -47,10 +47,60 @@ fn main() -> ExitCode {
                 message.push_str(&format!(": {cause}"));
                 source = cause.source();
             }
+            if let Some(hint) = err.downcast_ref::<Error>().and_then(file_hint) {
+                message.push_str("\n  ");
+                message.push_str(&hint);
+            }
             let _ = writeln!(std::io::stderr(), "{message}");
             ExitCode::FAILURE
         }
     }
+}
+
+/// What to do about a secret or log file jwtguard cannot use: who it runs as, and the
+/// mode the file needs (an operator reads `Permission denied` and guesses otherwise).
+fn file_hint(err: &Error) -> Option<String> {
+    use std::io::ErrorKind::{NotFound, PermissionDenied};
+    let user = user_name();
+    match err {
+        Error::SecretFile { path, source } => match source.kind() {
+            PermissionDenied => Some(format!(
+                "jwtguard runs as {user}: let that user alone read {path} and search its directories (chown {user} {path}; chmod 0400 {path})",
+                path = path.display()
+            )),
+            NotFound => Some(format!(
+                "create it with a random secret: (umask 077; head -c 32 /dev/urandom | base64 >{})",
+                path.display()
+            )),
+            _ => None,
+        },
+        Error::LogFile { path, source } => match source.kind() {
+            PermissionDenied => Some(format!(
+                "jwtguard runs as {user}: it appends to {path}, or creates it (mode 0600) when missing; make the file {user}'s with mode 0600 (install -m 0600 -o {user} /dev/null {path}), or its directory writable by {user}",
+                path = path.display()
+            )),
+            NotFound => Some(format!(
+                "its directory does not exist: create it for {user} (install -d -m 0750 -o {user} {})",
+                path.parent().unwrap_or(path).display()
+            )),
+            _ => None,
+        },
+        _ => None,
+    }
+}
+
+/// The name of the user this process runs as (its uid when /etc/passwd does not say).
+fn user_name() -> String {
+    use std::os::unix::fs::MetadataExt as _;
+    let Ok(uid) = std::fs::metadata("/proc/self").map(|m| m.uid()) else {
+        return "this process's user".into();
+    };
+    let passwd = std::fs::read_to_string("/etc/passwd").unwrap_or_default();
+    passwd
+        .lines()
+        .map(|line| line.split(':').collect::<Vec<_>>())
+        .find(|fields| fields.get(2) == Some(&uid.to_string().as_str()))
+        .map_or_else(|| format!("uid {uid}"), |fields| fields[0].to_owned())
 }
 
 /// The private key in the PEM file `path` (`token --key-file`, `jwks --from-pem`).
@@ -90,7 +140,7 @@ impl NoSigningKey {
 
 fn run(signals: SigSet) -> Result<(), Failure> {
     match cli::parse()? {
-        Command::Help => print!("{}", cli::USAGE),
+        Command::Help(text) => print!("{text}"),
         Command::Version => println!("jwtguard {}", env!("CARGO_PKG_VERSION")),
         Command::Token {
             key_file: Some(path),
@@ -261,6 +311,9 @@ fn serve(
         Some((listener, _)) => listener,
         None => Server::listen(&config.listen)?,
     };
+    if !worker {
+        check_upstream(&config, log_file.is_some());
+    }
     if supervise && !worker {
         return supervise_workers(&config, listener, demo_secret, fixed, workers);
     }
@@ -388,7 +441,13 @@ fn print_demo(
     let mut claims = cli::claims(config, "demo".into(), 3600, Default::default());
     claims.retain(|_, v| !v.is_null());
     let token = jwtguard::mint(config.secret.as_ref().expect("set above"), &claims);
-    let path = format!("{}/protected", config.protect[0].trim_end_matches('/'));
+    // A path that reaches what this mode guards: the app's root behind --upstream, the
+    // auth path for a proxy's subrequests, else jwtguard's own protected answer.
+    let path = match (&config.upstream, &config.forward_auth) {
+        (Some(_), _) => "/".to_owned(),
+        (None, Some(auth)) => auth.clone(),
+        (None, None) => format!("{}/protected", config.protect[0].trim_end_matches('/')),
+    };
     writeln!(
         out,
         "try: curl -H 'Authorization: Bearer {token}' http://{addr}{path}"
@@ -397,6 +456,31 @@ fn print_demo(
         "no secret configured: using a random one for this run; tokens signed with it die with the process (set JWTGUARD_SECRET or JWTGUARD_SECRET_FILE)"
     );
     Ok(())
+}
+
+/// Says at start-up, in the log and on stderr, when `--upstream` does not accept a
+/// connection: otherwise the first sign is a 502 on a real request. Not fatal: the app
+/// may start after jwtguard.
+fn check_upstream(config: &Config, log_to_file: bool) {
+    use std::net::ToSocketAddrs as _;
+    let Some(url) = &config.upstream else { return };
+    let authority = url.trim_start_matches("http://");
+    let authority = authority.split('/').next().unwrap_or(authority);
+    let result = authority
+        .to_socket_addrs()
+        .and_then(|mut addrs| addrs.next().ok_or(std::io::ErrorKind::NotFound.into()))
+        .and_then(|addr| {
+            std::net::TcpStream::connect_timeout(&addr, std::time::Duration::from_secs(1))
+        });
+    if let Err(err) = result {
+        let message = format!(
+            "upstream {url} is not reachable: {err}; requests for it are answered 502 until it is (is the app running?)"
+        );
+        log::warn!("{message}");
+        if log_to_file {
+            let _ = writeln!(std::io::stderr(), "jwtguard: warning: {message}");
+        }
+    }
 }
 
 /// Start-up warnings for the settings that weaken a check.

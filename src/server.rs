@@ -717,7 +717,11 @@ impl Serving<'_> {
                 Answer::Decision(Decision::Allowed(allowed)) => Some(allowed),
                 _ => return self.reply(request, &reply, close, request_id, peer),
             };
-            let id = allowed.map(|allowed| allowed.request_id());
+            // Every answer has an id, a public path's too (its 502 is the app's trouble).
+            let id = Some(allowed.map_or_else(
+                || self.guard.new_request_id(),
+                |allowed| allowed.request_id(),
+            ));
             if let Some(peer) = peer
                 && self.stalled.contains(&peer)
             {
@@ -767,6 +771,8 @@ impl Serving<'_> {
             self.kill(peer);
         }
         let log_failing = || logger::installed().is_none_or(|log| log.failing());
+        // Health checks are not the users' requests (src/serve/event_loop.rs counts alike).
+        let counted = !matches!(answer, Answer::Health);
         let reply = match answer {
             Answer::Health => Reply::Health {
                 log_failing: log_failing(),
@@ -780,7 +786,7 @@ impl Serving<'_> {
             Answer::Decision(Decision::Refused(refused))
             | Answer::Auth(Decision::Refused(refused)) => Reply::Refused(refused),
         };
-        self.answered += 1;
+        self.answered += u64::from(counted);
         if let Some(proxy) = self.proxy
             && proxy.busy(peer)
         {

@@ -289,23 +289,20 @@ impl State {
     fn failed(&mut self, err: &io::Error) {
         if !self.failing {
             self.failing = true;
-            // Not eprintln!: it panics when stderr is the sink that failed.
-            let _ = writeln!(
-                io::stderr(),
+            say(format_args!(
                 "jwtguard: cannot write the security log to {}: {err}; refusing protected requests (503) until it works again",
                 self.name
-            );
+            ));
         }
     }
 
     fn recovered(&mut self) {
         if self.failing {
             self.failing = false;
-            let _ = writeln!(
-                io::stderr(),
+            say(format_args!(
                 "jwtguard: the security log at {} is writable again",
                 self.name
-            );
+            ));
         }
     }
 }
@@ -351,6 +348,16 @@ impl Sink {
             *looked_up = 0;
         }
     }
+}
+
+/// Writes `line` to stderr. Not `eprintln!` in the binary: it panics when stderr is the
+/// sink that failed. In unit tests `eprintln!`, which the test harness captures: a passing
+/// `cargo test` does not print the failures its tests cause on purpose.
+fn say(line: std::fmt::Arguments<'_>) {
+    #[cfg(test)]
+    eprintln!("{line}");
+    #[cfg(not(test))]
+    let _ = writeln!(io::stderr(), "{line}");
 }
 
 #[cfg(test)]

@@ -127,7 +127,7 @@ enum Audience<'a> {
     Many(#[serde(borrow)] Vec<Cow<'a, str>>),
 }
 
-/// The blog's `user_id`: a string or an integer.
+/// A `user_id` claim (common in Flask apps): a string or an integer.
 #[derive(Deserialize)]
 #[serde(untagged)]
 enum UserId<'a> {

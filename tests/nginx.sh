@@ -30,10 +30,10 @@ jwtguard=${url#http://}
 
 # site PORT JWTGUARD: examples/nginx.conf on 127.0.0.1:PORT, asking JWTGUARD.
 site() {
-  sed -e "s|^\( *listen\) 8080;|\1 127.0.0.1:$1;|" -e "s|127\.0\.0\.1:9090|$2|" \
+  sed -e "s|^\( *listen\) 127\.0\.0\.1:8080;|\1 127.0.0.1:$1;|" -e "s|127\.0\.0\.1:9090|$2|" \
     -e "s|127\.0\.0\.1:5000|${app#http://}|" examples/nginx.conf
 }
-if ! grep -q '^ *listen 8080;' examples/nginx.conf ||
+if ! grep -q '^ *listen 127.0.0.1:8080;' examples/nginx.conf ||
   ! grep -q 127.0.0.1:9090 examples/nginx.conf ||
   ! grep -q 127.0.0.1:5000 examples/nginx.conf; then
   fail 'examples/nginx.conf: a port to template is gone'
@@ -80,6 +80,12 @@ forged=$(JWTGUARD_SECRET=not-the-secret-but-32-bytes-long-0123 jwt --sub alice)
 # (curl binds 127.0.0.2, nginx connects from 127.0.0.1).
 req valid 200 -H "Authorization: Bearer $alice" "$front/api/protected?t=valid"
 reached valid
+# A body over nginx's default limit (1 MiB) reaches the app: the example's
+# client_max_body_size, not nginx's 413.
+python3 -c 'import json; print(json.dumps({"note": "a" * 2000000}))' >"$tmp/big.json"
+req bigbody 200 -H "Authorization: Bearer $alice" -H 'Content-Type: application/json' \
+  --data-binary @"$tmp/big.json" "$front/api/orders?t=bigbody"
+reached bigbody
 check 'app sees X-Auth-User' "$(body valid .user)" alice
 check 'valid: event' "$(event valid '[."event.action", ."event.reason", ."user.id", ."source.ip",
   ."client.ip", ."http.request.method", ."url.path"] | join(" ")')" \

@@ -141,7 +141,7 @@ fn usage_errors_exit_2() {
         assert_eq!(out.status.code(), Some(2), "{args:?}");
         assert!(out.stdout.is_empty(), "{args:?}");
     }
-    let out = run(&["--help"], &[]);
+    let out = run(&["serve", "--help"], &[]);
     assert!(out.status.success());
     assert!(String::from_utf8_lossy(&out.stdout).contains("--max-token-bytes"));
 }

@@ -383,3 +383,20 @@ fn rust_log_cannot_silence_security_events() {
         assert_eq!(reasons, ["ok", "missing_token"], "RUST_LOG={rust_log:?}");
     }
 }
+
+#[test]
+fn the_shutdown_event_counts_the_users_requests_not_health_checks() {
+    // Serve mode (jwtguard's event loop) and proxy mode (its own loop).
+    for extra in [&[][..], &["--upstream", "http://127.0.0.1:1"]] {
+        let mut server = Server::start(extra);
+        for _ in 0..5 {
+            assert_eq!(server.get("/healthz", &[]).status, 200);
+        }
+        assert_eq!(server.get("/api/protected", &[]).status, 401);
+        assert!(server.signal("TERM").success());
+        let events = server.log_json();
+        let shutdown = events.last().unwrap();
+        assert_eq!(shutdown["event.action"], "shutdown", "{extra:?}");
+        assert_eq!(shutdown["jwtguard.requests"], 1, "{extra:?}: {shutdown}");
+    }
+}

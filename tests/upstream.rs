@@ -311,16 +311,23 @@ fn allowed_requests_reach_the_app_with_identity_and_nothing_forged() {
     );
     assert!(answer.starts_with("HTTP/1.1 401 "), "{answer}");
     assert_eq!(upstream.seen().len(), 1);
-    // Public: reaches it, identity headers stripped, no event.
+    // Public: reaches it, identity headers stripped, no event; it has a request id too
+    // (jwtguard's, not the client's), the app's and the client's the same.
     let answer = exchange(
         &server,
-        b"GET /static/a.js HTTP/1.1\r\nHost: x\r\nX-Auth-User: admin\r\n\r\n",
+        b"GET /static/a.js HTTP/1.1\r\nHost: x\r\nX-Auth-User: admin\r\nX-Request-Id: forged\r\n\r\n",
     );
     assert!(answer.starts_with("HTTP/1.1 200 "), "{answer}");
     let seen = upstream.seen();
     assert_eq!(seen.len(), 2);
     assert!(seen[1].header("X-Auth-User").is_empty());
-    assert!(seen[1].header("X-Request-Id").is_empty());
+    let id = seen[1].header("X-Request-Id");
+    assert_eq!(id.len(), 1, "{:?}", seen[1]);
+    assert_ne!(id[0], "forged");
+    assert!(
+        answer.contains(&format!("X-Request-Id: {}\r\n", id[0])),
+        "{answer}"
+    );
     assert_eq!(server.requests_logged().len(), 2);
 }
 
@@ -603,6 +610,11 @@ fn upstream_failures_are_502_or_504_and_recorded() {
     assert_eq!(forward[0]["event.reason"], "upstream_unreachable");
     assert_eq!(forward[0]["http.response.status_code"], 502);
     assert_eq!(forward[0]["http.request.id"], id.as_str());
+    // It was allowed, then could not be forwarded: the message says so, not "refused".
+    assert_eq!(
+        forward[0]["message"],
+        "forwarding failed: the upstream could not be reached"
+    );
     // Too slow: 504; not HTTP: 502.
     let upstream = Upstream::start();
     let server = jwtguard(&upstream, &[]);
@@ -1654,4 +1666,139 @@ fn a_chunked_answer_whose_data_overruns_its_size_is_cut_and_its_connection_not_r
         .find(|s| s.line.starts_with("GET /after"))
         .unwrap();
     assert_ne!(first.connection, after.connection, "reused");
+}
+
+/// A loopback port bound without listening, held while the socket lives (so that no test
+/// beside takes it): nothing answers on it. Returns the socket and its `http://` URL.
+fn closed_port() -> (std::os::fd::OwnedFd, String) {
+    use nix::sys::socket::{AddressFamily, SockFlag, SockType, SockaddrIn};
+    use std::os::fd::AsRawFd as _;
+    let socket = nix::sys::socket::socket(
+        AddressFamily::Inet,
+        SockType::Stream,
+        SockFlag::SOCK_CLOEXEC,
+        None,
+    )
+    .unwrap();
+    nix::sys::socket::bind(socket.as_raw_fd(), &SockaddrIn::new(127, 0, 0, 1, 0)).unwrap();
+    let bound: SockaddrIn = nix::sys::socket::getsockname(socket.as_raw_fd()).unwrap();
+    (socket, format!("http://127.0.0.1:{}", bound.port()))
+}
+
+/// The demo's `try: curl ...` line: (its token, its URL's path).
+fn demo_hint(server: &mut Server) -> (String, String) {
+    let mut line = String::new();
+    server.stdout.read_line(&mut line).unwrap();
+    let rest = line
+        .trim_end()
+        .strip_prefix("try: curl -H 'Authorization: Bearer ")
+        .unwrap_or_else(|| panic!("a demo prints a curl to try: {line:?}"));
+    let (token, url) = rest.split_once("' ").unwrap();
+    let prefix = format!("http://{}", server.addr);
+    let path = url.strip_prefix(&prefix).unwrap_or_else(|| panic!("{url}"));
+    (token.to_owned(), path.to_owned())
+}
+
+#[test]
+fn the_demo_hint_reaches_the_app_in_upstream_mode() {
+    let upstream = Upstream::start();
+    let url = format!("http://{}", upstream.addr);
+    // No secret: a demo, which prints a token and a path to try it on.
+    let mut server = Server::spawn(
+        TempDir::new(),
+        &["--upstream", &url, "--public", "/static/"],
+        &[],
+        std::process::Stdio::null(),
+    );
+    let (token, path) = demo_hint(&mut server);
+    // The app's root: every app has one (its /api/protected is jwtguard's own demo path).
+    assert_eq!(path, "/");
+    let response = server.get_with_token(&path, &token);
+    assert_eq!(response.status, 200, "the hint's {path} with its token");
+    let seen = upstream.seen();
+    assert_eq!(seen.len(), 1, "the app got the hint's request");
+    assert_eq!(seen[0].header("X-Auth-User"), ["demo"]);
+    // Forward-auth: the hint asks the auth path, which says yes.
+    let mut server = Server::spawn(
+        TempDir::new(),
+        &["--forward-auth", "/auth"],
+        &[],
+        std::process::Stdio::null(),
+    );
+    let (token, path) = demo_hint(&mut server);
+    assert_eq!(path, "/auth");
+    assert_eq!(server.get_with_token(&path, &token).status, 200);
+}
+
+#[test]
+fn an_unreachable_upstream_at_start_is_a_warning_in_the_log_and_on_stderr() {
+    let (closed, url) = closed_port();
+    let dir = TempDir::new();
+    let log = dir.path("security.log");
+    let mut server = Server::spawn(
+        dir,
+        &["--upstream", &url, "--log-file", log.to_str().unwrap()],
+        &[("JWTGUARD_SECRET", SECRET)],
+        std::process::Stdio::piped(),
+    );
+    let stderr = server.stderr_after_kill();
+    let warning = format!("upstream {url} is not reachable");
+    assert!(stderr.contains(&warning), "stderr: {stderr}");
+    let text = std::fs::read_to_string(&log).unwrap();
+    let line = text
+        .lines()
+        .find(|l| l.contains(&warning))
+        .unwrap_or_else(|| panic!("no warning in the log: {text}"));
+    assert!(line.contains("warn"), "{line}");
+    // A reachable one: no warning.
+    let upstream = Upstream::start();
+    let url = format!("http://{}", upstream.addr);
+    let mut server = Server::spawn(
+        TempDir::new(),
+        &["--upstream", &url],
+        &[("JWTGUARD_SECRET", SECRET)],
+        std::process::Stdio::piped(),
+    );
+    let stderr = server.stderr_after_kill();
+    assert!(!stderr.contains("not reachable"), "{stderr}");
+    drop(closed);
+}
+
+#[test]
+fn public_paths_get_a_request_id_too_even_on_a_502() {
+    let upstream = Upstream::start();
+    let server = jwtguard(&upstream, &["--public", "/static/"]);
+    let response = server.get("/static/app.css", &[]);
+    assert_eq!(response.status, 200);
+    assert!(response.header("X-Request-Id").is_some(), "{response:?}");
+    // Nothing listens: 502, with the id the forward event carries.
+    let (closed, url) = closed_port();
+    let dir = TempDir::new();
+    let log = dir.path("security.log");
+    let server = Server::spawn(
+        dir,
+        &[
+            "--upstream",
+            &url,
+            "--public",
+            "/static/",
+            "--log-file",
+            log.to_str().unwrap(),
+        ],
+        &[("JWTGUARD_SECRET", SECRET)],
+        std::process::Stdio::null(),
+    );
+    let response = server.get("/static/app.css", &[]);
+    assert_eq!(response.status, 502);
+    let id = response
+        .header("X-Request-Id")
+        .unwrap_or_else(|| panic!("a 502 on a public path has an id: {response:?}"))
+        .to_owned();
+    let events = server.log_json();
+    let forward = events
+        .iter()
+        .find(|e| e["event.action"] == "forward")
+        .unwrap();
+    assert_eq!(forward["http.request.id"], id.as_str());
+    drop(closed);
 }

@@ -497,6 +497,9 @@ impl Loop<'_> {
         for q in std::mem::take(&mut self.queued) {
             let decision;
             let names;
+            // The shutdown event counts the users' requests: not the supervisor's (or a
+            // load balancer's) health checks.
+            let counted = !matches!(q.what, What::Health);
             let reply = match &q.what {
                 What::Health => Reply::Health {
                     log_failing,
@@ -521,7 +524,7 @@ impl Loop<'_> {
                     }
                 }
             };
-            self.answered += 1;
+            self.answered += u64::from(counted);
             let Some(Some(slot)) = self.slots.get_mut(q.token) else {
                 continue;
             };
