@@ -126,19 +126,23 @@ impl Sink {
             return 0;
         }
         let mut state = self.state();
-        if state.sealer.is_some() {
-            return state.write_sealed(bytes, None);
-        }
-        match state.put(bytes) {
-            Ok(()) => {
-                state.recovered();
-                bytes.len()
+        let written = if state.sealer.is_some() {
+            state.write_sealed(bytes, None)
+        } else {
+            match state.put(bytes) {
+                Ok(()) => {
+                    state.recovered();
+                    bytes.len()
+                }
+                Err((written, err)) => {
+                    state.failed(&err);
+                    state.cut_torn_line(&bytes[..written])
+                }
             }
-            Err((written, err)) => {
-                state.failed(&err);
-                state.cut_torn_line(&bytes[..written])
-            }
-        }
+        };
+        let lines = bytes[..written].iter().filter(|&&b| b == b'\n').count();
+        crate::metrics::log_lines(lines as u64);
+        written
     }
 
     /// Whether the last write failed.
@@ -287,6 +291,7 @@ impl State {
     }
 
     fn failed(&mut self, err: &io::Error) {
+        crate::metrics::log_failure();
         if !self.failing {
             self.failing = true;
             // Not eprintln!: it panics when stderr is the sink that failed.
