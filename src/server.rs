@@ -791,6 +791,8 @@ impl Serving<'_> {
             | Answer::Auth(Decision::Refused(refused)) => Reply::Refused(refused),
         };
         self.answered += 1;
+        // jwtguard's own answers; the upstream's are counted once proxy mode is in the loop.
+        crate::metrics::answer(reply.status());
         if let Some(proxy) = self.proxy
             && proxy.busy(peer)
         {
