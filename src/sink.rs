@@ -140,8 +140,7 @@ impl Sink {
                 }
             }
         };
-        let lines = bytes[..written].iter().filter(|&&b| b == b'\n').count();
-        crate::metrics::log_lines(lines as u64);
+        crate::metrics::log_lines(&bytes[..written]);
         written
     }
 
