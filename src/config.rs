@@ -174,8 +174,9 @@ pub struct Config {
     /// blocked.
     /// Defaults to `4096`.
     pub limiter_table: usize,
-    /// Where to answer `GET /metrics` (Prometheus, `HOST:PORT`), if anywhere. It has no
-    /// authentication: keep it off the public network.
+    /// Where to answer `GET /metrics` (Prometheus, `HOST:PORT`), if anywhere: a thread
+    /// that lasts as long as the process, bound with `SO_REUSEPORT` (so that an old and
+    /// a new worker share it). It has no authentication: keep it off the public network.
     /// Defaults to `None`.
     pub metrics: Option<String>,
 }

@@ -380,11 +380,14 @@ fn process(out: &mut String) {
 
 /// The most a scrape's request head may be.
 const MAX_HEAD: usize = 4096;
+/// How long accepting pauses after a failed `accept`.
+const ACCEPT_PAUSE: Duration = Duration::from_millis(100);
 /// How long a scraper has to send its head and take the answer.
 const SCRAPE_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Serves `GET /metrics` on `listener` in a thread of its own, for as long as the process
-/// runs; `cache` gives the token cache's counts.
+/// runs (the counters are the process's, whichever server moves them); `cache` gives the
+/// token cache's counts.
 pub(crate) fn spawn(
     listener: TcpListener,
     cache: impl Fn() -> Option<crate::CacheStats> + Send + 'static,
@@ -394,8 +397,12 @@ pub(crate) fn spawn(
         .name("jwtguard-metrics".into())
         .spawn(move || {
             for stream in listener.incoming() {
-                // A failed scrape is the scraper's to notice: nothing to log.
-                let _ = stream.and_then(|s| scrape(s, &cache));
+                match stream {
+                    // A failed scrape is the scraper's to notice: nothing to log.
+                    Ok(stream) => drop(scrape(stream, &cache)),
+                    // Out of descriptors, say: wait rather than spin on the error.
+                    Err(_) => std::thread::sleep(ACCEPT_PAUSE),
+                }
             }
         })
         .map(drop)
