@@ -92,6 +92,8 @@ Serve options:
                            429 until the window ends; 0 turns it off [default: 20]
   --failure-window SECONDS the window of --max-failures, 1 to 86400 [default: 60]
   --limiter-table N        addresses the limiter remembers, 8 to 1048576 [default: 4096]
+  --metrics HOST:PORT      answer GET /metrics (Prometheus) there; no authentication:
+                           keep it off the public network [default: off]
   --allow-missing-exp      accept tokens without exp (weaker; warns at start-up)
   --log-format json|text   security log encoding [default: json]
   --log-file PATH          append the security log to PATH instead of stderr
@@ -685,6 +687,7 @@ impl Flags {
             Long("failure-window") if !in_token => {
                 self.config.failure_window = parser.value()?.parse()?
             }
+            Long("metrics") if !in_token => self.config.metrics = Some(parser.value()?.string()?),
             Long("limiter-table") if !in_token => {
                 self.config.limiter_table = parser.value()?.parse()?
             }

@@ -190,6 +190,11 @@ pub struct Config {
     /// blocked.
     /// Defaults to `4096`.
     pub limiter_table: usize,
+    /// Where to answer `GET /metrics` (Prometheus, `HOST:PORT`), if anywhere: a thread
+    /// that lasts as long as the process, bound with `SO_REUSEPORT` (so that an old and
+    /// a new worker share it). It has no authentication: keep it off the public network.
+    /// Defaults to `None`.
+    pub metrics: Option<String>,
 }
 
 impl Default for Config {
@@ -228,6 +233,7 @@ impl Default for Config {
             max_failures: 20,
             failure_window: 60,
             limiter_table: 4096,
+            metrics: None,
         }
     }
 }
@@ -544,6 +550,7 @@ impl Config {
             ("require_exp", self.require_exp.to_string()),
             ("max_failures", self.max_failures.to_string()),
         ]);
+        fields.extend(self.metrics.clone().map(|v| ("metrics", v)));
         if self.max_failures > 0 {
             fields.push(("failure_window", self.failure_window.to_string()));
             fields.push(("limiter_table", self.limiter_table.to_string()));

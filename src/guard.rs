@@ -265,6 +265,13 @@ impl Pending {
             Recorded::Held(end) => end <= written,
             Recorded::Lost => false,
         };
+        use crate::metrics::Outcome;
+        crate::metrics::decision(match &self.decision {
+            Decision::Allowed(_) if recorded => Outcome::Allowed,
+            Decision::Public => Outcome::Public,
+            Decision::Refused(refused) if recorded => Outcome::Refused(refused.reason),
+            _ => Outcome::Refused(None),
+        });
         match self.decision {
             Decision::Allowed(allowed) if !recorded => Decision::Refused(Refused {
                 request_id: allowed.request_id,
@@ -350,7 +357,7 @@ fn prefixes(prefixes: &[String]) -> Vec<Prefix> {
 /// Build it once from a [`Config`]; it is `Sync` and cheap to call per request.
 pub struct Guard {
     keys: crate::key_file::Keys,
-    cache: Option<std::sync::Arc<crate::token_cache::TokenCache>>,
+    pub(crate) cache: Option<std::sync::Arc<crate::token_cache::TokenCache>>,
     protected: Protected,
     /// `--public` prefixes, for forward-auth subrequests.
     public: Vec<Prefix>,
@@ -527,6 +534,13 @@ impl Guard {
 
     /// [`Guard::check`], with the event possibly held in this thread's batch.
     pub(crate) fn decide<H: Headers + ?Sized>(&self, request: &Request<'_, H>) -> Pending {
+        let start = crate::metrics::start();
+        let pending = self.judge(request);
+        crate::metrics::decided(start);
+        pending
+    }
+
+    fn judge<H: Headers + ?Sized>(&self, request: &Request<'_, H>) -> Pending {
         // Before the path: a public request goes on to the upstream with its Host too.
         if !crate::host::acceptable(request.headers.values("Host"), request.host_required) {
             return self.refuse(request, Reason::InvalidRequest);

@@ -92,6 +92,7 @@ mod key_file;
 mod keys;
 mod limiter;
 mod logger;
+mod metrics;
 mod path;
 #[cfg(test)]
 mod proptests;

@@ -315,6 +315,13 @@ fn serve(
         check_upstream(&config, log_file.is_some());
     }
     if supervise && !worker {
+        // Each worker binds the metrics port itself (SO_REUSEPORT, so that an old and a
+        // new one share it): port 0 would give each its own, unknown to the operator.
+        if config.metrics.as_deref().is_some_and(|m| m.ends_with(":0")) {
+            return Err(Failure::Usage(
+                "--metrics needs a fixed port under the supervisor (port 0 only with --no-supervisor)".into(),
+            ));
+        }
         return supervise_workers(&config, listener, demo_secret, fixed, workers);
     }
     let fd = listener.as_raw_fd();
@@ -360,6 +367,9 @@ fn serve(
 
     let mut stdout = std::io::stdout().lock();
     writeln!(stdout, "listening on http://{addr}")?;
+    if let Some(metrics) = server.metrics_addr().filter(|_| !worker) {
+        writeln!(stdout, "metrics on http://{metrics}/metrics")?;
+    }
     if demo && !worker {
         print_demo(&mut stdout, &config, addr)?;
     }

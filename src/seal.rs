@@ -1029,6 +1029,7 @@ impl Sealer {
             .replace(&self.key_path)?;
         }
         self.epoch = epoch;
+        crate::metrics::seal_epoch(epoch);
         self.mac = key.line_mac();
         self.key = key;
         Ok(())
@@ -1040,6 +1041,7 @@ impl Sealer {
         self.key = next;
         self.mac = self.key.line_mac();
         self.epoch += 1;
+        crate::metrics::seal_epoch(self.epoch);
         chain.epoch = self.epoch;
         chain.began = now;
         let key_file = KeyFile {

@@ -29,6 +29,8 @@ pub struct Server {
     config: Vec<(&'static str, String)>,
     stop: Arc<Stop>,
     heartbeat: Option<Box<dyn FnMut() + Send>>,
+    /// Where `/metrics` is answered, if anywhere.
+    metrics: Option<SocketAddr>,
 }
 
 /// What serves the listening socket.
@@ -199,6 +201,22 @@ impl Server {
                 .expect("a TCP listener has an IP address");
             (Front::Tiny(Arc::new(http)), addr)
         };
+        let metrics = match &config.metrics {
+            Some(at) => {
+                let bind = |source: std::io::Error| Error::Bind {
+                    addr: at.clone(),
+                    source: source.into(),
+                };
+                let listener = crate::sys::listen_shared(at).map_err(bind)?;
+                let addr = listener.local_addr().map_err(bind)?;
+                let cache = guard.cache.clone();
+                crate::metrics::spawn(listener, move || cache.as_ref().map(|c| c.stats()))
+                    .map_err(bind)?;
+                crate::metrics::connections(0, config.max_connections);
+                Some(addr)
+            }
+            None => None,
+        };
         let open_files = crate::sys::raise_open_files();
         Ok(Server {
             front,
@@ -219,6 +237,7 @@ impl Server {
                 unlisten: Mutex::new(None),
             }),
             heartbeat: None,
+            metrics,
         })
     }
 
@@ -240,6 +259,11 @@ impl Server {
     /// The address it listens on.
     pub fn addr(&self) -> SocketAddr {
         self.addr
+    }
+
+    /// Where `GET /metrics` is answered (`Config::metrics`), if anywhere.
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.metrics
     }
 
     /// A handle that stops it.
@@ -787,6 +811,8 @@ impl Serving<'_> {
             | Answer::Auth(Decision::Refused(refused)) => Reply::Refused(refused),
         };
         self.answered += u64::from(counted);
+        // jwtguard's own answers; the upstream's are counted once proxy mode is in the loop.
+        crate::metrics::answer(reply.status());
         if let Some(proxy) = self.proxy
             && proxy.busy(peer)
         {

@@ -126,19 +126,22 @@ impl Sink {
             return 0;
         }
         let mut state = self.state();
-        if state.sealer.is_some() {
-            return state.write_sealed(bytes, None);
-        }
-        match state.put(bytes) {
-            Ok(()) => {
-                state.recovered();
-                bytes.len()
+        let written = if state.sealer.is_some() {
+            state.write_sealed(bytes, None)
+        } else {
+            match state.put(bytes) {
+                Ok(()) => {
+                    state.recovered();
+                    bytes.len()
+                }
+                Err((written, err)) => {
+                    state.failed(&err);
+                    state.cut_torn_line(&bytes[..written])
+                }
             }
-            Err((written, err)) => {
-                state.failed(&err);
-                state.cut_torn_line(&bytes[..written])
-            }
-        }
+        };
+        crate::metrics::log_lines(&bytes[..written]);
+        written
     }
 
     /// Whether the last write failed.
@@ -287,6 +290,7 @@ impl State {
     }
 
     fn failed(&mut self, err: &io::Error) {
+        crate::metrics::log_failure();
         if !self.failing {
             self.failing = true;
             say(format_args!(

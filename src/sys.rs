@@ -34,6 +34,31 @@ pub(crate) fn listen(addr: &str) -> io::Result<TcpListener> {
     Ok(listener)
 }
 
+/// Binds `addr` with `SO_REUSEPORT`, so that an old and a new worker (a reload) can both
+/// hold it: the metrics listener, which each worker binds itself.
+pub(crate) fn listen_shared(addr: &str) -> io::Result<TcpListener> {
+    use nix::sys::socket::{AddressFamily, Backlog, SockFlag, SockType, bind, socket};
+    use std::net::ToSocketAddrs as _;
+    let addr = addr
+        .to_socket_addrs()?
+        .next()
+        .ok_or_else(|| io::Error::other("no address"))?;
+    let family = if addr.is_ipv4() {
+        AddressFamily::Inet
+    } else {
+        AddressFamily::Inet6
+    };
+    let fd = socket(family, SockType::Stream, SockFlag::SOCK_CLOEXEC, None)?;
+    setsockopt(&fd, sockopt::ReuseAddr, &true)?;
+    setsockopt(&fd, sockopt::ReusePort, &true)?;
+    bind(
+        std::os::fd::AsRawFd::as_raw_fd(&fd),
+        &SockaddrStorage::from(addr),
+    )?;
+    nix::sys::socket::listen(&fd, Backlog::new(16)?)?;
+    Ok(TcpListener::from(fd))
+}
+
 /// Sets `SO_SNDTIMEO` to [`SEND_TIMEOUT`] on a listening socket (one inherited too).
 pub(crate) fn set_send_timeout(listener: &TcpListener) -> io::Result<()> {
     let timeout = TimeVal::new(0, SEND_TIMEOUT.as_micros() as _);

@@ -270,6 +270,7 @@ impl Loop<'_> {
                 self.settle(t);
             }
             self.housekeeping();
+            crate::metrics::connections(self.live, self.cx.limits.max_connections);
             if let Some(err) = self.accept_failed.take() {
                 self.flush_all();
                 return Err(Error::Accept(err));
@@ -352,12 +353,14 @@ impl Loop<'_> {
             && self.per_address.get(&ip).copied().unwrap_or(0) >= limits.max_connections_per_address
             && !self.evict(Some(ip))
         {
+            crate::metrics::refused_at_accept(crate::metrics::Limit::MaxConnectionsPerAddress);
             return self.refuse(
                 "too_many_from_address",
                 "connections closed at once: their address holds --max-connections-per-address",
             );
         }
         if self.live >= limits.max_connections && !self.evict(None) {
+            crate::metrics::refused_at_accept(crate::metrics::Limit::MaxConnections);
             return self.refuse(
                 "too_many_connections",
                 "connections closed at once: the server holds --max-connections",
@@ -494,6 +497,8 @@ impl Loop<'_> {
     fn answer(&mut self, written: usize) {
         let log_failing = logger::installed().is_none_or(|log| log.failing());
         let draining = self.draining.is_some();
+        // One clock read a turn, and only with --metrics: from the turn's read to now.
+        let took = crate::metrics::on().then(|| self.now.elapsed());
         for q in std::mem::take(&mut self.queued) {
             let decision;
             let names;
@@ -525,6 +530,10 @@ impl Loop<'_> {
                 }
             };
             self.answered += u64::from(counted);
+            crate::metrics::answer(reply.status());
+            if let Some(took) = took {
+                crate::metrics::request_took(took);
+            }
             let Some(Some(slot)) = self.slots.get_mut(q.token) else {
                 continue;
             };
@@ -675,6 +684,7 @@ impl Loop<'_> {
         let Some(Some(slot)) = self.slots.get_mut(t) else {
             return;
         };
+        crate::metrics::header_timeout();
         logger::record(&Event::Connection {
             reason: "header_timeout",
             text: "the request head did not arrive within --header-timeout: 408, connection closed",
