@@ -17,7 +17,6 @@ use std::sync::{Arc, Condvar, Mutex, Once, RwLock};
 use std::time::{Duration, Instant};
 
 use crate::event::{Event, KeySetEvent};
-use crate::keys::KeySet;
 use crate::token::{Policy, Verifier};
 use crate::token_cache::TokenCache;
 
@@ -421,22 +420,7 @@ impl Shared {
 
     /// The verifier of the set in `body`, or why not (a log code and the problem).
     fn load(&self, body: &[u8]) -> Result<Verifier, (&'static str, String)> {
-        let set = KeySet::parse_set(body).map_err(|p| (p.code, p.problem))?;
-        let shortest = set.shortest();
-        if shortest < crate::MIN_SECRET_BYTES && !self.allow_weak {
-            return Err((
-                "key_too_weak",
-                format!(
-                    "an HS256 key of {shortest} bytes, under {}",
-                    crate::MIN_SECRET_BYTES
-                ),
-            ));
-        }
-        Ok(Verifier::new(
-            set.keys(),
-            self.policy.clone(),
-            self.cache.clone(),
-        ))
+        crate::key_file::verifier_of(body, self.allow_weak, &self.policy, &self.cache)
     }
 }
 
