@@ -14,24 +14,9 @@ mod support;
 use std::time::{Duration, Instant};
 
 use base64::Engine as _;
-use support::{Server, TempDir, run};
+use support::{Server, TempDir, idp_key as key, output, run};
 
 const B64: base64::engine::GeneralPurpose = base64::engine::general_purpose::URL_SAFE_NO_PAD;
-
-fn key(name: &str) -> String {
-    format!("{}/tests/data/idp/{name}.pem", env!("CARGO_MANIFEST_DIR"))
-}
-
-/// `jwtguard ARGS`'s stdout; panics unless it succeeds.
-fn output(args: &[&str]) -> String {
-    let out = run(args, &[]);
-    assert!(
-        out.status.success(),
-        "{args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap().trim().to_owned()
-}
 
 /// The public JWK of the PEM key `name`, as `jwtguard jwks --from-pem` prints it.
 fn jwk(name: &str, kid: &str, alg: Option<&str>) -> serde_json::Value {

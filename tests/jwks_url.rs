@@ -13,22 +13,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use support::{Server, TempDir, run, wait_for};
-
-fn key(name: &str) -> String {
-    format!("{}/tests/data/idp/{name}.pem", env!("CARGO_MANIFEST_DIR"))
-}
-
-/// `jwtguard ARGS`'s stdout; panics unless it succeeds.
-fn output(args: &[&str]) -> String {
-    let out = run(args, &[]);
-    assert!(
-        out.status.success(),
-        "{args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap().trim().to_owned()
-}
+use support::{Server, TempDir, idp_key as key, output, run, wait_for};
 
 /// The public JWK of the PEM key `name` under `kid`.
 fn jwk(name: &str, kid: &str) -> serde_json::Value {

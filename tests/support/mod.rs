@@ -628,3 +628,19 @@ pub fn status_of(addr: SocketAddr, path: &str, headers: &str, secs: u64) -> Resu
         .and_then(|s| s.parse().ok())
         .ok_or_else(|| format!("no status: {answer:?}"))
 }
+
+/// The path of a private key of tests/data/idp (test keys, never used elsewhere).
+pub fn idp_key(name: &str) -> String {
+    format!("{}/tests/data/idp/{name}.pem", env!("CARGO_MANIFEST_DIR"))
+}
+
+/// `jwtguard ARGS`'s stdout, trimmed; panics unless it succeeds.
+pub fn output(args: &[&str]) -> String {
+    let out = run(args, &[]);
+    assert!(
+        out.status.success(),
+        "{args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap().trim().to_owned()
+}
