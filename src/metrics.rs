@@ -31,6 +31,17 @@ static ANSWERS: [AtomicU64; 5] = [const { AtomicU64::new(0) }; 5];
 /// Connections refused at accept by each limit.
 static LIMITS: [AtomicU64; 2] = [const { AtomicU64::new(0) }; 2];
 static HEADER_TIMEOUTS: AtomicU64 = AtomicU64::new(0);
+/// Forwarding failures by kind ([`UPSTREAM_KINDS`]).
+static UPSTREAM_ERRORS: [AtomicU64; UPSTREAM_KINDS.len()] =
+    [const { AtomicU64::new(0) }; UPSTREAM_KINDS.len()];
+/// The kinds of forwarding failure, as their events name them (`event.reason`).
+const UPSTREAM_KINDS: [&str; 5] = [
+    "upstream_unreachable",
+    "upstream_timeout",
+    "upstream_error",
+    "body_timeout",
+    "too_many_uploads",
+];
 static OPEN_CONNECTIONS: AtomicU64 = AtomicU64::new(0);
 static MAX_CONNECTIONS: AtomicU64 = AtomicU64::new(0);
 static LOG_LINES: AtomicU64 = AtomicU64::new(0);
@@ -153,6 +164,14 @@ pub(crate) fn refused_at_accept(limit: Limit) {
     LIMITS[limit as usize].fetch_add(1, Relaxed);
 }
 
+/// Forwarding a request failed, for `reason` (one of [`UPSTREAM_KINDS`]; another is not
+/// counted, so that no label can come from elsewhere).
+pub(crate) fn upstream_error(reason: &str) {
+    if let Some(i) = UPSTREAM_KINDS.iter().position(|k| *k == reason) {
+        UPSTREAM_ERRORS[i].fetch_add(1, Relaxed);
+    }
+}
+
 pub(crate) fn header_timeout() {
     HEADER_TIMEOUTS.fetch_add(1, Relaxed);
 }
@@ -245,6 +264,16 @@ pub(crate) fn render(cache: Option<crate::CacheStats>) -> String {
     ];
     for (limit, value) in limits {
         sample(o, n, &format!("limit=\"{limit}\""), value);
+    }
+    let n = "jwtguard_upstream_errors_total";
+    family(
+        o,
+        n,
+        "counter",
+        "Forwarding failures (--upstream), by kind.",
+    );
+    for (kind, value) in UPSTREAM_KINDS.iter().zip(&UPSTREAM_ERRORS) {
+        sample(o, n, &format!("kind=\"{kind}\""), value.load(Relaxed));
     }
     let gauges = [
         (

@@ -648,6 +648,7 @@ impl Shared {
             Failure::TooManyUploads => ("too_many_uploads", 503),
             Failure::ClientGone => unreachable!("returned above"),
         };
+        crate::metrics::upstream_error(reason);
         let mut event = who.event(id, path, reason, status);
         if let Failure::During(..) = failure {
             // The head went out: the client got `status`, its body cut short, and its

@@ -159,3 +159,18 @@ fn a_port_chosen_by_the_kernel_needs_no_supervisor() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("--metrics needs a fixed port"), "{stderr}");
 }
+
+#[test]
+fn forwarding_failures_are_counted_by_kind() {
+    // An upstream where nothing listens: each allowed request is a 502, counted.
+    let (_port, upstream) = support::closed_port();
+    let (server, metrics) = start(&["--upstream", &upstream]);
+    let alice = token(&["--sub", "alice"]);
+    for _ in 0..2 {
+        assert_eq!(server.get_with_token("/x", &alice).status, 502);
+    }
+    let samples = scrape(metrics);
+    let kind = |k: &str| samples[&format!("jwtguard_upstream_errors_total{{kind=\"{k}\"}}")];
+    assert_eq!(kind("upstream_unreachable"), 2.0, "{samples:?}");
+    assert_eq!(kind("upstream_timeout"), 0.0);
+}

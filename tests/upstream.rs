@@ -1668,23 +1668,6 @@ fn a_chunked_answer_whose_data_overruns_its_size_is_cut_and_its_connection_not_r
     assert_ne!(first.connection, after.connection, "reused");
 }
 
-/// A loopback port bound without listening, held while the socket lives (so that no test
-/// beside takes it): nothing answers on it. Returns the socket and its `http://` URL.
-fn closed_port() -> (std::os::fd::OwnedFd, String) {
-    use nix::sys::socket::{AddressFamily, SockFlag, SockType, SockaddrIn};
-    use std::os::fd::AsRawFd as _;
-    let socket = nix::sys::socket::socket(
-        AddressFamily::Inet,
-        SockType::Stream,
-        SockFlag::SOCK_CLOEXEC,
-        None,
-    )
-    .unwrap();
-    nix::sys::socket::bind(socket.as_raw_fd(), &SockaddrIn::new(127, 0, 0, 1, 0)).unwrap();
-    let bound: SockaddrIn = nix::sys::socket::getsockname(socket.as_raw_fd()).unwrap();
-    (socket, format!("http://127.0.0.1:{}", bound.port()))
-}
-
 /// The demo's `try: curl ...` line: (its token, its URL's path).
 fn demo_hint(server: &mut Server) -> (String, String) {
     let mut line = String::new();
@@ -1732,7 +1715,7 @@ fn the_demo_hint_reaches_the_app_in_upstream_mode() {
 
 #[test]
 fn an_unreachable_upstream_at_start_is_a_warning_in_the_log_and_on_stderr() {
-    let (closed, url) = closed_port();
+    let (closed, url) = support::closed_port();
     let dir = TempDir::new();
     let log = dir.path("security.log");
     let mut server = Server::spawn(
@@ -1772,7 +1755,7 @@ fn public_paths_get_a_request_id_too_even_on_a_502() {
     assert_eq!(response.status, 200);
     assert!(response.header("X-Request-Id").is_some(), "{response:?}");
     // Nothing listens: 502, with the id the forward event carries.
-    let (closed, url) = closed_port();
+    let (closed, url) = support::closed_port();
     let dir = TempDir::new();
     let log = dir.path("security.log");
     let server = Server::spawn(

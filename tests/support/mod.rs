@@ -644,3 +644,20 @@ pub fn output(args: &[&str]) -> String {
     );
     String::from_utf8(out.stdout).unwrap().trim().to_owned()
 }
+
+/// A loopback port bound without listening, held while the socket lives (so that no test
+/// beside takes it): nothing answers on it. Returns the socket and its `http://` URL.
+pub fn closed_port() -> (std::os::fd::OwnedFd, String) {
+    use nix::sys::socket::{AddressFamily, SockFlag, SockType, SockaddrIn};
+    use std::os::fd::AsRawFd as _;
+    let socket = nix::sys::socket::socket(
+        AddressFamily::Inet,
+        SockType::Stream,
+        SockFlag::SOCK_CLOEXEC,
+        None,
+    )
+    .unwrap();
+    nix::sys::socket::bind(socket.as_raw_fd(), &SockaddrIn::new(127, 0, 0, 1, 0)).unwrap();
+    let bound: SockaddrIn = nix::sys::socket::getsockname(socket.as_raw_fd()).unwrap();
+    (socket, format!("http://127.0.0.1:{}", bound.port()))
+}
