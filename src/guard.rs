@@ -494,6 +494,40 @@ impl Guard {
         peer.is_some_and(|p| self.trusted.contains(p))
     }
 
+    /// A forward-auth subrequest's parts with the original request's method and target,
+    /// when its peer is a trusted proxy that says them (`X-Original-Method` and
+    /// `X-Original-URI`, nginx's; `X-Forwarded-Method` and `X-Forwarded-Uri`, Traefik's and
+    /// Caddy's); the subrequest's own otherwise. `Err` (with the subrequest's own) when
+    /// they disagree: Caddy and Traefik pass a client's own `X-Original-URI` on beside
+    /// theirs, nginx a client's `X-Forwarded-Uri`, so two different values (of one name or
+    /// of the two) mean a client is naming another request.
+    pub(crate) fn original<'a, H: Headers + ?Sized>(
+        &self,
+        parts: Request<'a, H>,
+    ) -> Result<Request<'a, H>, Request<'a, H>> {
+        let (own_method, own_target, headers) = (parts.method, parts.target, parts.headers);
+        if !self.trusts(parts.peer()) {
+            return Ok(parts.forward_auth(own_method, own_target));
+        }
+        let agreed = |a: &'static str, b: &'static str| {
+            let mut values = headers.values(a).chain(headers.values(b));
+            let first = values.next();
+            match values.all(|v| Some(v) == first) {
+                true => Ok(first),
+                false => Err(()),
+            }
+        };
+        match (
+            agreed("X-Original-Method", "X-Forwarded-Method"),
+            agreed("X-Original-URI", "X-Forwarded-Uri"),
+        ) {
+            (Ok(method), Ok(target)) => {
+                Ok(parts.forward_auth(method.unwrap_or(own_method), target.unwrap_or(own_target)))
+            }
+            _ => Err(parts.forward_auth(own_method, own_target)),
+        }
+    }
+
     /// A new request id, for a request that has no decision of its own (a public path
     /// forwarded to the upstream): its answer, and any event about it, carry one too.
     pub(crate) fn new_request_id(&self) -> RequestId {

@@ -9,7 +9,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use crate::event::{Cause, Event, RequestId, ServiceEvent};
-use crate::guard::{Decision, Headers as _, Pending};
+use crate::guard::{Decision, Pending};
 use crate::http::{self, Reply, Sent};
 use crate::logger::{self, Batch};
 use crate::proxy::{NotForwarded, Proxy};
@@ -629,7 +629,7 @@ impl Serving<'_> {
             // What follows on this connection cannot be trusted to be a request.
             self.kill(peer);
             let parts = if auth {
-                self.original(request, parts).unwrap_or_else(|own| own)
+                self.guard.original(parts).unwrap_or_else(|own| own)
             } else {
                 parts
             };
@@ -661,7 +661,7 @@ impl Serving<'_> {
             };
         }
         if auth {
-            let pending = match self.original(request, parts) {
+            let pending = match self.guard.original(parts) {
                 Ok(parts) => self.guard.decide(&parts),
                 Err(own) => self.guard.refuse(&own, crate::Reason::InvalidRequest),
             };
@@ -681,43 +681,6 @@ impl Serving<'_> {
             pending: self.guard.decide(&parts),
             close,
             target,
-        }
-    }
-
-    /// A forward-auth subrequest's parts with the original request's method and target,
-    /// when its peer is a trusted proxy that says them (`X-Original-Method` and
-    /// `X-Original-URI`, nginx's; `X-Forwarded-Method` and `X-Forwarded-Uri`, Traefik's and
-    /// Caddy's); the subrequest's own otherwise. `Err` (with the subrequest's own) when
-    /// they disagree: Caddy and Traefik pass a client's own `X-Original-URI` on beside
-    /// theirs, nginx a client's `X-Forwarded-Uri`, so two different values (of one name or
-    /// of the two) mean a client is naming another request.
-    fn original<'r>(
-        &self,
-        request: &'r tiny_http::Request,
-        parts: crate::Request<'r, [tiny_http::Header]>,
-    ) -> Result<crate::Request<'r, [tiny_http::Header]>, crate::Request<'r, [tiny_http::Header]>>
-    {
-        let (own_method, own_target) = (request.method().as_str(), request.url());
-        if !self.guard.trusts(parts.peer()) {
-            return Ok(parts.forward_auth(own_method, own_target));
-        }
-        let headers = request.headers();
-        let agreed = |a: &'static str, b: &'static str| {
-            let mut values = headers.values(a).chain(headers.values(b));
-            let first = values.next();
-            match values.all(|v| Some(v) == first) {
-                true => Ok(first),
-                false => Err(()),
-            }
-        };
-        match (
-            agreed("X-Original-Method", "X-Forwarded-Method"),
-            agreed("X-Original-URI", "X-Forwarded-Uri"),
-        ) {
-            (Ok(method), Ok(target)) => {
-                Ok(parts.forward_auth(method.unwrap_or(own_method), target.unwrap_or(own_target)))
-            }
-            _ => Err(parts.forward_auth(own_method, own_target)),
         }
     }
 

@@ -17,10 +17,9 @@ use mio::{Events, Interest, Poll, Token, Waker};
 use super::Limits;
 use super::answer::{self, Framing};
 use super::conn::{Conn, Item, Phase};
-use super::head::Fields;
 use super::timers::{Armed, Check, Kind, Timers};
 use crate::event::{Event, RequestId};
-use crate::guard::{Decision, Headers as _, Pending, Request};
+use crate::guard::{Decision, Pending, Request};
 use crate::http::Reply;
 use crate::logger::{self, Batch};
 use crate::{Error, Guard, Reason};
@@ -841,14 +840,14 @@ fn route(
     let auth = forward_auth.is_some() && path.as_deref().ok() == forward_auth;
     let what = if let Err(reason) = head.framing {
         let parts = match auth {
-            true => original(guard, fields, parts, head.method, target).unwrap_or_else(|own| own),
+            true => guard.original(parts).unwrap_or_else(|own| own),
             false => parts,
         };
         What::Guarded(guard.refuse(&parts, reason))
     } else if path.as_deref() == Ok("/healthz") {
         What::Health
     } else if auth {
-        What::Auth(match original(guard, fields, parts, head.method, target) {
+        What::Auth(match guard.original(parts) {
             Ok(parts) => guard.decide(&parts),
             Err(own) => guard.refuse(&own, Reason::InvalidRequest),
         })
@@ -860,38 +859,4 @@ fn route(
         what,
         framing,
     });
-}
-
-/// A forward-auth subrequest's parts with the original request's method and target, when
-/// its peer is a trusted proxy that says them (`X-Original-Method` and `X-Original-URI`,
-/// nginx's; `X-Forwarded-Method` and `X-Forwarded-Uri`, Traefik's and Caddy's); the
-/// subrequest's own otherwise. `Err` (with the subrequest's own) when they disagree: two
-/// different values (of one name or of the two) mean a client is naming another request.
-fn original<'r>(
-    guard: &Guard,
-    fields: &'r Fields<'r>,
-    parts: Request<'r, Fields<'r>>,
-    own_method: &'r str,
-    own_target: &'r str,
-) -> Result<Request<'r, Fields<'r>>, Request<'r, Fields<'r>>> {
-    if !guard.trusts(parts.peer()) {
-        return Ok(parts.forward_auth(own_method, own_target));
-    }
-    let agreed = |a: &'static str, b: &'static str| {
-        let mut values = fields.values(a).chain(fields.values(b));
-        let first = values.next();
-        match values.all(|v| Some(v) == first) {
-            true => Ok(first),
-            false => Err(()),
-        }
-    };
-    match (
-        agreed("X-Original-Method", "X-Forwarded-Method"),
-        agreed("X-Original-URI", "X-Forwarded-Uri"),
-    ) {
-        (Ok(method), Ok(target)) => {
-            Ok(parts.forward_auth(method.unwrap_or(own_method), target.unwrap_or(own_target)))
-        }
-        _ => Err(parts.forward_auth(own_method, own_target)),
-    }
 }
