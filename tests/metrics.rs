@@ -174,3 +174,28 @@ fn forwarding_failures_are_counted_by_kind() {
     assert_eq!(kind("upstream_unreachable"), 2.0, "{samples:?}");
     assert_eq!(kind("upstream_timeout"), 0.0);
 }
+
+/// A client that sends its head a byte every second (each read within the per-read
+/// timeout) is cut at the scrape's deadline: it cannot keep the listener, which serves one
+/// scrape at a time, from answering Prometheus.
+#[test]
+fn a_dripping_client_does_not_hold_the_listener() {
+    let (_server, metrics) = start(&[]);
+    let mut drip = TcpStream::connect(metrics).unwrap();
+    let dripper = std::thread::spawn(move || {
+        // 25 s of drip at most (bounded); ends early once the listener closes it.
+        for byte in b"GET /metrics HTTP/1.1\r\nX: aaaaaaaa" {
+            if drip.write_all(&[*byte]).is_err() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(700));
+        }
+    });
+    std::thread::sleep(Duration::from_millis(300));
+    let started = std::time::Instant::now();
+    let samples = scrape(metrics);
+    let took = started.elapsed();
+    assert!(samples.contains_key("process_cpu_seconds_total"));
+    assert!(took < Duration::from_secs(8), "the scrape waited {took:?}");
+    dripper.join().unwrap();
+}
