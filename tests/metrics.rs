@@ -199,3 +199,34 @@ fn a_dripping_client_does_not_hold_the_listener() {
     assert!(took < Duration::from_secs(8), "the scrape waited {took:?}");
     dripper.join().unwrap();
 }
+
+/// Workers bind the metrics port each (SO_REUSEPORT) and keep their own counters: with
+/// two, a scrape saw one worker's requests only (5 of 10 sent, every scrape). Refused at
+/// start rather than half the traffic, a brute force included, missing from the counters.
+#[test]
+fn metrics_with_several_workers_is_a_usage_error() {
+    // A port free now: refused before anything binds it.
+    let metrics = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .to_string();
+    let out = support::run(
+        &[
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--workers",
+            "2",
+            "--metrics",
+            &metrics,
+        ],
+        &[("JWTGUARD_SECRET", support::SECRET)],
+    );
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("--metrics") && stderr.contains("--workers"),
+        "{stderr}"
+    );
+}
