@@ -484,6 +484,11 @@ fn parse_flags() -> Result<(Command, Option<PathBuf>, Option<PathBuf>), lexopt::
     if !supervise && workers > 1 {
         return Err("--workers more than 1 needs the supervisor: drop --no-supervisor".into());
     }
+    // Each worker keeps its own counters and binds the metrics port itself: a scrape would
+    // see one worker's share of the requests (and of a brute force) as if it were all.
+    if workers > 1 && config.metrics.is_some() {
+        return Err("--metrics shows one worker's counters only: with it, use --workers 1".into());
+    }
     if !protect.is_empty() {
         if config.upstream.is_some() {
             return Err("--protect does not go with --upstream: with an upstream every path needs a token but those under --public".into());

@@ -418,9 +418,21 @@ impl Shared {
         }
     }
 
-    /// The verifier of the set in `body`, or why not (a log code and the problem).
+    /// The verifier of the set in `body`, or why not (a log code and the problem). The set
+    /// came over plain HTTP, readable on the way: a public key may, an HS256 secret (an
+    /// `oct` key) may not, since whoever reads it mints tokens.
     fn load(&self, body: &[u8]) -> Result<Verifier, (&'static str, String)> {
-        crate::key_file::verifier_of(body, self.allow_weak, &self.policy, &self.cache)
+        let verifier =
+            crate::key_file::verifier_of(body, self.allow_weak, &self.policy, &self.cache)?;
+        if crate::keys::KeySet::parse_set(body).is_ok_and(|set| set.shortest() != usize::MAX) {
+            return Err((
+                "invalid_jwks",
+                "an HS256 secret (an \"oct\" key) over plain HTTP: serve public keys only, \
+                 or put the secret in a file (--jwks FILE)"
+                    .into(),
+            ));
+        }
+        Ok(verifier)
     }
 }
 

@@ -411,7 +411,9 @@ fn process(out: &mut String) {
 const MAX_HEAD: usize = 4096;
 /// How long accepting pauses after a failed `accept`.
 const ACCEPT_PAUSE: Duration = Duration::from_millis(100);
-/// How long a scraper has to send its head and take the answer.
+/// How long a scraper has, in all, to send its head and take the answer: a deadline, not
+/// a timeout per read, since scrapes are served one at a time and a client dripping a byte
+/// at a time would otherwise hold the listener for hours.
 const SCRAPE_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Serves `GET /metrics` on `listener` in a thread of its own, for as long as the process
@@ -442,11 +444,17 @@ fn scrape(
     mut stream: std::net::TcpStream,
     cache: &impl Fn() -> Option<crate::CacheStats>,
 ) -> std::io::Result<()> {
-    stream.set_read_timeout(Some(SCRAPE_TIMEOUT))?;
-    stream.set_write_timeout(Some(SCRAPE_TIMEOUT))?;
+    let deadline = Instant::now() + SCRAPE_TIMEOUT;
+    // What is left of the deadline; an error once it passed (a zero timeout means none).
+    let left = || {
+        Some(deadline.saturating_duration_since(Instant::now()))
+            .filter(|left| !left.is_zero())
+            .ok_or_else(|| std::io::Error::from(std::io::ErrorKind::TimedOut))
+    };
     let mut head = Vec::with_capacity(512);
     let mut buf = [0u8; 512];
     while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+        stream.set_read_timeout(Some(left()?))?;
         let n = stream.read(&mut buf)?;
         if n == 0 || head.len() + n > MAX_HEAD {
             return Ok(());
@@ -459,6 +467,7 @@ fn scrape(
         [_, b"/metrics", _] => ("405 Method Not Allowed", String::new()),
         _ => ("404 Not Found", String::new()),
     };
+    stream.set_write_timeout(Some(left()?))?;
     write!(
         stream,
         "HTTP/1.1 {status}\r\nContent-Type: text/plain; version=0.0.4; charset=utf-8\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",

@@ -241,3 +241,46 @@ fn an_https_or_a_credentials_url_is_a_usage_error() {
         assert!(stderr.contains(says), "{url}: {stderr}");
     }
 }
+
+/// A JWK Set fetched over plain HTTP is readable by anyone on the path: public keys may
+/// cross it, an HS256 secret may not (whoever reads it mints tokens). A set with an `oct`
+/// key is refused (`invalid_jwks`, the last good set kept); before, it was loaded and a
+/// token minted with the secret seen on the wire was let in.
+#[test]
+fn an_hs256_secret_is_not_taken_over_plain_http() {
+    let secret = "a-shared-secret-of-32-bytes-long";
+    let k = base64::Engine::encode(&base64::engine::general_purpose::URL_SAFE_NO_PAD, secret);
+    let oct = serde_json::json!({"kty": "oct", "kid": "hs", "alg": "HS256", "k": k});
+    let both = set(&[jwk("p256", "one"), oct]);
+    let sidecar = Sidecar::start(200, &set(&[jwk("p256", "one")]));
+    let server = serve(&sidecar.url(), &["--jwks-refresh", "1"]);
+    wait_for("the set", || server.get("/healthz", &[]).status == 200);
+    let before = key_set_events(&server).len();
+    sidecar.serve(200, &both);
+    let hits = sidecar.hits();
+    wait_for("two fetches", || sidecar.hits() >= hits + 2);
+
+    let dir = TempDir::new();
+    let file = dir.path("sniffed.json");
+    std::fs::write(&file, &both).unwrap();
+    let forged = output(&[
+        "token",
+        "--jwks",
+        file.to_str().unwrap(),
+        "--kid",
+        "hs",
+        "--sub",
+        "mallory",
+    ]);
+    assert_eq!(server.get_with_token("/api/x", &forged).status, 401);
+    assert_eq!(
+        server.get_with_token("/api/x", &mint("p256", "one")).status,
+        200
+    );
+    let events = key_set_events(&server);
+    let new = &events[before..];
+    assert_eq!(new.len(), 1, "{new:?}");
+    assert_eq!(new[0]["event.reason"], "invalid_jwks", "{new:?}");
+    let problem = new[0]["error.message"].as_str().unwrap_or_default();
+    assert!(!problem.contains(&k), "{problem}");
+}

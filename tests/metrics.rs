@@ -174,3 +174,59 @@ fn forwarding_failures_are_counted_by_kind() {
     assert_eq!(kind("upstream_unreachable"), 2.0, "{samples:?}");
     assert_eq!(kind("upstream_timeout"), 0.0);
 }
+
+/// A client that sends its head a byte every second (each read within the per-read
+/// timeout) is cut at the scrape's deadline: it cannot keep the listener, which serves one
+/// scrape at a time, from answering Prometheus.
+#[test]
+fn a_dripping_client_does_not_hold_the_listener() {
+    let (_server, metrics) = start(&[]);
+    let mut drip = TcpStream::connect(metrics).unwrap();
+    let dripper = std::thread::spawn(move || {
+        // 25 s of drip at most (bounded); ends early once the listener closes it.
+        for byte in b"GET /metrics HTTP/1.1\r\nX: aaaaaaaa" {
+            if drip.write_all(&[*byte]).is_err() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(700));
+        }
+    });
+    std::thread::sleep(Duration::from_millis(300));
+    let started = std::time::Instant::now();
+    let samples = scrape(metrics);
+    let took = started.elapsed();
+    assert!(samples.contains_key("process_cpu_seconds_total"));
+    assert!(took < Duration::from_secs(8), "the scrape waited {took:?}");
+    dripper.join().unwrap();
+}
+
+/// Workers bind the metrics port each (SO_REUSEPORT) and keep their own counters: with
+/// two, a scrape saw one worker's requests only (5 of 10 sent, every scrape). Refused at
+/// start rather than half the traffic, a brute force included, missing from the counters.
+#[test]
+fn metrics_with_several_workers_is_a_usage_error() {
+    // A port free now: refused before anything binds it.
+    let metrics = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .to_string();
+    let out = support::run(
+        &[
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--workers",
+            "2",
+            "--metrics",
+            &metrics,
+        ],
+        &[("JWTGUARD_SECRET", support::SECRET)],
+    );
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("--metrics") && stderr.contains("--workers"),
+        "{stderr}"
+    );
+}
