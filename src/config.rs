@@ -584,7 +584,9 @@ impl Config {
             }
             (None, None) => match &self.jwks_url {
                 Some(url) => {
-                    fields.push(("jwks_url", url.clone()));
+                    // Shown without its query (an access key may ride in it).
+                    let shown = crate::jwks_url::Url::parse(url).map(|u| u.to_string());
+                    fields.push(("jwks_url", shown.unwrap_or_default()));
                     fields.push(("jwks_refresh", self.jwks_refresh.as_secs().to_string()));
                     fields.push(("token_cache", self.token_cache.to_string()));
                 }

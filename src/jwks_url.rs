@@ -96,7 +96,11 @@ impl Url {
 
 impl std::fmt::Display for Url {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "http://{}{}", self.authority, self.path)
+        // Without the query: it may carry an access key, and this is what the log shows.
+        match self.path.split_once('?') {
+            Some((path, _)) => write!(f, "http://{}{path}?...", self.authority),
+            None => write!(f, "http://{}{}", self.authority, self.path),
+        }
     }
 }
 
@@ -466,6 +470,15 @@ mod tests {
             let problem = Url::parse(url).expect_err(url);
             assert!(problem.contains(says), "{url}: {problem}");
         }
+    }
+
+    #[test]
+    fn the_query_is_fetched_but_never_shown() {
+        let url = Url::parse("http://127.0.0.1:8/jwks?access_key=s3cret").unwrap();
+        assert_eq!(url.path, "/jwks?access_key=s3cret");
+        assert_eq!(url.to_string(), "http://127.0.0.1:8/jwks?...");
+        let plain = Url::parse("http://idp:8/jwks").unwrap();
+        assert_eq!(plain.to_string(), "http://idp:8/jwks");
     }
 
     #[test]
