@@ -71,37 +71,31 @@
 #![deny(missing_docs)]
 
 mod config;
+mod decide;
 mod error;
-mod event;
-mod forwarded;
 #[cfg(fuzzing)]
 #[doc(hidden)]
 pub mod fuzzing;
-mod guard;
-mod host;
 pub mod http;
-mod jwks_url;
-mod key_file;
-mod keys;
-mod limiter;
-mod logger;
 mod metrics;
-mod path;
 #[cfg(test)]
 mod proptests;
 mod proxy;
-#[cfg(feature = "idp")]
-mod public_key;
-mod reason;
-pub mod seal;
+mod record;
 mod serve;
 mod server;
-mod sink;
 mod sys;
 mod time;
-mod token;
-mod token_cache;
-mod verify;
+
+// The modules keep their crate-level names (`crate::guard`, `crate::event`, ...): the
+// front ends and the other branches import them so.
+#[cfg(feature = "idp")]
+use decide::public_key;
+use decide::{
+    forwarded, guard, host, jwks_url, key_file, keys, limiter, path, reason, token, token_cache,
+};
+pub use record::seal;
+use record::{event, logger, sink, verify};
 
 pub use config::{
     Config, LogFormat, MIN_SECRET_BYTES, SECRET_ENV, SECRET_FILE_ENV, Secret, SecretSource,

@@ -912,7 +912,7 @@ pub(crate) mod tests {
     #[cfg(feature = "sign")]
     #[test]
     fn public_key_tokens_are_cached_and_judged_on_every_use() {
-        let pem = include_str!("../tests/data/idp/p256.pem");
+        let pem = include_str!("../../tests/data/idp/p256.pem");
         let signer = crate::SigningKey::from_pem(pem).unwrap();
         let set =
             crate::KeySet::parse(signer.jwk_set(None, Some("ec")).unwrap().as_bytes()).unwrap();

@@ -1556,7 +1556,7 @@ mod tests {
     #[test]
     fn the_token_cache_counts_hits_and_misses() {
         let signer =
-            crate::SigningKey::from_pem(include_str!("../tests/data/idp/ed25519.pem")).unwrap();
+            crate::SigningKey::from_pem(include_str!("../../tests/data/idp/ed25519.pem")).unwrap();
         let set = crate::KeySet::parse(signer.jwk_set(None, Some("k")).unwrap().as_bytes());
         let guard = |token_cache| {
             Guard::new(&Config {

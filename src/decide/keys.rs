@@ -487,11 +487,11 @@ mod tests {
             let n = BASE64URL.encode(key.n().to_bytes_be());
             format!(r#"{{"keys":[{{"kty":"RSA","kid":"r","n":"{n}","e":"AQAB"}}]}}"#)
         };
-        let weak = set(include_str!("../tests/data/idp/rsa1024.pem"));
+        let weak = set(include_str!("../../tests/data/idp/rsa1024.pem"));
         let refused = KeySet::parse_set(weak.as_bytes()).err().unwrap();
         assert_eq!(refused.code, "key_too_weak");
         assert!(refused.problem.contains("1024 bits"), "{}", refused.problem);
-        let strong = set(include_str!("../tests/data/idp/rsa2048.pem"));
+        let strong = set(include_str!("../../tests/data/idp/rsa2048.pem"));
         assert_eq!(
             KeySet::parse_set(strong.as_bytes()).unwrap().kids().count(),
             1
