@@ -92,16 +92,15 @@ mod time;
 #[cfg(feature = "idp")]
 use decide::public_key;
 use decide::{
-    forwarded, guard, host, jwks_url, key_file, keys, limiter, path, reason, token, token_cache,
+    forwarded, guard, host, jwks_url, key_file, keys, limiter, path, reason, secret, token,
+    token_cache,
 };
 pub use record::seal;
 use record::{event, logger, sink, verify};
 
-pub use config::{
-    Config, LogFormat, MIN_SECRET_BYTES, SECRET_ENV, SECRET_FILE_ENV, Secret, SecretSource,
-};
+pub use config::Config;
 pub use error::Error;
-pub use event::{Cause, RequestId, Supervision};
+pub use event::{Cause, LogFormat, RequestId, Supervision};
 pub use forwarded::Cidr;
 pub use guard::{Allowed, Decision, Guard, Headers, Refused, Request};
 pub use keys::{KeySet, mint};
@@ -109,5 +108,6 @@ pub use logger::{OtherRecords, SecurityLog, TARGET, record_supervision, write_re
 #[cfg(feature = "sign")]
 pub use public_key::SigningKey;
 pub use reason::Reason;
+pub use secret::{MIN_SECRET_BYTES, SECRET_ENV, SECRET_FILE_ENV, Secret, SecretSource};
 pub use server::{Server, Stopper};
 pub use token_cache::CacheStats;

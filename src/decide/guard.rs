@@ -10,10 +10,13 @@ use crate::config::USER_HEADER;
 use crate::event::RateLimited;
 use crate::event::{Action, Event, Fingerprint, RequestEvent, RequestId};
 use crate::forwarded::Trusted;
+use crate::keys::{Alg, Material, VerifyingKey};
 use crate::limiter::{Block, Limiter};
 use crate::logger::{self, Recorded};
+// src/proxy.rs reads the path as `crate::guard::path_of`.
+pub(crate) use crate::path::path_of;
 use crate::path::{Kind, Readings};
-use crate::token::{Ask, Denied, Verified};
+use crate::token::{Ask, Denied, Policy, Verified};
 use crate::{Config, Error, Reason};
 
 /// A request's headers, as the guard reads them.
@@ -101,14 +104,6 @@ impl<'a, H: Headers + ?Sized> Request<'a, H> {
 
     pub(crate) fn peer(&self) -> Option<IpAddr> {
         self.peer
-    }
-}
-
-/// The path of a request target, without the query string or fragment.
-pub(crate) fn path_of(target: &str) -> &str {
-    match target.bytes().position(|b| b == b'?' || b == b'#') {
-        Some(end) => &target[..end],
-        None => target,
     }
 }
 
@@ -416,14 +411,14 @@ impl Guard {
                         problem,
                     })?,
                     config.jwks_refresh,
-                    config.policy(),
+                    policy(config),
                     config.allow_weak_secret,
                     cache.clone(),
                 )),
                 None => crate::key_file::Keys::new(
                     config.keys.as_ref().filter(|_| config.secret.is_none()),
-                    config.verifying_keys(),
-                    config.policy(),
+                    verifying_keys(config),
+                    policy(config),
                     config.allow_weak_secret,
                     cache.clone(),
                 ),
@@ -816,6 +811,29 @@ fn push_header_value(value: &str, out: &mut String) {
             out.push(HEX[usize::from(b >> 4)] as char);
             out.push(HEX[usize::from(b & 15)] as char);
         }
+    }
+}
+
+/// The claim checks `config` asks for.
+fn policy(config: &Config) -> Policy {
+    Policy {
+        leeway: config.leeway,
+        require_exp: config.require_exp,
+        issuer: config.issuer.clone(),
+        audience: config.audience.clone(),
+    }
+}
+
+/// The keys to verify with: the secret (no kid), or the key set's keys by kid.
+fn verifying_keys(config: &Config) -> Vec<VerifyingKey> {
+    match (&config.secret, &config.keys) {
+        (Some(secret), _) => vec![VerifyingKey::new(
+            None,
+            Alg::Hs256,
+            Material::Oct(secret.expose().to_vec()),
+        )],
+        (None, Some(keys)) => keys.keys().to_vec(),
+        (None, None) => Vec::new(),
     }
 }
 

@@ -9,43 +9,19 @@
 //! for that swap only); one that does not leaves the last good set and writes one event,
 //! once for that version of the file. No thread, no timer: it fits any front end.
 
-use std::os::unix::fs::MetadataExt as _;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Instant;
 
 use crate::Reason;
 use crate::event::{Event, KeySetEvent};
-use crate::keys::KeySet;
+use crate::keys::{FileId, KeySet};
 use crate::token::{Ask, Denied, Policy, Verified, Verifier};
 use crate::token_cache::TokenCache;
 
 /// How often the file is looked at, at most.
 const CHECK_EVERY_MS: u64 = 1000;
-
-/// What says a file changed: a rename gives a new inode, a rewrite new times or size.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) struct FileId {
-    dev: u64,
-    ino: u64,
-    len: u64,
-    mtime: (i64, i64),
-    ctime: (i64, i64),
-}
-
-impl FileId {
-    pub(crate) fn of(path: &Path) -> std::io::Result<FileId> {
-        let m = std::fs::metadata(path)?;
-        Ok(FileId {
-            dev: m.dev(),
-            ino: m.ino(),
-            len: m.len(),
-            mtime: (m.mtime(), m.mtime_nsec()),
-            ctime: (m.ctime(), m.ctime_nsec()),
-        })
-    }
-}
 
 /// The keys of a guard.
 pub(crate) enum Keys {
@@ -195,7 +171,7 @@ impl Watched {
 
     /// The verifier of the file's keys, or why not (a log code and the problem).
     fn load(&self) -> Result<Verifier, (&'static str, String)> {
-        let text = crate::config::read_capped(&self.path)
+        let text = crate::secret::read_capped(&self.path)
             .map_err(|e| ("unreadable", format!("the file cannot be read: {e}")))?;
         verifier_of(&text, self.allow_weak, &self.policy, &self.cache)
     }

@@ -173,7 +173,7 @@ pub(crate) struct SetProblem {
 pub struct KeySet {
     keys: Vec<VerifyingKey>,
     /// The file it was read from, and that file's identity then.
-    source: Option<(std::path::PathBuf, Option<crate::key_file::FileId>)>,
+    source: Option<(std::path::PathBuf, Option<FileId>)>,
 }
 
 impl std::fmt::Debug for KeySet {
@@ -194,8 +194,8 @@ impl KeySet {
     /// [`Error::SecretFile`] when it cannot be read; [`Error::Config`] (`--jwks`) when it is
     /// not a JWK Set that [`KeySet::parse`] takes.
     pub fn load(path: &std::path::Path) -> Result<KeySet, Error> {
-        let id = crate::key_file::FileId::of(path).ok();
-        let text = crate::config::read_capped(path).map_err(|source| Error::SecretFile {
+        let id = FileId::of(path).ok();
+        let text = crate::secret::read_capped(path).map_err(|source| Error::SecretFile {
             path: path.to_owned(),
             source,
         })?;
@@ -319,7 +319,7 @@ impl KeySet {
         &self.keys
     }
 
-    pub(crate) fn source(&self) -> Option<&(std::path::PathBuf, Option<crate::key_file::FileId>)> {
+    pub(crate) fn source(&self) -> Option<&(std::path::PathBuf, Option<FileId>)> {
         self.source.as_ref()
     }
 
@@ -332,6 +332,31 @@ impl KeySet {
             #[cfg(feature = "idp")]
             Material::Public(_) => None,
         }
+    }
+}
+
+/// The identity of the file a [`KeySet`] was loaded from (src/decide/key_file.rs watches
+/// it). What says a file changed: a rename gives a new inode, a rewrite new times or size.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct FileId {
+    dev: u64,
+    ino: u64,
+    len: u64,
+    mtime: (i64, i64),
+    ctime: (i64, i64),
+}
+
+impl FileId {
+    pub(crate) fn of(path: &std::path::Path) -> std::io::Result<FileId> {
+        use std::os::unix::fs::MetadataExt as _;
+        let m = std::fs::metadata(path)?;
+        Ok(FileId {
+            dev: m.dev(),
+            ino: m.ino(),
+            len: m.len(),
+            mtime: (m.mtime(), m.mtime_nsec()),
+            ctime: (m.ctime(), m.ctime_nsec()),
+        })
     }
 }
 

@@ -11,6 +11,7 @@
 //! - [`token_cache`]: tokens whose public-key signature already verified.
 //! - [`limiter`]: the brute-force limiter.
 //! - [`reason`]: why a request was refused, its status and its log code.
+//! - [`secret`]: the HS256 secret and where it comes from.
 //!
 //! No I/O on a connection here and no HTTP library: a front end hands in the method,
 //! target, headers and peer. It may import [`crate::record`]'s events and its
@@ -30,5 +31,6 @@ pub(crate) mod path;
 #[cfg(feature = "idp")]
 pub(crate) mod public_key;
 pub(crate) mod reason;
+pub(crate) mod secret;
 pub(crate) mod token;
 pub(crate) mod token_cache;

@@ -19,7 +19,32 @@ use std::time::SystemTime;
 
 use sha2::{Digest, Sha256};
 
-use crate::LogFormat;
+use crate::Error;
+
+/// How security events are encoded.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum LogFormat {
+    /// One JSON object per line, with Elastic Common Schema field names.
+    #[default]
+    Json,
+    /// The same fields as `key=value` pairs in the same fixed order; values from the
+    /// request are always double-quoted.
+    Text,
+}
+
+impl std::str::FromStr for LogFormat {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Self, Error> {
+        match s {
+            "json" => Ok(LogFormat::Json),
+            "text" => Ok(LogFormat::Text),
+            _ => Err(Error::Config {
+                setting: "--log-format",
+                problem: format!("{s:?} is not json or text"),
+            }),
+        }
+    }
+}
 
 /// The ECS version the events conform to.
 pub(crate) const ECS_VERSION: &str = "9.3.0";
