@@ -2,6 +2,9 @@
 //! its security event recorded.
 //!
 //! - [`guard`]: the [`Guard`](guard::Guard), built once from a [`Config`](crate::Config).
+//! - [`request`]: the parts of a request it decides on; [`decision`]: what it decided.
+//! - [`prefix`]: the configured prefixes a path is judged against.
+//! - [`bearer`]: the token of the `Authorization` header.
 //! - [`path`]: the path a request is judged by, and its other readings.
 //! - [`host`]: the `Host` header a request may carry.
 //! - [`forwarded`]: who the client is behind a trusted proxy.
@@ -20,6 +23,8 @@
 //! `crate::metrics`; only the guard imports `crate::config` (it is built from it). Never
 //! `crate::serve`, `crate::proxy`, `crate::server` or `crate::http`: those import this.
 
+pub(crate) mod bearer;
+pub(crate) mod decision;
 pub(crate) mod forwarded;
 pub(crate) mod guard;
 pub(crate) mod host;
@@ -28,9 +33,11 @@ pub(crate) mod key_file;
 pub(crate) mod keys;
 pub(crate) mod limiter;
 pub(crate) mod path;
+pub(crate) mod prefix;
 #[cfg(feature = "idp")]
 pub(crate) mod public_key;
 pub(crate) mod reason;
+pub(crate) mod request;
 pub(crate) mod secret;
 pub(crate) mod token;
 pub(crate) mod token_cache;

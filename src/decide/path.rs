@@ -360,6 +360,13 @@ mod tests {
     use super::*;
 
     #[test]
+    fn query_and_fragment_are_not_part_of_the_path() {
+        assert_eq!(path_of("/api/x?token=abc"), "/api/x");
+        assert_eq!(path_of("/api/x#frag"), "/api/x");
+        assert_eq!(path_of("/api/x"), "/api/x");
+    }
+
+    #[test]
     fn equivalent_spellings_become_one_path() {
         let cases = [
             ("/api/x", "/api/x"),
