@@ -1,7 +1,8 @@
 //! Recording: the security event, its two encodings, the sink it is written to, sealing
 //! and the verification of a sealed log.
 //!
-//! - [`event`]: every event and its one-line encodings (the only place a field is named).
+//! - [`event`]: every event; `encode` and `line`: its two one-line encodings;
+//!   [`sealed`]: the seal at the end of a line (the only places a field is named).
 //! - [`logger`]: the [`SecurityLog`](logger::SecurityLog), the `log` facade's logger that
 //!   owns the `security` target and tells the guard whether a line was written.
 //! - [`sink`]: where the lines go, one `write(2)` a batch.
@@ -12,8 +13,11 @@
 //! `&'static str`), so the log can be written, sealed and verified without a guard. Only
 //! the leaves `crate::error`, `crate::time` and `crate::metrics`.
 
+mod encode;
 pub(crate) mod event;
+mod line;
 pub(crate) mod logger;
 pub mod seal;
+pub(crate) mod sealed;
 pub(crate) mod sink;
 pub(crate) mod verify;

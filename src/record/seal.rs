@@ -112,6 +112,7 @@ use polyval::Polyval;
 use polyval::universal_hash::UniversalHash as _;
 use sha2::Sha256;
 
+use super::sealed;
 use crate::event::{self, Event, LogTampered, SealEvent, SealReason};
 use crate::{Error, LogFormat};
 
@@ -309,7 +310,7 @@ impl std::str::FromStr for VerificationKey {
             Some((hex, created)) => (hex, created.parse().ok()),
             None => (s.trim(), Some(UNDATED_KEY_CREATED)),
         };
-        event::parse_hex(hex.as_bytes())
+        sealed::parse_hex(hex.as_bytes())
             .zip(created)
             .map(|(secret, created)| VerificationKey { secret, created })
             .ok_or_else(|| {
@@ -448,7 +449,7 @@ impl KeyFile {
             }
             None => UNDATED_KEY_CREATED,
         };
-        let key = Key(event::parse_hex(line.strip_prefix("key ")?.as_bytes())?);
+        let key = Key(sealed::parse_hex(line.strip_prefix("key ")?.as_bytes())?);
         (id.len() == 16 && (1..=MAX_EPOCH).contains(&epoch)).then_some(KeyFile {
             epoch,
             key,
@@ -569,7 +570,7 @@ impl Chain {
         let epoch = field("epoch")?.parse().ok()?;
         let began = field("began")?.parse().ok()?;
         let sequence = field("sequence")?.parse().ok()?;
-        let hash = event::parse_hex(field("hash")?.as_bytes())?;
+        let hash = sealed::parse_hex(field("hash")?.as_bytes())?;
         let mut log = field("log")?.split(' ').map(|n| n.parse::<u64>().ok());
         let log = (log.next()??, log.next()??, log.next()??);
         let file_first = field("file")?.parse().ok()?;
@@ -629,10 +630,10 @@ impl Walk {
     /// chain if it verifies. Returns false for a line that does not, after the chain
     /// (the state known, or a line taken): there the chain stops.
     fn line(&mut self, line: &[u8], end: usize) -> bool {
-        let sealed = event::split_seal(line);
-        let seal = sealed.as_ref().and_then(|s| event::seal_fields(s.covered));
+        let sealed = sealed::split_seal(line);
+        let seal = sealed.as_ref().and_then(|s| sealed::seal_fields(s.covered));
         let began = || {
-            event::timestamp(line)
+            sealed::timestamp(line)
                 .and_then(crate::time::parse_timestamp)
                 .map_or(0, |ms| ms / 1000)
         };
@@ -641,7 +642,7 @@ impl Walk {
             .map(|(sequence, hash, _)| (sequence, hash))
             .or(self.taken)
             .or(self.claim);
-        let follows = |s: &event::Sealed| {
+        let follows = |s: &sealed::Sealed| {
             base.is_some_and(|(sequence, _)| sequence.checked_add(1) == Some(s.sequence))
         };
         let verified = match (&sealed, base) {
@@ -1285,10 +1286,10 @@ fn push(
     sequence: u64,
     input_end: usize,
 ) {
-    let (covered, json) = event::sealed_part(line);
+    let (covered, json) = sealed::sealed_part(line);
     *hash = line_hash(mac, hash, sequence, covered);
     out.extend_from_slice(covered);
-    event::push_seal(out, json, sequence, hash);
+    sealed::push_seal(out, json, sequence, hash);
     out.push(b'\n');
     let input_end = if input_end == 0 {
         lines.last().map_or(0, |l| l.input_end)

@@ -15,7 +15,8 @@ use std::io::{self, BufRead as _, BufReader, Read};
 use std::path::Path;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use crate::event::{self, MAX_LINE_BYTES, SealReason};
+use super::sealed;
+use crate::event::{MAX_LINE_BYTES, SealReason};
 use crate::seal::{
     EPOCH_SECONDS, Key, LineMac, MAX_EPOCH, Tag, VerificationKey, line_hash, max_epoch,
 };
@@ -381,10 +382,10 @@ pub fn verify(
 impl Verifier<'_> {
     /// Checks one line (without its newline) and moves the chain on.
     fn line(&mut self, line: &[u8], pos: Pos) -> Result<(), Fault> {
-        let Some(sealed) = event::split_seal(line) else {
+        let Some(sealed) = sealed::split_seal(line) else {
             return Err(Fault::NoSeal);
         };
-        let seal = event::seal_fields(sealed.covered);
+        let seal = sealed::seal_fields(sealed.covered);
         let sequence = sealed.sequence;
         let chain = match &mut self.chain {
             Some(chain) => {
@@ -423,7 +424,7 @@ impl Verifier<'_> {
                 }
                 // The key of this epoch is derived one epoch at a time: first, is the
                 // epoch one the key can have reached by the line's time (or `now`)?
-                let time = event::timestamp(line)
+                let time = sealed::timestamp(line)
                     .and_then(crate::time::parse_timestamp)
                     .map_or(self.as_of, |ms| (ms / 1000).min(self.as_of));
                 let limit = max_epoch(self.key.created, time);
@@ -464,7 +465,7 @@ impl Verifier<'_> {
         if self.file_first.is_none() {
             self.file_first = Some(sequence);
         }
-        if let Some(time) = event::timestamp(line) {
+        if let Some(time) = sealed::timestamp(line) {
             self.last_time.copy_from_slice(time.as_bytes());
             self.first_time.get_or_insert(self.last_time);
         }
@@ -496,7 +497,7 @@ impl Verifier<'_> {
         pos: Pos,
         files: &[impl AsRef<Path>],
     ) -> io::Result<(Option<u64>, Break)> {
-        let sequence = event::split_seal(line).map(|s| s.sequence);
+        let sequence = sealed::split_seal(line).map(|s| s.sequence);
         let Some(chain) = &self.chain else {
             return Ok(match fault {
                 Fault::Known(sequence, problem) => (sequence, problem),
@@ -515,7 +516,7 @@ impl Verifier<'_> {
         // The line after this one: does it take up the chain as if this one were not there?
         let mut mac = chain.mac.clone();
         let mut takes_up = |next: &[u8], previous: &Tag, sequence: u64| {
-            event::split_seal(next).is_some_and(|s| {
+            sealed::split_seal(next).is_some_and(|s| {
                 s.sequence == sequence
                     && line_hash(&mut mac, previous, sequence, s.covered) == s.hash
             })
@@ -564,7 +565,7 @@ impl Verifier<'_> {
                     Some(found) => Break::Reordered { expected, found },
                     None if file_start => {
                         let seal =
-                            event::split_seal(line).and_then(|s| event::seal_fields(s.covered));
+                            sealed::split_seal(line).and_then(|s| sealed::seal_fields(s.covered));
                         let previous_file = seal
                             .filter(|s| s.reason == SealReason::File)
                             .map(|s| s.previous_file);
@@ -634,7 +635,7 @@ fn find_sequence(files: &[impl AsRef<Path>], pos: Pos, sequence: u64) -> io::Res
     scan(files, pos, |at, line| {
         if line
             .bytes()
-            .and_then(event::split_seal)
+            .and_then(sealed::split_seal)
             .is_some_and(|s| s.sequence == sequence)
         {
             found = Some(at);
@@ -1035,7 +1036,7 @@ mod tests {
             let (head, tail) =
                 line.split_at(line.len() - if format == LogFormat::Json { 2 } else { 0 });
             let longer = format!("{head}{}{tail}", "0".repeat(32));
-            assert!(event::split_seal(longer.as_bytes()).is_none(), "{longer}");
+            assert!(sealed::split_seal(longer.as_bytes()).is_none(), "{longer}");
         }
     }
 
@@ -1112,33 +1113,33 @@ mod tests {
         let field = |name: &str| later.lines().find_map(|l| l.strip_prefix(name)).unwrap();
         let later_epoch: u64 = field("epoch ").parse().unwrap();
         assert_eq!(later_epoch, 4);
-        let mut key = crate::seal::Key(event::parse_hex(field("key ").as_bytes()).unwrap());
+        let mut key = crate::seal::Key(sealed::parse_hex(field("key ").as_bytes()).unwrap());
         let forge = |epoch2: crate::seal::Key| {
             // The line changed, then it and every line after it sealed again with `epoch2`
             // as epoch 2's key and the keys that follow from it.
             let mut key = epoch2;
             let mut mac = key.line_mac();
-            let sealed = event::split_seal(lines[target - 1].as_bytes()).unwrap();
+            let sealed = sealed::split_seal(lines[target - 1].as_bytes()).unwrap();
             let mut previous = sealed.hash;
             let mut out: Vec<String> = lines[..target].iter().map(|l| l.to_string()).collect();
             for (i, line) in lines.iter().enumerate().skip(target) {
-                let sealed = event::split_seal(line.as_bytes()).unwrap();
+                let sealed = sealed::split_seal(line.as_bytes()).unwrap();
                 let mut covered = String::from_utf8(sealed.covered.to_vec()).unwrap();
                 if i == target {
                     covered = covered.replace("batch 0 line 1", "batch 0 line X");
                 }
-                if let Some(seal) = event::seal_fields(sealed.covered) {
+                if let Some(seal) = sealed::seal_fields(sealed.covered) {
                     let (mut old, mut new) = (String::new(), String::new());
-                    event::push_hex(&seal.previous, &mut old);
-                    event::push_hex(&previous, &mut new);
+                    crate::event::push_hex(&seal.previous, &mut old);
+                    crate::event::push_hex(&previous, &mut new);
                     covered = covered.replace(&old, &new);
                 }
                 let hash = line_hash(&mut mac, &previous, sealed.sequence, covered.as_bytes());
                 let mut bytes = covered.into_bytes();
-                event::push_seal(&mut bytes, false, sealed.sequence, &hash);
+                sealed::push_seal(&mut bytes, false, sealed.sequence, &hash);
                 out.push(String::from_utf8(bytes).unwrap());
                 previous = hash;
-                if event::seal_fields(sealed.covered).is_some_and(|s| s.reason.changes_epoch()) {
+                if sealed::seal_fields(sealed.covered).is_some_and(|s| s.reason.changes_epoch()) {
                     key = key.next();
                     mac = key.line_mac();
                 }
@@ -1369,7 +1370,7 @@ mod tests {
             .filter(|l| l.contains("log_tampered"))
             .collect();
         assert_eq!(events.len(), 1, "{text}");
-        let sequence = event::split_seal(last.as_bytes()).unwrap().sequence;
+        let sequence = sealed::split_seal(last.as_bytes()).unwrap().sequence;
         let offset = text.find(&appended).unwrap();
         assert!(
             events[0].contains(&format!(
