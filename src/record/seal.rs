@@ -121,6 +121,8 @@ mod chain;
 mod key_file;
 mod recover;
 mod sealer;
+#[cfg(test)]
+mod writer_tests;
 
 #[cfg(test)]
 pub(crate) use chain::state_path;
