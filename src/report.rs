@@ -19,7 +19,7 @@ use std::process::{Command, Stdio};
 use fields::Fields;
 use tally::{Reasons, Timeline, Top};
 
-/// The longest line read whole; jwtguard writes none longer (64 KiB, src/event.rs).
+/// The longest line read whole; jwtguard writes none longer (64 KiB, src/record/event.rs).
 const MAX_LINE: usize = 64 * 1024;
 
 /// Rows of each table on the screen and the page.

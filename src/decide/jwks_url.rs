@@ -4,7 +4,7 @@
 //!
 //! The fetch is a blocking GET on a thread of its own (one per guard): the event loop
 //! never waits on the network, it only reads the current set (an `Arc` swapped under a
-//! lock held for that swap only, as src/key_file.rs does). No TLS: an HTTPS endpoint is
+//! lock held for that swap only, as src/decide/key_file.rs does). No TLS: an HTTPS endpoint is
 //! fetched by curl into a file (`--jwks FILE`, contrib/systemd) or by a sidecar.
 //!
 //! The sidecar is trusted to be there, not to be right: a response is read within

@@ -27,7 +27,7 @@ const CHECK_EVERY_MS: u64 = 1000;
 pub(crate) enum Keys {
     Fixed(Verifier),
     Watched(Watched),
-    /// Fetched from `--jwks-url` (src/jwks_url.rs).
+    /// Fetched from `--jwks-url` (src/decide/jwks_url.rs).
     Fetched(crate::jwks_url::Fetched),
 }
 

@@ -1,6 +1,6 @@
 //! Keys: the algorithms jwtguard verifies, a JWK Set's keys each pinned to one of them,
 //! and HS256 itself (HMAC-SHA256 keyed once per key, constant-time verification, and
-//! signing for `jwtguard token` and the demo token). Public keys are in src/public_key.rs.
+//! signing for `jwtguard token` and the demo token). Public keys are in src/decide/public_key.rs.
 //!
 //! jwtguard computes the HMAC itself (the `hmac` and `sha2` crates jsonwebtoken's own
 //! RustCrypto backend uses) instead of going through jsonwebtoken's process-wide

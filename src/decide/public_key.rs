@@ -3,7 +3,7 @@
 //! key, with the RustCrypto crates and calls jsonwebtoken's `rust_crypto` backend makes.
 //!
 //! Unlike that backend, a key is parsed and checked once, when its set is loaded, not on
-//! every verification; and nothing process-wide is installed (see src/keys.rs).
+//! every verification; and nothing process-wide is installed (see src/decide/keys.rs).
 
 use base64::Engine as _;
 use rsa::signature::Verifier as _;

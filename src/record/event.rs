@@ -338,13 +338,13 @@ pub(crate) enum Event<'a> {
         logger: &'a str,
         message: &'a str,
     },
-    /// A seal line of a sealed log (src/seal.rs): an epoch begins, or a new file.
+    /// A seal line of a sealed log (src/record/seal.rs): an epoch begins, or a new file.
     Seal(SealEvent<'a>),
-    /// Lines in a sealed log that do not verify with the sealing key (src/seal.rs).
+    /// Lines in a sealed log that do not verify with the sealing key (src/record/seal.rs).
     LogTampered(LogTampered),
-    /// An address refused by the brute-force limiter: once per window (src/limiter.rs).
+    /// An address refused by the brute-force limiter: once per window (src/decide/limiter.rs).
     RateLimited(RateLimited<'a>),
-    /// A JWK Set file read again (src/key_file.rs).
+    /// A JWK Set file read again (src/decide/key_file.rs).
     KeySet(KeySetEvent<'a>),
 }
 

@@ -2,7 +2,7 @@
 //! and how it breaks.
 //!
 //! The fast path reads each file once, in large blocks, and per line takes the seal off
-//! the end, checks the sequence number and computes one MAC (src/seal.rs, [`line_hash`]). Only when the chain breaks
+//! the end, checks the sequence number and computes one MAC (src/record/seal.rs, [`line_hash`]). Only when the chain breaks
 //! are the files read again, to tell a changed line from an inserted one, a deleted line
 //! from a moved one, and a missing file from lines cut off the end of the one before.
 //!
