@@ -17,11 +17,13 @@
 //! - [`secret`]: the HS256 secret and where it comes from.
 //!
 //! No I/O on a connection here and no HTTP library: a front end hands in the method,
-//! target, headers and peer. It may import [`crate::record`]'s events and its
-//! `logger::record` (the guard owns a decision and its record, so the code that answers
-//! knows whether the event was written), and the leaves `crate::error`, `crate::time` and
-//! `crate::metrics`; only the guard imports `crate::config` (it is built from it). Never
+//! target, headers and peer. It may import [`crate::record`]'s events and its logger (the
+//! guard owns a decision and its record, so the code that answers knows whether the event
+//! was written), and the leaves `crate::error`, `crate::time` and `crate::metrics`; only
+//! the guard imports `crate::config` (it is built from it; tests aside), and nothing here
+//! is imported by `crate::config` but value types (secret, key set, network, path). Never
 //! `crate::serve`, `crate::proxy`, `crate::server` or `crate::http`: those import this.
+//! lib.rs keeps each module's crate-level name (`crate::guard`, `crate::token`, ...).
 
 pub(crate) mod bearer;
 pub(crate) mod decision;

@@ -11,7 +11,8 @@
 //! It imports nothing from [`crate::decide`], `crate::config`, `crate::serve`,
 //! `crate::proxy` or `crate::server`: an event carries plain values (a reason's code is a
 //! `&'static str`), so the log can be written, sealed and verified without a guard. Only
-//! the leaves `crate::error`, `crate::time` and `crate::metrics`.
+//! the leaves `crate::error`, `crate::time` and `crate::metrics` (the counters). lib.rs
+//! keeps each module's crate-level name (`crate::event`, `crate::logger`, ...).
 
 mod encode;
 pub(crate) mod event;
