@@ -420,7 +420,7 @@ impl Shared {
 
     /// The verifier of the set in `body`, or why not (a log code and the problem).
     fn load(&self, body: &[u8]) -> Result<Verifier, (&'static str, String)> {
-        crate::key_file::verifier_of(body, self.allow_weak, &self.policy, &self.cache)
+        Verifier::of_set(body, self.allow_weak, &self.policy, &self.cache)
     }
 }
 

@@ -173,29 +173,6 @@ impl Watched {
     fn load(&self) -> Result<Verifier, (&'static str, String)> {
         let text = crate::secret::read_capped(&self.path)
             .map_err(|e| ("unreadable", format!("the file cannot be read: {e}")))?;
-        verifier_of(&text, self.allow_weak, &self.policy, &self.cache)
+        Verifier::of_set(&text, self.allow_weak, &self.policy, &self.cache)
     }
-}
-
-/// The verifier of the JWK Set in `body` (a file's or a fetched one), or why not (a log
-/// code and the problem): HS256 keys under [`crate::MIN_SECRET_BYTES`] are `key_too_weak`
-/// unless `allow_weak`.
-pub(crate) fn verifier_of(
-    body: &[u8],
-    allow_weak: bool,
-    policy: &Policy,
-    cache: &Option<Arc<TokenCache>>,
-) -> Result<Verifier, (&'static str, String)> {
-    let set = KeySet::parse_set(body).map_err(|p| (p.code, p.problem))?;
-    let shortest = set.shortest();
-    if shortest < crate::MIN_SECRET_BYTES && !allow_weak {
-        return Err((
-            "key_too_weak",
-            format!(
-                "an HS256 key of {shortest} bytes, under {}",
-                crate::MIN_SECRET_BYTES
-            ),
-        ));
-    }
-    Ok(Verifier::new(set.keys(), policy.clone(), cache.clone()))
 }

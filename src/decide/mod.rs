@@ -9,7 +9,8 @@
 //! - [`host`]: the `Host` header a request may carry.
 //! - [`forwarded`]: who the client is behind a trusted proxy.
 //! - [`token`]: from a token to a verified user or a [`Reason`](reason::Reason).
-//! - [`keys`], `public_key`: the keys tokens are verified with; [`key_file`] and
+//! - [`keys`], `public_key`: the keys tokens are verified with; [`jwk`]: the members of
+//!   a JWK and the algorithms a key is pinned to; [`key_file`] and
 //!   [`jwks_url`]: a key set read again from a file or fetched from a URL.
 //! - [`token_cache`]: tokens whose public-key signature already verified.
 //! - [`limiter`]: the brute-force limiter.
@@ -30,6 +31,7 @@ pub(crate) mod decision;
 pub(crate) mod forwarded;
 pub(crate) mod guard;
 pub(crate) mod host;
+pub(crate) mod jwk;
 pub(crate) mod jwks_url;
 pub(crate) mod key_file;
 pub(crate) mod keys;

@@ -13,9 +13,9 @@ use rsa::traits::PublicKeyParts as _;
 #[cfg(feature = "sign")]
 use serde_json::{Map, Value};
 
+use super::jwk::{Alg, BASE64URL, Jwk};
 #[cfg(feature = "sign")]
 use crate::Error;
-use crate::keys::{Alg, BASE64URL, Jwk};
 
 /// The smallest RSA modulus accepted, in bits (NIST SP 800-131A; RFC 7518 §3.3 says 2048
 /// or larger).

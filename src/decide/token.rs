@@ -232,6 +232,29 @@ pub(crate) struct Ask<'a> {
 }
 
 impl Verifier {
+    /// The verifier of the JWK Set in `body` (a file's or a fetched one), or why not (a log
+    /// code and the problem): HS256 keys under [`crate::MIN_SECRET_BYTES`] are `key_too_weak`
+    /// unless `allow_weak`.
+    pub(crate) fn of_set(
+        body: &[u8],
+        allow_weak: bool,
+        policy: &Policy,
+        cache: &Option<std::sync::Arc<TokenCache>>,
+    ) -> Result<Verifier, (&'static str, String)> {
+        let set = crate::keys::KeySet::parse_set(body).map_err(|p| (p.code, p.problem))?;
+        let shortest = set.shortest();
+        if shortest < crate::MIN_SECRET_BYTES && !allow_weak {
+            return Err((
+                "key_too_weak",
+                format!(
+                    "an HS256 key of {shortest} bytes, under {}",
+                    crate::MIN_SECRET_BYTES
+                ),
+            ));
+        }
+        Ok(Verifier::new(set.keys(), policy.clone(), cache.clone()))
+    }
+
     /// A verifier for tokens signed with one of `keys`: one secret (no `kid`), or keys by
     /// `kid`.
     pub(crate) fn new(
