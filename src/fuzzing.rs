@@ -13,7 +13,7 @@ pub const SECRET: &[u8] = b"fuzzing-secret-0123456789abcdef0123456789";
 /// The bearer-token parser over the values of a request's `Authorization` headers, with
 /// the default cap of 8192 bytes.
 pub fn bearer_token<'a>(values: &[&'a str]) -> Result<&'a str, Reason> {
-    crate::guard::bearer_token(values.iter().copied(), 8192)
+    crate::decide::bearer::bearer_token(values.iter().copied(), 8192)
 }
 
 /// Verifies `token` with [`SECRET`] under the default policy (30 s leeway, `exp`

@@ -71,43 +71,36 @@
 #![deny(missing_docs)]
 
 mod config;
+mod decide;
 mod error;
-mod event;
-mod forwarded;
 #[cfg(fuzzing)]
 #[doc(hidden)]
 pub mod fuzzing;
-mod guard;
-mod host;
 pub mod http;
-mod jwks_url;
-mod key_file;
-mod keys;
-mod limiter;
-mod logger;
 mod metrics;
-mod path;
 #[cfg(test)]
 mod proptests;
 mod proxy;
-#[cfg(feature = "idp")]
-mod public_key;
-mod reason;
-pub mod seal;
+mod record;
 mod serve;
 mod server;
-mod sink;
 mod sys;
 mod time;
-mod token;
-mod token_cache;
-mod verify;
 
-pub use config::{
-    Config, LogFormat, MIN_SECRET_BYTES, SECRET_ENV, SECRET_FILE_ENV, Secret, SecretSource,
+// The modules keep their crate-level names (`crate::guard`, `crate::event`, ...): the
+// front ends and the other branches import them so.
+#[cfg(feature = "idp")]
+use decide::public_key;
+use decide::{
+    forwarded, guard, host, jwks_url, key_file, keys, limiter, path, reason, secret, token,
+    token_cache,
 };
+pub use record::seal;
+use record::{event, logger, sink, verify};
+
+pub use config::Config;
 pub use error::Error;
-pub use event::{Cause, RequestId, Supervision};
+pub use event::{Cause, LogFormat, RequestId, Supervision};
 pub use forwarded::Cidr;
 pub use guard::{Allowed, Decision, Guard, Headers, Refused, Request};
 pub use keys::{KeySet, mint};
@@ -115,5 +108,6 @@ pub use logger::{OtherRecords, SecurityLog, TARGET, record_supervision, write_re
 #[cfg(feature = "sign")]
 pub use public_key::SigningKey;
 pub use reason::Reason;
+pub use secret::{MIN_SECRET_BYTES, SECRET_ENV, SECRET_FILE_ENV, Secret, SecretSource};
 pub use server::{Server, Stopper};
 pub use token_cache::CacheStats;

@@ -13,10 +13,10 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use proptest::prelude::*;
 use serde_json::{Value, json};
 
+use crate::decide::bearer::bearer_token;
 use crate::event::{
     Action, Event, Fingerprint, MAX_FIELD_BYTES, RequestEvent, RequestId, ServiceEvent,
 };
-use crate::guard::bearer_token;
 use crate::token::{Ask, Policy, Verifier};
 use crate::{LogFormat, Reason};
 

@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""The sealed log's MAC as the README and src/seal.rs describe it, written again from
+"""The sealed log's MAC as the README and src/record/seal.rs describe it, written again from
 that description in Python (standard library only, no code from jwtguard): every line of
 the given files, oldest first, must carry the tag this computes.
 
@@ -103,7 +103,7 @@ _h = bytes.fromhex("25629347589242761d31f826ba4b757b")
 _x = bytes.fromhex("4f4f95668c83dfb6401762bb2d01a262d1a24ddd2721d006bbe45f20d3c9f362")
 assert polyval(_h, _x) == bytes.fromhex("f7a3b47b846119fae5b7866cf5e5b77e")
 
-# --- The construction (README, "How it works"; src/seal.rs).
+# --- The construction (README, "How it works"; src/record/seal.rs).
 
 
 def derive(key, label):

@@ -1,6 +1,6 @@
 //! The sealed log with the real binary: crash consistency under load, several processes
 //! sealing into one log, and what the key files and the log show. (tests/tamper.sh
-//! tampers with a real log; src/verify.rs has the byte-by-byte and forward-security tests.)
+//! tampers with a real log; src/record/verify/tests.rs has the byte-by-byte and forward-security tests.)
 
 mod support;
 

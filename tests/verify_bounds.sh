@@ -34,7 +34,7 @@ make_input() {
   python3 - "$1" "$SIZE" "$tmp" <<'PY'
 import os, random, sys
 kind, size, tmp = sys.argv[1], int(sys.argv[2]), sys.argv[3]
-MAX_LINE = 64 * 1024  # src/event.rs MAX_LINE_BYTES
+MAX_LINE = 64 * 1024  # src/record/event.rs MAX_LINE_BYTES
 random.seed(16)
 def real(fmt):
     with open(f"{tmp}/{fmt}.log", "rb") as f:

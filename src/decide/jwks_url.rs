@@ -4,7 +4,7 @@
 //!
 //! The fetch is a blocking GET on a thread of its own (one per guard): the event loop
 //! never waits on the network, it only reads the current set (an `Arc` swapped under a
-//! lock held for that swap only, as src/key_file.rs does). No TLS: an HTTPS endpoint is
+//! lock held for that swap only, as src/decide/key_file.rs does). No TLS: an HTTPS endpoint is
 //! fetched by curl into a file (`--jwks FILE`, contrib/systemd) or by a sidecar.
 //!
 //! The sidecar is trusted to be there, not to be right: a response is read within
@@ -426,8 +426,7 @@ impl Shared {
     /// came over plain HTTP, readable on the way: a public key may, an HS256 secret (an
     /// `oct` key) may not, since whoever reads it mints tokens.
     fn load(&self, body: &[u8]) -> Result<Verifier, (&'static str, String)> {
-        let verifier =
-            crate::key_file::verifier_of(body, self.allow_weak, &self.policy, &self.cache)?;
+        let verifier = Verifier::of_set(body, self.allow_weak, &self.policy, &self.cache)?;
         if crate::keys::KeySet::parse_set(body).is_ok_and(|set| set.shortest() != usize::MAX) {
             return Err((
                 "invalid_jwks",

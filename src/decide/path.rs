@@ -6,6 +6,14 @@
 
 use std::borrow::Cow;
 
+/// The path of a request target, without the query string or fragment.
+pub(crate) fn path_of(target: &str) -> &str {
+    match target.bytes().position(|b| b == b'?' || b == b'#') {
+        Some(end) => &target[..end],
+        None => target,
+    }
+}
+
 /// Why a path cannot be judged.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) struct BadPath;
@@ -20,7 +28,7 @@ pub(crate) struct BadPath;
 /// backslash; NUL, encoded or not, or any control character; a `%` not followed by two
 /// hex digits; an encoded `.` that makes a dot segment; and `..` that climbs above the root.
 pub(crate) fn normalise(target: &str) -> Result<Cow<'_, str>, BadPath> {
-    let path = crate::guard::path_of(target);
+    let path = path_of(target);
     if !path.starts_with('/') {
         return Err(BadPath);
     }
@@ -78,7 +86,7 @@ impl Readings<'_> {
 /// safely ([`normalise`], [`fold`]). A clean path without `;`, upper-case letters or a
 /// segment ending in `.` is all its readings at once, and is not copied.
 pub(crate) fn readings(target: &str) -> Result<Readings<'_>, BadPath> {
-    let path = crate::guard::path_of(target);
+    let path = path_of(target);
     if !path.starts_with('/') {
         return Err(BadPath);
     }
@@ -350,6 +358,13 @@ fn hex_digit(b: u8) -> Result<u8, BadPath> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn query_and_fragment_are_not_part_of_the_path() {
+        assert_eq!(path_of("/api/x?token=abc"), "/api/x");
+        assert_eq!(path_of("/api/x#frag"), "/api/x");
+        assert_eq!(path_of("/api/x"), "/api/x");
+    }
 
     #[test]
     fn equivalent_spellings_become_one_path() {

@@ -11,7 +11,7 @@
 //! pipe, the next write starts on a new line.
 //!
 //! A sealed sink ([`Sink::seal_with`]) hands each write to its [`Sealer`], which seals the
-//! lines and writes them through the same code (see src/seal.rs).
+//! lines and writes them through the same code (see src/record/seal.rs).
 
 use std::fs::{File, OpenOptions};
 use std::io::{self, Write};

@@ -3,7 +3,7 @@
 //! key, with the RustCrypto crates and calls jsonwebtoken's `rust_crypto` backend makes.
 //!
 //! Unlike that backend, a key is parsed and checked once, when its set is loaded, not on
-//! every verification; and nothing process-wide is installed (see src/keys.rs).
+//! every verification; and nothing process-wide is installed (see src/decide/keys.rs).
 
 use base64::Engine as _;
 use rsa::signature::Verifier as _;
@@ -13,9 +13,9 @@ use rsa::traits::PublicKeyParts as _;
 #[cfg(feature = "sign")]
 use serde_json::{Map, Value};
 
+use super::jwk::{Alg, BASE64URL, Jwk};
 #[cfg(feature = "sign")]
 use crate::Error;
-use crate::keys::{Alg, BASE64URL, Jwk};
 
 /// The smallest RSA modulus accepted, in bits (NIST SP 800-131A; RFC 7518 §3.3 says 2048
 /// or larger).

@@ -1,6 +1,6 @@
-//! Keys: the algorithms jwtguard verifies, a JWK Set's keys each pinned to one of them,
+//! Keys: a JWK Set's keys each pinned to one algorithm (src/decide/jwk.rs),
 //! and HS256 itself (HMAC-SHA256 keyed once per key, constant-time verification, and
-//! signing for `jwtguard token` and the demo token). Public keys are in src/public_key.rs.
+//! signing for `jwtguard token` and the demo token). Public keys are in src/decide/public_key.rs.
 //!
 //! jwtguard computes the HMAC itself (the `hmac` and `sha2` crates jsonwebtoken's own
 //! RustCrypto backend uses) instead of going through jsonwebtoken's process-wide
@@ -12,10 +12,10 @@ use hmac::{Hmac, KeyInit as _, Mac as _};
 use serde_json::{Map, Value};
 use sha2::Sha256;
 
+use super::jwk::Jwk;
+// token.rs and the fuzzers name these `keys::`.
+pub(crate) use super::jwk::{Alg, BASE64URL};
 use crate::{Error, Secret};
-
-pub(crate) const BASE64URL: base64::engine::GeneralPurpose =
-    base64::engine::general_purpose::URL_SAFE_NO_PAD;
 
 /// One HS256 key, as the HMAC state after the key: each token starts from a clone of it.
 #[derive(Clone)]
@@ -54,52 +54,6 @@ impl Key {
         let mut mac = self.keyed.clone();
         mac.update(message);
         mac.finalize().into_bytes().into()
-    }
-}
-
-/// The algorithms jwtguard verifies (RFC 7518 §3.1 names). Each key is pinned to one:
-/// a token's `alg` must be its key's.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) enum Alg {
-    Hs256,
-    Rs256,
-    Rs384,
-    Rs512,
-    Ps256,
-    Es256,
-    Es384,
-    EdDsa,
-}
-
-impl Alg {
-    const ALL: [Alg; 8] = [
-        Alg::Hs256,
-        Alg::Rs256,
-        Alg::Rs384,
-        Alg::Rs512,
-        Alg::Ps256,
-        Alg::Es256,
-        Alg::Es384,
-        Alg::EdDsa,
-    ];
-
-    /// The `alg` value, as written in a JOSE header or a JWK.
-    pub(crate) fn name(self) -> &'static str {
-        match self {
-            Alg::Hs256 => "HS256",
-            Alg::Rs256 => "RS256",
-            Alg::Rs384 => "RS384",
-            Alg::Rs512 => "RS512",
-            Alg::Ps256 => "PS256",
-            Alg::Es256 => "ES256",
-            Alg::Es384 => "ES384",
-            Alg::EdDsa => "EdDSA",
-        }
-    }
-
-    /// The algorithm named exactly `name` (case matters: `hs256` and `none` are none).
-    pub(crate) fn from_name(name: &str) -> Option<Alg> {
-        Alg::ALL.into_iter().find(|alg| alg.name() == name)
     }
 }
 
@@ -173,7 +127,7 @@ pub(crate) struct SetProblem {
 pub struct KeySet {
     keys: Vec<VerifyingKey>,
     /// The file it was read from, and that file's identity then.
-    source: Option<(std::path::PathBuf, Option<crate::key_file::FileId>)>,
+    source: Option<(std::path::PathBuf, Option<FileId>)>,
 }
 
 impl std::fmt::Debug for KeySet {
@@ -194,8 +148,8 @@ impl KeySet {
     /// [`Error::SecretFile`] when it cannot be read; [`Error::Config`] (`--jwks`) when it is
     /// not a JWK Set that [`KeySet::parse`] takes.
     pub fn load(path: &std::path::Path) -> Result<KeySet, Error> {
-        let id = crate::key_file::FileId::of(path).ok();
-        let text = crate::config::read_capped(path).map_err(|source| Error::SecretFile {
+        let id = FileId::of(path).ok();
+        let text = crate::secret::read_capped(path).map_err(|source| Error::SecretFile {
             path: path.to_owned(),
             source,
         })?;
@@ -319,7 +273,7 @@ impl KeySet {
         &self.keys
     }
 
-    pub(crate) fn source(&self) -> Option<&(std::path::PathBuf, Option<crate::key_file::FileId>)> {
+    pub(crate) fn source(&self) -> Option<&(std::path::PathBuf, Option<FileId>)> {
         self.source.as_ref()
     }
 
@@ -335,42 +289,28 @@ impl KeySet {
     }
 }
 
-/// A JWK's members that jwtguard reads (RFC 7517 §4, RFC 7518 §6).
-#[derive(serde::Deserialize)]
-#[cfg_attr(not(feature = "idp"), allow(dead_code))]
-pub(crate) struct Jwk {
-    pub kty: String,
-    pub kid: Option<String>,
-    pub alg: Option<String>,
-    #[serde(rename = "use")]
-    pub usage: Option<String>,
-    pub key_ops: Option<Vec<String>>,
-    pub k: Option<String>,
-    pub n: Option<String>,
-    pub e: Option<String>,
-    pub crv: Option<String>,
-    pub x: Option<String>,
-    pub y: Option<String>,
-    /// Private members: present, the set is refused.
-    pub d: Option<serde::de::IgnoredAny>,
+/// The identity of the file a [`KeySet`] was loaded from (src/decide/key_file.rs watches
+/// it). What says a file changed: a rename gives a new inode, a rewrite new times or size.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct FileId {
+    dev: u64,
+    ino: u64,
+    len: u64,
+    mtime: (i64, i64),
+    ctime: (i64, i64),
 }
 
-impl Jwk {
-    /// A key published for encryption, as providers' sets hold beside their signing keys
-    /// (Keycloak's `RSA-OAEP` key): not a key to verify with.
-    fn for_encryption(&self) -> bool {
-        let enc_alg = self.alg.as_deref().is_some_and(|alg| {
-            alg.starts_with("RSA-OAEP")
-                || alg.starts_with("ECDH-ES")
-                || alg == "RSA1_5"
-                || alg == "dir"
-                || alg.ends_with("KW")
-        });
-        let no_verify = self
-            .key_ops
-            .as_ref()
-            .is_some_and(|ops| !ops.iter().any(|op| op == "verify"));
-        self.usage.as_deref().is_some_and(|u| u != "sig") || enc_alg || no_verify
+impl FileId {
+    pub(crate) fn of(path: &std::path::Path) -> std::io::Result<FileId> {
+        use std::os::unix::fs::MetadataExt as _;
+        let m = std::fs::metadata(path)?;
+        Ok(FileId {
+            dev: m.dev(),
+            ino: m.ino(),
+            len: m.len(),
+            mtime: (m.mtime(), m.mtime_nsec()),
+            ctime: (m.ctime(), m.ctime_nsec()),
+        })
     }
 }
 
@@ -487,11 +427,11 @@ mod tests {
             let n = BASE64URL.encode(key.n().to_bytes_be());
             format!(r#"{{"keys":[{{"kty":"RSA","kid":"r","n":"{n}","e":"AQAB"}}]}}"#)
         };
-        let weak = set(include_str!("../tests/data/idp/rsa1024.pem"));
+        let weak = set(include_str!("../../tests/data/idp/rsa1024.pem"));
         let refused = KeySet::parse_set(weak.as_bytes()).err().unwrap();
         assert_eq!(refused.code, "key_too_weak");
         assert!(refused.problem.contains("1024 bits"), "{}", refused.problem);
-        let strong = set(include_str!("../tests/data/idp/rsa2048.pem"));
+        let strong = set(include_str!("../../tests/data/idp/rsa2048.pem"));
         assert_eq!(
             KeySet::parse_set(strong.as_bytes()).unwrap().kids().count(),
             1

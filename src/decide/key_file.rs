@@ -9,49 +9,25 @@
 //! for that swap only); one that does not leaves the last good set and writes one event,
 //! once for that version of the file. No thread, no timer: it fits any front end.
 
-use std::os::unix::fs::MetadataExt as _;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Instant;
 
 use crate::Reason;
 use crate::event::{Event, KeySetEvent};
-use crate::keys::KeySet;
+use crate::keys::{FileId, KeySet};
 use crate::token::{Ask, Denied, Policy, Verified, Verifier};
 use crate::token_cache::TokenCache;
 
 /// How often the file is looked at, at most.
 const CHECK_EVERY_MS: u64 = 1000;
 
-/// What says a file changed: a rename gives a new inode, a rewrite new times or size.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) struct FileId {
-    dev: u64,
-    ino: u64,
-    len: u64,
-    mtime: (i64, i64),
-    ctime: (i64, i64),
-}
-
-impl FileId {
-    pub(crate) fn of(path: &Path) -> std::io::Result<FileId> {
-        let m = std::fs::metadata(path)?;
-        Ok(FileId {
-            dev: m.dev(),
-            ino: m.ino(),
-            len: m.len(),
-            mtime: (m.mtime(), m.mtime_nsec()),
-            ctime: (m.ctime(), m.ctime_nsec()),
-        })
-    }
-}
-
 /// The keys of a guard.
 pub(crate) enum Keys {
     Fixed(Verifier),
     Watched(Watched),
-    /// Fetched from `--jwks-url` (src/jwks_url.rs).
+    /// Fetched from `--jwks-url` (src/decide/jwks_url.rs).
     Fetched(crate::jwks_url::Fetched),
 }
 
@@ -195,31 +171,8 @@ impl Watched {
 
     /// The verifier of the file's keys, or why not (a log code and the problem).
     fn load(&self) -> Result<Verifier, (&'static str, String)> {
-        let text = crate::config::read_capped(&self.path)
+        let text = crate::secret::read_capped(&self.path)
             .map_err(|e| ("unreadable", format!("the file cannot be read: {e}")))?;
-        verifier_of(&text, self.allow_weak, &self.policy, &self.cache)
+        Verifier::of_set(&text, self.allow_weak, &self.policy, &self.cache)
     }
-}
-
-/// The verifier of the JWK Set in `body` (a file's or a fetched one), or why not (a log
-/// code and the problem): HS256 keys under [`crate::MIN_SECRET_BYTES`] are `key_too_weak`
-/// unless `allow_weak`.
-pub(crate) fn verifier_of(
-    body: &[u8],
-    allow_weak: bool,
-    policy: &Policy,
-    cache: &Option<Arc<TokenCache>>,
-) -> Result<Verifier, (&'static str, String)> {
-    let set = KeySet::parse_set(body).map_err(|p| (p.code, p.problem))?;
-    let shortest = set.shortest();
-    if shortest < crate::MIN_SECRET_BYTES && !allow_weak {
-        return Err((
-            "key_too_weak",
-            format!(
-                "an HS256 key of {shortest} bytes, under {}",
-                crate::MIN_SECRET_BYTES
-            ),
-        ));
-    }
-    Ok(Verifier::new(set.keys(), policy.clone(), cache.clone()))
 }
