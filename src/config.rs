@@ -7,7 +7,7 @@
 
 use crate::event::LogFormat;
 use crate::secret::Secret;
-use crate::{Cidr, KeySet};
+use crate::{Cidr, ClientIpHeader, KeySet};
 
 /// Everything the guard and the server need. [`Guard::new`](crate::Guard::new) validates
 /// it with [`Config::validate`].
@@ -101,6 +101,10 @@ pub struct Config {
     /// `client.ip`, and a forward-auth request's original method and URI).
     /// Defaults to none.
     pub trusted_proxies: Vec<Cidr>,
+    /// The one header the trusted proxies name the client in; the others are then
+    /// ignored. Defaults to none: the first of `X-Forwarded-For`, `Forwarded` and
+    /// `X-Real-IP` that is present.
+    pub client_ip_header: Option<ClientIpHeader>,
     /// Scopes paths require: (path prefix, scope). A token must grant every scope whose
     /// prefix matches any reading of the path, in `scope`, `scp` or `roles`.
     /// Defaults to none.
@@ -188,6 +192,7 @@ impl Default for Config {
             allow_body_on_any_method: false,
             claim_headers: Vec::new(),
             trusted_proxies: Vec::new(),
+            client_ip_header: None,
             require: Vec::new(),
             upstream_timeout: 30,
             max_header_bytes: 16 * 1024,
@@ -277,6 +282,9 @@ impl Config {
         if !self.trusted_proxies.is_empty() {
             let nets: Vec<String> = self.trusted_proxies.iter().map(Cidr::to_string).collect();
             fields.push(("trusted_proxies", nets.join(",")));
+            if let Some(header) = self.client_ip_header {
+                fields.push(("client_ip_header", header.name().into()));
+            }
         }
         match (&self.secret, &self.keys) {
             (Some(s), _) => fields.push((

@@ -101,7 +101,7 @@ use record::{event, logger, sink, verify};
 pub use config::Config;
 pub use error::Error;
 pub use event::{Cause, LogFormat, RequestId, Supervision};
-pub use forwarded::Cidr;
+pub use forwarded::{Cidr, ClientIpHeader};
 pub use guard::{Allowed, Decision, Guard, Headers, Refused, Request};
 pub use keys::{KeySet, mint};
 pub use logger::{OtherRecords, SecurityLog, TARGET, record_supervision, write_record};

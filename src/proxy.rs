@@ -232,7 +232,7 @@ impl Proxy {
             timeout: Duration::from_secs(config.upstream_timeout),
             strip_authorization: config.strip_authorization,
             identity,
-            trusted: Trusted::new(&config.trusted_proxies),
+            trusted: Trusted::new(&config.trusted_proxies).reading(config.client_ip_header),
             kept: Kept::new(),
             lanes: Mutex::new(Lanes::default()),
             work: Condvar::new(),

@@ -288,3 +288,32 @@ fn a_hundred_thousand_addresses_leave_memory_flat() {
         started.elapsed()
     );
 }
+
+/// Behind a proxy that names the client in `X-Real-IP` and passes the client's own
+/// `X-Forwarded-For` on (nginx's `proxy_set_header X-Real-IP $remote_addr` alone), a
+/// guesser who writes a new `X-Forwarded-For` each time is still counted as itself.
+#[test]
+fn the_named_client_ip_header_is_the_only_one_believed() {
+    let server = Server::start(&[
+        "--max-failures",
+        "2",
+        "--trusted-proxy",
+        "127.0.0.1",
+        "--client-ip-header",
+        "x-real-ip",
+    ]);
+    let good = token(&["--sub", "carol"]);
+    let guess = |made_up: &str, auth: &str| {
+        let xff = format!("X-Forwarded-For: {made_up}");
+        let bearer = format!("Authorization: Bearer {auth}");
+        let headers = ["X-Real-IP: 203.0.113.5", xff.as_str(), bearer.as_str()];
+        server.get("/api/x", &headers).status
+    };
+    for made_up in ["10.0.0.1", "10.0.0.2"] {
+        assert_eq!(guess(made_up, "x.y.z"), 401);
+    }
+    assert_eq!(guess("10.0.0.3", &good), 429);
+    let events = rate_limit_events(&server);
+    assert_eq!(events.len(), 1);
+    assert_eq!(events[0]["client.ip"], "203.0.113.5");
+}

@@ -106,6 +106,13 @@ impl Flags {
                     .map_err(|problem: String| format!("invalid --trusted-proxy: {problem}"))?;
                 self.config.trusted_proxies.push(cidr);
             }
+            Long("client-ip-header") if !in_token => {
+                let value = parser.value()?.string()?;
+                let header = value
+                    .parse()
+                    .map_err(|problem: String| format!("invalid --client-ip-header: {problem}"))?;
+                self.config.client_ip_header = Some(header);
+            }
             Long("upstream-timeout") if !in_token => {
                 self.config.upstream_timeout = parser.value()?.parse()?
             }

@@ -66,6 +66,8 @@ Serve options:
                            without it; repeatable
   --trusted-proxy CIDR     believe X-Forwarded-For, Forwarded, X-Real-IP and the
                            original method and URI from these peers, repeatable
+  --client-ip-header NAME  believe only this one of X-Forwarded-For, Forwarded and
+                           X-Real-IP from them [default: the first present]
   --upstream-timeout SECONDS
                            for the upstream to connect and between reads [default: 30]
   --max-token-bytes N      longest token accepted, 1 to 65536 [default: 8192]

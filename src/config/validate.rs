@@ -114,6 +114,12 @@ impl Config {
                 return bad("--public", problem);
             }
         }
+        if self.client_ip_header.is_some() && self.trusted_proxies.is_empty() {
+            return bad(
+                "--client-ip-header",
+                "goes with --trusted-proxy: only a trusted proxy's header is read".into(),
+            );
+        }
         if let Some(path) = &self.forward_auth {
             if let Err(problem) = check_prefix(path) {
                 return bad("--forward-auth", problem);
@@ -331,7 +337,7 @@ mod tests {
     #[test]
     fn bad_settings_are_named() {
         type Change = fn(&mut Config);
-        let cases: [(Change, &str); 14] = [
+        let cases: [(Change, &str); 15] = [
             (|c| c.protect = vec![], "--protect"),
             (|c| c.max_header_bytes = 1023, "--max-header-bytes"),
             (|c| c.header_timeout = 0, "--header-timeout"),
@@ -346,6 +352,10 @@ mod tests {
             (|c| c.leeway = u64::MAX, "--leeway"),
             (|c| c.issuer = Some(String::new()), "--issuer"),
             (|c| c.audience = Some(String::new()), "--audience"),
+            (
+                |c| c.client_ip_header = Some(crate::ClientIpHeader::XRealIp),
+                "--client-ip-header",
+            ),
         ];
         for (change, want) in cases {
             let mut config = with_secret(&[7; 32]);

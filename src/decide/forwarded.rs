@@ -64,22 +64,68 @@ impl Cidr {
     }
 }
 
-/// The proxies whose forwarding headers are believed.
+/// The one header a trusted proxy names the client in (nginx `real_ip_header`), when
+/// the operator says which: the others are then ignored, since a proxy that sets
+/// `X-Real-IP` may pass on the `X-Forwarded-For` its client made up.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ClientIpHeader {
+    /// `X-Forwarded-For`: its rightmost address that is not a trusted proxy.
+    XForwardedFor,
+    /// `Forwarded` (RFC 7239): its rightmost `for=` that is not a trusted proxy.
+    Forwarded,
+    /// `X-Real-IP`: one address, in one header.
+    XRealIp,
+}
+
+impl FromStr for ClientIpHeader {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<ClientIpHeader, String> {
+        [Self::XForwardedFor, Self::Forwarded, Self::XRealIp]
+            .into_iter()
+            .find(|h| h.name().eq_ignore_ascii_case(s))
+            .ok_or_else(|| format!("{s:?}: not X-Forwarded-For, Forwarded or X-Real-IP"))
+    }
+}
+
+impl ClientIpHeader {
+    /// The header's name.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::XForwardedFor => "X-Forwarded-For",
+            Self::Forwarded => "Forwarded",
+            Self::XRealIp => "X-Real-IP",
+        }
+    }
+}
+
+/// The proxies whose forwarding headers are believed, and which header, if one is named.
 #[derive(Clone, Debug, Default)]
-pub(crate) struct Trusted(Vec<Cidr>);
+pub(crate) struct Trusted {
+    networks: Vec<Cidr>,
+    header: Option<ClientIpHeader>,
+}
 
 impl Trusted {
     pub(crate) fn new(networks: &[Cidr]) -> Trusted {
-        Trusted(networks.to_vec())
+        Trusted {
+            networks: networks.to_vec(),
+            header: None,
+        }
+    }
+
+    /// Believes only `header` (all three, first found, when `None`).
+    pub(crate) fn reading(self, header: Option<ClientIpHeader>) -> Trusted {
+        Trusted { header, ..self }
     }
 
     pub(crate) fn contains(&self, ip: IpAddr) -> bool {
-        self.0.iter().any(|net| net.contains(ip))
+        self.networks.iter().any(|net| net.contains(ip))
     }
 
     /// The client behind `peer`, when `peer` is a trusted proxy and says who it is: from
     /// `X-Forwarded-For` (every such header, in order), else `Forwarded`'s `for=`, else
-    /// `X-Real-IP`. In a list, the rightmost address that is not a trusted proxy (the
+    /// `X-Real-IP`; or from the one header named ([`Trusted::reading`]). In a list, the rightmost address that is not a trusted proxy (the
     /// addresses left of it could be anything its sender made up); the leftmost when all
     /// are trusted. `None` when the peer is not trusted, says nothing, or says something
     /// that is not an address (`unknown`, an obfuscated name, garbage): nothing is
@@ -92,13 +138,14 @@ impl Trusted {
         if !peer.is_some_and(|p| self.contains(p)) {
             return None;
         }
+        let read = |h| self.header.is_none_or(|named| named == h);
         let mut forwarded_for = headers.values("X-Forwarded-For").peekable();
-        if forwarded_for.peek().is_some() {
+        if read(ClientIpHeader::XForwardedFor) && forwarded_for.peek().is_some() {
             let hops = forwarded_for.flat_map(|v| v.split(','));
             return self.rightmost_untrusted(hops.map(str::trim));
         }
         let mut forwarded = headers.values("Forwarded").peekable();
-        if forwarded.peek().is_some() {
+        if read(ClientIpHeader::Forwarded) && forwarded.peek().is_some() {
             let hops = forwarded.flat_map(|v| v.split(',')).map(|element| {
                 element
                     .split(';')
@@ -107,6 +154,9 @@ impl Trusted {
                     .map_or("", |(_, value)| value.trim().trim_matches('"'))
             });
             return self.rightmost_untrusted(hops);
+        }
+        if !read(ClientIpHeader::XRealIp) {
+            return None;
         }
         let mut real = headers.values("X-Real-IP");
         match (real.next(), real.next()) {
@@ -175,6 +225,24 @@ mod tests {
             assert!(bad.parse::<Cidr>().is_err(), "{bad}");
         }
         assert!(trusted(&["0.0.0.0/0"]).contains("8.8.8.8".parse().unwrap()));
+    }
+
+    #[test]
+    fn a_named_header_is_the_only_one_believed() {
+        let spoofed = [
+            ("X-Forwarded-For", "198.51.100.9"),
+            ("Forwarded", "for=198.51.100.8"),
+            ("X-Real-IP", "203.0.113.7"),
+        ];
+        let peer = "127.0.0.1".parse().ok();
+        let t = trusted(&["127.0.0.1"]);
+        assert_eq!(t.client(peer, &spoofed[..]), ip("198.51.100.9"));
+        let real = t.clone().reading(Some(ClientIpHeader::XRealIp));
+        assert_eq!(real.client(peer, &spoofed[..]), ip("203.0.113.7"));
+        assert_eq!(real.client(peer, &spoofed[..2]), None);
+        let fwd = t.reading(Some("forwarded".parse().unwrap()));
+        assert_eq!(fwd.client(peer, &spoofed[..]), ip("198.51.100.8"));
+        assert!("X-Client".parse::<ClientIpHeader>().is_err());
     }
 
     #[test]

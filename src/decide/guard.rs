@@ -121,7 +121,7 @@ impl Guard {
                     )
                 })
                 .collect(),
-            trusted: Trusted::new(&config.trusted_proxies),
+            trusted: Trusted::new(&config.trusted_proxies).reading(config.client_ip_header),
             forwards: config.upstream.is_some(),
             max_token_bytes: config.max_token_bytes,
             limiter: Limiter::new(
