@@ -267,6 +267,9 @@ fn signing_with_a_private_key_names_the_feature_it_needs() {
     for args in [&token[..], &jwks[..]] {
         let (code, stderr) = fails(args, &[]);
         assert_eq!(code, Some(2), "{args:?}: {stderr}");
-        assert!(stderr.contains("without the `sign` feature"), "{args:?}: {stderr}");
+        assert!(
+            stderr.contains("without the `sign` feature"),
+            "{args:?}: {stderr}"
+        );
     }
 }
