@@ -255,3 +255,21 @@ fn file_errors_say_what_to_do() {
         "{stderr}"
     );
 }
+
+/// The default build verifies every algorithm but does not sign with private keys (the
+/// `sign` feature): `token --key-file` and `jwks --from-pem` say which feature they need.
+#[cfg(not(feature = "sign"))]
+#[test]
+fn signing_with_a_private_key_names_the_feature_it_needs() {
+    let key = support::idp_key("p256");
+    let token = ["token", "--key-file", &key, "--sub", "bob"];
+    let jwks = ["jwks", "--from-pem", &key];
+    for args in [&token[..], &jwks[..]] {
+        let (code, stderr) = fails(args, &[]);
+        assert_eq!(code, Some(2), "{args:?}: {stderr}");
+        assert!(
+            stderr.contains("without the `sign` feature"),
+            "{args:?}: {stderr}"
+        );
+    }
+}

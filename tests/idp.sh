@@ -33,7 +33,8 @@ python3 -m venv "$tmp/venv" >/dev/null 2>&1 || {
 }
 "$tmp/venv/bin/pip" install -q --disable-pip-version-check 'pyjwt[crypto]>=2.8,<3' >/dev/null
 py=$tmp/venv/bin/python
-cargo build --quiet --bin jwtguard
+# `token --key-file` and `jwks --from-pem` need the `sign` feature (off by default).
+cargo build --quiet --bin jwtguard --features sign
 jwtguard=target/debug/jwtguard
 
 # The keys (PEM, PKCS#8), the JWK Set, and one token per algorithm (TSV: kid, alg, token),
