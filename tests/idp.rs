@@ -102,8 +102,10 @@ fn every_algorithm_verifies_through_a_jwk_set_file() {
         .collect();
     std::fs::write(&file, set(&keys)).unwrap();
     let server = serve(dir, &file, &[]);
+    let mut fingerprints = Vec::new();
     for (name, kid, alg, _) in cases {
         let token = mint(name, kid, alg);
+        fingerprints.push(sha256_hex(&token)[..16].to_owned());
         assert_eq!(server.get_with_token("/api/x", &token).status, 200, "{kid}");
         // Again: from the verified-token cache.
         assert_eq!(server.get_with_token("/api/x", &token).status, 200, "{kid}");
@@ -128,7 +130,28 @@ fn every_algorithm_verifies_through_a_jwk_set_file() {
                 (reason == "ok").then_some("alice")
             );
         }
+        // The fingerprint is the token's SHA-256 however it was verified (the cache's
+        // digest is reused for it).
+        for event in &events[3 * i..3 * i + 2] {
+            assert_eq!(
+                event["jwtguard.token.fingerprint"], fingerprints[i],
+                "{event}"
+            );
+        }
     }
+}
+
+/// The SHA-256 of `text` in hex, by Python's hashlib: a reference outside jwtguard.
+fn sha256_hex(text: &str) -> String {
+    let out = std::process::Command::new("python3")
+        .args([
+            "-c",
+            "import hashlib,sys; print(hashlib.sha256(sys.argv[1].encode()).hexdigest())",
+        ])
+        .arg(text)
+        .output()
+        .unwrap();
+    String::from_utf8(out.stdout).unwrap().trim().to_owned()
 }
 
 /// Each way of making one key verify what another algorithm signed is refused before any

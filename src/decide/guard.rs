@@ -405,7 +405,12 @@ impl Guard {
             client_ip: self.trusted.client(request.peer, request.headers),
             status,
             request_id: Some(request_id),
-            fingerprint: token.map(Fingerprint::of),
+            fingerprint: token.map(|token| {
+                match result.as_ref().ok().and_then(|v| v.digest.as_ref()) {
+                    Some(digest) => Fingerprint::of_digest(digest),
+                    None => Fingerprint::of(token),
+                }
+            }),
             method: request.method,
             path,
             user,

@@ -64,6 +64,9 @@ pub(crate) struct Verified {
     pub user: String,
     pub claims: Option<serde_json::Value>,
     pub key: TokenKey,
+    /// The token's SHA-256, when verifying computed it (a public key's token, with the
+    /// cache on): the event's fingerprint is its first bytes, not a second digest.
+    pub digest: Option<[u8; 32]>,
 }
 
 /// The JOSE header fields jwtguard looks at. Unknown fields are ignored; a repeated
@@ -368,6 +371,17 @@ impl Verifier {
             }
         };
         let slot = &self.keys[key];
+        // A public key's token is digested once: the cache's key and the fingerprint.
+        #[cfg(feature = "idp")]
+        let digest: Option<[u8; 32]> = match (&slot.check, &self.cache) {
+            (Check::Public(_), Some(_)) => {
+                use sha2::Digest as _;
+                Some(sha2::Sha256::digest(token.as_bytes()).into())
+            }
+            _ => None,
+        };
+        #[cfg(not(feature = "idp"))]
+        let digest = None;
         let token_key = || TokenKey {
             kid: slot.kid.clone(),
             alg: Some(Cow::Borrowed(slot.alg.name())),
@@ -388,10 +402,6 @@ impl Verifier {
             }
             #[cfg(feature = "idp")]
             Check::Public(public) => {
-                let digest: Option<[u8; 32]> = self.cache.as_ref().map(|_| {
-                    use sha2::Digest as _;
-                    sha2::Sha256::digest(token.as_bytes()).into()
-                });
                 let hit = match (&self.cache, &digest) {
                     (Some(cache), Some(digest)) => cache.get(digest, &slot.id, now, json),
                     _ => false,
@@ -448,6 +458,7 @@ impl Verifier {
             user,
             claims,
             key: token_key(),
+            digest,
         })
     }
 }

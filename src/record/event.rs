@@ -74,7 +74,11 @@ pub(crate) struct Fingerprint([u8; 8]);
 
 impl Fingerprint {
     pub(crate) fn of(token: &str) -> Fingerprint {
-        let digest = Sha256::digest(token.as_bytes());
+        Fingerprint::of_digest(&Sha256::digest(token.as_bytes()).into())
+    }
+
+    /// The fingerprint of the token whose SHA-256 is `digest`.
+    pub(crate) fn of_digest(digest: &[u8; 32]) -> Fingerprint {
         let mut first = [0; 8];
         first.copy_from_slice(&digest[..8]);
         Fingerprint(first)
