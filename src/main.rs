@@ -436,7 +436,6 @@ fn supervise_workers(
         args: std::env::args_os().skip(1).collect(),
         env,
         listener,
-        addr,
         workers,
     };
     supervisor::run(options).map_err(|message| Failure::Fatal(message.into()))

@@ -5,14 +5,13 @@
 //! - A worker that ends abnormally (a crash, SIGKILL, tiny_http's accept thread dying) is
 //!   started again at once; connections wait in the socket's queue meanwhile.
 //! - The watchdog replaces a worker that is alive but unhealthy: its serving loop stopped
-//!   beating, `/healthz` stopped answering, or it holds most of the descriptors or threads
-//!   it may have. The new worker starts accepting first; then the old one stops accepting
+//!   beating, or it holds most of the descriptors or threads it may have. The new worker
+//!   starts accepting first; then the old one stops accepting
 //!   and finishes what it holds (SIGUSR2, [`jwtguard::Stopper::drain`]).
 //! - SIGHUP starts a new worker, which reads the configuration and keys again, and
 //!   replaces the old one the same way; a new worker that does not start is an event, and
 //!   the old one goes on serving.
-//!   A replacement for a worker that does not serve (its loop stalled, `/healthz`
-//!   unanswered) that is not accepting within [`TAKEOVER`] has the old one killed: the old
+//!   A replacement for a worker that does not serve (its loop stalled) that is not accepting within [`TAKEOVER`] has the old one killed: the old
 //!   one may hold what the new one waits for (a sealed log's lock).
 //! - SIGTERM and SIGINT stop the workers (SIGTERM), kill those still there after
 //!   [`STOP_LIMIT`], and then the supervisor, exit 0: within 2 s, whatever the workers do.
@@ -24,19 +23,21 @@
 //! line when it accepts, then a line per second from its serving loop (the heartbeat).
 //!
 //! With `--workers N`, N workers share the socket, each in a [`Slot`] with its own
-//! restarts, backoff and replacements; the events name the slot. The heartbeat is each
-//! worker's health check: `/healthz` on the shared socket reaches whichever worker
-//! accepts first, so the probe runs only when there is one worker. A reload replaces
-//! the slots one at a time.
+//! restarts, backoff and replacements; the events name the slot. A reload replaces the
+//! slots one at a time.
+//!
+//! The heartbeat is each worker's health check, and the only one: its loop beats each
+//! turn, whatever its connections do. A `/healthz` probe on the shared socket, which an
+//! earlier version made, waits behind the clients: connections that fill
+//! `--max-connections` kept it out and had a sound worker replaced, and its brute-force
+//! table emptied with it (tests/supervisor.rs).
 
 use std::ffi::OsString;
 use std::io::Read as _;
-use std::net::{SocketAddr, TcpListener};
+use std::net::TcpListener;
 use std::os::fd::AsFd as _;
 use std::path::PathBuf;
 use std::process::{Child, ChildStdout, Command, Stdio};
-use std::sync::Arc;
-use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
 use jwtguard::{Supervision, record_supervision};
@@ -54,11 +55,8 @@ use crate::recorder::Recorder;
 const START_TIMEOUT: Duration = Duration::from_secs(10);
 /// A serving loop that has not beaten for this long is stalled.
 const STALL: Duration = Duration::from_secs(3);
-/// How often the watchdog looks, and probes `/healthz`.
+/// How often the watchdog looks.
 const CHECK: Duration = Duration::from_secs(1);
-const PROBE: Duration = Duration::from_secs(2);
-/// Probes in a row without an answer that make a worker unhealthy.
-const PROBE_FAILURES: u32 = 2;
 /// No watchdog replacement within this long of the last one.
 const COOLDOWN: Duration = Duration::from_secs(10);
 /// A draining worker has its own 10 s of grace; past this, it is killed.
@@ -80,8 +78,6 @@ pub(crate) struct Options {
     /// Extra environment for the workers (the demo secret).
     pub env: Vec<(String, String)>,
     pub listener: TcpListener,
-    /// Where the listener listens (for the `/healthz` probe).
-    pub addr: SocketAddr,
     /// How many workers serve at once (`--workers`), each in a slot of its own.
     pub workers: usize,
 }
@@ -170,9 +166,6 @@ pub(crate) fn run(options: Options) -> Result<(), String> {
     let signalfd = SignalFd::with_flags(&signals, SfdFlags::SFD_NONBLOCK | SfdFlags::SFD_CLOEXEC)
         .map_err(|e| e.to_string())?;
     let notify = Notify::from_env();
-    // A probe on the shared socket reaches whichever worker accepts first: it says
-    // something of one worker only when there is one (module docs).
-    let probe = (options.workers == 1).then(|| Probe::start(options.addr));
     let events = Recorder::start()?;
     let slots = (0..options.workers.max(1))
         .map(|_| Slot::default())
@@ -189,7 +182,6 @@ pub(crate) fn run(options: Options) -> Result<(), String> {
         last_check: Instant::now(),
         notified_beat: Instant::now(),
         notify,
-        probe,
         events,
     };
     for i in 0..s.slots.len() {
@@ -274,8 +266,6 @@ struct Supervisor {
     last_check: Instant,
     notified_beat: Instant,
     notify: Option<Notify>,
-    /// The `/healthz` probe, with one worker only.
-    probe: Option<Probe>,
     events: Recorder,
 }
 
@@ -587,9 +577,6 @@ impl Supervisor {
         }
         let worker = self.slots[i].pending.take().expect("checked");
         let pid = worker.pid();
-        if let Some(probe) = &self.probe {
-            probe.reset();
-        }
         let previous = self.slots[i].current.take();
         let previous_pid = previous.as_ref().map_or(0, Worker::pid);
         if let Some(mut previous) = previous {
@@ -660,10 +647,6 @@ impl Supervisor {
             return;
         }
         self.last_check = Instant::now();
-        let unanswered = self
-            .probe
-            .as_ref()
-            .is_some_and(|p| p.failures() >= PROBE_FAILURES);
         for i in 0..self.slots.len() {
             let slot = &self.slots[i];
             let Some(current) = &slot.current else {
@@ -674,8 +657,6 @@ impl Supervisor {
             }
             let cause = if current.beat.elapsed() > STALL {
                 Some("loop_stalled")
-            } else if unanswered {
-                Some("healthz_failed")
             } else {
                 over_limits(current.pid())
             };
@@ -756,73 +737,4 @@ fn monotonic_usec() -> u64 {
     nix::time::clock_gettime(nix::time::ClockId::CLOCK_MONOTONIC)
         .map(|t| t.tv_sec() as u64 * 1_000_000 + t.tv_nsec() as u64 / 1_000)
         .unwrap_or(0)
-}
-
-/// `GET /healthz` on the listening socket every [`PROBE`], from a thread of its own: how
-/// many in a row went unanswered (a 503, the log failing, is an answer: a new worker would
-/// not write better).
-struct Probe {
-    failures: Arc<AtomicU32>,
-}
-
-impl Probe {
-    fn start(addr: SocketAddr) -> Probe {
-        let failures = Arc::new(AtomicU32::new(0));
-        let count = failures.clone();
-        let mut target = addr;
-        if target.ip().is_unspecified() {
-            target.set_ip(match addr {
-                SocketAddr::V4(_) => std::net::Ipv4Addr::LOCALHOST.into(),
-                SocketAddr::V6(_) => std::net::Ipv6Addr::LOCALHOST.into(),
-            });
-        }
-        let _ = std::thread::Builder::new()
-            .name("jwtguard-probe".into())
-            .stack_size(64 * 1024)
-            .spawn(move || {
-                loop {
-                    std::thread::sleep(PROBE);
-                    if probe(target) {
-                        count.store(0, Ordering::Relaxed);
-                    } else {
-                        count.fetch_add(1, Ordering::Relaxed);
-                    }
-                }
-            });
-        Probe { failures }
-    }
-
-    fn failures(&self) -> u32 {
-        self.failures.load(Ordering::Relaxed)
-    }
-
-    /// A new worker serves: earlier failures were not its.
-    fn reset(&self) {
-        self.failures.store(0, Ordering::Relaxed);
-    }
-}
-
-fn probe(addr: SocketAddr) -> bool {
-    use std::io::Write as _;
-    let timeout = Duration::from_secs(2);
-    let Ok(mut stream) = std::net::TcpStream::connect_timeout(&addr, timeout) else {
-        return false;
-    };
-    let _ = stream.set_read_timeout(Some(timeout));
-    let _ = stream.set_write_timeout(Some(timeout));
-    if stream
-        .write_all(b"GET /healthz HTTP/1.1\r\nHost: jwtguard\r\nConnection: close\r\n\r\n")
-        .is_err()
-    {
-        return false;
-    }
-    let mut head = [0u8; 16];
-    let mut got = 0;
-    while got < head.len() {
-        match stream.read(&mut head[got..]) {
-            Ok(0) | Err(_) => break,
-            Ok(n) => got += n,
-        }
-    }
-    head.starts_with(b"HTTP/1.1 200") || head.starts_with(b"HTTP/1.1 503")
 }

@@ -333,3 +333,47 @@ fn no_supervisor_runs_one_process() {
     let startup = &server.log_json()[0];
     assert_eq!(startup["process.pid"], server.pid());
 }
+
+/// Connections that hold every slot (heads sent a byte at a time, each within
+/// `--header-timeout`) keep the supervisor's own `/healthz` out, as they keep out anyone:
+/// that is not a worker to replace, and replacing it would hand a guesser a new worker
+/// with an empty brute-force table. The worker and its 429 stay.
+#[test]
+fn a_full_worker_is_not_replaced_and_its_limiter_keeps_counting() {
+    use std::io::Write as _;
+    let server = supervised(&["--max-connections", "4", "--max-failures", "2"]);
+    let [worker] = workers(server.pid())[..] else {
+        panic!()
+    };
+    let forged = format!(
+        "Authorization: Bearer {}",
+        support::forge(&token(&["--sub", "mallory"]))
+    );
+    for _ in 0..2 {
+        assert_eq!(poll_once(server.addr, &forged), Ok(401));
+    }
+    assert_eq!(poll_once(server.addr, &forged), Ok(429));
+    // 9 s of four trickling heads, each replaced by a new one before its 10 s are up.
+    let start = Instant::now();
+    let mut holders: Vec<(Instant, std::net::TcpStream)> = Vec::new();
+    while start.elapsed() < Duration::from_secs(9) {
+        holders.retain(|(since, _)| since.elapsed() < Duration::from_secs(6));
+        while holders.len() < 4 {
+            if let Ok(s) = std::net::TcpStream::connect(server.addr) {
+                holders.push((Instant::now(), s));
+            }
+        }
+        for (_, s) in &mut holders {
+            let _ = s.write_all(b"G");
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    drop(holders);
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(
+        workers(server.pid()),
+        vec![worker],
+        "the worker was replaced"
+    );
+    assert_eq!(poll_once(server.addr, &forged), Ok(429));
+}
