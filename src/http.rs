@@ -11,7 +11,6 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 use tiny_http::{HTTPVersion, Method, StatusCode};
 
-use crate::Reason;
 use crate::guard::{Allowed, Headers, Refused, Request};
 
 impl Headers for [tiny_http::Header] {
@@ -33,77 +32,6 @@ pub fn request(request: &tiny_http::Request) -> Request<'_, [tiny_http::Header]>
         Some(peer) => parts.with_peer(peer.ip()),
         None => parts,
     }
-}
-
-/// Checks the framing and header syntax of `request` before anything else looks at it
-/// (RFC 9112 §6.1-6.3, RFC 9110 §5.5, §5.6.2): tiny_http 0.12 accepts ambiguous framing
-/// and lets a body it does not understand be read as the next request.
-///
-/// Refused, as [`Reason::BadFraming`]: a method or header name that is not a token; a
-/// request target or header value with a control character (CR, LF and NUL included); an
-/// HTTP version other than 1.0 and 1.1; several `Content-Length`
-/// headers, or one that is not a plain decimal number; several `Transfer-Encoding`
-/// headers, one that is not exactly `chunked`, one together with `Content-Length`, or
-/// one in an HTTP/1.0 request; a `Connection` header that contains `upgrade` in any case
-/// (tiny_http's own test, applied to every `Connection` header, not only the first): tiny_http
-/// then hands the raw connection over as the body, and what follows the body would be read
-/// as part of it. [`Reason::BodyTooLarge`]: a `Content-Length` over 16 MiB, more than
-/// jwtguard lets tiny_http drain. (`Host` is the guard's: see [`crate::Guard::check`].)
-pub(crate) fn framing(request: &tiny_http::Request) -> Result<(), Reason> {
-    let version = request.http_version();
-    let known_version = version.0 == 1 && version.1 <= 1;
-    if !known_version || !is_token(request.method().as_str()) {
-        return Err(Reason::BadFraming);
-    }
-    if !request.url().bytes().all(|b| (b'!'..=b'~').contains(&b)) {
-        return Err(Reason::BadFraming);
-    }
-    let (mut lengths, mut encodings) = (0, 0);
-    let mut length = None;
-    let mut chunked = false;
-    for header in request.headers() {
-        let name = header.field.as_str().as_str();
-        let value = header.value.as_str();
-        if !is_token(name)
-            || !value
-                .bytes()
-                .all(|b| b == b'\t' || (b' '..=b'~').contains(&b))
-        {
-            return Err(Reason::BadFraming);
-        }
-        if name.eq_ignore_ascii_case("Content-Length") {
-            lengths += 1;
-            if value.is_empty() || !value.bytes().all(|b| b.is_ascii_digit()) {
-                return Err(Reason::BadFraming);
-            }
-            length = Some(value.parse::<u64>().map_err(|_| Reason::BadFraming)?);
-        } else if name.eq_ignore_ascii_case("Transfer-Encoding") {
-            encodings += 1;
-            chunked = value.eq_ignore_ascii_case("chunked");
-        } else if name.eq_ignore_ascii_case("Connection")
-            && value
-                .as_bytes()
-                .windows(7)
-                .any(|w| w.eq_ignore_ascii_case(b"upgrade"))
-        {
-            return Err(Reason::BadFraming);
-        }
-    }
-    let http_1_0 = version.1 == 0;
-    if lengths > 1 || encodings > 1 || (encodings == 1 && (!chunked || lengths > 0 || http_1_0)) {
-        return Err(Reason::BadFraming);
-    }
-    if length.is_some_and(|n| n > MAX_DRAINED_BODY as u64) {
-        return Err(Reason::BodyTooLarge);
-    }
-    Ok(())
-}
-
-/// `tchar` of RFC 9110 §5.6.2, one or more.
-fn is_token(s: &str) -> bool {
-    !s.is_empty()
-        && s.bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
 }
 
 /// Whether tiny_http leaves part of the connection's input unread after `request`: a body
@@ -356,26 +284,6 @@ pub(crate) fn send(request: tiny_http::Request, reply: &Reply, close: bool) -> S
     Sent::Written
 }
 
-/// `reply` for `request`, written out (for an answer that waits its turn on a busy
-/// connection).
-#[inline(never)]
-pub(crate) fn answer_bytes(request: &tiny_http::Request, reply: &Reply, close: bool) -> Vec<u8> {
-    let mut out = Vec::new();
-    wire(reply, close, request, &mut out, &mut Vec::new());
-    out
-}
-
-/// Writes `answer` (from [`answer_bytes`]) to `request`: now, or once its body is read.
-pub(crate) fn write_to(request: tiny_http::Request, answer: &[u8]) {
-    match unread_body(&request) {
-        0 => {
-            write_answer(request, answer);
-        }
-        n if n > MAX_DRAINED_BODY => abandon(request, answer),
-        _ => drain(request, Some(answer.to_vec())),
-    }
-}
-
 /// Writes `answer` as the whole response to `request`, which has no body left to drain.
 #[inline(never)]
 pub(crate) fn write_answer(request: tiny_http::Request, answer: &[u8]) -> Sent {
@@ -386,18 +294,6 @@ pub(crate) fn write_answer(request: tiny_http::Request, answer: &[u8]) -> Sent {
             Sent::Stalled
         }
         Err(_) => Sent::Gone,
-    }
-}
-
-/// Drops `request` unanswered, its connection no longer served (an earlier answer on it
-/// stalled, or its framing was refused): with no write, so it costs the serving thread
-/// nothing. A body tiny_http would drain is read on a thread of its own first.
-#[inline(never)]
-pub(crate) fn dispose(request: tiny_http::Request) {
-    match unread_body(&request) {
-        0 => drop(request.into_writer()),
-        n if n > MAX_DRAINED_BODY => forget(request),
-        _ => drain(request, None),
     }
 }
 

@@ -89,7 +89,6 @@ mod metrics;
 mod path;
 #[cfg(test)]
 mod proptests;
-mod proxy;
 #[cfg(feature = "idp")]
 mod public_key;
 mod reason;

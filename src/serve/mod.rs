@@ -6,6 +6,9 @@
 //! - [`conn`]: one connection's protocol state, fed bytes, with no `Read`/`Write`.
 //! - [`answer`]: jwtguard's answers as bytes.
 //! - [`chunked`]: a chunked body from bytes, to its exact end (the proxy's, both ways).
+//! - [`request_head`], [`response`]: proxy mode's heads, up and down.
+//! - [`upstream`]: upstream connections and their keep-alive pool.
+//! - [`proxy`]: proxy mode's exchanges, in the loop.
 //! - [`timers`]: one FIFO queue per kind of timeout.
 //! - [`event_loop`]: the mio loop: accept, read, decide, record, answer, flush.
 //!
@@ -18,7 +21,11 @@ pub(crate) mod chunked;
 pub(crate) mod conn;
 pub(crate) mod event_loop;
 pub(crate) mod head;
+pub(crate) mod proxy;
+pub(crate) mod request_head;
+pub(crate) mod response;
 pub(crate) mod timers;
+pub(crate) mod upstream;
 
 use std::time::Duration;
 
