@@ -11,12 +11,15 @@ use std::time::Duration;
 
 use support::{Server, token};
 
+/// A request as the upstream saw it: its connection, its request line, its body.
+type Seen = (usize, String, Vec<u8>);
+
 /// An upstream that counts its connections and records each request (its connection and
 /// request line, and its body).
 struct Counting {
     addr: SocketAddr,
     accepts: Arc<AtomicUsize>,
-    seen: Arc<Mutex<Vec<(usize, String, Vec<u8>)>>>,
+    seen: Arc<Mutex<Vec<Seen>>>,
 }
 
 impl Counting {
@@ -45,7 +48,7 @@ impl Counting {
         self.accepts.load(Ordering::SeqCst)
     }
 
-    fn seen(&self) -> Vec<(usize, String, Vec<u8>)> {
+    fn seen(&self) -> Vec<Seen> {
         self.seen.lock().unwrap().clone()
     }
 }
@@ -53,7 +56,7 @@ impl Counting {
 /// Answers each request with its path as the body; `/extra` with its answer and, in the
 /// same write, a second answer nobody asked for (as an app does that took a request's
 /// unread body for a request of its own).
-fn serve(stream: TcpStream, connection: usize, record: &Mutex<Vec<(usize, String, Vec<u8>)>>) {
+fn serve(stream: TcpStream, connection: usize, record: &Mutex<Vec<Seen>>) {
     let mut writer = stream.try_clone().unwrap();
     let mut reader = BufReader::new(stream);
     loop {
