@@ -79,6 +79,7 @@ mod forwarded;
 pub mod fuzzing;
 mod guard;
 mod host;
+#[cfg(feature = "tiny_http")]
 pub mod http;
 mod jwks_url;
 mod key_file;
@@ -92,6 +93,7 @@ mod proptests;
 #[cfg(feature = "idp")]
 mod public_key;
 mod reason;
+mod reply;
 pub mod seal;
 mod serve;
 mod server;

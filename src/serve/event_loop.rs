@@ -22,8 +22,8 @@ use super::timers::{Armed, Check, Kind, Timers};
 use super::upstream::Pool;
 use crate::event::{Event, RequestId};
 use crate::guard::{Decision, Pending, Request};
-use crate::http::Reply;
 use crate::logger::{self, Batch};
+use crate::reply::Reply;
 use crate::{Error, Guard, Reason};
 
 const LISTENER: Token = Token(usize::MAX - 1);

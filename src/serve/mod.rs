@@ -13,7 +13,7 @@
 //! - [`event_loop`]: the mio loop: accept, read, decide, record, answer, flush.
 //!
 //! It may import the guard (`crate::guard`, `crate::path`), the log (`crate::logger`,
-//! `crate::event`) and the answers' contents (`crate::http::Reply`); only `crate::server`
+//! `crate::event`) and the answers' contents (`crate::reply`); only `crate::server`
 //! imports it, and `crate::proxy` its [`chunked`] reader.
 
 pub(crate) mod answer;

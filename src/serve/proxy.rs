@@ -23,7 +23,7 @@ use super::request_head::{self, Body};
 use super::response::{self, Framing, Parsed};
 use crate::event::{Action, Event, RequestEvent, RequestId};
 use crate::forwarded::Trusted;
-use crate::http::Reply;
+use crate::reply::Reply;
 use crate::{Config, Error, logger};
 
 /// The longest upstream response head.
