@@ -240,8 +240,7 @@ pub enum Supervision<'a> {
         took: std::time::Duration,
     },
     /// The watchdog found `previous` unhealthy (`cause`, a code: `loop_stalled`,
-    /// `healthz_failed`, `too_many_open_files`, `too_many_threads`); `worker` serves, and
-    /// `previous` finishes what it holds.
+    /// `healthz_failed`); `worker` serves, and `previous` finishes what it holds.
     Replaced {
         /// The worker's slot (`--workers`: 0 to N-1).
         slot: usize,

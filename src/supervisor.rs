@@ -2,11 +2,10 @@
 //! server in a worker process on it (src/fds.rs, the same way systemd passes a socket), so
 //! that the socket outlives any worker. It never reads client traffic.
 //!
-//! - A worker that ends abnormally (a crash, SIGKILL, tiny_http's accept thread dying) is
+//! - A worker that ends abnormally (a crash, SIGKILL, its listening socket failing) is
 //!   started again at once; connections wait in the socket's queue meanwhile.
 //! - The watchdog replaces a worker that is alive but unhealthy: its serving loop stopped
-//!   beating, `/healthz` stopped answering, or it holds most of the descriptors or threads
-//!   it may have. The new worker starts accepting first; then the old one stops accepting
+//!   beating, or `/healthz` stopped answering. The new worker starts accepting first; then the old one stops accepting
 //!   and finishes what it holds (SIGUSR2, [`jwtguard::Stopper::drain`]).
 //! - SIGHUP starts a new worker, which reads the configuration and keys again, and
 //!   replaces the old one the same way; a new worker that does not start is an event, and
@@ -69,8 +68,6 @@ const STOP_LIMIT: Duration = Duration::from_secs(1);
 /// How long a replacement for a worker that does not serve may take to accept before the
 /// old one is killed.
 const TAKEOVER: Duration = Duration::from_secs(1);
-/// The share of its limits on descriptors and threads that makes a worker unhealthy.
-const LIMIT_SHARE: f64 = 0.8;
 
 /// What the supervisor needs to start workers.
 pub(crate) struct Options {
@@ -677,7 +674,7 @@ impl Supervisor {
             } else if unanswered {
                 Some("healthz_failed")
             } else {
-                over_limits(current.pid())
+                None
             };
             let previous = current.pid();
             if let Some(cause) = cause {
@@ -715,40 +712,6 @@ fn describe(status: WaitStatus) -> String {
         WaitStatus::Signaled(_, signal, _) => format!("signal {}", signal.as_str()),
         other => format!("{other:?}"),
     }
-}
-
-/// `too_many_open_files` or `too_many_threads` when the worker `pid` holds more than
-/// [`LIMIT_SHARE`] of what it may: tiny_http spends a thread and two descriptors on each
-/// connection, and some it never gives back (README, Security).
-fn over_limits(pid: u32) -> Option<&'static str> {
-    let proc = format!("/proc/{pid}");
-    let limits = std::fs::read_to_string(format!("{proc}/limits")).ok()?;
-    let soft = |name: &str| {
-        limits
-            .lines()
-            .find(|l| l.starts_with(name))
-            .and_then(|l| l[name.len()..].split_whitespace().next())
-            .and_then(|v| v.parse::<f64>().ok())
-    };
-    if let Some(files) = soft("Max open files") {
-        let open = std::fs::read_dir(format!("{proc}/fd")).ok()?.count() as f64;
-        if open >= files * LIMIT_SHARE {
-            return Some("too_many_open_files");
-        }
-    }
-    let kernel = std::fs::read_to_string("/proc/sys/kernel/threads-max")
-        .ok()
-        .and_then(|t| t.trim().parse::<f64>().ok());
-    let max = match (soft("Max processes"), kernel) {
-        (Some(a), Some(b)) => a.min(b),
-        (a, b) => a.or(b)?,
-    };
-    let status = std::fs::read_to_string(format!("{proc}/status")).ok()?;
-    let threads = status
-        .lines()
-        .find_map(|l| l.strip_prefix("Threads:"))
-        .and_then(|n| n.trim().parse::<f64>().ok())?;
-    (threads >= max * LIMIT_SHARE).then_some("too_many_threads")
 }
 
 /// `CLOCK_MONOTONIC` in µs, for systemd's `RELOADING=1`.
