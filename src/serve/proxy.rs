@@ -922,3 +922,184 @@ fn release(uploads: &mut Uploads, owner: IpAddr) {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// An exchange for `method` with a client body framed as `body`.
+    fn exchange(method: &str, body: head::Body) -> Exchange {
+        let fwd = Box::new(Forward {
+            method: method.into(),
+            path: "/p".into(),
+            head: Vec::new(),
+            body: Body::None,
+            client_body: body,
+            minor: 1,
+            head_only: method == "HEAD",
+            close: false,
+            expect_continue: false,
+            peer: [127, 0, 0, 1].into(),
+            client: None,
+            user_agent: None,
+        });
+        Exchange::new(fwd, None, b"HEAD\r\n\r\n".to_vec())
+    }
+
+    /// What the client gets from `answer` fed in pieces cut at `cuts`, and how it ended:
+    /// `Ok(Some(reusable))`, `Ok(None)` (not yet), or the failure; and how many bytes of
+    /// `answer` came after its end (with it, or later).
+    fn answered(answer: &[u8], cuts: &[usize]) -> (Vec<u8>, Result<Option<bool>, Failure>, usize) {
+        let mut ex = exchange("GET", head::Body::None);
+        let (mut input, mut out) = (Vec::new(), Vec::new());
+        let mut from = 0;
+        for &cut in cuts.iter().chain([&answer.len()]) {
+            input.extend_from_slice(&answer[from..cut]);
+            from = cut;
+            match ex.take_answer(&mut input, &mut out, false) {
+                Ok(None) => {}
+                ended => return (out, ended, input.len() + answer.len() - from),
+            }
+        }
+        (out, Ok(None), 0)
+    }
+
+    /// Without the `Date`-free head's variable parts: the status line and the body bytes.
+    fn body_of(out: &[u8]) -> Vec<u8> {
+        let at = out.windows(4).position(|w| w == b"\r\n\r\n").unwrap();
+        out[at + 4..].to_vec()
+    }
+
+    #[test]
+    fn an_answer_followed_by_bytes_nobody_asked_for_leaves_its_connection_unfit() {
+        let exact = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok";
+        assert_eq!(answered(exact, &[]).1, Ok(Some(true)));
+        let extra = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nokHTTP/1.1 200 OK\r\n";
+        let (out, ended, _) = answered(extra, &[]);
+        assert_eq!(ended, Ok(Some(false)));
+        assert_eq!(
+            body_of(&out),
+            b"ok",
+            "nothing after the answer reaches the client"
+        );
+        let chunked = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nok\r\n0\r\n\r\nX";
+        assert_eq!(answered(chunked, &[]).1, Ok(Some(false)));
+        let closing = b"HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Length: 0\r\n\r\n";
+        assert_eq!(answered(closing, &[]).1, Ok(Some(false)));
+    }
+
+    #[test]
+    fn a_broken_or_endless_answer_is_a_failure_before_or_during() {
+        let garbage = b"not http\r\n\r\n";
+        assert_eq!(
+            answered(garbage, &[]).1,
+            Err(Failure::Before("upstream_error", 502))
+        );
+        let long = [&b"HTTP/1.1 200 OK\r\nX: "[..], &[b'a'; MAX_HEAD + 10]].concat();
+        assert_eq!(
+            answered(&long, &[]).1,
+            Err(Failure::Before("upstream_error", 502))
+        );
+        let overrun = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nokXY\r\n";
+        assert_eq!(
+            answered(overrun, &[]).1,
+            Err(Failure::During("upstream_error", 200))
+        );
+    }
+
+    #[test]
+    fn a_request_body_goes_up_reframed_and_ends_exactly() {
+        let mut ex = exchange("POST", head::Body::Chunked);
+        let input = b"3\r\nabc\r\n0\r\n\r\nGET /next HTTP/1.1\r\n\r\n";
+        let used = ex.take_body(input).unwrap();
+        assert!(ex.body_done());
+        assert_eq!(&input[used..], b"GET /next HTTP/1.1\r\n\r\n");
+        assert_eq!(ex.to_up, b"HEAD\r\n\r\n3\r\nabc\r\n0\r\n\r\n");
+        let mut ex = exchange("PUT", head::Body::Length(4));
+        assert_eq!(ex.take_body(b"ab").unwrap(), 2);
+        assert!(!ex.body_done());
+        assert_eq!(ex.take_body(b"cdEXTRA").unwrap(), 2);
+        assert!(ex.body_done());
+        assert_eq!(ex.to_up, b"HEAD\r\n\r\nabcd");
+        assert!(ex.again.is_none(), "a body never goes twice");
+        assert!(exchange("GET", head::Body::None).again.is_some());
+        assert!(exchange("POST", head::Body::None).again.is_none());
+    }
+
+    /// The client's head and body as data: a chunked body decoded (its chunks follow the
+    /// reads, not the app's).
+    fn decoded(out: &[u8]) -> (Vec<u8>, Vec<u8>) {
+        let at = out.windows(4).position(|w| w == b"\r\n\r\n").unwrap() + 4;
+        let (head, body) = out.split_at(at);
+        if !head.windows(26).any(|w| w == b"Transfer-Encoding: chunked") {
+            return (head.to_vec(), body.to_vec());
+        }
+        let mut data = Vec::new();
+        let mut reader = Chunked::new(MAX_LINE);
+        reader
+            .feed(body, &mut |d| data.extend_from_slice(d))
+            .unwrap();
+        assert!(reader.is_done());
+        (head.to_vec(), data)
+    }
+
+    /// An upstream answer of one of a few shapes.
+    fn shape(kind: u8, body: &[u8]) -> Vec<u8> {
+        let mut out = Vec::new();
+        match kind % 4 {
+            0 => {
+                let _ = write!(
+                    out,
+                    "HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n",
+                    body.len()
+                );
+                out.extend_from_slice(body);
+            }
+            1 => {
+                out.extend_from_slice(b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 201 Created\r\n");
+                out.extend_from_slice(b"Transfer-Encoding: chunked\r\n\r\n");
+                for piece in body.chunks(3) {
+                    push_chunk(&mut out, piece, false);
+                }
+                out.extend_from_slice(b"0\r\nTrailer: x\r\n\r\n");
+            }
+            2 => out.extend_from_slice(b"HTTP/1.1 204 No Content\r\nX-A: b\r\n\r\n"),
+            _ => {
+                let _ = write!(
+                    out,
+                    "HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n",
+                    body.len()
+                );
+                out.extend_from_slice(body);
+                out.extend_from_slice(b"HTTP/1.1 200 OK\r\n\r\n");
+            }
+        }
+        out
+    }
+
+    proptest::proptest! {
+        /// However the upstream's bytes are cut into reads, the client gets the same
+        /// bytes, and the connection the same verdict.
+        #[test]
+        fn an_answer_cut_anywhere_gives_the_same_bytes_and_verdict(
+            kind in 0u8..4,
+            body in proptest::collection::vec(proptest::num::u8::ANY, 0..64),
+            cuts in proptest::collection::vec(0usize..200, 0..8),
+        ) {
+            let answer = shape(kind, &body);
+            let mut cuts: Vec<usize> = cuts.into_iter().map(|c| c % (answer.len() + 1)).collect();
+            cuts.sort_unstable();
+            let whole = answered(&answer, &[]);
+            proptest::prop_assert!(matches!(whole.1, Ok(Some(_))));
+            let cut = answered(&answer, &cuts);
+            proptest::prop_assert_eq!(decoded(&cut.0), decoded(&whole.0));
+            // Reused only when nothing came after the answer: with it (the exchange's
+            // verdict), or later (the pool closes an idle connection that becomes readable).
+            let reused = |a: &(Vec<u8>, Result<Option<bool>, Failure>, usize)| {
+                a.1 == Ok(Some(true)) && a.2 == 0
+            };
+            proptest::prop_assert_eq!(reused(&cut), reused(&whole));
+            proptest::prop_assert_eq!(whole.2 > 0, kind % 4 == 3);
+        }
+    }
+}
