@@ -1,8 +1,9 @@
 //! The loop: one thread, one `epoll` (mio), a [`Token`] per connection. Each turn it reads
 //! the clock once, accepts, reads every ready connection until `WouldBlock` (or until its
 //! answers back up), decides the heads it completes with the guard, writes their events
-//! in one `write(2)` (the group commit), then queues each answer and flushes each
-//! connection once. No thread per connection, none per request.
+//! in one `write(2)` (the group commit), then queues each answer (or, in proxy mode,
+//! starts its exchange with the upstream, whose sockets are in the same poll) and flushes
+//! each connection once. No thread per connection, none per request.
 
 use std::collections::HashMap;
 use std::io::{self, Read as _, Write as _};
@@ -160,6 +161,7 @@ pub(crate) fn serve(front: Front, cx: Context<'_>) -> (u64, Result<(), Error>) {
             limits.body_timeout,
             limits.send_timeout,
             LINGER,
+            // Serve mode has no exchange: any length does.
             cx.proxy.map_or(limits.idle_timeout, |p| p.timeout),
         ]),
         pool: cx.proxy.map(|p| Pool::new(p.addrs.clone())),

@@ -1,5 +1,5 @@
-//! jwtguard's own HTTP/1 front end (serve mode): one event loop per worker, no thread per
-//! connection, every limit and timeout named.
+//! jwtguard's own HTTP/1 front end (serve, forward-auth and proxy mode): one event loop
+//! per worker, no thread per connection, every limit and timeout named.
 //!
 //! - [`head`]: a request head from bytes, into the caller's arrays (httparse), and the
 //!   framing rules of RFC 9112.
@@ -13,8 +13,8 @@
 //! - [`event_loop`]: the mio loop: accept, read, decide, record, answer, flush.
 //!
 //! It may import the guard (`crate::guard`, `crate::path`), the log (`crate::logger`,
-//! `crate::event`) and the answers' contents (`crate::reply`); only `crate::server`
-//! imports it, and `crate::proxy` its [`chunked`] reader.
+//! `crate::event`), the answers' contents (`crate::reply`) and the metrics; only
+//! `crate::server` imports it (and the fuzzers its connection and chunked readers).
 
 pub(crate) mod answer;
 pub(crate) mod chunked;
