@@ -8,7 +8,8 @@
 //! - [`chunked`]: a chunked body from bytes, to its exact end (the proxy's, both ways).
 //! - [`request_head`], [`response`]: proxy mode's heads, up and down.
 //! - [`upstream`]: upstream connections and their keep-alive pool.
-//! - [`proxy`]: proxy mode's exchanges, in the loop.
+//! - [`exchange`]: one request's exchange with the upstream, fed bytes, with no I/O.
+//! - [`proxy`]: proxy mode in the loop: exchanges driven over their sockets.
 //! - [`timers`]: one FIFO queue per kind of timeout.
 //! - [`event_loop`]: the mio loop: accept, read, decide, record, answer, flush.
 //!
@@ -20,6 +21,7 @@ pub(crate) mod answer;
 pub(crate) mod chunked;
 pub(crate) mod conn;
 pub(crate) mod event_loop;
+pub(crate) mod exchange;
 pub(crate) mod head;
 pub(crate) mod proxy;
 pub(crate) mod request_head;
