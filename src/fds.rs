@@ -3,9 +3,9 @@
 //! supervisor passes it to its worker the same way, naming itself in
 //! `JWTGUARD_SUPERVISOR` (its pid) where systemd names the receiver in `LISTEN_PID`.
 //!
-//! The `unsafe` blocks of the binary besides its allocator are here: looking at and taking
-//! ownership of an inherited descriptor, and putting one at descriptor 3 in a child between
-//! `fork` and `exec`.
+//! The `unsafe` blocks of the binary are here: looking at and taking ownership of an
+//! inherited descriptor, and putting one at descriptor 3 in a child between `fork` and
+//! `exec`.
 
 use std::net::TcpListener;
 use std::os::fd::{AsRawFd as _, BorrowedFd, FromRawFd as _, IntoRawFd as _, OwnedFd, RawFd};

@@ -1,7 +1,6 @@
 //! The `jwtguard` command: parse, install the security log and the signal handlers, call
 //! the library, map errors to exit codes.
 
-mod allocator;
 mod cli;
 mod fds;
 mod notify;
@@ -15,10 +14,6 @@ use std::process::ExitCode;
 use cli::{Command, Failure};
 use jwtguard::{Cause, Config, Error, Secret, SecurityLog, Server};
 use nix::sys::signal::{SigSet, Signal};
-
-/// dlmalloc, with large blocks mapped from the kernel (src/allocator.rs).
-#[global_allocator]
-static ALLOCATOR: allocator::Allocator = allocator::Allocator;
 
 fn main() -> ExitCode {
     // Before any other thread exists, so that every thread inherits it: SIGTERM and SIGHUP
