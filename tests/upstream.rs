@@ -454,7 +454,7 @@ fn bodies_stream_both_ways_with_their_framing() {
     let server = jwtguard(&upstream, &["--strip-authorization"]);
     let token = token(&["--sub", "bob"]);
     let auth = format!("Authorization: Bearer {token}");
-    // A Content-Length body, over tiny_http's 1 KiB buffer.
+    // A Content-Length body, larger than one read.
     let body = "x".repeat(100_000);
     let answer = exchange(
         &server,
@@ -885,8 +885,8 @@ fn a_client_that_does_not_read_does_not_hold_up_others() {
         .unwrap();
     let one = get("/kib/7", &token);
     let writer = std::thread::spawn(move || {
-        // One at a time, so that each finds its lane idle and takes the fast path, until
-        // the answers fill the buffers on the way (some MiB) and one does not go out.
+        // One at a time, until the answers fill the buffers on the way (some MiB) and one
+        // does not go out.
         for _ in 0..2000 {
             if stuck.write_all(one.as_bytes()).is_err() {
                 break;
@@ -1002,9 +1002,9 @@ fn forward_events_wait(server: &Server, n: usize) -> Vec<serde_json::Value> {
 
 #[test]
 fn connection_upgrade_is_refused_in_every_mode_and_nothing_after_its_body_is_forwarded() {
-    // tiny_http hands the raw connection over as the body of a request whose Connection
-    // header contains "upgrade" (any case, anywhere): read to its end, what follows the
-    // body would reach the app as a request of its own, never decided.
+    // A request whose Connection header contains "upgrade" (any case, anywhere) asks for
+    // the raw connection (tiny_http handed it over as the body): what follows would reach
+    // the app as a request of its own, never decided.
     let smuggled = "GET /api/admin HTTP/1.1\r\nHost: x\r\nX-Auth-User: admin\r\n\r\n";
     let upstream = Upstream::start();
     let server = jwtguard(&upstream, &["--public", "/static/"]);
@@ -1113,7 +1113,7 @@ fn stalled_uploads_are_cut_after_the_timeout_and_do_not_starve_others() {
             .filter(|e| e["event.reason"] == reason)
             .count()
     };
-    // More stalled uploads than there are forwarding threads (64).
+    // More stalled uploads than one address may have under way (16).
     let stalled: Vec<TcpStream> = (0..70)
         .map(|_| {
             let mut stream = TcpStream::connect(server.addr).unwrap();
@@ -1125,7 +1125,7 @@ fn stalled_uploads_are_cut_after_the_timeout_and_do_not_starve_others() {
             stream
         })
         .collect();
-    // 16 are read from (a quarter of the threads); the 54 others of that address are not
+    // 16 are read from (the cap of an address); the 54 others of that address are not
     // taken.
     let deadline = Instant::now() + Duration::from_secs(5);
     while events("too_many_uploads") < 54 && Instant::now() < deadline {
@@ -1227,7 +1227,7 @@ fn only_get_head_and_options_are_sent_again_on_a_new_connection() {
             "POST {path} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {token}\r\n{extra}Content-Length: 0\r\n\r\n"
         )
     };
-    // The serving thread's fast path, then a forwarding thread's (a head over 4 KiB).
+    // A short head, then one over 4 KiB.
     let long = format!("X-Long: {}\r\n", "l".repeat(5000));
     for extra in ["", long.as_str()] {
         assert_eq!(client.get("/once", &token).0, 200);
