@@ -1,5 +1,5 @@
-//! The upstream's response head: parsed where it lies (in a connection's buffer or a
-//! head read line by line), its framing, and the head jwtguard writes to the client.
+//! The upstream's response head: parsed where it lies (in the upstream connection's
+//! input), its framing, and the head jwtguard writes to the client.
 
 use std::io::Write as _;
 
