@@ -209,3 +209,36 @@ pub fn chunked(input: &[u8], pieces: &[u8]) -> Option<usize> {
     }
     whole.1.ok().flatten()
 }
+
+/// Reads `input` as an upstream's answer to a GET (src/serve/exchange.rs), whole and again
+/// in reads of the lengths `pieces` gives (each 1 or more, then the rest). Panics when the
+/// two disagree: the head and data the client gets, how it ended (the failure, or whether
+/// the upstream connection is reused), or what came after its end. Returns whether the
+/// answer ended.
+pub fn upstream_answer(input: &[u8], pieces: &[u8]) -> bool {
+    use crate::serve::exchange::driven::{answered, decoded};
+    let mut cuts = Vec::new();
+    let mut at = 0;
+    for &piece in pieces {
+        at += usize::from(piece) + 1;
+        if at >= input.len() {
+            break;
+        }
+        cuts.push(at);
+    }
+    // Reused only when nothing came after the answer: with it (the exchange's verdict),
+    // or later (the pool closes an idle connection that becomes readable).
+    let reused = |(out, ended, after): (Vec<u8>, Result<Option<bool>, _>, usize)| {
+        (out, ended.map(|e| e.map(|r| r && after == 0)), after)
+    };
+    let whole = reused(answered(input, &[]));
+    let cut = reused(answered(input, &cuts));
+    assert_eq!(whole.1, cut.1, "how it ended");
+    // A failure's partial output, and what was left unread, depend on where the reads
+    // were cut; the failure not.
+    if whole.1.is_ok() {
+        assert_eq!(whole.2, cut.2, "what came after it");
+        assert_eq!(decoded(&whole.0), decoded(&cut.0), "what the client got");
+    }
+    matches!(whole.1, Ok(Some(_)))
+}

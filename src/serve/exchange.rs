@@ -72,7 +72,7 @@ pub(super) enum Answer {
 
 /// Why an exchange failed.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(super) enum Failure {
+pub(crate) enum Failure {
     /// Before anything of the answer went to the client: it gets the status.
     Before(&'static str, u16),
     /// After the answer's head (of this status) went to the client: it is cut short.
@@ -221,7 +221,11 @@ impl Exchange {
             let (len, next) = loop {
                 let mut room = response::room();
                 match response::parse(input, &mut room).map_err(|_| bad)? {
+                    // Whether the head fits does not depend on how the reads were cut.
                     Parsed::Partial if input.len() > MAX_HEAD => return Err(bad),
+                    Parsed::Interim(len) | Parsed::Final(len, _) if len > MAX_HEAD => {
+                        return Err(bad);
+                    }
                     Parsed::Partial => return Ok(None),
                     Parsed::Interim(len) => {
                         input.drain(..len);
@@ -373,12 +377,13 @@ fn push_chunk(out: &mut Vec<u8>, data: &[u8], raw: bool) {
     out.extend_from_slice(b"\r\n");
 }
 
-#[cfg(test)]
-mod tests {
+/// Test and fuzzing helpers: the exchange driven by bytes alone.
+#[cfg(any(test, fuzzing))]
+pub(crate) mod driven {
     use super::*;
 
     /// An exchange for `method` with a client body framed as `body`.
-    fn exchange(method: &str, body: head::Body) -> Exchange {
+    pub(crate) fn exchange(method: &str, body: head::Body) -> Exchange {
         let fwd = Box::new(Forward {
             method: method.into(),
             path: "/p".into(),
@@ -399,7 +404,10 @@ mod tests {
     /// What the client gets from `answer` fed in pieces cut at `cuts`, and how it ended:
     /// `Ok(Some(reusable))`, `Ok(None)` (not yet), or the failure; and how many bytes of
     /// `answer` came after its end (with it, or later).
-    fn answered(answer: &[u8], cuts: &[usize]) -> (Vec<u8>, Result<Option<bool>, Failure>, usize) {
+    pub(crate) fn answered(
+        answer: &[u8],
+        cuts: &[usize],
+    ) -> (Vec<u8>, Result<Option<bool>, Failure>, usize) {
         let mut ex = exchange("GET", head::Body::None);
         let (mut input, mut out) = (Vec::new(), Vec::new());
         let mut from = 0;
@@ -413,6 +421,29 @@ mod tests {
         }
         (out, Ok(None), 0)
     }
+
+    /// The client's head and body as data: a chunked body decoded (its chunks follow the
+    /// reads, not the app's), as far as it goes.
+    pub(crate) fn decoded(out: &[u8]) -> (Vec<u8>, Vec<u8>) {
+        let Some(at) = out.windows(4).position(|w| w == b"\r\n\r\n") else {
+            return (out.to_vec(), Vec::new());
+        };
+        let (head, body) = out.split_at(at + 4);
+        if !head.windows(26).any(|w| w == b"Transfer-Encoding: chunked") {
+            return (head.to_vec(), body.to_vec());
+        }
+        let mut data = Vec::new();
+        let mut reader = Chunked::new(MAX_LINE);
+        // Whole, or cut short: the data so far.
+        let _ = reader.feed(body, &mut |d| data.extend_from_slice(d));
+        (head.to_vec(), data)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::driven::{answered, decoded, exchange};
+    use super::*;
 
     /// Without the `Date`-free head's variable parts: the status line and the body bytes.
     fn body_of(out: &[u8]) -> Vec<u8> {
@@ -450,6 +481,16 @@ mod tests {
             answered(&long, &[]).1,
             Err(Failure::Before("upstream_error", 502))
         );
+        // A whole head over the limit, read at once or not: the same failure.
+        let mut whole = long.clone();
+        whole.extend_from_slice(b"\r\nContent-Length: 0\r\n\r\n");
+        for cuts in [&[][..], &[100]] {
+            assert_eq!(
+                answered(&whole, cuts).1,
+                Err(Failure::Before("upstream_error", 502)),
+                "{cuts:?}"
+            );
+        }
         let overrun = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nokXY\r\n";
         assert_eq!(
             answered(overrun, &[]).1,
@@ -474,23 +515,6 @@ mod tests {
         assert!(ex.again.is_none(), "a body never goes twice");
         assert!(exchange("GET", head::Body::None).again.is_some());
         assert!(exchange("POST", head::Body::None).again.is_none());
-    }
-
-    /// The client's head and body as data: a chunked body decoded (its chunks follow the
-    /// reads, not the app's).
-    fn decoded(out: &[u8]) -> (Vec<u8>, Vec<u8>) {
-        let at = out.windows(4).position(|w| w == b"\r\n\r\n").unwrap() + 4;
-        let (head, body) = out.split_at(at);
-        if !head.windows(26).any(|w| w == b"Transfer-Encoding: chunked") {
-            return (head.to_vec(), body.to_vec());
-        }
-        let mut data = Vec::new();
-        let mut reader = Chunked::new(MAX_LINE);
-        reader
-            .feed(body, &mut |d| data.extend_from_slice(d))
-            .unwrap();
-        assert!(reader.is_done());
-        (head.to_vec(), data)
     }
 
     /// An upstream answer of one of a few shapes.
