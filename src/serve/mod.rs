@@ -11,6 +11,7 @@
 //! - [`exchange`]: one request's exchange with the upstream, fed bytes, with no I/O.
 //! - [`proxy`]: proxy mode in the loop: exchanges driven over their sockets.
 //! - [`timers`]: one FIFO queue per kind of timeout.
+//! - [`route`]: what each request (or refused head) gets, decided.
 //! - [`event_loop`]: the mio loop: accept, read, decide, record, answer, flush.
 //!
 //! It may import the guard (`crate::guard`, `crate::path`), the log (`crate::logger`,
@@ -26,6 +27,7 @@ pub(crate) mod head;
 pub(crate) mod proxy;
 pub(crate) mod request_head;
 pub(crate) mod response;
+pub(crate) mod route;
 pub(crate) mod timers;
 pub(crate) mod upstream;
 
