@@ -187,7 +187,13 @@ impl Loop<'_> {
             *self.uploads.entry(owner).or_default() += 1;
             ex.upload = Some(owner);
         }
-        if ex.fwd.expect_continue && !ex.body_done() && !over && failed.is_none() {
+        // Never to an HTTP/1.0 client (RFC 9110 §10.1.1): it sends its body anyway.
+        if ex.fwd.expect_continue
+            && ex.fwd.minor == 1
+            && !ex.body_done()
+            && !over
+            && failed.is_none()
+        {
             slot.out.extend_from_slice(b"HTTP/1.1 100 Continue\r\n\r\n");
         }
         slot.exchange = Some(Box::new(ex));
