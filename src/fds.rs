@@ -3,9 +3,9 @@
 //! supervisor passes it to its worker the same way, naming itself in
 //! `JWTGUARD_SUPERVISOR` (its pid) where systemd names the receiver in `LISTEN_PID`.
 //!
-//! The `unsafe` blocks of the binary besides its allocator are here: looking at and taking
-//! ownership of an inherited descriptor, putting one at descriptor 3 in a child between
-//! `fork` and `exec`, and replacing the listening descriptor under tiny_http.
+//! The `unsafe` blocks of the binary are here: looking at and taking ownership of an
+//! inherited descriptor, and putting one at descriptor 3 in a child between `fork` and
+//! `exec`.
 
 use std::net::TcpListener;
 use std::os::fd::{AsRawFd as _, BorrowedFd, FromRawFd as _, IntoRawFd as _, OwnedFd, RawFd};
@@ -91,17 +91,4 @@ pub(crate) fn pass(command: &mut Command, listener: &TcpListener) {
     unsafe {
         command.pre_exec(child);
     }
-}
-
-/// Stops tiny_http's accept thread on `fd` (its listening descriptor) without touching the
-/// socket, which another process serves: `fd` becomes `/dev/null`, so the next `accept`
-/// fails and the thread ends. (Closing or shutting down the socket would end it for every
-/// process that holds it.)
-pub(crate) fn unlisten(fd: RawFd) -> std::io::Result<()> {
-    let null = std::fs::File::open("/dev/null")?;
-    // SAFETY: `fd` is the listening descriptor tiny_http owns; dup2 replaces what it
-    // refers to in one step, so no other file can take its number in between, and the
-    // descriptor stays tiny_http's to close (into_raw_fd: this side never closes it).
-    let _ = unsafe { nix::unistd::dup2_raw(&null, fd) }?.into_raw_fd();
-    Ok(())
 }

@@ -104,23 +104,32 @@ pub const MAX_HEAD: usize = 1024;
 /// bytes does not: no item after one that ends the connection (a refusal, a refused
 /// framing, `Connection: close`), no more held than a head's limit and one read, nothing
 /// held once it is closing. Returns how many items came out.
+///
+/// When the first piece is odd, the connection is proxy mode's, which passes a body to its
+/// caller: the body's bytes are then taken as the exchange takes them (none handed over as
+/// a request meanwhile), and what is left given back as the next request's.
 pub fn connection(input: &[u8], pieces: &[u8]) -> usize {
     use crate::serve::conn::{Conn, Item, Phase};
-    let mut conn = Conn::new();
+    let passing = pieces.first().is_some_and(|p| p % 2 == 1);
+    let mut conn = if passing {
+        Conn::passing_bodies()
+    } else {
+        Conn::new()
+    };
     let mut items = 0;
-    let mut ended = false;
+    let ended = std::cell::Cell::new(false);
     let mut on = |item: Item<'_>| {
-        assert!(!ended, "an item after the connection ended: {item:?}");
+        assert!(!ended.get(), "an item after the connection ended: {item:?}");
         items += 1;
         // Refused framing ends the connection whatever `close` says: what follows cannot
         // be trusted to be a request.
-        ended = match item {
+        ended.set(match item {
             Item::Refused(_) => true,
             Item::Request { head, close, .. } => {
                 assert!(close || head.framing.is_ok(), "refused framing, kept alive");
                 close || head.framing.is_err()
             }
-        };
+        });
     };
     let mut at = 0;
     for &piece in pieces.iter().chain([&0]).cycle() {
@@ -133,6 +142,23 @@ pub fn connection(input: &[u8], pieces: &[u8]) -> usize {
             fed = conn.feed(&[], MAX_HEAD, 4, &mut on);
         }
         at += len;
+        if conn.phase() == Phase::Passed {
+            // The exchange takes the body: here, the first `piece` bytes held, and gives the
+            // rest back.
+            let held = conn.take_held();
+            let body = usize::from(piece).min(held.len());
+            // A request that closes the connection ends it after its exchange.
+            if ended.get() {
+                conn.close();
+                continue;
+            }
+            conn.resume(&held[body..]);
+            assert_eq!(conn.phase(), Phase::Head);
+            let mut fed = conn.feed(&[], MAX_HEAD, 4, &mut on);
+            while fed.more {
+                fed = conn.feed(&[], MAX_HEAD, 4, &mut on);
+            }
+        }
         assert!(conn.held() <= MAX_HEAD + len, "held {} bytes", conn.held());
         if conn.phase() == Phase::Closing {
             assert_eq!(conn.held(), 0, "held while closing");
@@ -182,4 +208,37 @@ pub fn chunked(input: &[u8], pieces: &[u8]) -> Option<usize> {
         _ => assert_eq!(whole.1, end),
     }
     whole.1.ok().flatten()
+}
+
+/// Reads `input` as an upstream's answer to a GET (src/serve/exchange.rs), whole and again
+/// in reads of the lengths `pieces` gives (each 1 or more, then the rest). Panics when the
+/// two disagree: the head and data the client gets, how it ended (the failure, or whether
+/// the upstream connection is reused), or what came after its end. Returns whether the
+/// answer ended.
+pub fn upstream_answer(input: &[u8], pieces: &[u8]) -> bool {
+    use crate::serve::exchange::driven::{answered, decoded};
+    let mut cuts = Vec::new();
+    let mut at = 0;
+    for &piece in pieces {
+        at += usize::from(piece) + 1;
+        if at >= input.len() {
+            break;
+        }
+        cuts.push(at);
+    }
+    // Reused only when nothing came after the answer: with it (the exchange's verdict),
+    // or later (the pool closes an idle connection that becomes readable).
+    let reused = |(out, ended, after): (Vec<u8>, Result<Option<bool>, _>, usize)| {
+        (out, ended.map(|e| e.map(|r| r && after == 0)), after)
+    };
+    let whole = reused(answered(input, &[]));
+    let cut = reused(answered(input, &cuts));
+    assert_eq!(whole.1, cut.1, "how it ended");
+    // A failure's partial output, and what was left unread, depend on where the reads
+    // were cut; the failure not.
+    if whole.1.is_ok() {
+        assert_eq!(whole.2, cut.2, "what came after it");
+        assert_eq!(decoded(&whole.0), decoded(&cut.0), "what the client got");
+    }
+    matches!(whole.1, Ok(Some(_)))
 }

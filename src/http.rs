@@ -11,8 +11,8 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 use tiny_http::{HTTPVersion, Method, StatusCode};
 
-use crate::Reason;
-use crate::guard::{Allowed, Headers, Refused, Request};
+use crate::guard::{Headers, Refused, Request};
+pub(crate) use crate::reply::Reply;
 
 impl Headers for [tiny_http::Header] {
     fn values<'s>(&'s self, name: &'s str) -> impl Iterator<Item = &'s str> + 's {
@@ -35,77 +35,6 @@ pub fn request(request: &tiny_http::Request) -> Request<'_, [tiny_http::Header]>
     }
 }
 
-/// Checks the framing and header syntax of `request` before anything else looks at it
-/// (RFC 9112 §6.1-6.3, RFC 9110 §5.5, §5.6.2): tiny_http 0.12 accepts ambiguous framing
-/// and lets a body it does not understand be read as the next request.
-///
-/// Refused, as [`Reason::BadFraming`]: a method or header name that is not a token; a
-/// request target or header value with a control character (CR, LF and NUL included); an
-/// HTTP version other than 1.0 and 1.1; several `Content-Length`
-/// headers, or one that is not a plain decimal number; several `Transfer-Encoding`
-/// headers, one that is not exactly `chunked`, one together with `Content-Length`, or
-/// one in an HTTP/1.0 request; a `Connection` header that contains `upgrade` in any case
-/// (tiny_http's own test, applied to every `Connection` header, not only the first): tiny_http
-/// then hands the raw connection over as the body, and what follows the body would be read
-/// as part of it. [`Reason::BodyTooLarge`]: a `Content-Length` over 16 MiB, more than
-/// jwtguard lets tiny_http drain. (`Host` is the guard's: see [`crate::Guard::check`].)
-pub(crate) fn framing(request: &tiny_http::Request) -> Result<(), Reason> {
-    let version = request.http_version();
-    let known_version = version.0 == 1 && version.1 <= 1;
-    if !known_version || !is_token(request.method().as_str()) {
-        return Err(Reason::BadFraming);
-    }
-    if !request.url().bytes().all(|b| (b'!'..=b'~').contains(&b)) {
-        return Err(Reason::BadFraming);
-    }
-    let (mut lengths, mut encodings) = (0, 0);
-    let mut length = None;
-    let mut chunked = false;
-    for header in request.headers() {
-        let name = header.field.as_str().as_str();
-        let value = header.value.as_str();
-        if !is_token(name)
-            || !value
-                .bytes()
-                .all(|b| b == b'\t' || (b' '..=b'~').contains(&b))
-        {
-            return Err(Reason::BadFraming);
-        }
-        if name.eq_ignore_ascii_case("Content-Length") {
-            lengths += 1;
-            if value.is_empty() || !value.bytes().all(|b| b.is_ascii_digit()) {
-                return Err(Reason::BadFraming);
-            }
-            length = Some(value.parse::<u64>().map_err(|_| Reason::BadFraming)?);
-        } else if name.eq_ignore_ascii_case("Transfer-Encoding") {
-            encodings += 1;
-            chunked = value.eq_ignore_ascii_case("chunked");
-        } else if name.eq_ignore_ascii_case("Connection")
-            && value
-                .as_bytes()
-                .windows(7)
-                .any(|w| w.eq_ignore_ascii_case(b"upgrade"))
-        {
-            return Err(Reason::BadFraming);
-        }
-    }
-    let http_1_0 = version.1 == 0;
-    if lengths > 1 || encodings > 1 || (encodings == 1 && (!chunked || lengths > 0 || http_1_0)) {
-        return Err(Reason::BadFraming);
-    }
-    if length.is_some_and(|n| n > MAX_DRAINED_BODY as u64) {
-        return Err(Reason::BodyTooLarge);
-    }
-    Ok(())
-}
-
-/// `tchar` of RFC 9110 §5.6.2, one or more.
-fn is_token(s: &str) -> bool {
-    !s.is_empty()
-        && s.bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
-}
-
 /// Whether tiny_http leaves part of the connection's input unread after `request`: a body
 /// it did not read (it drains a `Content-Length` body when the request is dropped, and
 /// leaves a chunked one to be read as the next request).
@@ -123,141 +52,6 @@ pub(crate) fn leaves_input(request: &tiny_http::Request) -> bool {
 pub fn answer(request: tiny_http::Request, refused: &Refused) {
     let close = leaves_input(&request);
     send(request, &Reply::Refused(refused), close);
-}
-
-/// A response jwtguard writes itself: a status, a few headers and a small JSON body.
-pub(crate) enum Reply<'a> {
-    /// 200 with the user.
-    Allowed(&'a Allowed),
-    /// The refusal's status and challenge.
-    Refused(&'a Refused),
-    /// `/healthz`: 200, or 503 when the security log is failing or there are no keys
-    /// (`--jwks-url` not fetched yet); whether this worker still accepts connections (not
-    /// while it hands over to a new one).
-    Health {
-        log_failing: bool,
-        draining: bool,
-        no_keys: bool,
-    },
-    /// 404.
-    NotFound,
-    /// 413, for [`respond`]'s own answer to a body too large to drain.
-    TooLarge,
-    /// 502, 503 or 504 from the reverse proxy, with the decision's id if any.
-    Status(u16, Option<crate::RequestId>),
-    /// 200 to a forward-auth subrequest about a public path: the identity headers, empty.
-    Open(Vec<&'a str>),
-}
-
-impl Reply<'_> {
-    pub(crate) fn status(&self) -> u16 {
-        match self {
-            Reply::Allowed(_) => 200,
-            Reply::Refused(refused) => refused.status(),
-            Reply::Health {
-                log_failing,
-                no_keys,
-                ..
-            } => {
-                if *log_failing || *no_keys {
-                    503
-                } else {
-                    200
-                }
-            }
-            Reply::NotFound => 404,
-            Reply::TooLarge => 413,
-            Reply::Status(status, _) => *status,
-            Reply::Open(_) => 200,
-        }
-    }
-
-    /// Calls `f` with each header beyond `Date`, `Content-Type` and `Content-Length`.
-    pub(crate) fn each_header(&self, f: &mut dyn FnMut(&str, &[u8])) {
-        let id = match self {
-            Reply::Allowed(allowed) => Some(allowed.request_id()),
-            Reply::Refused(refused) => Some(refused.request_id()),
-            Reply::Status(_, id) => *id,
-            _ => None,
-        };
-        if let Some(id) = id {
-            f("X-Request-Id", id.text().as_str().as_bytes());
-        }
-        if let Reply::Allowed(allowed) = self {
-            for (name, value) in allowed.headers() {
-                f(name, value.as_bytes());
-            }
-        }
-        if let Reply::Open(names) = self {
-            for name in names {
-                f(name, b"");
-            }
-        }
-        if let Reply::Refused(refused) = self
-            && let Some(challenge) = refused.challenge()
-        {
-            f("WWW-Authenticate", challenge.as_bytes());
-        }
-        if self.status() == 503 {
-            f("Retry-After", b"5");
-        }
-        if let Reply::Refused(refused) = self
-            && let Some(seconds) = refused.retry_after()
-        {
-            f(
-                "Retry-After",
-                itoa::Buffer::new().format(seconds).as_bytes(),
-            );
-        }
-    }
-
-    pub(crate) fn push_body(&self, out: &mut Vec<u8>) {
-        match self {
-            Reply::Allowed(allowed) => {
-                out.extend_from_slice(b"{\"status\":\"ok\",\"user\":");
-                serde_json::to_writer(&mut *out, allowed.user())
-                    .expect("writing to a Vec cannot fail");
-                out.extend_from_slice(b"}\n");
-            }
-            Reply::Health {
-                log_failing,
-                draining,
-                no_keys,
-            } => {
-                out.extend_from_slice(match (log_failing, no_keys) {
-                    (true, _) => b"{\"status\":\"unavailable\",\"log\":\"failing\"",
-                    (false, true) => b"{\"status\":\"unavailable\",\"log\":\"ok\"",
-                    (false, false) => b"{\"status\":\"ok\",\"log\":\"ok\"",
-                });
-                if *no_keys {
-                    out.extend_from_slice(b",\"keys\":\"none\"");
-                }
-                out.extend_from_slice(match draining {
-                    true => b",\"accepting\":false}\n",
-                    false => b",\"accepting\":true}\n",
-                });
-            }
-            _ => {
-                let status = match self.status() {
-                    200 => "ok",
-                    400 => "bad_request",
-                    401 => "unauthorized",
-                    403 => "forbidden",
-                    404 => "not_found",
-                    408 => "request_timeout",
-                    413 => "too_large",
-                    417 => "expectation_failed",
-                    431 => "header_too_large",
-                    502 => "bad_gateway",
-                    504 => "gateway_timeout",
-                    _ => "unavailable",
-                };
-                out.extend_from_slice(b"{\"status\":\"");
-                out.extend_from_slice(status.as_bytes());
-                out.extend_from_slice(b"\"}\n");
-            }
-        }
-    }
 }
 
 /// Writes `reply` as an HTTP/1.x response into `out`, its body by way of `body`; with
@@ -356,26 +150,6 @@ pub(crate) fn send(request: tiny_http::Request, reply: &Reply, close: bool) -> S
     Sent::Written
 }
 
-/// `reply` for `request`, written out (for an answer that waits its turn on a busy
-/// connection).
-#[inline(never)]
-pub(crate) fn answer_bytes(request: &tiny_http::Request, reply: &Reply, close: bool) -> Vec<u8> {
-    let mut out = Vec::new();
-    wire(reply, close, request, &mut out, &mut Vec::new());
-    out
-}
-
-/// Writes `answer` (from [`answer_bytes`]) to `request`: now, or once its body is read.
-pub(crate) fn write_to(request: tiny_http::Request, answer: &[u8]) {
-    match unread_body(&request) {
-        0 => {
-            write_answer(request, answer);
-        }
-        n if n > MAX_DRAINED_BODY => abandon(request, answer),
-        _ => drain(request, Some(answer.to_vec())),
-    }
-}
-
 /// Writes `answer` as the whole response to `request`, which has no body left to drain.
 #[inline(never)]
 pub(crate) fn write_answer(request: tiny_http::Request, answer: &[u8]) -> Sent {
@@ -386,18 +160,6 @@ pub(crate) fn write_answer(request: tiny_http::Request, answer: &[u8]) -> Sent {
             Sent::Stalled
         }
         Err(_) => Sent::Gone,
-    }
-}
-
-/// Drops `request` unanswered, its connection no longer served (an earlier answer on it
-/// stalled, or its framing was refused): with no write, so it costs the serving thread
-/// nothing. A body tiny_http would drain is read on a thread of its own first.
-#[inline(never)]
-pub(crate) fn dispose(request: tiny_http::Request) {
-    match unread_body(&request) {
-        0 => drop(request.into_writer()),
-        n if n > MAX_DRAINED_BODY => forget(request),
-        _ => drain(request, None),
     }
 }
 
@@ -527,6 +289,7 @@ mod tests {
     use super::*;
     use crate::Reason;
     use crate::event::RequestId;
+    use crate::guard::Allowed;
 
     /// The head lines of a response, sorted, without `Server` and `Date`, and the body.
     fn lines_and_body(bytes: &[u8]) -> (String, Vec<String>, String) {

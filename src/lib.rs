@@ -76,12 +76,13 @@ mod error;
 #[cfg(fuzzing)]
 #[doc(hidden)]
 pub mod fuzzing;
+#[cfg(feature = "tiny_http")]
 pub mod http;
 mod metrics;
 #[cfg(test)]
 mod proptests;
-mod proxy;
 mod record;
+mod reply;
 mod serve;
 mod server;
 mod sys;

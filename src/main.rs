@@ -1,7 +1,6 @@
 //! The `jwtguard` command: parse, install the security log and the signal handlers, call
 //! the library, map errors to exit codes.
 
-mod allocator;
 mod cli;
 mod fds;
 mod notify;
@@ -10,16 +9,11 @@ mod report;
 mod supervisor;
 
 use std::io::Write;
-use std::os::fd::AsRawFd as _;
 use std::process::ExitCode;
 
 use cli::{Command, Failure};
 use jwtguard::{Cause, Config, Error, Secret, SecurityLog, Server};
 use nix::sys::signal::{SigSet, Signal};
-
-/// dlmalloc, with large blocks mapped from the kernel (src/allocator.rs).
-#[global_allocator]
-static ALLOCATOR: allocator::Allocator = allocator::Allocator;
 
 fn main() -> ExitCode {
     // Before any other thread exists, so that every thread inherits it: SIGTERM and SIGHUP
@@ -242,19 +236,17 @@ fn serve(
     // Before any file is opened: the socket passed as descriptor 3, if any.
     let inherited = fds::inherited().map_err(Failure::Usage)?;
     let worker = matches!(inherited, Some((_, fds::From::Supervisor)));
-    // Whether --upstream is set fixes the HTTP layer: serve mode's loop needs the shared
-    // listening socket non-blocking, tiny_http's accept thread (proxy mode, for now) needs
-    // it blocking, and the flag belongs to the socket, which old and new workers share.
+    // What a reload cannot change: the socket old and new workers share, and the log
+    // file they write one after the other (one chain when sealed).
     let fixed = format!(
-        "listen={} log-file={} log-format={:?} proxy={}",
+        "listen={} log-file={} log-format={:?}",
         config.listen,
         log_file.as_deref().unwrap_or("-".as_ref()).display(),
         config.log_format,
-        config.upstream.is_some()
     );
     if worker && std::env::var(FIXED).ok().as_deref() != Some(fixed.as_str()) {
         return Err(Failure::Usage(
-            "--listen, --log-file, --log-format and whether --upstream is set cannot change on a reload: restart jwtguard to change them".into(),
+            "--listen, --log-file and --log-format cannot change on a reload: restart jwtguard to change them".into(),
         ));
     }
     let demo = config.secret.is_none() && config.keys.is_none() && config.jwks_url.is_none();
@@ -324,11 +316,9 @@ fn serve(
         }
         return supervise_workers(&config, listener, demo_secret, fixed, workers);
     }
-    let fd = listener.as_raw_fd();
     let mut server = Server::from_listener(&config, listener)?;
     let addr = server.addr();
     if worker {
-        server.on_drain(move || fds::unlisten(fd));
         let beat = std::io::stdout();
         let _ = nix::fcntl::fcntl(
             &beat,

@@ -101,6 +101,7 @@ impl Histogram {
 
 static DECISION: Histogram = Histogram::new();
 static REQUEST: Histogram = Histogram::new();
+static UPSTREAM: Histogram = Histogram::new();
 
 /// Turns the latency histograms on (`--metrics`).
 pub(crate) fn enable() {
@@ -122,6 +123,14 @@ pub(crate) fn decided(start: Option<Instant>) {
 /// A request answered `took` after its bytes were read.
 pub(crate) fn request_took(took: Duration) {
     REQUEST.observe(took);
+}
+
+/// Proxy mode: the upstream took `took` from the request head's first byte sent to its
+/// answer's head received.
+pub(crate) fn upstream_took(took: Duration) {
+    if on() {
+        UPSTREAM.observe(took);
+    }
 }
 
 /// Whether the latency histograms are on.
@@ -327,6 +336,11 @@ pub(crate) fn render(cache: Option<crate::CacheStats>) -> String {
         o,
         "jwtguard_request_seconds",
         "From a request's bytes read to its answer queued, its event written.",
+    );
+    UPSTREAM.write(
+        o,
+        "jwtguard_upstream_duration_seconds",
+        "Proxy mode: from the request head sent upstream to the answer's head received.",
     );
     let n = "jwtguard_build_info";
     family(o, n, "gauge", "The version built.");

@@ -2,17 +2,17 @@
 //! server in a worker process on it (src/fds.rs, the same way systemd passes a socket), so
 //! that the socket outlives any worker. It never reads client traffic.
 //!
-//! - A worker that ends abnormally (a crash, SIGKILL, tiny_http's accept thread dying) is
+//! - A worker that ends abnormally (a crash, SIGKILL, its listening socket failing) is
 //!   started again at once; connections wait in the socket's queue meanwhile.
 //! - The watchdog replaces a worker that is alive but unhealthy: its serving loop stopped
-//!   beating, or it holds most of the descriptors or threads it may have. The new worker
-//!   starts accepting first; then the old one stops accepting
-//!   and finishes what it holds (SIGUSR2, [`jwtguard::Stopper::drain`]).
+//!   beating. The new worker starts accepting first; then the old one stops accepting and
+//!   finishes what it holds (SIGUSR2, [`jwtguard::Stopper::drain`]).
 //! - SIGHUP starts a new worker, which reads the configuration and keys again, and
 //!   replaces the old one the same way; a new worker that does not start is an event, and
 //!   the old one goes on serving.
-//!   A replacement for a worker that does not serve (its loop stalled) that is not accepting within [`TAKEOVER`] has the old one killed: the old
-//!   one may hold what the new one waits for (a sealed log's lock).
+//!   A replacement for a worker that does not serve (its loop stalled) that is not
+//!   accepting within [`TAKEOVER`] has the old one killed: the old one may hold what the
+//!   new one waits for (a sealed log's lock).
 //! - SIGTERM and SIGINT stop the workers (SIGTERM), kill those still there after
 //!   [`STOP_LIMIT`], and then the supervisor, exit 0: within 2 s, whatever the workers do.
 //! - The supervisor's events are written by a thread of their own (src/recorder.rs), and
@@ -67,8 +67,6 @@ const STOP_LIMIT: Duration = Duration::from_secs(1);
 /// How long a replacement for a worker that does not serve may take to accept before the
 /// old one is killed.
 const TAKEOVER: Duration = Duration::from_secs(1);
-/// The share of its limits on descriptors and threads that makes a worker unhealthy.
-const LIMIT_SHARE: f64 = 0.8;
 
 /// What the supervisor needs to start workers.
 pub(crate) struct Options {
@@ -658,7 +656,7 @@ impl Supervisor {
             let cause = if current.beat.elapsed() > STALL {
                 Some("loop_stalled")
             } else {
-                over_limits(current.pid())
+                None
             };
             let previous = current.pid();
             if let Some(cause) = cause {
@@ -696,40 +694,6 @@ fn describe(status: WaitStatus) -> String {
         WaitStatus::Signaled(_, signal, _) => format!("signal {}", signal.as_str()),
         other => format!("{other:?}"),
     }
-}
-
-/// `too_many_open_files` or `too_many_threads` when the worker `pid` holds more than
-/// [`LIMIT_SHARE`] of what it may: tiny_http spends a thread and two descriptors on each
-/// connection, and some it never gives back (README, Security).
-fn over_limits(pid: u32) -> Option<&'static str> {
-    let proc = format!("/proc/{pid}");
-    let limits = std::fs::read_to_string(format!("{proc}/limits")).ok()?;
-    let soft = |name: &str| {
-        limits
-            .lines()
-            .find(|l| l.starts_with(name))
-            .and_then(|l| l[name.len()..].split_whitespace().next())
-            .and_then(|v| v.parse::<f64>().ok())
-    };
-    if let Some(files) = soft("Max open files") {
-        let open = std::fs::read_dir(format!("{proc}/fd")).ok()?.count() as f64;
-        if open >= files * LIMIT_SHARE {
-            return Some("too_many_open_files");
-        }
-    }
-    let kernel = std::fs::read_to_string("/proc/sys/kernel/threads-max")
-        .ok()
-        .and_then(|t| t.trim().parse::<f64>().ok());
-    let max = match (soft("Max processes"), kernel) {
-        (Some(a), Some(b)) => a.min(b),
-        (a, b) => a.or(b)?,
-    };
-    let status = std::fs::read_to_string(format!("{proc}/status")).ok()?;
-    let threads = status
-        .lines()
-        .find_map(|l| l.strip_prefix("Threads:"))
-        .and_then(|n| n.trim().parse::<f64>().ok())?;
-    (threads >= max * LIMIT_SHARE).then_some("too_many_threads")
 }
 
 /// `CLOCK_MONOTONIC` in µs, for systemd's `RELOADING=1`.

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # A bounded fuzz campaign: each cargo-fuzz target in fuzz/ (authorization, verify, encode,
-# connection, chunked) runs for FUZZ_SECONDS (default 20) from a copy of its seed corpus in
+# connection, chunked, upstream_answer) runs for FUZZ_SECONDS (default 20) from a copy of its seed corpus in
 # fuzz/corpus/, one after the other; exits non-zero when a target finds a crash (a panic, a failed check, a
 # timeout or running out of memory). Prints each target's execs, exec/s, coverage and CPU
 # time from libFuzzer's output. Uses the nightly toolchain when rustup has one, else the
@@ -26,7 +26,7 @@ cd "$(dirname "$0")/.."
 seconds=${FUZZ_SECONDS:-20}
 sanitizer=${FUZZ_SANITIZER:-none}
 targets=("$@")
-[ ${#targets[@]} -gt 0 ] || targets=(authorization verify encode connection chunked)
+[ ${#targets[@]} -gt 0 ] || targets=(authorization verify encode connection chunked upstream_answer)
 
 # cargo-fuzz wants nightly, but without a sanitizer it passes no nightly-only flag: the
 # default toolchain builds the targets then (a new machine may have no nightly).

@@ -230,3 +230,48 @@ fn metrics_with_several_workers_is_a_usage_error() {
         "{stderr}"
     );
 }
+
+#[test]
+fn proxy_mode_counts_the_apps_answers_and_its_share_of_the_latency() {
+    // An app that takes 100 ms to answer each request.
+    let app = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}", app.local_addr().unwrap());
+    std::thread::spawn(move || {
+        for stream in app.incoming() {
+            let Ok(mut stream) = stream else { return };
+            std::thread::spawn(move || {
+                let mut reader = std::io::BufReader::new(stream.try_clone().unwrap());
+                loop {
+                    let mut line = String::new();
+                    if reader.read_line(&mut line).unwrap_or(0) == 0 {
+                        return;
+                    }
+                    if line == "\r\n" {
+                        std::thread::sleep(Duration::from_millis(100));
+                        let answer = "HTTP/1.1 201 Created\r\nContent-Length: 0\r\n\r\n";
+                        if stream.write_all(answer.as_bytes()).is_err() {
+                            return;
+                        }
+                    }
+                }
+            });
+        }
+    });
+    let (server, metrics) = start(&["--upstream", &url]);
+    let alice = token(&["--sub", "alice"]);
+    for _ in 0..3 {
+        assert_eq!(server.get_with_token("/x", &alice).status, 201);
+    }
+    assert_eq!(server.get("/x", &[]).status, 401);
+    let m = scrape(metrics);
+    assert_eq!(m["jwtguard_responses_total{code=\"2xx\"}"], 3.0, "{m:?}");
+    assert_eq!(m["jwtguard_responses_total{code=\"4xx\"}"], 1.0);
+    // The app's 100 ms, for each of the three forwarded, and none for the refused one.
+    assert_eq!(m["jwtguard_upstream_duration_seconds_count"], 3.0);
+    let sum = m["jwtguard_upstream_duration_seconds_sum"];
+    assert!((0.3..3.0).contains(&sum), "{sum}");
+    assert_eq!(
+        m["jwtguard_upstream_duration_seconds_bucket{le=\"0.03\"}"],
+        0.0
+    );
+}

@@ -377,3 +377,63 @@ fn a_full_worker_is_not_replaced_and_its_limiter_keeps_counting() {
     );
     assert_eq!(poll_once(server.addr, &forged), Ok(429));
 }
+
+/// An app on loopback that answers every request `200 app`, keeping its connections.
+fn app() -> String {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { return };
+            std::thread::spawn(move || {
+                use std::io::{BufRead as _, Write as _};
+                let mut reader = std::io::BufReader::new(stream.try_clone().unwrap());
+                let mut line = String::new();
+                while reader.read_line(&mut line).unwrap_or(0) > 0 {
+                    if line == "\r\n" {
+                        let answer = b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\n\r\napp";
+                        if stream.write_all(answer).is_err() {
+                            return;
+                        }
+                    }
+                    line.clear();
+                }
+            });
+        }
+    });
+    url
+}
+
+#[test]
+fn a_reload_may_add_or_remove_the_upstream() {
+    let dir = TempDir::new();
+    let config = dir.path("jwtguard.conf");
+    std::fs::write(&config, "protect /api/\n").unwrap();
+    let server = Server::spawn(
+        dir,
+        &["--config", config.to_str().unwrap()],
+        &[("JWTGUARD_SECRET", SECRET)],
+        Stdio::null(),
+    );
+    wait_for("the first worker", || workers(server.pid()).len() == 1);
+    let token = token(&["--sub", "lee"]);
+    // Serve mode: /x is nobody's.
+    assert_eq!(server.get_with_token("/x", &token).status, 404);
+    let mut seen = workers(server.pid());
+    let mut reload = |text: String| {
+        std::fs::write(&config, text).unwrap();
+        signal(server.pid(), "HUP");
+        wait_for("the new worker alone", || {
+            let now = workers(server.pid());
+            now.len() == 1 && !seen.contains(&now[0])
+        });
+        seen.extend(workers(server.pid()));
+    };
+    // Proxy mode after a reload: /x goes on to the app.
+    reload(format!("upstream {}\n", app()));
+    let response = server.get_with_token("/x", &token);
+    assert_eq!((response.status, response.body.as_str()), (200, "app"));
+    // And back.
+    reload("protect /api/\n".to_owned());
+    assert_eq!(server.get_with_token("/x", &token).status, 404);
+}

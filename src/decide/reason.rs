@@ -48,7 +48,7 @@ pub enum Reason {
     /// a method or a header name that is not a token. Its body
     /// could be read as another request, so the connection is closed.
     BadFraming,
-    /// The request announces a body larger than jwtguard will let tiny_http drain.
+    /// The request announces a `Content-Length` over 16 MiB.
     BodyTooLarge,
     /// With an upstream, a body on `GET`, `HEAD`, `OPTIONS` or `DELETE` (without
     /// `--allow-body-on-any-method`): an app that does not read it would take it for the

@@ -269,8 +269,8 @@ pub enum Supervision<'a> {
         /// From the end seen to the new worker accepting.
         took: std::time::Duration,
     },
-    /// The watchdog found `previous` unhealthy (`cause`, a code: `loop_stalled`,
-    /// `too_many_open_files`, `too_many_threads`); `worker` serves, and
+    /// The watchdog found `previous` unhealthy (`cause`, a code: `loop_stalled`); `worker`
+    /// serves, and
     /// `previous` finishes what it holds.
     Replaced {
         /// The worker's slot (`--workers`: 0 to N-1).

@@ -2,7 +2,7 @@
 //! `Content-Length`, the reply's headers and its small JSON body, written whole into the
 //! connection's output so that one `send` carries it (and the answers pipelined with it).
 
-use crate::http::Reply;
+use crate::reply::Reply;
 
 /// How to frame one answer.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -96,6 +96,7 @@ mod tests {
     }
 
     #[test]
+    #[cfg(feature = "tiny_http")]
     fn answers_are_byte_for_byte_what_main_wrote() {
         let allowed = Allowed::for_test(RequestId::new(0xab, 7), "al\"ice\u{e9}");
         let refused = Refused::for_test(RequestId::new(0xab, 8), Some(Reason::BadSignature));

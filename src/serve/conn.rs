@@ -33,6 +33,9 @@ pub(crate) enum Phase {
     Discard(u64),
     /// An answer that ends the connection was given: what comes is thrown away.
     Closing,
+    /// A request's body is the caller's (proxy mode forwards it): nothing is read as a
+    /// request until [`Conn::resume`] gives back what followed the body.
+    Passed,
 }
 
 /// A connection's protocol state.
@@ -46,6 +49,9 @@ pub(crate) struct Conn {
     phase: Phase,
     /// Requests handed over since the connection began.
     requests: u64,
+    /// Proxy mode: a body goes to the caller ([`Phase::Passed`]) instead of being thrown
+    /// away.
+    pass_bodies: bool,
 }
 
 /// What [`Conn::feed`] did.
@@ -70,6 +76,32 @@ impl Conn {
             scanned: 0,
             phase: Phase::Head,
             requests: 0,
+            pass_bodies: false,
+        }
+    }
+
+    /// A connection whose bodies are the caller's (proxy mode).
+    pub(crate) fn passing_bodies() -> Conn {
+        Conn {
+            pass_bodies: true,
+            ..Conn::new()
+        }
+    }
+
+    /// In [`Phase::Passed`]: takes the bytes held after the head (the start of the body
+    /// and perhaps what follows it).
+    pub(crate) fn take_held(&mut self) -> Vec<u8> {
+        self.scanned = 0;
+        std::mem::take(&mut self.held)
+    }
+
+    /// The passed body ended: `rest` (what followed it) is read as requests again.
+    pub(crate) fn resume(&mut self, rest: &[u8]) {
+        if self.phase == Phase::Passed {
+            self.phase = Phase::Head;
+            self.held.clear();
+            self.held.extend_from_slice(rest);
+            self.scanned = 0;
         }
     }
 
@@ -142,6 +174,7 @@ impl Conn {
         loop {
             match self.phase {
                 Phase::Closing => return (buf.len(), fed),
+                Phase::Passed => return (at, fed),
                 Phase::Discard(left) => {
                     let take = left.min((buf.len() - at) as u64);
                     at += take as usize;
@@ -226,7 +259,8 @@ impl Conn {
                 // `Expect: 100-continue` the client waits for a 100 that is never sent
                 // before the token is checked, so the answer closes instead.
                 let body = match framing.body {
-                    Body::None => Some(Phase::Head),
+                    Body::None | Body::Length(0) => Some(Phase::Head),
+                    Body::Length(_) | Body::Chunked if self.pass_bodies => Some(Phase::Passed),
                     Body::Length(n)
                         if n <= MAX_DISCARDED_BODY && framing.expect == Expect::None =>
                     {
@@ -235,6 +269,11 @@ impl Conn {
                     _ => None,
                 };
                 match body {
+                    // The caller ends the connection after the body, when it is to end.
+                    Some(Phase::Passed) => {
+                        self.phase = Phase::Passed;
+                        !persistent
+                    }
                     Some(next) if persistent => {
                         self.phase = next;
                         false
@@ -243,7 +282,7 @@ impl Conn {
                 }
             }
         };
-        if close {
+        if close && self.phase != Phase::Passed {
             self.close();
         }
         self.requests += 1;

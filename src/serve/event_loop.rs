@@ -1,8 +1,9 @@
 //! The loop: one thread, one `epoll` (mio), a [`Token`] per connection. Each turn it reads
 //! the clock once, accepts, reads every ready connection until `WouldBlock` (or until its
 //! answers back up), decides the heads it completes with the guard, writes their events
-//! in one `write(2)` (the group commit), then queues each answer and flushes each
-//! connection once. No thread per connection, none per request.
+//! in one `write(2)` (the group commit), then queues each answer (or, in proxy mode,
+//! starts its exchange with the upstream, whose sockets are in the same poll) and flushes
+//! each connection once. No thread per connection, none per request.
 
 use std::collections::HashMap;
 use std::io::{self, Read as _, Write as _};
@@ -17,25 +18,29 @@ use mio::{Events, Interest, Poll, Token, Waker};
 use super::Limits;
 use super::answer::{self, Framing};
 use super::conn::{Conn, Item, Phase};
+use super::exchange::Exchange;
+use super::proxy::{Proxy, Uploads};
+use super::route::{Queued, Route, What, route};
 use super::timers::{Armed, Check, Kind, Timers};
+use super::upstream::Pool;
 use crate::event::{Event, RequestId};
-use crate::guard::{Decision, Pending, Request};
-use crate::http::Reply;
+use crate::guard::Decision;
 use crate::logger::{self, Batch};
-use crate::{Error, Guard, Reason};
+use crate::reply::Reply;
+use crate::{Error, Guard};
 
 const LISTENER: Token = Token(usize::MAX - 1);
 const WAKER: Token = Token(usize::MAX - 2);
 
 /// One read's worth: a whole pipelined burst of small requests, or a head at the limit.
-const READ_CHUNK: usize = 16 * 1024;
+pub(super) const READ_CHUNK: usize = 16 * 1024;
 /// Past this many unsent bytes, a connection is not read (backpressure): a client that
 /// pipelines without reading costs this much, not memory without end.
-const HIGH_WATER: usize = 64 * 1024;
+pub(super) const HIGH_WATER: usize = 64 * 1024;
 /// The most requests taken from one connection in one turn: the others get their turn.
 const MAX_REQUESTS_PER_TURN: usize = 32;
 /// The most bytes read from one connection in one turn (input thrown away included).
-const MAX_READ_PER_TURN: usize = 4 * READ_CHUNK;
+pub(super) const MAX_READ_PER_TURN: usize = 4 * READ_CHUNK;
 /// The most connections accepted in one turn, so that reads go on during a flood of them.
 const ACCEPT_BATCH: usize = 128;
 /// How long accepting pauses when the process is out of descriptors (or memory).
@@ -93,6 +98,8 @@ pub(crate) struct Context<'a> {
     /// The forward-auth endpoint's path, if any.
     pub forward_auth: Option<&'a str>,
     pub limits: &'a Limits,
+    /// Proxy mode: the upstream.
+    pub proxy: Option<&'a Proxy>,
     /// Stop now (answers in hand are flushed once).
     pub stop: &'a AtomicBool,
     /// Hand over: stop accepting, finish, close idle connections, return.
@@ -101,41 +108,29 @@ pub(crate) struct Context<'a> {
 }
 
 /// A connection: its socket and protocol state, its unsent answers and its timer.
-struct Slot {
-    stream: TcpStream,
+pub(super) struct Slot {
+    pub(super) stream: TcpStream,
     peer: SocketAddr,
-    conn: Conn,
-    out: Vec<u8>,
+    pub(super) conn: Conn,
+    pub(super) out: Vec<u8>,
     /// The id of the last answer among the unsent bytes.
-    unsent_id: Option<RequestId>,
+    pub(super) unsent_id: Option<RequestId>,
     /// It may have input not read yet (edge-triggered: until a read says `WouldBlock`).
-    readable: bool,
+    pub(super) readable: bool,
     /// Its peer ended its input (or the connection failed).
-    eof: bool,
+    pub(super) eof: bool,
     /// The connection failed: close it.
-    dead: bool,
+    pub(super) dead: bool,
     /// Its closing answer is out and its write side shut.
     lingering: bool,
     /// Complete heads held for a later turn.
-    more: bool,
+    pub(super) more: bool,
     timer: Armed,
     /// Counted against its address's cap.
     capped: bool,
-    progress: bool,
-}
-
-/// What a decided request gets, once its event is written.
-enum What {
-    Health,
-    Guarded(Pending),
-    Auth(Pending),
-    Status(u16),
-}
-
-struct Queued {
-    token: usize,
-    what: What,
-    framing: Framing,
+    pub(super) progress: bool,
+    /// Proxy mode: the request being forwarded (one at a time).
+    pub(super) exchange: Option<Box<Exchange>>,
 }
 
 /// Serves on `front` until stopped or drained; returns how many requests were answered.
@@ -152,7 +147,11 @@ pub(crate) fn serve(front: Front, cx: Context<'_>) -> (u64, Result<(), Error>) {
             limits.body_timeout,
             limits.send_timeout,
             LINGER,
+            // Serve mode has no exchange: any length does.
+            cx.proxy.map_or(limits.idle_timeout, |p| p.timeout),
         ]),
+        pool: cx.proxy.map(|p| Pool::new(p.addrs.clone())),
+        uploads: Uploads::new(),
         cx,
         slots: Vec::new(),
         free: Vec::new(),
@@ -177,11 +176,15 @@ pub(crate) fn serve(front: Front, cx: Context<'_>) -> (u64, Result<(), Error>) {
     (lp.answered, result)
 }
 
-struct Loop<'a> {
-    poll: Poll,
+pub(super) struct Loop<'a> {
+    pub(super) poll: Poll,
     listener: Option<TcpListener>,
     cx: Context<'a>,
-    slots: Vec<Option<Slot>>,
+    pub(super) slots: Vec<Option<Slot>>,
+    /// Proxy mode: the upstream connections.
+    pub(super) pool: Option<Pool>,
+    /// Proxy mode: request bodies on their way, by client.
+    pub(super) uploads: Uploads,
     free: Vec<usize>,
     live: usize,
     /// Connections by address, for the per-address cap.
@@ -190,10 +193,10 @@ struct Loop<'a> {
     queued: Vec<Queued>,
     touched: Vec<usize>,
     /// Connections with input to go on with next turn.
-    again: Vec<usize>,
-    scratch: Box<[u8]>,
-    body: Vec<u8>,
-    answered: u64,
+    pub(super) again: Vec<usize>,
+    pub(super) scratch: Box<[u8]>,
+    pub(super) body: Vec<u8>,
+    pub(super) answered: u64,
     /// The listener may have connections waiting.
     accept_more: bool,
     accept_paused: Option<Instant>,
@@ -201,11 +204,11 @@ struct Loop<'a> {
     refused: u64,
     refused_reason: (&'static str, &'static str),
     refusal_logged: Option<Instant>,
-    draining: Option<Instant>,
+    pub(super) draining: Option<Instant>,
     /// Why accepting failed for good, if it did.
     accept_failed: Option<io::Error>,
     /// The clock, read once a turn.
-    now: Instant,
+    pub(super) now: Instant,
 }
 
 impl Loop<'_> {
@@ -244,6 +247,18 @@ impl Loop<'_> {
                 match event.token() {
                     LISTENER => self.accept_more = true,
                     WAKER => {}
+                    token if Pool::index(token).is_some() => {
+                        let i = Pool::index(token).expect("matched");
+                        let readable =
+                            event.is_readable() || event.is_read_closed() || event.is_error();
+                        let writable = event.is_writable() || event.is_error();
+                        let registry = self.poll.registry();
+                        if let Some(pool) = self.pool.as_mut()
+                            && let Some(t) = pool.event(registry, i, readable, writable)
+                        {
+                            self.touched.push(t);
+                        }
+                    }
                     Token(t) => {
                         if let Some(Some(slot)) = self.slots.get_mut(t) {
                             if event.is_readable() || event.is_read_closed() || event.is_error() {
@@ -265,6 +280,7 @@ impl Loop<'_> {
             self.answer(written);
             for i in 0..self.touched.len() {
                 let t = self.touched[i];
+                self.drive(t);
                 self.flush(t);
                 self.settle(t);
             }
@@ -386,7 +402,10 @@ impl Loop<'_> {
         self.slots[t] = Some(Slot {
             stream,
             peer,
-            conn: Conn::new(),
+            conn: match self.cx.proxy {
+                Some(_) => Conn::passing_bodies(),
+                None => Conn::new(),
+            },
             out: Vec::new(),
             unsent_id: None,
             readable: false,
@@ -397,6 +416,7 @@ impl Loop<'_> {
             timer,
             capped,
             progress: false,
+            exchange: None,
         });
         self.live += 1;
     }
@@ -448,15 +468,33 @@ impl Loop<'_> {
         let Some(Some(slot)) = self.slots.get_mut(t) else {
             return;
         };
+        if slot.exchange.is_some() {
+            return self.pump_body(t);
+        }
         let max_head = self.cx.limits.max_header_bytes;
         let draining = self.draining.is_some();
-        let (guard, forward_auth) = (self.cx.guard, self.cx.forward_auth);
+        let (guard, forward_auth, proxy) = (self.cx.guard, self.cx.forward_auth, self.cx.proxy);
         let queued = &mut self.queued;
         let peer = slot.peer;
-        let mut on = |item: Item<'_>| route(item, t, peer, guard, forward_auth, draining, queued);
-        let mut budget = MAX_REQUESTS_PER_TURN;
+        let mut on = |item: Item<'_>| {
+            let cx = Route {
+                t,
+                peer,
+                guard,
+                forward_auth,
+                proxy,
+                draining,
+            };
+            route(item, &cx, queued)
+        };
+        // Proxy mode: one request at a time, its exchange over before the next is read.
+        let mut budget = match proxy {
+            Some(_) => 1,
+            None => MAX_REQUESTS_PER_TURN,
+        };
         let mut bytes = MAX_READ_PER_TURN;
-        if slot.more {
+        // Held heads wait while the answers back up, as unread input does.
+        if slot.more && slot.out.len() < HIGH_WATER {
             let fed = slot.conn.feed(&[], max_head, budget, &mut on);
             budget -= fed.items.min(budget);
             slot.more = fed.more;
@@ -499,53 +537,95 @@ impl Loop<'_> {
         // One clock read a turn, and only with --metrics: from the turn's read to now.
         let took = crate::metrics::on().then(|| self.now.elapsed());
         for q in std::mem::take(&mut self.queued) {
-            let decision;
             let names;
             // The shutdown event counts the users' requests: not the supervisor's (or a
             // load balancer's) health checks.
             let counted = !matches!(q.what, What::Health);
-            let reply = match &q.what {
-                What::Health => Reply::Health {
+            let (token, mut framing) = (q.token, q.framing);
+            let auth = matches!(q.what, What::Auth(_));
+            let (decision, forward) = match q.what {
+                What::Health => (None, None),
+                What::Status(status) => {
+                    self.answer_with(token, &Reply::Status(status, None), framing, counted, took);
+                    continue;
+                }
+                What::Guarded(pending) | What::Auth(pending) => {
+                    (Some(pending.settle(written)), None)
+                }
+                What::Forward(pending, fwd) => (Some(pending.settle(written)), Some(fwd)),
+            };
+            if let Some(mut fwd) = forward {
+                let id = match &decision {
+                    Some(Decision::Allowed(allowed)) => Some(allowed.request_id()),
+                    Some(Decision::Public) => Some(self.cx.guard.new_request_id()),
+                    _ => None,
+                };
+                if let Some(id) = id {
+                    // Every forwarded answer has an id, a public path's too (its 502 is
+                    // the app's trouble, and its event says which request).
+                    let mut head = std::mem::take(&mut fwd.head);
+                    let identity = match &decision {
+                        Some(Decision::Allowed(allowed)) => Some(allowed),
+                        _ => None,
+                    };
+                    let identity = identity.into_iter().flat_map(|a| a.headers());
+                    super::request_head::end(&mut head, identity, Some(id), fwd.body);
+                    self.start_exchange(token, fwd, Some(id), head);
+                    continue;
+                }
+            }
+            let reply = match &decision {
+                None => Reply::Health {
                     log_failing,
                     draining,
                     no_keys: !self.cx.guard.keys_loaded(),
                 },
-                What::Status(status) => Reply::Status(*status, None),
-                What::Guarded(_) | What::Auth(_) => {
-                    let auth = matches!(q.what, What::Auth(_));
-                    let (What::Guarded(pending) | What::Auth(pending)) = q.what else {
-                        unreachable!("matched above")
-                    };
-                    decision = pending.settle(written);
-                    match &decision {
-                        Decision::Public if auth => {
-                            names = self.cx.guard.identity_names();
-                            Reply::Open(names)
-                        }
-                        Decision::Public => Reply::NotFound,
-                        Decision::Allowed(allowed) => Reply::Allowed(allowed),
-                        Decision::Refused(refused) => Reply::Refused(refused),
-                    }
+                Some(Decision::Public) if auth => {
+                    names = self.cx.guard.identity_names();
+                    Reply::Open(names)
                 }
+                Some(Decision::Public) => Reply::NotFound,
+                Some(Decision::Allowed(allowed)) => Reply::Allowed(allowed),
+                Some(Decision::Refused(refused)) => Reply::Refused(refused),
             };
-            self.answered += u64::from(counted);
-            crate::metrics::answer(reply.status());
-            if let Some(took) = took {
-                crate::metrics::request_took(took);
+            if let Some(Some(slot)) = self.slots.get_mut(token)
+                && slot.conn.phase() == Phase::Passed
+            {
+                // Proxy mode: a body not forwarded stays unread, and nothing after it is a
+                // request.
+                slot.conn.close();
+                framing.close = true;
             }
-            let Some(Some(slot)) = self.slots.get_mut(q.token) else {
-                continue;
-            };
-            if slot.out.capacity() == 0 {
-                slot.out.reserve(KEPT_OUTPUT);
-            }
-            answer::push(&reply, q.framing, &mut slot.out, &mut self.body);
-            slot.unsent_id = match &reply {
-                Reply::Allowed(a) => Some(a.request_id()),
-                Reply::Refused(r) => Some(r.request_id()),
-                _ => slot.unsent_id,
-            };
+            self.answer_with(token, &reply, framing, counted, took);
         }
+    }
+
+    /// Writes `reply` into connection `token`'s output.
+    fn answer_with(
+        &mut self,
+        token: usize,
+        reply: &Reply<'_>,
+        framing: Framing,
+        counted: bool,
+        took: Option<Duration>,
+    ) {
+        self.answered += u64::from(counted);
+        crate::metrics::answer(reply.status());
+        if let Some(took) = took {
+            crate::metrics::request_took(took);
+        }
+        let Some(Some(slot)) = self.slots.get_mut(token) else {
+            return;
+        };
+        if slot.out.capacity() == 0 {
+            slot.out.reserve(KEPT_OUTPUT);
+        }
+        answer::push(reply, framing, &mut slot.out, &mut self.body);
+        slot.unsent_id = match reply {
+            Reply::Allowed(a) => Some(a.request_id()),
+            Reply::Refused(r) => Some(r.request_id()),
+            _ => slot.unsent_id,
+        };
     }
 
     /// Sends what the connection has to send, until it is sent or the socket is full.
@@ -587,7 +667,11 @@ impl Loop<'_> {
         let Some(Some(slot)) = self.slots.get_mut(t) else {
             return;
         };
-        if slot.conn.phase() == Phase::Closing && slot.out.is_empty() && !slot.lingering {
+        if slot.conn.phase() == Phase::Closing
+            && slot.out.is_empty()
+            && !slot.lingering
+            && slot.exchange.is_none()
+        {
             // The closing answer is out: say so with a FIN, and read until the client's
             // end, so that its unread input does not make the kernel reset the connection
             // under the answer.
@@ -595,17 +679,25 @@ impl Loop<'_> {
             slot.lingering = true;
             slot.readable = true;
         }
-        if slot.dead || (slot.eof && slot.out.is_empty()) {
+        // With the client's input ended, what it asked for before is still answered (an
+        // exchange under way, pipelined heads held).
+        let done = slot.eof && slot.out.is_empty() && slot.exchange.is_none() && !slot.more;
+        if slot.dead || done {
             return self.close(t);
         }
         let kind = if slot.lingering {
             Kind::Linger
+        } else if slot.exchange.is_some() {
+            match slot.out.len() >= HIGH_WATER {
+                true => Kind::Send,
+                false => Kind::Upstream,
+            }
         } else if !slot.out.is_empty() {
             Kind::Send
         } else {
             match slot.conn.phase() {
                 Phase::Discard(_) => Kind::Body,
-                Phase::Closing => Kind::Send,
+                Phase::Closing | Phase::Passed => Kind::Send,
                 Phase::Head if slot.conn.held() > 0 => Kind::Head,
                 Phase::Head if slot.conn.requests() == 0 => Kind::Fresh,
                 Phase::Head => Kind::Idle,
@@ -618,15 +710,31 @@ impl Loop<'_> {
                 _ => self.now,
             };
             slot.timer = self.timers.arm(kind, t, since, self.live);
-        } else if slot.progress && matches!(kind, Kind::Idle | Kind::Body | Kind::Send) {
+        } else if slot.progress
+            && matches!(kind, Kind::Idle | Kind::Body | Kind::Send | Kind::Upstream)
+        {
             // Progress restarts the waits between reads or writes; a head's time and a
             // lingering close's are for the whole of it.
             slot.timer.since = self.now;
         }
         slot.progress = false;
         let backed_up = slot.out.len() >= HIGH_WATER;
-        // Input left for the next turn: heads held back, or a socket not read to its end.
-        if !backed_up && (slot.more || (slot.readable && !slot.eof)) {
+        let again = match slot.exchange.as_deref() {
+            // An exchange goes on next turn when a side it may read (or write) is ready.
+            Some(ex) => {
+                let body = slot.readable && !slot.eof && ex.wants_body();
+                let up = ex
+                    .upstream()
+                    .and_then(|i| self.pool.as_mut()?.get(i))
+                    .is_some_and(|up| {
+                        (up.readable && !backed_up) || (up.writable && ex.has_to_send())
+                    });
+                body || up
+            }
+            // Input left for the next turn: heads held back, or a socket not read to its end.
+            None => !backed_up && (slot.more || (slot.readable && !slot.eof)),
+        };
+        if again {
             self.again.push(t);
         }
     }
@@ -662,6 +770,10 @@ impl Loop<'_> {
                         });
                     }
                     self.close(t);
+                }
+                Kind::Upstream => {
+                    self.exchange_timed_out(t);
+                    self.touched.push(t);
                 }
                 Kind::Fresh | Kind::Idle | Kind::Body | Kind::Linger => self.close(t),
             }
@@ -707,6 +819,7 @@ impl Loop<'_> {
     }
 
     fn close(&mut self, t: usize) {
+        self.end_exchange(t);
         let Some(mut slot) = self.slots.get_mut(t).and_then(Option::take) else {
             return;
         };
@@ -764,6 +877,9 @@ impl Loop<'_> {
         if let Some(mut listener) = self.listener.take() {
             let _ = self.poll.registry().deregister(&mut listener);
         }
+        if let Some(pool) = self.pool.as_mut() {
+            pool.close_idle(self.poll.registry());
+        }
         self.draining = Some(self.now);
     }
 
@@ -773,90 +889,4 @@ impl Loop<'_> {
             self.flush(t);
         }
     }
-}
-
-/// Decides one item of connection `t` and queues its answer.
-fn route(
-    item: Item<'_>,
-    t: usize,
-    peer: SocketAddr,
-    guard: &Guard,
-    forward_auth: Option<&str>,
-    draining: bool,
-    queued: &mut Vec<Queued>,
-) {
-    let (head, fields, close) = match item {
-        Item::Refused(status) => {
-            let (reason, text) = match status {
-                417 => (
-                    "expectation_failed",
-                    "an expectation other than 100-continue: 417, connection closed",
-                ),
-                431 => (
-                    "header_too_large",
-                    "a request head over --max-header-bytes or 100 fields: 431, connection closed",
-                ),
-                _ => (
-                    "malformed_request",
-                    "not an HTTP/1 request head: 400, connection closed",
-                ),
-            };
-            logger::record(&Event::Connection {
-                reason,
-                text,
-                status: Some(status),
-                source_ip: Some(peer.ip().to_canonical()),
-                count: 1,
-            });
-            let framing = Framing {
-                minor: 1,
-                head_only: false,
-                close: true,
-            };
-            let what = What::Status(status);
-            return queued.push(Queued {
-                token: t,
-                what,
-                framing,
-            });
-        }
-        Item::Request {
-            head,
-            fields,
-            close,
-        } => (head, fields, close),
-    };
-    let framing = Framing {
-        minor: head.version.1,
-        head_only: head.method == "HEAD",
-        close: close || draining,
-    };
-    let target = super::head::origin_form(head.target);
-    let mut parts = Request::new(head.method, target, fields).with_peer(peer.ip());
-    if head.version != (1, 0) {
-        parts = parts.requiring_host();
-    }
-    let path = crate::path::normalise(target);
-    let auth = forward_auth.is_some() && path.as_deref().ok() == forward_auth;
-    let what = if let Err(reason) = head.framing {
-        let parts = match auth {
-            true => guard.original(parts).unwrap_or_else(|own| own),
-            false => parts,
-        };
-        What::Guarded(guard.refuse(&parts, reason))
-    } else if path.as_deref() == Ok("/healthz") {
-        What::Health
-    } else if auth {
-        What::Auth(match guard.original(parts) {
-            Ok(parts) => guard.decide(&parts),
-            Err(own) => guard.refuse(&own, Reason::InvalidRequest),
-        })
-    } else {
-        What::Guarded(guard.decide(&parts))
-    };
-    queued.push(Queued {
-        token: t,
-        what,
-        framing,
-    });
 }

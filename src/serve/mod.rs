@@ -1,24 +1,35 @@
-//! jwtguard's own HTTP/1 front end (serve mode): one event loop per worker, no thread per
-//! connection, every limit and timeout named.
+//! jwtguard's own HTTP/1 front end (serve, forward-auth and proxy mode): one event loop
+//! per worker, no thread per connection, every limit and timeout named.
 //!
 //! - [`head`]: a request head from bytes, into the caller's arrays (httparse), and the
 //!   framing rules of RFC 9112.
 //! - [`conn`]: one connection's protocol state, fed bytes, with no `Read`/`Write`.
 //! - [`answer`]: jwtguard's answers as bytes.
 //! - [`chunked`]: a chunked body from bytes, to its exact end (the proxy's, both ways).
+//! - [`request_head`], [`response`]: proxy mode's heads, up and down.
+//! - [`upstream`]: upstream connections and their keep-alive pool.
+//! - [`exchange`]: one request's exchange with the upstream, fed bytes, with no I/O.
+//! - [`proxy`]: proxy mode in the loop: exchanges driven over their sockets.
 //! - [`timers`]: one FIFO queue per kind of timeout.
+//! - [`route`]: what each request (or refused head) gets, decided.
 //! - [`event_loop`]: the mio loop: accept, read, decide, record, answer, flush.
 //!
 //! It may import the guard (`crate::guard`, `crate::path`), the log (`crate::logger`,
-//! `crate::event`) and the answers' contents (`crate::http::Reply`); only `crate::server`
-//! imports it, and `crate::proxy` its [`chunked`] reader.
+//! `crate::event`), the answers' contents (`crate::reply`) and the metrics; only
+//! `crate::server` imports it (and the fuzzers its connection and chunked readers).
 
 pub(crate) mod answer;
 pub(crate) mod chunked;
 pub(crate) mod conn;
 pub(crate) mod event_loop;
+pub(crate) mod exchange;
 pub(crate) mod head;
+pub(crate) mod proxy;
+pub(crate) mod request_head;
+pub(crate) mod response;
+pub(crate) mod route;
 pub(crate) mod timers;
+pub(crate) mod upstream;
 
 use std::time::Duration;
 

@@ -23,9 +23,13 @@ pub(crate) enum Kind {
     Send,
     /// The client's end after a closing answer (nginx `lingering_timeout`).
     Linger,
+    /// Proxy mode: progress of an exchange with the upstream, either way
+    /// (`--upstream-timeout`, nginx `proxy_read_timeout`): 504, or 408 for a client's
+    /// stalled body.
+    Upstream,
 }
 
-const KINDS: usize = 6;
+const KINDS: usize = 7;
 
 const ALL: [Kind; KINDS] = [
     Kind::Fresh,
@@ -34,6 +38,7 @@ const ALL: [Kind; KINDS] = [
     Kind::Body,
     Kind::Send,
     Kind::Linger,
+    Kind::Upstream,
 ];
 
 impl Kind {

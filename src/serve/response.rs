@@ -1,25 +1,24 @@
-//! The upstream's response head: parsed where it lies (in a connection's buffer or a
-//! head read line by line), its framing, and the head jwtguard writes to the client.
+//! The upstream's response head: parsed where it lies (in the upstream connection's
+//! input), its framing, and the head jwtguard writes to the client.
 
 use std::io::Write as _;
 
-use super::Failure;
 use super::request_head::HOP_BY_HOP;
 use crate::event::RequestId;
 
 /// The most upstream response headers.
-pub(super) const MAX_HEADERS: usize = 128;
+pub(crate) const MAX_HEADERS: usize = 128;
 
 /// Room for [`MAX_HEADERS`] headers, for [`parse`] to fill ([`room`]).
-pub(super) type Storage<'b> = [httparse::Header<'b>; MAX_HEADERS];
+pub(crate) type Storage<'b> = [httparse::Header<'b>; MAX_HEADERS];
 
 /// An empty [`Storage`].
-pub(super) fn room<'b>() -> Storage<'b> {
+pub(crate) fn room<'b>() -> Storage<'b> {
     [httparse::EMPTY_HEADER; MAX_HEADERS]
 }
 
 /// What the start of a buffer holds.
-pub(super) enum Parsed<'h, 'b> {
+pub(crate) enum Parsed<'h, 'b> {
     /// Not a whole head yet.
     Partial,
     /// An interim (1xx) response head of this many bytes, to be skipped.
@@ -29,7 +28,7 @@ pub(super) enum Parsed<'h, 'b> {
 }
 
 /// A final response head, borrowed from the bytes it was parsed from.
-pub(super) struct Head<'h, 'b> {
+pub(crate) struct Head<'h, 'b> {
     pub status: u16,
     reason: &'b str,
     headers: &'h [httparse::Header<'b>],
@@ -37,13 +36,18 @@ pub(super) struct Head<'h, 'b> {
     pub keep_alive: bool,
 }
 
+/// An upstream answer that is not valid HTTP/1.x, or is framed ambiguously
+/// (`upstream_error`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Invalid;
+
 /// Parses the response head at the start of `buf`; an invalid one, or an upgrade (101),
 /// is an upstream error.
-pub(super) fn parse<'h, 'b>(
+pub(crate) fn parse<'h, 'b>(
     buf: &'b [u8],
     room: &'h mut Storage<'b>,
-) -> Result<Parsed<'h, 'b>, Failure> {
-    let bad = || Failure::Before("upstream_error", 502);
+) -> Result<Parsed<'h, 'b>, Invalid> {
+    let bad = || Invalid;
     let mut parsed = httparse::Response::new(room);
     let len = match parsed.parse(buf) {
         Ok(httparse::Status::Complete(len)) => len,
@@ -109,7 +113,7 @@ fn tokens<'a>(
 
 /// How the upstream's body is framed.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(super) enum Framing {
+pub(crate) enum Framing {
     None,
     Length(u64),
     Chunked,
@@ -130,8 +134,8 @@ impl Head<'_, '_> {
     }
 
     /// The body's framing (RFC 9112 §6.3); an ambiguous one is an upstream error.
-    pub(super) fn framing(&self, head_request: bool) -> Result<Framing, Failure> {
-        let bad = || Failure::Before("upstream_error", 502);
+    pub(crate) fn framing(&self, head_request: bool) -> Result<Framing, Invalid> {
+        let bad = || Invalid;
         if head_request || matches!(self.status, 204 | 304) {
             return Ok(Framing::None);
         }
@@ -161,16 +165,16 @@ impl Head<'_, '_> {
 
     /// Appends the head for the client to `out`: the upstream's status and end-to-end
     /// headers, the request id, and framing of jwtguard's own.
-    pub(super) fn write(
+    pub(crate) fn write(
         &self,
         out: &mut Vec<u8>,
-        version: &tiny_http::HTTPVersion,
         id: Option<RequestId>,
         framing: Framing,
         closes: bool,
         client_1_0: bool,
     ) {
-        let _ = write!(out, "HTTP/{}.{} {} ", version.0, version.1, self.status);
+        let minor = if client_1_0 { 0 } else { 1 };
+        let _ = write!(out, "HTTP/1.{minor} {} ", self.status);
         if printable(self.reason.as_bytes()) {
             out.extend_from_slice(self.reason.as_bytes());
         }
@@ -232,7 +236,7 @@ impl Head<'_, '_> {
 mod tests {
     use super::*;
 
-    fn head_of(raw: &[u8]) -> (usize, u16, bool, Result<Framing, Failure>) {
+    fn head_of(raw: &[u8]) -> (usize, u16, bool, Result<Framing, Invalid>) {
         let mut space = room();
         match parse(raw, &mut space) {
             Ok(Parsed::Final(len, head)) => {
@@ -307,8 +311,7 @@ mod tests {
                 panic!()
             };
             let mut out = Vec::new();
-            let version = tiny_http::HTTPVersion(1, 1);
-            head.write(&mut out, &version, None, Framing::None, false, false);
+            head.write(&mut out, None, Framing::None, false, false);
             let text = String::from_utf8(out).unwrap();
             let (_, headers) = text.split_once("\r\n").unwrap();
             assert_eq!(headers, format!("{want}\r\n"), "{raw:?}");
@@ -324,8 +327,7 @@ mod tests {
             panic!()
         };
         let mut out = Vec::new();
-        let version = tiny_http::HTTPVersion(1, 1);
-        head.write(&mut out, &version, None, Framing::Length(2), true, false);
+        head.write(&mut out, None, Framing::Length(2), true, false);
         assert_eq!(
             String::from_utf8(out).unwrap(),
             "HTTP/1.1 200 Fine\r\nX-App: yes\r\nContent-Length: 2\r\nConnection: close\r\n\r\n"

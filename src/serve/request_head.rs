@@ -1,5 +1,6 @@
-//! The request head jwtguard sends upstream, from plain parts: no HTTP layer's types, so
-//! that tiny_http's loop and jwtguard's own (src/serve/) forward with the same rules.
+//! The request head jwtguard sends upstream, from plain parts, written in two steps: what
+//! the request says while its bytes are at hand ([`start`]), and what the decision adds
+//! once its event is written ([`end`]).
 //!
 //! The rules: hop-by-hop headers, and those the `Connection` list names (never `Host` nor
 //! `Authorization`), are dropped; so are a client's own identity headers, `X-Request-Id`,
@@ -16,7 +17,7 @@ use crate::event::RequestId;
 
 /// Headers that describe one connection, not the message (RFC 9110 §7.6.1), and those
 /// jwtguard sets itself on the way to the upstream.
-pub(super) const HOP_BY_HOP: [&str; 10] = [
+pub(crate) const HOP_BY_HOP: [&str; 10] = [
     "Connection",
     "Keep-Alive",
     "Proxy-Connection",
@@ -49,26 +50,16 @@ pub(crate) struct Parts<'a> {
     pub peer: Option<IpAddr>,
     /// Whether the peer is a `--trusted-proxy`.
     pub trusted: bool,
-    pub body: Body,
 }
 
-/// What jwtguard adds, besides `X-Forwarded-*`.
-pub(crate) struct Added<'a, I> {
-    /// `--strip-authorization`.
-    pub strip_authorization: bool,
-    /// The names of the identity headers: a client's own copies are dropped.
-    pub identity_names: &'a [String],
-    /// The identity headers of an allowed request (none for a public one).
-    pub identity: I,
-    /// The decision's id, for an allowed request.
-    pub id: Option<RequestId>,
-}
-
-/// Appends the request line and headers for the upstream to `out`.
-pub(crate) fn write<'i>(
+/// Appends the request line and the request's own headers, as the rules keep them, and
+/// `X-Forwarded-*`: all that is known before the decision is settled (the event loop
+/// writes this while the request's bytes are at hand, and [`end`] after the group commit).
+pub(crate) fn start(
     out: &mut Vec<u8>,
     parts: &Parts<'_>,
-    added: Added<'_, impl Iterator<Item = (&'i str, &'i str)>>,
+    strip_authorization: bool,
+    identity_names: &[String],
 ) {
     let headers = parts.headers;
     let trusted = parts.trusted;
@@ -97,8 +88,8 @@ pub(crate) fn write<'i>(
             || HOP_BY_HOP.iter().any(|n| is(n))
             || is("Expect")
             || is("X-Request-Id")
-            || (is("Authorization") && added.strip_authorization)
-            || added.identity_names.iter().any(|n| is(n))
+            || (is("Authorization") && strip_authorization)
+            || identity_names.iter().any(|n| is(n))
             || is("X-Forwarded-For")
             // Apps (Symfony, IIS rewrites) route by these: a client would name a path
             // other than the one the guard decided on.
@@ -141,13 +132,28 @@ pub(crate) fn write<'i>(
     {
         header(out, "X-Forwarded-Host", host);
     }
-    for (name, value) in added.identity {
+}
+
+/// Appends the identity headers, the request id and the body's framing, and ends the head.
+pub(crate) fn end<'i>(
+    out: &mut Vec<u8>,
+    identity: impl Iterator<Item = (&'i str, &'i str)>,
+    id: Option<RequestId>,
+    body: Body,
+) {
+    let header = |out: &mut Vec<u8>, name: &str, value: &str| {
+        out.extend_from_slice(name.as_bytes());
+        out.extend_from_slice(b": ");
+        out.extend_from_slice(value.as_bytes());
+        out.extend_from_slice(b"\r\n");
+    };
+    for (name, value) in identity {
         header(out, name, value);
     }
-    if let Some(id) = added.id {
+    if let Some(id) = id {
         header(out, "X-Request-Id", id.text().as_str());
     }
-    match parts.body {
+    match body {
         Body::Chunked => header(out, "Transfer-Encoding", "chunked"),
         Body::Length(n) => header(out, "Content-Length", itoa::Buffer::new().format(n)),
         Body::None => {}
@@ -168,16 +174,10 @@ mod tests {
             headers,
             peer: Some([192, 0, 2, 7].into()),
             trusted,
-            body,
         };
         let names = ["X-Auth-User".to_owned(), "X-Team".to_owned()];
-        let added = Added {
-            strip_authorization: false,
-            identity_names: &names,
-            identity: [("X-Auth-User", "alice")].into_iter(),
-            id: None,
-        };
-        write(&mut out, &parts, added);
+        start(&mut out, &parts, false, &names);
+        end(&mut out, [("X-Auth-User", "alice")].into_iter(), None, body);
         String::from_utf8(out).unwrap()
     }
 
