@@ -2,9 +2,6 @@
 //! the library, map errors to exit codes.
 
 mod cli;
-mod fds;
-mod notify;
-mod recorder;
 mod report;
 mod supervisor;
 
@@ -14,6 +11,7 @@ use std::process::ExitCode;
 use cli::{Command, Failure};
 use jwtguard::{Cause, Config, Error, Secret, SecurityLog, Server};
 use nix::sys::signal::{SigSet, Signal};
+use supervisor::{fds, recorder};
 
 fn main() -> ExitCode {
     // Before any other thread exists, so that every thread inherits it: SIGTERM and SIGHUP

@@ -28,6 +28,8 @@ pub(crate) mod proxy;
 pub(crate) mod request_head;
 pub(crate) mod response;
 pub(crate) mod route;
+pub(crate) mod server;
+pub(crate) mod sys;
 pub(crate) mod timers;
 pub(crate) mod upstream;
 

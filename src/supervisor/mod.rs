@@ -16,7 +16,7 @@
 //! - SIGTERM and SIGINT stop the workers (SIGTERM), kill those still there after
 //!   [`STOP_LIMIT`], and then the supervisor, exit 0: within 2 s, whatever the workers do.
 //! - The supervisor's events are written by a thread of their own (src/recorder.rs), and
-//!   its process waits at most [`LOCK_WAIT`](crate::recorder::LOCK_WAIT) for a sealed
+//!   its process waits at most [`LOCK_WAIT`](recorder::LOCK_WAIT) for a sealed
 //!   log's lock: it never waits for the log, which a stuck worker may hold.
 //!
 //! A worker reports on its standard output, a pipe to the supervisor: its `listening on`
@@ -31,6 +31,10 @@
 //! earlier version made, waits behind the clients: connections that fill
 //! `--max-connections` kept it out and had a sound worker replaced, and its brute-force
 //! table emptied with it (tests/supervisor.rs).
+
+pub(crate) mod fds;
+mod notify;
+pub(crate) mod recorder;
 
 use std::ffi::OsString;
 use std::io::Read as _;
@@ -48,8 +52,8 @@ use nix::sys::signalfd::{SfdFlags, SignalFd};
 use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
 use nix::unistd::Pid;
 
-use crate::notify::Notify;
-use crate::recorder::Recorder;
+use notify::Notify;
+use recorder::Recorder;
 
 /// A worker that does not accept within this long after its start is given up.
 const START_TIMEOUT: Duration = Duration::from_secs(10);
@@ -287,7 +291,7 @@ impl Supervisor {
         command
             .args(&self.options.args)
             .envs(self.options.env.iter().map(|(k, v)| (k, v)))
-            .env(crate::fds::SUPERVISOR, std::process::id().to_string())
+            .env(fds::SUPERVISOR, std::process::id().to_string())
             .env("LISTEN_FDS", "1")
             .env_remove("LISTEN_PID")
             .env_remove("LISTEN_FDNAMES")
@@ -298,7 +302,7 @@ impl Supervisor {
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit());
-        crate::fds::pass(&mut command, &self.options.listener);
+        fds::pass(&mut command, &self.options.listener);
         let mut child = command
             .spawn()
             .map_err(|e| format!("cannot start a worker: {e}"))?;
