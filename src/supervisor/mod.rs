@@ -35,25 +35,25 @@
 pub(crate) mod fds;
 mod notify;
 pub(crate) mod recorder;
+mod slot;
+mod watchdog;
+mod worker;
 
 use std::ffi::OsString;
-use std::io::Read as _;
 use std::net::TcpListener;
 use std::os::fd::AsFd as _;
 use std::path::PathBuf;
-use std::process::{Child, ChildStdout, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use jwtguard::{Supervision, record_supervision};
-use nix::fcntl::{FcntlArg, OFlag, fcntl};
 use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
-use nix::sys::signal::{SigSet, Signal, kill};
+use nix::sys::signal::{SigSet, Signal};
 use nix::sys::signalfd::{SfdFlags, SignalFd};
-use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
-use nix::unistd::Pid;
 
 use notify::Notify;
 use recorder::Recorder;
+use slot::Slot;
+use worker::{Purpose, Worker};
 
 /// A worker that does not accept within this long after its start is given up.
 const START_TIMEOUT: Duration = Duration::from_secs(10);
@@ -82,77 +82,6 @@ pub(crate) struct Options {
     pub listener: TcpListener,
     /// How many workers serve at once (`--workers`), each in a slot of its own.
     pub workers: usize,
-}
-
-/// Why a worker was started.
-enum Purpose {
-    First,
-    Restart {
-        previous: u32,
-        how: String,
-        since: Instant,
-    },
-    Replace {
-        cause: &'static str,
-        /// The worker it replaces.
-        previous: u32,
-    },
-    Reload,
-}
-
-struct Worker {
-    child: Child,
-    out: ChildStdout,
-    /// What it printed before its `listening on` line.
-    line: Vec<u8>,
-    ready: bool,
-    started: Instant,
-    beat: Instant,
-    purpose: Purpose,
-    /// When it was asked to drain.
-    draining: Option<Instant>,
-    /// Sent SIGTERM (once it could take it: when ready).
-    stopped: bool,
-}
-
-impl Worker {
-    fn pid(&self) -> u32 {
-        self.child.id()
-    }
-
-    fn signal(&self, signal: Signal) {
-        let _ = kill(Pid::from_raw(self.pid() as i32), signal);
-    }
-
-    /// Reads what it wrote: its `listening on` line makes it ready; any byte after it is a
-    /// heartbeat. Returns true on a new heartbeat.
-    fn read(&mut self) -> bool {
-        let mut buf = [0u8; 512];
-        let mut beat = false;
-        loop {
-            match self.out.read(&mut buf) {
-                Ok(0) | Err(_) => return beat,
-                Ok(n) if self.ready => {
-                    beat = true;
-                    self.beat = Instant::now();
-                    let _ = n;
-                }
-                Ok(n) => {
-                    self.line.extend_from_slice(&buf[..n]);
-                    if let Some(end) = self.line.iter().position(|b| *b == b'\n') {
-                        if self.line.starts_with(b"listening on ") {
-                            self.ready = true;
-                            self.beat = Instant::now();
-                            beat = self.line.len() > end + 1;
-                        }
-                        self.line.clear();
-                    } else if self.line.len() > 4096 {
-                        self.line.clear();
-                    }
-                }
-            }
-        }
-    }
 }
 
 /// Runs the workers until SIGTERM or SIGINT. `Err` only when a first worker cannot
@@ -236,20 +165,6 @@ pub(crate) fn run(options: Options) -> Result<(), String> {
     }
 }
 
-/// One of the `--workers` places for a worker, with its own restarts and replacements.
-#[derive(Default)]
-struct Slot {
-    current: Option<Worker>,
-    /// Started, not yet accepting.
-    pending: Option<Worker>,
-    last_replace: Option<Instant>,
-    /// When recent workers ended abnormally: a worker that keeps failing is started again
-    /// after a growing pause.
-    crashes: Vec<Instant>,
-    /// A restart waiting for its pause: when, and why.
-    retry_at: Option<(Instant, Purpose)>,
-}
-
 struct Supervisor {
     options: Options,
     slots: Vec<Slot>,
@@ -286,42 +201,6 @@ impl Supervisor {
             .chain(self.old.iter_mut())
     }
 
-    fn spawn(&self, purpose: Purpose) -> Result<Worker, String> {
-        let mut command = Command::new(&self.options.exe);
-        command
-            .args(&self.options.args)
-            .envs(self.options.env.iter().map(|(k, v)| (k, v)))
-            .env(fds::SUPERVISOR, std::process::id().to_string())
-            .env("LISTEN_FDS", "1")
-            .env_remove("LISTEN_PID")
-            .env_remove("LISTEN_FDNAMES")
-            // The supervisor speaks to systemd; a worker would be refused anyway.
-            .env_remove("NOTIFY_SOCKET")
-            .env_remove("WATCHDOG_USEC")
-            .env_remove("WATCHDOG_PID")
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit());
-        fds::pass(&mut command, &self.options.listener);
-        let mut child = command
-            .spawn()
-            .map_err(|e| format!("cannot start a worker: {e}"))?;
-        let out = child.stdout.take().expect("piped");
-        let _ = fcntl(&out, FcntlArg::F_SETFL(OFlag::O_NONBLOCK));
-        let now = Instant::now();
-        Ok(Worker {
-            child,
-            out,
-            line: Vec::new(),
-            ready: false,
-            started: now,
-            beat: now,
-            purpose,
-            draining: None,
-            stopped: false,
-        })
-    }
-
     /// Stops the workers with `signal` (the one the supervisor got: their shutdown events
     /// name it), then the supervisor.
     fn stop(&mut self, signal: Signal) {
@@ -344,31 +223,6 @@ impl Supervisor {
                 worker.stopped = true;
             }
         }
-    }
-
-    /// Reloads (SIGHUP) the first slot from `from` on that has a worker serving: a new
-    /// worker for it. A slot without one is starting a worker already, which reads the
-    /// configuration as it is now. When no slot is left, the reload is done.
-    fn reload_from(&mut self, from: usize) {
-        self.reload = None;
-        for i in from..self.slots.len() {
-            let slot = &self.slots[i];
-            if slot.current.is_none() || slot.pending.is_some() || slot.retry_at.is_some() {
-                continue;
-            }
-            match self.spawn(Purpose::Reload) {
-                Ok(worker) => {
-                    self.slots[i].pending = Some(worker);
-                    self.reload = Some(i);
-                    return;
-                }
-                Err(how) => {
-                    self.failed_event("reload", i, how);
-                    break;
-                }
-            }
-        }
-        self.notify("READY=1");
     }
 
     fn failed_event(&self, action: &'static str, slot: usize, how: String) {
@@ -402,301 +256,10 @@ impl Supervisor {
         }
     }
 
-    /// Collects the workers that ended, and acts on each: a restart for a current one,
-    /// a failure event for a new one that never accepted.
-    fn reap(&mut self) -> Result<(), String> {
-        loop {
-            let status = match waitpid(None, Some(WaitPidFlag::WNOHANG)) {
-                Ok(WaitStatus::StillAlive) | Err(_) => return Ok(()),
-                Ok(status) => status,
-            };
-            let Some(pid) = status.pid().map(|p| p.as_raw() as u32) else {
-                continue;
-            };
-            let how = describe(status);
-            if self.stopping.is_some() {
-                // Ending, as asked.
-                for slot in &mut self.slots {
-                    slot.current.take_if(|w| w.pid() == pid);
-                    slot.pending.take_if(|w| w.pid() == pid);
-                }
-                self.old.retain(|w| w.pid() != pid);
-                continue;
-            }
-            let is = |w: &Option<Worker>| w.as_ref().is_some_and(|w| w.pid() == pid);
-            if let Some(i) = self.old.iter().position(|w| w.pid() == pid) {
-                let mut worker = self.old.swap_remove(i);
-                let _ = worker.child.try_wait();
-            } else if let Some(i) = self.slots.iter().position(|s| is(&s.pending)) {
-                let mut worker = self.slots[i].pending.take().expect("checked");
-                let _ = worker.child.try_wait();
-                self.failed_start(i, worker.purpose, &how)?;
-            } else if let Some(i) = self.slots.iter().position(|s| is(&s.current)) {
-                let mut worker = self.slots[i].current.take().expect("checked");
-                let _ = worker.child.try_wait();
-                if matches!(status, WaitStatus::Exited(_, 0)) {
-                    // Stopped on purpose (a signal sent to it, or to the process group):
-                    // so is the service.
-                    self.stop(Signal::SIGTERM);
-                    continue;
-                }
-                // It served: started again at once, however often it happens (a worker
-                // that never starts is what waits).
-                self.restart(i, worker.pid(), how, false);
-            }
-        }
-    }
-
-    /// The current worker of slot `i` ended abnormally: a new one at once, or after a
-    /// pause when its workers keep failing (3 in 10 s).
-    /// `young`: the worker ended before it accepted (a start that fails again and again
-    /// waits a little longer each time).
-    fn restart(&mut self, i: usize, previous: u32, how: String, young: bool) {
-        let now = Instant::now();
-        let slot = &mut self.slots[i];
-        slot.crashes
-            .retain(|t| now.duration_since(*t) < Duration::from_secs(10));
-        if young {
-            slot.crashes.push(now);
-        }
-        let purpose = Purpose::Restart {
-            previous,
-            how,
-            since: now,
-        };
-        if let Some(pending) = &mut slot.pending {
-            // A replacement is on its way: it takes over as soon as it accepts, as the
-            // restart.
-            pending.purpose = purpose;
-            return;
-        }
-        let pause = match slot.crashes.len() {
-            0..=2 => Duration::ZERO,
-            n => Duration::from_millis(100 << (n - 3).min(5)),
-        };
-        if pause.is_zero() {
-            self.start_restart(i, purpose);
-        } else {
-            slot.retry_at = Some((now + pause, purpose));
-        }
-    }
-
-    fn start_restart(&mut self, i: usize, purpose: Purpose) {
-        match self.spawn(purpose) {
-            Ok(worker) => self.slots[i].pending = Some(worker),
-            Err(how) => {
-                self.failed_event("restart", i, how.clone());
-                self.slots[i].retry_at = Some((
-                    Instant::now() + Duration::from_secs(1),
-                    Purpose::Restart {
-                        previous: 0,
-                        how,
-                        since: Instant::now(),
-                    },
-                ));
-            }
-        }
-    }
-
-    fn failed_start(&mut self, i: usize, purpose: Purpose, how: &str) -> Result<(), String> {
-        let current = self.slots[i].current.as_ref().map_or(0, Worker::pid);
-        let serving = self.slots.iter().any(|slot| slot.current.is_some());
-        let (action, previous) = match purpose {
-            // Nothing serves yet: the configuration is the likely cause, and the message
-            // is on stderr.
-            Purpose::First if !serving => {
-                return Err(format!("the worker ended at start-up ({how})"));
-            }
-            // Another slot's worker serves with the same configuration: this one is
-            // restarted, as one that served would be.
-            Purpose::First => {
-                self.firsts -= 1;
-                if self.firsts == 0 {
-                    self.notify("READY=1");
-                }
-                ("restart", 0)
-            }
-            Purpose::Restart { .. } => ("restart", current),
-            Purpose::Replace { previous, .. } => ("replace", previous),
-            Purpose::Reload => ("reload", current),
-        };
-        let failed = how.to_owned();
-        self.events.record(move || {
-            record_supervision(Supervision::Failed {
-                action,
-                previous,
-                how: &failed,
-                slot: i,
-            })
-        });
-        if self.reload == Some(i) {
-            // The other slots keep the workers they have: a configuration that does not
-            // start is not tried on them.
-            self.reload = None;
-            self.notify("READY=1");
-        }
-        match purpose {
-            Purpose::Restart { .. } | Purpose::First => self.restart(i, 0, how.to_owned(), true),
-            Purpose::Replace { .. } => self.slots[i].last_replace = Some(Instant::now()),
-            Purpose::Reload => {}
-        }
-        let slot = &self.slots[i];
-        if slot.current.is_none() && slot.pending.is_none() && slot.retry_at.is_none() {
-            self.restart(i, previous, how.to_owned(), true);
-        }
-        Ok(())
-    }
-
-    /// A new worker in slot `i` that accepts takes over: the one it replaces drains.
-    fn promote(&mut self, i: usize) {
-        let slot = &self.slots[i];
-        if let Some((at, _)) = &slot.retry_at
-            && Instant::now() >= *at
-            && slot.pending.is_none()
-        {
-            let (_, purpose) = self.slots[i].retry_at.take().expect("checked");
-            self.start_restart(i, purpose);
-        }
-        let Some(pending) = &self.slots[i].pending else {
-            return;
-        };
-        if !pending.ready {
-            if pending.started.elapsed() > START_TIMEOUT {
-                // Reaped as a failed start once it is gone.
-                pending.signal(Signal::SIGKILL);
-            }
-            let not_serving = matches!(
-                pending.purpose,
-                Purpose::Replace {
-                    cause: "loop_stalled" | "healthz_failed",
-                    ..
-                }
-            );
-            if not_serving && pending.started.elapsed() > TAKEOVER {
-                self.kill_current(i);
-            }
-            return;
-        }
-        let worker = self.slots[i].pending.take().expect("checked");
-        let pid = worker.pid();
-        let previous = self.slots[i].current.take();
-        let previous_pid = previous.as_ref().map_or(0, Worker::pid);
-        if let Some(mut previous) = previous {
-            previous.signal(Signal::SIGUSR2);
-            previous.draining = Some(Instant::now());
-            self.old.push(previous);
-        }
-        let events = &self.events;
-        match &worker.purpose {
-            Purpose::First => {
-                self.firsts -= 1;
-                if self.firsts == 0 {
-                    self.notify("READY=1");
-                }
-            }
-            Purpose::Restart {
-                previous,
-                how,
-                since,
-            } => {
-                let (previous, how, took) = (*previous, how.clone(), since.elapsed());
-                events.record(move || {
-                    record_supervision(Supervision::Restarted {
-                        previous,
-                        how: &how,
-                        worker: pid,
-                        took,
-                        slot: i,
-                    })
-                });
-            }
-            &Purpose::Replace { cause, previous } => {
-                events.record(move || {
-                    record_supervision(Supervision::Replaced {
-                        previous,
-                        cause,
-                        worker: pid,
-                        slot: i,
-                    })
-                });
-            }
-            Purpose::Reload => {
-                events.record(move || {
-                    record_supervision(Supervision::Reloaded {
-                        previous: previous_pid,
-                        worker: pid,
-                        slot: i,
-                    })
-                });
-            }
-        }
-        self.slots[i].current = Some(worker);
-        if self.reload == Some(i) {
-            // Whatever it was started as by now (a restart, if the old one died).
-            self.reload_from(i + 1);
-        }
-    }
-
-    /// The watchdog: kills drains that overran, and replaces an unhealthy current worker
-    /// in each slot.
-    fn watch(&mut self) {
-        for old in &self.old {
-            if old.draining.is_some_and(|t| t.elapsed() > DRAIN_LIMIT) {
-                old.signal(Signal::SIGKILL);
-            }
-        }
-        if self.last_check.elapsed() < CHECK {
-            return;
-        }
-        self.last_check = Instant::now();
-        for i in 0..self.slots.len() {
-            let slot = &self.slots[i];
-            let Some(current) = &slot.current else {
-                continue;
-            };
-            if slot.pending.is_some() || slot.last_replace.is_some_and(|t| t.elapsed() < COOLDOWN) {
-                continue;
-            }
-            let cause = if current.beat.elapsed() > STALL {
-                Some("loop_stalled")
-            } else {
-                None
-            };
-            let previous = current.pid();
-            if let Some(cause) = cause {
-                self.slots[i].last_replace = Some(Instant::now());
-                match self.spawn(Purpose::Replace { cause, previous }) {
-                    Ok(worker) => self.slots[i].pending = Some(worker),
-                    Err(how) => self.failed_event("replace", i, how),
-                }
-            }
-        }
-    }
-
-    /// Kills the current worker of slot `i`, which does not serve and may hold what its
-    /// replacement waits for; reaped quietly, as a drained one is (its replacement's event
-    /// names it).
-    fn kill_current(&mut self, i: usize) {
-        if let Some(mut current) = self.slots[i].current.take() {
-            current.signal(Signal::SIGKILL);
-            current.draining = Some(Instant::now());
-            self.old.push(current);
-        }
-    }
-
     fn notify(&self, state: &str) {
         if let Some(notify) = &self.notify {
             notify.send(state);
         }
-    }
-}
-
-/// `exit status N`, `signal SIGKILL`.
-fn describe(status: WaitStatus) -> String {
-    match status {
-        WaitStatus::Exited(_, code) => format!("exit status {code}"),
-        WaitStatus::Signaled(_, signal, _) => format!("signal {}", signal.as_str()),
-        other => format!("{other:?}"),
     }
 }
 
