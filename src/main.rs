@@ -372,7 +372,7 @@ fn serve(
 static DRAINING: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
 
 /// env_logger, without tiny_http's "Error accepting new client" once the worker drains:
-/// the accept thread was stopped on purpose (src/fds.rs), nothing failed.
+/// the accept thread was stopped on purpose (src/supervisor/fds.rs), nothing failed.
 struct Others(env_logger::Logger);
 
 impl log::Log for Others {
@@ -398,7 +398,7 @@ impl log::Log for Others {
 }
 
 /// Holds the listening socket and runs the server in worker processes
-/// (src/supervisor.rs).
+/// (src/supervisor/).
 fn supervise_workers(
     config: &Config,
     listener: std::net::TcpListener,

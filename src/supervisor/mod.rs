@@ -1,5 +1,5 @@
 //! The supervisor: a small parent process that holds the listening socket and runs the
-//! server in a worker process on it (src/fds.rs, the same way systemd passes a socket), so
+//! server in a worker process on it ([`fds`], the same way systemd passes a socket), so
 //! that the socket outlives any worker. It never reads client traffic.
 //!
 //! - A worker that ends abnormally (a crash, SIGKILL, its listening socket failing) is
@@ -15,7 +15,7 @@
 //!   new one waits for (a sealed log's lock).
 //! - SIGTERM and SIGINT stop the workers (SIGTERM), kill those still there after
 //!   [`STOP_LIMIT`], and then the supervisor, exit 0: within 2 s, whatever the workers do.
-//! - The supervisor's events are written by a thread of their own (src/recorder.rs), and
+//! - The supervisor's events are written by a thread of their own ([`recorder`]), and
 //!   its process waits at most [`LOCK_WAIT`](recorder::LOCK_WAIT) for a sealed
 //!   log's lock: it never waits for the log, which a stuck worker may hold.
 //!
@@ -31,6 +31,22 @@
 //! earlier version made, waits behind the clients: connections that fill
 //! `--max-connections` kept it out and had a sound worker replaced, and its brute-force
 //! table emptied with it (tests/supervisor.rs).
+//!
+//! - This file: the loop (signals by signalfd, the workers' pipes by poll), stopping, and
+//!   what systemd is told ([`notify`]).
+//! - [`worker`]: a worker process, why it was started, how it is started and what it says.
+//! - [`slot`]: a slot's restarts, its failed starts and a new worker's takeover.
+//! - [`watchdog`]: replacing a stalled worker, and a reload (SIGHUP), slot by slot.
+//! - [`fds`]: the socket passed as descriptor 3 (a worker and socket activation take it
+//!   here too); [`recorder`]: the supervisor's events, by a thread of their own.
+//!
+//! It is the binary's, a sibling of the library's `src/serve/` rather than a part of it:
+//! the supervisor runs workers and never serves, and compiled into the binary it can use
+//! only jwtguard's public API (the events: [`jwtguard::record_supervision`]), which the
+//! compiler enforces. In `src/serve/` it would need a public `jwtguard` module (a promise
+//! to embedders, with signalfd and waitpid in the library) or a `#[path]` (a folder in
+//! `serve/` that is not `serve`'s). `src/main.rs` and `src/cli/` import it; nothing here
+//! imports them.
 
 pub(crate) mod fds;
 mod notify;
