@@ -84,8 +84,6 @@ mod proptests;
 mod record;
 mod reply;
 mod serve;
-mod server;
-mod sys;
 mod time;
 
 // The modules keep their crate-level names (`crate::guard`, `crate::event`, ...): the
@@ -110,5 +108,5 @@ pub use logger::{OtherRecords, SecurityLog, TARGET, record_supervision, write_re
 pub use public_key::SigningKey;
 pub use reason::Reason;
 pub use secret::{MIN_SECRET_BYTES, SECRET_ENV, SECRET_FILE_ENV, Secret, SecretSource};
-pub use server::{Server, Stopper};
+pub use serve::server::{Server, Stopper};
 pub use token_cache::CacheStats;

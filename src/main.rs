@@ -2,9 +2,6 @@
 //! the library, map errors to exit codes.
 
 mod cli;
-mod fds;
-mod notify;
-mod recorder;
 mod report;
 mod supervisor;
 
@@ -14,6 +11,7 @@ use std::process::ExitCode;
 use cli::{Command, Failure};
 use jwtguard::{Cause, Config, Error, Secret, SecurityLog, Server};
 use nix::sys::signal::{SigSet, Signal};
+use supervisor::{fds, recorder};
 
 fn main() -> ExitCode {
     // Before any other thread exists, so that every thread inherits it: SIGTERM and SIGHUP
@@ -374,7 +372,7 @@ fn serve(
 static DRAINING: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
 
 /// env_logger, without tiny_http's "Error accepting new client" once the worker drains:
-/// the accept thread was stopped on purpose (src/fds.rs), nothing failed.
+/// the accept thread was stopped on purpose (src/supervisor/fds.rs), nothing failed.
 struct Others(env_logger::Logger);
 
 impl log::Log for Others {
@@ -400,7 +398,7 @@ impl log::Log for Others {
 }
 
 /// Holds the listening socket and runs the server in worker processes
-/// (src/supervisor.rs).
+/// (src/supervisor/).
 fn supervise_workers(
     config: &Config,
     listener: std::net::TcpListener,

@@ -1,6 +1,10 @@
-//! jwtguard's own HTTP/1 front end (serve, forward-auth and proxy mode): one event loop
-//! per worker, no thread per connection, every limit and timeout named.
+//! Serving: jwtguard's own HTTP/1 front end (serve, forward-auth and proxy mode), one
+//! event loop per worker, no thread per connection, every limit and timeout named.
 //!
+//! - [`server`]: the [`Server`](server::Server) the binary runs in each worker (bind,
+//!   serve, drain, stop; its start-up and shutdown events) and its
+//!   [`Stopper`](server::Stopper).
+//! - [`sys`]: the listening sockets (`SOMAXCONN`, `SO_REUSEPORT`) and the open-files limit.
 //! - [`head`]: a request head from bytes, into the caller's arrays (httparse), and the
 //!   framing rules of RFC 9112.
 //! - [`conn`]: one connection's protocol state, fed bytes, with no `Read`/`Write`.
@@ -14,9 +18,18 @@
 //! - [`route`]: what each request (or refused head) gets, decided.
 //! - [`event_loop`]: the mio loop: accept, read, decide, record, answer, flush.
 //!
-//! It may import the guard (`crate::guard`, `crate::path`), the log (`crate::logger`,
-//! `crate::event`), the answers' contents (`crate::reply`) and the metrics; only
-//! `crate::server` imports it (and the fuzzers its connection and chunked readers).
+//! The supervisor that runs the workers is not here: it is the binary's (src/supervisor/,
+//! compiled into the `jwtguard` binary, which sees only this crate's public API), and it
+//! never reads client traffic.
+//!
+//! It may import [`crate::decide`] (the guard, the path, the trusted proxies, a reason),
+//! [`crate::record`] (the events and the logger), `crate::config` (the settings, the
+//! upstream's address), the answers' contents (`crate::reply`) and the leaves
+//! `crate::error`, `crate::time` and `crate::metrics` (tests aside: the tiny_http adapter
+//! `crate::http`, to compare answers). Nothing imports it but lib.rs, whose `pub use`
+//! of [`Server`](server::Server) and [`Stopper`](server::Stopper) is all the binary sees
+//! of it, and the fuzzers (`crate::fuzzing`: the connection, chunked and upstream-answer
+//! readers). Within it, a file names its siblings (`super::`), not lib.rs's names.
 
 pub(crate) mod answer;
 pub(crate) mod chunked;
@@ -28,6 +41,8 @@ pub(crate) mod proxy;
 pub(crate) mod request_head;
 pub(crate) mod response;
 pub(crate) mod route;
+pub(crate) mod server;
+pub(crate) mod sys;
 pub(crate) mod timers;
 pub(crate) mod upstream;
 

@@ -6,10 +6,10 @@ use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 
+use super::event_loop::Front;
+use super::proxy::Proxy;
 use crate::event::{Cause, Event, ServiceEvent};
 use crate::logger;
-use crate::serve::event_loop::Front;
-use crate::serve::proxy::Proxy;
 use crate::{Config, Error, Guard};
 
 /// The `jwtguard` binary's server: bound, not yet serving.
@@ -19,7 +19,7 @@ use crate::{Config, Error, Guard};
 pub struct Server {
     front: Option<Front>,
     waker: Arc<mio::Waker>,
-    limits: crate::serve::Limits,
+    limits: super::Limits,
     guard: Guard,
     proxy: Option<Proxy>,
     forward_auth: Option<String>,
@@ -100,7 +100,7 @@ impl Server {
     ///
     /// [`Error::Bind`].
     pub fn listen(addr: &str) -> Result<std::net::TcpListener, Error> {
-        crate::sys::listen(addr).map_err(|e| Error::Bind {
+        super::sys::listen(addr).map_err(|e| Error::Bind {
             addr: addr.to_owned(),
             source: e.into(),
         })
@@ -133,7 +133,7 @@ impl Server {
                     addr: at.clone(),
                     source: source.into(),
                 };
-                let listener = crate::sys::listen_shared(at).map_err(bind)?;
+                let listener = super::sys::listen_shared(at).map_err(bind)?;
                 let addr = listener.local_addr().map_err(bind)?;
                 let cache = guard.cache.clone();
                 crate::metrics::spawn(listener, move || cache.as_ref().map(|c| c.stats()))
@@ -143,11 +143,11 @@ impl Server {
             }
             None => None,
         };
-        let open_files = crate::sys::raise_open_files();
+        let open_files = super::sys::raise_open_files();
         Ok(Server {
             waker: front.waker(),
             front: Some(front),
-            limits: crate::serve::Limits::new(config),
+            limits: super::Limits::new(config),
             guard,
             proxy,
             forward_auth: config.forward_auth.clone(),
@@ -212,7 +212,7 @@ impl Server {
             config: &self.config,
         }));
         let front = self.front.take().expect("run once");
-        let cx = crate::serve::event_loop::Context {
+        let cx = super::event_loop::Context {
             guard: &self.guard,
             forward_auth: self.forward_auth.as_deref(),
             limits: &self.limits,
@@ -221,7 +221,7 @@ impl Server {
             drain: &self.stop.drain,
             heartbeat: self.heartbeat.as_mut(),
         };
-        let (answered, result) = crate::serve::event_loop::serve(front, cx);
+        let (answered, result) = super::event_loop::serve(front, cx);
         let cause = match &result {
             Ok(()) if self.stop.drain.load(Ordering::SeqCst) => Cause::Drained,
             Ok(()) => self
