@@ -23,7 +23,7 @@
 //! was written), and the leaves `crate::error`, `crate::time` and `crate::metrics`; only
 //! the guard imports `crate::config` (it is built from it; tests aside), and nothing here
 //! is imported by `crate::config` but value types (secret, key set, network, path). Never
-//! `crate::serve`, `crate::proxy`, `crate::server` or `crate::http`: those import this.
+//! `crate::serve` or `crate::http`: those import this.
 //! lib.rs keeps each module's crate-level name (`crate::guard`, `crate::token`, ...).
 
 pub(crate) mod bearer;

@@ -345,7 +345,7 @@ thread_local! {
     };
 }
 
-/// Records what jwtguard's supervisor did (src/supervisor.rs, in the binary) as one
+/// Records what jwtguard's supervisor did (src/supervisor/, in the binary) as one
 /// security event; false when it did not reach the log.
 pub fn record_supervision(event: crate::Supervision) -> bool {
     record(&Event::Supervision(event)) == Recorded::Written

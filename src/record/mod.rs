@@ -8,8 +8,7 @@
 //! - [`sink`]: where the lines go, one `write(2)` a batch.
 //! - [`seal`]: the forward-secure MAC chain over the lines; [`verify`]: checking it.
 //!
-//! It imports nothing from [`crate::decide`], `crate::config`, `crate::serve`,
-//! `crate::proxy` or `crate::server`: an event carries plain values (a reason's code is a
+//! It imports nothing from [`crate::decide`], `crate::config` or `crate::serve`: an event carries plain values (a reason's code is a
 //! `&'static str`), so the log can be written, sealed and verified without a guard. Only
 //! the leaves `crate::error`, `crate::time` and `crate::metrics` (the counters). lib.rs
 //! keeps each module's crate-level name (`crate::event`, `crate::logger`, ...).
