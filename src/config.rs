@@ -126,8 +126,8 @@ pub struct Config {
     /// `keepalive_timeout`).
     /// Defaults to `60`.
     pub idle_timeout: u64,
-    /// Seconds between two reads of a request body being read (nginx
-    /// `client_body_timeout`).
+    /// Seconds for the whole of a request body thrown away (serve mode), from its start:
+    /// a body dripped a byte at a time cannot hold its connection (nginx `lingering_time`).
     /// Defaults to `60`.
     pub body_timeout: u64,
     /// Seconds an answer may wait for the client to read any of it (nginx

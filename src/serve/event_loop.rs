@@ -427,17 +427,20 @@ impl Loop<'_> {
     }
 
     /// Closes the connection idle the longest (from `ip` only, if given) to make room: one
-    /// whose closing answer is out (lingering) first, then one that sent nothing yet or
-    /// waits between requests.
+    /// whose closing answer is out (lingering) first, then the oldest of those that sent
+    /// nothing yet, wait between requests, or throw away a body already answered.
     fn evict(&mut self, ip: Option<IpAddr>) -> bool {
         let mut oldest: Option<(Instant, usize)> = None;
-        for kind in [Kind::Linger, Kind::Fresh, Kind::Idle] {
+        for kind in [Kind::Linger, Kind::Fresh, Kind::Idle, Kind::Body] {
             let found = self.timers.oldest(kind).find(|&(t, seq)| {
                 self.slots.get(t).and_then(Option::as_ref).is_some_and(|s| {
                     s.timer.seq == seq
                         && s.timer.kind == kind
                         && s.out.is_empty()
-                        && (s.lingering || s.conn.is_idle())
+                        // A body thrown away is owed nothing: its answer is out.
+                        && (s.lingering
+                            || s.conn.is_idle()
+                            || matches!(s.conn.phase(), Phase::Discard(_)))
                         && ip.is_none_or(|ip| s.peer.ip().to_canonical() == ip)
                 })
             });
@@ -710,12 +713,16 @@ impl Loop<'_> {
                 _ => self.now,
             };
             slot.timer = self.timers.arm(kind, t, since, self.live);
-        } else if slot.progress
-            && matches!(kind, Kind::Idle | Kind::Body | Kind::Send | Kind::Upstream)
-        {
-            // Progress restarts the waits between reads or writes; a head's time and a
-            // lingering close's are for the whole of it.
+        } else if slot.progress && matches!(kind, Kind::Idle | Kind::Send) {
+            // Progress restarts the waits between reads or writes; a head's time, a
+            // discarded body's and a lingering close's are for the whole of it (a body
+            // dripped a byte at a time must not hold its connection for good).
             slot.timer.since = self.now;
+        } else if slot.progress && kind == Kind::Upstream {
+            slot.timer.since = slot.timer.since.max(match slot.exchange.as_deref() {
+                Some(ex) => super::proxy::upload_progress(ex, self.now),
+                None => self.now,
+            });
         }
         slot.progress = false;
         let backed_up = slot.out.len() >= HIGH_WATER;

@@ -44,7 +44,8 @@ pub(crate) struct Limits {
     pub header_timeout: Duration,
     /// `--idle-timeout` (nginx `keepalive_timeout`): between requests.
     pub idle_timeout: Duration,
-    /// `--body-timeout` (nginx `client_body_timeout`): between two reads of a body.
+    /// `--body-timeout`: for the whole of a body thrown away, from its start (nginx
+    /// `lingering_time`).
     pub body_timeout: Duration,
     /// `--send-timeout` (nginx `send_timeout`): between two writes that make progress.
     pub send_timeout: Duration,
