@@ -140,7 +140,8 @@ pub struct Config {
     /// closed at once (`too_many_connections`).
     /// Defaults to `1024`.
     pub max_connections: usize,
-    /// The most connections from one address (nginx `limit_conn`), 0 for no cap; the peers
+    /// The most connections from one address (an IPv6 /64 counts as one, as in the
+    /// brute-force limiter; nginx `limit_conn`), 0 for no cap; the peers
     /// of `--trusted-proxy` are not capped (they carry many clients, whose caps are
     /// theirs to keep). At the cap, that address's longest idle connection is closed to
     /// make room, or the new one is (`too_many_from_address`).

@@ -5,7 +5,6 @@
 //! starts its exchange with the upstream, whose sockets are in the same poll) and flushes
 //! each connection once. No thread per connection, none per request.
 
-use std::collections::HashMap;
 use std::io::{self, Read as _, Write as _};
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
@@ -16,6 +15,7 @@ use mio::net::{TcpListener, TcpStream};
 use mio::{Events, Interest, Poll, Token, Waker};
 
 use super::Limits;
+use super::accept::PerAddress;
 use super::answer::{self, Framing};
 use super::conn::{Conn, Item, Phase};
 use super::exchange::Exchange;
@@ -156,7 +156,7 @@ pub(crate) fn serve(front: Front, cx: Context<'_>) -> (u64, Result<(), Error>) {
         slots: Vec::new(),
         free: Vec::new(),
         live: 0,
-        per_address: HashMap::new(),
+        per_address: PerAddress::default(),
         queued: Vec::new(),
         touched: Vec::new(),
         again: Vec::new(),
@@ -188,7 +188,7 @@ pub(super) struct Loop<'a> {
     free: Vec<usize>,
     live: usize,
     /// Connections by address, for the per-address cap.
-    per_address: HashMap<IpAddr, usize>,
+    per_address: PerAddress,
     timers: Timers,
     queued: Vec<Queued>,
     touched: Vec<usize>,
@@ -365,7 +365,9 @@ impl Loop<'_> {
         // on each of them is the proxy's to keep.
         let capped = limits.max_connections_per_address > 0 && !self.cx.guard.trusts(Some(ip));
         if capped
-            && self.per_address.get(&ip).copied().unwrap_or(0) >= limits.max_connections_per_address
+            && self
+                .per_address
+                .full(ip, limits.max_connections_per_address)
             && !self.evict(Some(ip))
         {
             crate::metrics::refused_at_accept(crate::metrics::Limit::MaxConnectionsPerAddress);
@@ -397,7 +399,7 @@ impl Loop<'_> {
         }
         let timer = self.timers.arm(Kind::Fresh, t, self.now, self.live);
         if capped {
-            *self.per_address.entry(ip).or_default() += 1;
+            self.per_address.add(ip);
         }
         self.slots[t] = Some(Slot {
             stream,
@@ -441,7 +443,7 @@ impl Loop<'_> {
                         && (s.lingering
                             || s.conn.is_idle()
                             || matches!(s.conn.phase(), Phase::Discard(_)))
-                        && ip.is_none_or(|ip| s.peer.ip().to_canonical() == ip)
+                        && ip.is_none_or(|ip| PerAddress::same(s.peer.ip(), ip))
                 })
             });
             if kind == Kind::Linger
@@ -832,13 +834,7 @@ impl Loop<'_> {
         };
         let _ = self.poll.registry().deregister(&mut slot.stream);
         if slot.capped {
-            let ip = slot.peer.ip().to_canonical();
-            if let Some(n) = self.per_address.get_mut(&ip) {
-                *n -= 1;
-                if *n == 0 {
-                    self.per_address.remove(&ip);
-                }
-            }
+            self.per_address.remove(slot.peer.ip());
         }
         self.live -= 1;
         self.free.push(t);

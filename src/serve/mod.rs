@@ -18,6 +18,7 @@
 //! `crate::event`), the answers' contents (`crate::reply`) and the metrics; only
 //! `crate::server` imports it (and the fuzzers its connection and chunked readers).
 
+pub(crate) mod accept;
 pub(crate) mod answer;
 pub(crate) mod chunked;
 pub(crate) mod conn;
