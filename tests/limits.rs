@@ -435,3 +435,28 @@ fn a_connection_discarding_a_body_makes_room_at_max_connections() {
     }
     assert_eq!(server.get("/healthz", &[]).status, 200);
 }
+
+/// Empty lines between requests (RFC 9112 §2.2 lets a server skip them) are not a
+/// request: a `\r\n` every half second does not keep a connection past `--idle-timeout`
+/// from its last request. Before, each one restarted the idle timeout.
+#[test]
+fn empty_lines_between_requests_do_not_keep_a_connection_open() {
+    let server = Server::start(&["--idle-timeout", "2", "--no-supervisor"]);
+    let mut s = TcpStream::connect(server.addr).unwrap();
+    s.write_all(b"GET /x HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let mut buf = [0; 4096];
+    let n = s.read(&mut buf).unwrap();
+    assert!(buf[..n].starts_with(b"HTTP/1.1 404 "));
+    // 5 s of empty lines, well past the 2 s idle timeout.
+    for _ in 0..10 {
+        let _ = s.write_all(b"\r\n");
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    s.set_read_timeout(Some(Duration::from_secs(1))).unwrap();
+    match s.read(&mut buf) {
+        Ok(0) => {}
+        Err(err) if err.kind() == std::io::ErrorKind::ConnectionReset => {}
+        other => panic!("the connection is still open: {other:?}"),
+    }
+}

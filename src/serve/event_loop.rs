@@ -129,6 +129,8 @@ pub(super) struct Slot {
     /// Counted against its address's cap.
     capped: bool,
     pub(super) progress: bool,
+    /// Requests its protocol had taken at the last `settle`.
+    requests: u64,
     /// Proxy mode: the request being forwarded (one at a time).
     pub(super) exchange: Option<Box<Exchange>>,
 }
@@ -418,6 +420,7 @@ impl Loop<'_> {
             timer,
             capped,
             progress: false,
+            requests: 0,
             exchange: None,
         });
         self.live += 1;
@@ -715,10 +718,14 @@ impl Loop<'_> {
                 _ => self.now,
             };
             slot.timer = self.timers.arm(kind, t, since, self.live);
-        } else if slot.progress && matches!(kind, Kind::Idle | Kind::Send) {
-            // Progress restarts the waits between reads or writes; a head's time, a
-            // discarded body's and a lingering close's are for the whole of it (a body
-            // dripped a byte at a time must not hold its connection for good).
+        } else if (slot.progress && kind == Kind::Send)
+            || (kind == Kind::Idle && slot.conn.requests() != slot.requests)
+        {
+            // Progress restarts the wait between writes, and a request the wait for the
+            // next one (empty lines between requests are not one: RFC 9112 §2.2 lets them
+            // be skipped, not keep a connection open). A head's time, a discarded body's
+            // and a lingering close's are for the whole of it (a body dripped a byte at a
+            // time must not hold its connection for good).
             slot.timer.since = self.now;
         } else if slot.progress && kind == Kind::Upstream {
             slot.timer.since = slot.timer.since.max(match slot.exchange.as_deref() {
@@ -727,6 +734,7 @@ impl Loop<'_> {
             });
         }
         slot.progress = false;
+        slot.requests = slot.conn.requests();
         let backed_up = slot.out.len() >= HIGH_WATER;
         let again = match slot.exchange.as_deref() {
             // An exchange goes on next turn when a side it may read (or write) is ready.
