@@ -31,6 +31,7 @@ use crate::{Error, Guard};
 
 const LISTENER: Token = Token(usize::MAX - 1);
 const WAKER: Token = Token(usize::MAX - 2);
+const METRICS: Token = Token(usize::MAX - 3);
 
 /// One read's worth: a whole pipelined burst of small requests, or a head at the limit.
 pub(super) const READ_CHUNK: usize = 16 * 1024;
@@ -128,6 +129,9 @@ pub(super) struct Slot {
     timer: Armed,
     /// Counted against its address's cap.
     capped: bool,
+    /// Came on the `--metrics` listener: answered `GET /metrics` only, and never counted
+    /// as a request.
+    pub(super) metrics: bool,
     pub(super) progress: bool,
     /// Requests its protocol had taken at the last `settle`.
     requests: u64,
@@ -139,6 +143,7 @@ pub(super) struct Slot {
 pub(crate) fn serve(front: Front, cx: Context<'_>) -> (u64, Result<(), Error>) {
     let limits = cx.limits;
     let now = Instant::now();
+    let metrics = crate::metrics::take_listener().and_then(|m| Metrics::register(&front.poll, m));
     let mut lp = Loop {
         poll: front.poll,
         listener: Some(front.listener),
@@ -153,6 +158,7 @@ pub(crate) fn serve(front: Front, cx: Context<'_>) -> (u64, Result<(), Error>) {
             cx.proxy.map_or(limits.idle_timeout, |p| p.timeout),
         ]),
         pool: cx.proxy.map(|p| Pool::new(p.addrs.clone())),
+        metrics,
         uploads: Uploads::new(),
         cx,
         slots: Vec::new(),
@@ -178,9 +184,36 @@ pub(crate) fn serve(front: Front, cx: Context<'_>) -> (u64, Result<(), Error>) {
     (lp.answered, result)
 }
 
+/// The `--metrics` listener, in the loop.
+struct Metrics {
+    listener: TcpListener,
+    cache: Box<dyn Fn() -> Option<crate::CacheStats> + Send>,
+    /// It may have connections waiting.
+    more: bool,
+}
+
+impl Metrics {
+    fn register(poll: &Poll, handed: crate::metrics::Listener) -> Option<Metrics> {
+        let mut listener = TcpListener::from_std(handed.listener);
+        let registered = poll
+            .registry()
+            .register(&mut listener, METRICS, Interest::READABLE);
+        if let Err(err) = registered {
+            log::error!("cannot serve --metrics: {err}");
+            return None;
+        }
+        Some(Metrics {
+            listener,
+            cache: handed.cache,
+            more: true,
+        })
+    }
+}
+
 pub(super) struct Loop<'a> {
     pub(super) poll: Poll,
     listener: Option<TcpListener>,
+    metrics: Option<Metrics>,
     cx: Context<'a>,
     pub(super) slots: Vec<Option<Slot>>,
     /// Proxy mode: the upstream connections.
@@ -248,6 +281,11 @@ impl Loop<'_> {
             for event in events.iter() {
                 match event.token() {
                     LISTENER => self.accept_more = true,
+                    METRICS => {
+                        if let Some(m) = self.metrics.as_mut() {
+                            m.more = true;
+                        }
+                    }
                     WAKER => {}
                     token if Pool::index(token).is_some() => {
                         let i = Pool::index(token).expect("matched");
@@ -304,9 +342,9 @@ impl Loop<'_> {
     /// How long the next poll may wait.
     fn timeout(&self) -> Duration {
         let now = self.now;
-        let accept_now = self.accept_more
-            && self.listener.is_some()
-            && self.accept_paused.is_none_or(|until| until <= now);
+        let waiting = (self.accept_more && self.listener.is_some())
+            || self.metrics.as_ref().is_some_and(|m| m.more);
+        let accept_now = waiting && self.accept_paused.is_none_or(|until| until <= now);
         if !self.again.is_empty() || accept_now {
             return Duration::ZERO;
         }
@@ -325,18 +363,35 @@ impl Loop<'_> {
     }
 
     fn accept(&mut self) {
-        if !self.accept_more || self.accept_paused.is_some_and(|until| until > self.now) {
+        if self.accept_paused.is_some_and(|until| until > self.now) {
             return;
         }
         self.accept_paused = None;
+        if self.metrics.as_ref().is_some_and(|m| m.more) {
+            self.accept_from(true);
+        }
+        if self.accept_more {
+            self.accept_from(false);
+        }
+    }
+
+    /// Accepts from the listener, or the `--metrics` one.
+    fn accept_from(&mut self, metrics: bool) {
         for _ in 0..ACCEPT_BATCH {
-            let Some(listener) = &self.listener else {
+            let listener = match metrics {
+                true => self.metrics.as_ref().map(|m| &m.listener),
+                false => self.listener.as_ref(),
+            };
+            let Some(listener) = listener else {
                 return;
             };
             match listener.accept() {
-                Ok((stream, peer)) => self.admit(stream, peer),
+                Ok((stream, peer)) => self.admit(stream, peer, metrics),
                 Err(err) if err.kind() == io::ErrorKind::WouldBlock => {
-                    self.accept_more = false;
+                    match (metrics, self.metrics.as_mut()) {
+                        (true, Some(m)) => m.more = false,
+                        _ => self.accept_more = false,
+                    }
                     return;
                 }
                 Err(err) if err.kind() == io::ErrorKind::Interrupted => {}
@@ -360,7 +415,7 @@ impl Loop<'_> {
 
     /// Takes a new connection, or refuses it over a cap (closing an idle connection to make
     /// room first, as nginx reuses its keep-alive connections).
-    fn admit(&mut self, mut stream: TcpStream, peer: SocketAddr) {
+    fn admit(&mut self, mut stream: TcpStream, peer: SocketAddr, metrics: bool) {
         let ip = peer.ip().to_canonical();
         let limits = self.cx.limits;
         // Behind a trusted proxy the peer is the proxy: its clients are many, and the cap
@@ -407,8 +462,8 @@ impl Loop<'_> {
             stream,
             peer,
             conn: match self.cx.proxy {
-                Some(_) => Conn::passing_bodies(),
-                None => Conn::new(),
+                Some(_) if !metrics => Conn::passing_bodies(),
+                _ => Conn::new(),
             },
             out: Vec::new(),
             unsent_id: None,
@@ -419,6 +474,7 @@ impl Loop<'_> {
             more: false,
             timer,
             capped,
+            metrics,
             progress: false,
             requests: 0,
             exchange: None,
@@ -483,8 +539,11 @@ impl Loop<'_> {
         let draining = self.draining.is_some();
         let (guard, forward_auth, proxy) = (self.cx.guard, self.cx.forward_auth, self.cx.proxy);
         let queued = &mut self.queued;
-        let peer = slot.peer;
+        let (peer, metrics) = (slot.peer, slot.metrics);
         let mut on = |item: Item<'_>| {
+            if metrics && let Item::Request { head, .. } = &item {
+                return queued.push(scrape(t, head));
+            }
             let cx = Route {
                 t,
                 peer,
@@ -495,10 +554,11 @@ impl Loop<'_> {
             };
             route(item, &cx, queued)
         };
-        // Proxy mode: one request at a time, its exchange over before the next is read.
-        let mut budget = match proxy {
-            Some(_) => 1,
-            None => MAX_REQUESTS_PER_TURN,
+        // Proxy mode: one request at a time, its exchange over before the next is read; a
+        // scrape is answered and its connection closed.
+        let mut budget = match proxy.is_some() || metrics {
+            true => 1,
+            false => MAX_REQUESTS_PER_TURN,
         };
         let mut bytes = MAX_READ_PER_TURN;
         // Held heads wait while the answers back up, as unread input does.
@@ -550,9 +610,19 @@ impl Loop<'_> {
             // load balancer's) health checks.
             let counted = !matches!(q.what, What::Health);
             let (token, mut framing) = (q.token, q.framing);
+            if self
+                .slots
+                .get(token)
+                .and_then(Option::as_ref)
+                .is_some_and(|s| s.metrics)
+            {
+                self.answer_scrape(token, &q.what, framing);
+                continue;
+            }
             let auth = matches!(q.what, What::Auth(_));
             let (decision, forward) = match q.what {
                 What::Health => (None, None),
+                What::Scrape(_) => continue,
                 What::Status(status) => {
                     self.answer_with(token, &Reply::Status(status, None), framing, counted, took);
                     continue;
@@ -606,6 +676,21 @@ impl Loop<'_> {
             }
             self.answer_with(token, &reply, framing, counted, took);
         }
+    }
+
+    /// Answers on a `--metrics` connection: the exposition or an empty error, and the
+    /// connection ends. Not a request: not counted, nor timed.
+    fn answer_scrape(&mut self, token: usize, what: &What, framing: Framing) {
+        let status = match what {
+            What::Scrape(status) | What::Status(status) => *status,
+            _ => 404,
+        };
+        let cache = self.metrics.as_ref().and_then(|m| (m.cache)());
+        let Some(Some(slot)) = self.slots.get_mut(token) else {
+            return;
+        };
+        crate::metrics::push_answer(status, framing.minor, cache, &mut slot.out);
+        slot.conn.close();
     }
 
     /// Writes `reply` into connection `token`'s output.
@@ -888,6 +973,10 @@ impl Loop<'_> {
         if let Some(mut listener) = self.listener.take() {
             let _ = self.poll.registry().deregister(&mut listener);
         }
+        // The next process scrapes from now on: its listener shares the port.
+        if let Some(mut metrics) = self.metrics.take() {
+            let _ = self.poll.registry().deregister(&mut metrics.listener);
+        }
         if let Some(pool) = self.pool.as_mut() {
             pool.close_idle(self.poll.registry());
         }
@@ -899,5 +988,19 @@ impl Loop<'_> {
         for t in 0..self.slots.len() {
             self.flush(t);
         }
+    }
+}
+
+/// A request on a `--metrics` connection: what it gets, never the guard's.
+fn scrape(t: usize, head: &super::head::Head<'_>) -> Queued {
+    let path = super::head::origin_form(head.target);
+    Queued {
+        token: t,
+        what: What::Scrape(crate::metrics::status_for(head.method, path)),
+        framing: Framing {
+            minor: head.version.1,
+            head_only: false,
+            close: true,
+        },
     }
 }
