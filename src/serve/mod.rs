@@ -12,7 +12,10 @@
 //! - [`proxy`]: proxy mode in the loop: exchanges driven over their sockets.
 //! - [`timers`]: one FIFO queue per kind of timeout.
 //! - [`route`]: what each request (or refused head) gets, decided.
-//! - [`event_loop`]: the mio loop: accept, read, decide, record, answer, flush.
+//! - [`event_loop`]: the mio loop, turn by turn: accept, read, decide, record, answer,
+//!   flush.
+//! - [`accept`]: connections taken, capped, and evicted to make room.
+//! - [`slot`]: a connection's turn: read, answer, flush, settle its timer; its waits over.
 //!
 //! It may import the guard (`crate::guard`, `crate::path`), the log (`crate::logger`,
 //! `crate::event`), the answers' contents (`crate::reply`) and the metrics; only
@@ -29,6 +32,7 @@ pub(crate) mod proxy;
 pub(crate) mod request_head;
 pub(crate) mod response;
 pub(crate) mod route;
+pub(crate) mod slot;
 pub(crate) mod timers;
 pub(crate) mod upstream;
 
