@@ -126,8 +126,8 @@ pub struct Config {
     /// `keepalive_timeout`).
     /// Defaults to `60`.
     pub idle_timeout: u64,
-    /// Seconds between two reads of a request body being read (nginx
-    /// `client_body_timeout`).
+    /// Seconds for the whole of a request body thrown away (serve mode), from its start:
+    /// a body dripped a byte at a time cannot hold its connection (nginx `lingering_time`).
     /// Defaults to `60`.
     pub body_timeout: u64,
     /// Seconds an answer may wait for the client to read any of it (nginx
@@ -140,7 +140,8 @@ pub struct Config {
     /// closed at once (`too_many_connections`).
     /// Defaults to `1024`.
     pub max_connections: usize,
-    /// The most connections from one address (nginx `limit_conn`), 0 for no cap; the peers
+    /// The most connections from one address (an IPv6 /64 counts as one, as in the
+    /// brute-force limiter; nginx `limit_conn`), 0 for no cap; the peers
     /// of `--trusted-proxy` are not capped (they carry many clients, whose caps are
     /// theirs to keep). At the cap, that address's longest idle connection is closed to
     /// make room, or the new one is (`too_many_from_address`).

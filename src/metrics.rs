@@ -5,12 +5,12 @@
 //!
 //! No label takes a value from a request: the series are the same at every scrape.
 //!
-//! The `/metrics` listener is a thread of its own in each process that serves (serve and
-//! proxy mode alike): a scrape costs the request path nothing, and a slow scraper holds
-//! up only the next scrape.
+//! The `/metrics` listener is a second listener of each worker's event loop (serve and
+//! proxy mode alike), bound with `SO_REUSEPORT` so that a reload hands it over: a scrape's
+//! connection is an ordinary slot of the loop, and rendering the text is its only cost.
 
 use std::fmt::Write as _;
-use std::io::{Read as _, Write as _};
+use std::io::Write as _;
 use std::net::TcpListener;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 use std::time::{Duration, Instant};
@@ -421,73 +421,65 @@ fn process(out: &mut String) {
     }
 }
 
-/// The most a scrape's request head may be.
-const MAX_HEAD: usize = 4096;
-/// How long accepting pauses after a failed `accept`.
-const ACCEPT_PAUSE: Duration = Duration::from_millis(100);
-/// How long a scraper has, in all, to send its head and take the answer: a deadline, not
-/// a timeout per read, since scrapes are served one at a time and a client dripping a byte
-/// at a time would otherwise hold the listener for hours.
-const SCRAPE_TIMEOUT: Duration = Duration::from_secs(5);
-
-/// Serves `GET /metrics` on `listener` in a thread of its own, for as long as the process
-/// runs (the counters are the process's, whichever server moves them); `cache` gives the
-/// token cache's counts.
-pub(crate) fn spawn(
-    listener: TcpListener,
-    cache: impl Fn() -> Option<crate::CacheStats> + Send + 'static,
-) -> std::io::Result<()> {
-    enable();
-    std::thread::Builder::new()
-        .name("jwtguard-metrics".into())
-        .spawn(move || {
-            for stream in listener.incoming() {
-                match stream {
-                    // A failed scrape is the scraper's to notice: nothing to log.
-                    Ok(stream) => drop(scrape(stream, &cache)),
-                    // Out of descriptors, say: wait rather than spin on the error.
-                    Err(_) => std::thread::sleep(ACCEPT_PAUSE),
-                }
-            }
-        })
-        .map(drop)
+/// A `--metrics` listener, for its event loop.
+pub(crate) struct Listener {
+    pub(crate) listener: TcpListener,
+    /// The token cache's counts, if there is a cache.
+    pub(crate) cache: Box<dyn Fn() -> Option<crate::CacheStats> + Send>,
 }
 
-/// One scrape: the head, then the answer, then close.
-fn scrape(
-    mut stream: std::net::TcpStream,
-    cache: &impl Fn() -> Option<crate::CacheStats>,
-) -> std::io::Result<()> {
-    let deadline = Instant::now() + SCRAPE_TIMEOUT;
-    // What is left of the deadline; an error once it passed (a zero timeout means none).
-    let left = || {
-        Some(deadline.saturating_duration_since(Instant::now()))
-            .filter(|left| !left.is_zero())
-            .ok_or_else(|| std::io::Error::from(std::io::ErrorKind::TimedOut))
-    };
-    let mut head = Vec::with_capacity(512);
-    let mut buf = [0u8; 512];
-    while !head.windows(4).any(|w| w == b"\r\n\r\n") {
-        stream.set_read_timeout(Some(left()?))?;
-        let n = stream.read(&mut buf)?;
-        if n == 0 || head.len() + n > MAX_HEAD {
-            return Ok(());
-        }
-        head.extend_from_slice(&buf[..n]);
+/// `listener`, for the event loop to serve `GET /metrics` on ([`Front::serve_metrics`]):
+/// its connections ordinary slots of the loop (limits, timeouts and backpressure apply,
+/// so a slow or dripping scraper costs one slot, never the loop); no thread is started.
+/// `cache` gives the token cache's counts.
+///
+/// [`Front::serve_metrics`]: crate::serve::event_loop::Front::serve_metrics
+pub(crate) fn listener(
+    listener: TcpListener,
+    cache: impl Fn() -> Option<crate::CacheStats> + Send + 'static,
+) -> std::io::Result<Listener> {
+    enable();
+    listener.set_nonblocking(true)?;
+    let cache = Box::new(cache);
+    Ok(Listener { listener, cache })
+}
+
+/// What a request on the metrics listener gets: `GET /metrics` the exposition, `/metrics`
+/// with another method 405, anything else 404.
+pub(crate) fn status_for(method: &str, path: &str) -> u16 {
+    match (method, path) {
+        ("GET", "/metrics") => 200,
+        (_, "/metrics") => 405,
+        _ => 404,
     }
-    let line = head.split(|&b| b == b'\r').next().unwrap_or_default();
-    let (status, body) = match line.split(|&b| b == b' ').collect::<Vec<_>>()[..] {
-        [b"GET", b"/metrics", _] => ("200 OK", render(cache())),
-        [_, b"/metrics", _] => ("405 Method Not Allowed", String::new()),
-        _ => ("404 Not Found", String::new()),
+}
+
+/// Appends a metrics answer to `out`: with `status` 200 the exposition, else an empty body.
+/// It always ends the connection, as scrapes do not reuse it.
+pub(crate) fn push_answer(
+    status: u16,
+    minor: u8,
+    cache: Option<crate::CacheStats>,
+    out: &mut Vec<u8>,
+) {
+    let (line, body) = match status {
+        200 => ("200 OK", render(cache)),
+        405 => ("405 Method Not Allowed", String::new()),
+        404 => ("404 Not Found", String::new()),
+        408 => ("408 Request Timeout", String::new()),
+        417 => ("417 Expectation Failed", String::new()),
+        431 => ("431 Request Header Fields Too Large", String::new()),
+        _ => ("400 Bad Request", String::new()),
     };
-    stream.set_write_timeout(Some(left()?))?;
-    write!(
-        stream,
-        "HTTP/1.1 {status}\r\nContent-Type: text/plain; version=0.0.4; charset=utf-8\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+    let version = match minor {
+        0 => "HTTP/1.0",
+        _ => "HTTP/1.1",
+    };
+    let _ = write!(
+        out,
+        "{version} {line}\r\nContent-Type: text/plain; version=0.0.4; charset=utf-8\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
         body.len()
-    )?;
-    stream.flush()
+    );
 }
 
 #[cfg(test)]

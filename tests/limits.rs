@@ -371,13 +371,12 @@ fn a_thousand_idle_connections_add_no_thread_and_at_most_a_mebibyte() {
     drop(held);
 }
 
-/// Review finding, not fixed here (src/serve/event_loop.rs is being rewritten): a body
-/// thrown away (up to 64 KiB, `Phase::Discard`) restarts `--body-timeout` at every byte
-/// and is never evicted, so a client dripping a byte a little under the timeout holds its
-/// connection for days. Four such connections keep `--max-connections 4` full: no one
-/// else is served. Fails on a202b68; run with `--ignored`.
+/// A body thrown away (up to 64 KiB) has one `--body-timeout` from its start, and its
+/// connection is closed to make room under `--max-connections`: four connections each
+/// dripping a byte a second (each within the timeout) must not keep the server full.
+/// Failed before: every byte restarted the timeout and such connections were never
+/// evicted.
 #[test]
-#[ignore = "review finding for src/serve/event_loop.rs: a dripped discarded body holds a connection for good"]
 fn a_dripped_body_does_not_hold_a_connection_past_its_deadline() {
     let server = Server::start(&[
         "--max-connections",
@@ -405,4 +404,59 @@ fn a_dripped_body_does_not_hold_a_connection_past_its_deadline() {
         std::thread::sleep(Duration::from_secs(1));
     }
     assert_eq!(server.get("/healthz", &[]).status, 200);
+}
+
+/// Under `--max-connections`, a connection throwing away a body already answered is
+/// closed to make room, as an idle one is (before, only idle and lingering ones were).
+#[test]
+fn a_connection_discarding_a_body_makes_room_at_max_connections() {
+    let server = Server::start(&[
+        "--max-connections",
+        "4",
+        "--body-timeout",
+        "60",
+        "--no-supervisor",
+    ]);
+    let mut held: Vec<TcpStream> = (0..4)
+        .map(|_| {
+            let mut s = TcpStream::connect(server.addr).unwrap();
+            s.write_all(b"POST /x HTTP/1.1\r\nHost: x\r\nContent-Length: 60000\r\n\r\na")
+                .unwrap();
+            s
+        })
+        .collect();
+    // Their answers (404: no guarded path) come first: then they only throw their
+    // bodies away.
+    for s in &mut held {
+        s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        let mut buf = [0; 12];
+        s.read_exact(&mut buf).unwrap();
+        assert_eq!(&buf, b"HTTP/1.1 404");
+    }
+    assert_eq!(server.get("/healthz", &[]).status, 200);
+}
+
+/// Empty lines between requests (RFC 9112 §2.2 lets a server skip them) are not a
+/// request: a `\r\n` every half second does not keep a connection past `--idle-timeout`
+/// from its last request. Before, each one restarted the idle timeout.
+#[test]
+fn empty_lines_between_requests_do_not_keep_a_connection_open() {
+    let server = Server::start(&["--idle-timeout", "2", "--no-supervisor"]);
+    let mut s = TcpStream::connect(server.addr).unwrap();
+    s.write_all(b"GET /x HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let mut buf = [0; 4096];
+    let n = s.read(&mut buf).unwrap();
+    assert!(buf[..n].starts_with(b"HTTP/1.1 404 "));
+    // 5 s of empty lines, well past the 2 s idle timeout.
+    for _ in 0..10 {
+        let _ = s.write_all(b"\r\n");
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    s.set_read_timeout(Some(Duration::from_secs(1))).unwrap();
+    match s.read(&mut buf) {
+        Ok(0) => {}
+        Err(err) if err.kind() == std::io::ErrorKind::ConnectionReset => {}
+        other => panic!("the connection is still open: {other:?}"),
+    }
 }

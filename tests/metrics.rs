@@ -275,3 +275,39 @@ fn proxy_mode_counts_the_apps_answers_and_its_share_of_the_latency() {
         0.0
     );
 }
+
+/// `--metrics` is a second listener of the worker's loop, not a thread of its own: a
+/// worker has as many threads with it as without (it had one more).
+#[test]
+fn metrics_add_no_thread_to_the_worker() {
+    let threads = |server: &Server| {
+        std::fs::read_dir(format!("/proc/{}/task", server.pid()))
+            .unwrap()
+            .count()
+    };
+    let (with, metrics) = start(&[]);
+    let without = Server::start(&["--no-supervisor"]);
+    for server in [&with, &without] {
+        assert_eq!(server.get("/healthz", &[]).status, 200);
+    }
+    assert!(scrape(metrics).contains_key("process_cpu_seconds_total"));
+    let (n_with, n_without) = (threads(&with), threads(&without));
+    eprintln!("worker threads: {n_with} with --metrics, {n_without} without");
+    assert_eq!(n_with, n_without);
+}
+
+/// A scrape is not a request: it moves neither the answers' counters nor the request
+/// latency histogram.
+#[test]
+fn a_scrape_is_not_counted_as_a_request() {
+    let (_server, metrics) = start(&[]);
+    let first = scrape(metrics);
+    let second = scrape(metrics);
+    for name in [
+        "jwtguard_responses_total{code=\"2xx\"}",
+        "jwtguard_request_seconds_count",
+    ] {
+        assert_eq!(first[name], 0.0, "{name}");
+        assert_eq!(second[name], 0.0, "{name}");
+    }
+}

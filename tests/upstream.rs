@@ -1641,6 +1641,44 @@ fn trickling_uploads_from_four_clients_do_not_hold_up_others() {
 }
 
 #[test]
+fn an_upload_trickling_below_the_minimum_rate_is_cut_with_408() {
+    let upstream = Upstream::start();
+    let server = jwtguard(&upstream, &[]);
+    let token = token(&["--sub", "mallory"]);
+    let mut stream = TcpStream::connect(server.addr).unwrap();
+    write!(
+        stream,
+        "POST /upload HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {token}\r\nContent-Length: 100000\r\n\r\nab"
+    )
+    .unwrap();
+    // A byte every 200 ms, each well within --upstream-timeout (1 s), for up to 8 s:
+    // far below 1 KiB/s on average, so cut about a second after it began.
+    let start = Instant::now();
+    stream
+        .set_read_timeout(Some(Duration::from_millis(200)))
+        .unwrap();
+    let mut got = Vec::new();
+    while start.elapsed() < Duration::from_secs(8) {
+        let _ = stream.write_all(b"c");
+        let mut buf = [0; 1024];
+        match stream.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => got.extend_from_slice(&buf[..n]),
+            Err(err) if err.kind() == std::io::ErrorKind::WouldBlock => {}
+            Err(err) if err.kind() == std::io::ErrorKind::TimedOut => {}
+            Err(_) => break,
+        }
+    }
+    let got = String::from_utf8_lossy(&got);
+    assert!(got.starts_with("HTTP/1.1 408 "), "{got:?}");
+    assert!(
+        start.elapsed() < Duration::from_secs(4),
+        "{:?}",
+        start.elapsed()
+    );
+}
+
+#[test]
 fn a_chunked_answer_whose_data_overruns_its_size_is_cut_and_its_connection_not_reused() {
     let upstream = Upstream::start();
     let server = jwtguard(&upstream, &[]);

@@ -74,7 +74,7 @@ Serve options:
   --max-header-bytes N     longest request head, then 431 [default: 16384]
   --header-timeout SECONDS for a whole request head, then 408 [default: 10]
   --idle-timeout SECONDS   between requests on a kept-alive connection [default: 60]
-  --body-timeout SECONDS   between two reads of a request body [default: 60]
+  --body-timeout SECONDS   for a request body thrown away, from its start [default: 60]
   --send-timeout SECONDS   for a client to read any of its answers, else it is
                            dropped [default: 5]
   --max-connections N      connections held at once; past it the longest idle one

@@ -34,7 +34,7 @@ pub(crate) fn counts(reason: Reason) -> bool {
 }
 
 /// Who is counted: an IPv4 address, or an IPv6 /64 (one host's usual share).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub(crate) struct Key(u128);
 
 impl Key {

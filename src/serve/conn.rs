@@ -187,7 +187,8 @@ impl Conn {
                     }
                 }
                 Phase::Head => {
-                    // Empty lines before a request line are skipped (RFC 9112 §2.2).
+                    // Empty lines before a request line are skipped (RFC 9112 §2.2); they
+                    // are not a request, and restart no timer in the loop.
                     if self.scanned == 0 {
                         while buf[at..].starts_with(b"\r\n") {
                             at += 2;

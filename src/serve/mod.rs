@@ -16,7 +16,10 @@
 //! - [`proxy`]: proxy mode in the loop: exchanges driven over their sockets.
 //! - [`timers`]: one FIFO queue per kind of timeout.
 //! - [`route`]: what each request (or refused head) gets, decided.
-//! - [`event_loop`]: the mio loop: accept, read, decide, record, answer, flush.
+//! - [`event_loop`]: the mio loop, turn by turn: accept, read, decide, record, answer,
+//!   flush.
+//! - [`accept`]: connections taken, capped, and evicted to make room.
+//! - [`slot`]: a connection's turn: read, answer, flush, settle its timer; its waits over.
 //!
 //! The supervisor that runs the workers is not here: it is the binary's (src/supervisor/,
 //! compiled into the `jwtguard` binary, which sees only this crate's public API), and it
@@ -31,6 +34,7 @@
 //! of it, and the fuzzers (`crate::fuzzing`: the connection, chunked and upstream-answer
 //! readers). Within it, a file names its siblings (`super::`), not lib.rs's names.
 
+pub(crate) mod accept;
 pub(crate) mod answer;
 pub(crate) mod chunked;
 pub(crate) mod conn;
@@ -42,6 +46,7 @@ pub(crate) mod request_head;
 pub(crate) mod response;
 pub(crate) mod route;
 pub(crate) mod server;
+pub(crate) mod slot;
 pub(crate) mod sys;
 pub(crate) mod timers;
 pub(crate) mod upstream;
@@ -59,7 +64,8 @@ pub(crate) struct Limits {
     pub header_timeout: Duration,
     /// `--idle-timeout` (nginx `keepalive_timeout`): between requests.
     pub idle_timeout: Duration,
-    /// `--body-timeout` (nginx `client_body_timeout`): between two reads of a body.
+    /// `--body-timeout`: for the whole of a body thrown away, from its start (nginx
+    /// `lingering_time`).
     pub body_timeout: Duration,
     /// `--send-timeout` (nginx `send_timeout`): between two writes that make progress.
     pub send_timeout: Duration,

@@ -12,7 +12,7 @@
 use std::collections::HashMap;
 use std::io::{self, Read as _, Write as _};
 use std::net::{IpAddr, SocketAddr, ToSocketAddrs};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use super::answer::{self, Framing as Reply_};
 use super::conn::Phase;
@@ -31,6 +31,10 @@ const MAX_UPLOADS_PER_CLIENT: usize = 16;
 /// A body at most this long, whole in hand with its head, is never counted as an upload:
 /// it cannot stall.
 const SMALL_BODY: u64 = 1024;
+/// The slowest a client's body may come, on average from when its request went up
+/// (Apache's `mod_reqtimeout` `MinRate`): a body that trickles slower is cut as stalled
+/// (408), one `--upstream-timeout` after its average fell behind.
+pub(super) const MIN_UPLOAD_RATE: u64 = 1024;
 
 /// Proxy mode's settings, resolved once.
 #[derive(Debug)]
@@ -574,5 +578,19 @@ fn release(uploads: &mut Uploads, owner: IpAddr) {
         if *n == 0 {
             uploads.remove(&owner);
         }
+    }
+}
+
+/// Where an exchange's wait restarts from on progress at `now`: from `now`, unless it
+/// waits for its client's body, which has earned only its bytes' worth of time at
+/// [`MIN_UPLOAD_RATE`] since the request went up (a trickle cannot hold its connection).
+/// Time the upstream takes to take the body is not the client's.
+pub(super) fn upload_progress(ex: &Exchange, now: Instant) -> Instant {
+    match ex.sent {
+        Some(sent) if ex.waits_for_client() => {
+            let earned = ex.body_bytes.saturating_mul(1000) / MIN_UPLOAD_RATE;
+            now.min(sent + Duration::from_millis(earned))
+        }
+        _ => now,
     }
 }

@@ -19,6 +19,8 @@ pub(super) enum What {
     Guarded(Pending),
     Auth(Pending),
     Status(u16),
+    /// A request on the `--metrics` listener, with its status (200: the exposition).
+    Scrape(u16),
     /// Proxy mode: forwarded once allowed (or public).
     Forward(Pending, Box<Forward>),
 }

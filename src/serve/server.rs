@@ -125,7 +125,7 @@ impl Server {
             addr: config.listen.clone(),
             source,
         };
-        let front = Front::new(listener).map_err(|e| bind(Box::new(e)))?;
+        let mut front = Front::new(listener).map_err(|e| bind(Box::new(e)))?;
         let addr = front.local_addr().map_err(|e| bind(Box::new(e)))?;
         let metrics = match &config.metrics {
             Some(at) => {
@@ -136,8 +136,10 @@ impl Server {
                 let listener = super::sys::listen_shared(at).map_err(bind)?;
                 let addr = listener.local_addr().map_err(bind)?;
                 let cache = guard.cache.clone();
-                crate::metrics::spawn(listener, move || cache.as_ref().map(|c| c.stats()))
-                    .map_err(bind)?;
+                let listener =
+                    crate::metrics::listener(listener, move || cache.as_ref().map(|c| c.stats()))
+                        .map_err(bind)?;
+                front.serve_metrics(listener);
                 crate::metrics::connections(0, config.max_connections);
                 Some(addr)
             }

@@ -16,7 +16,8 @@ pub(crate) enum Kind {
     /// The next request on a kept-alive connection (`--idle-timeout`, nginx
     /// `keepalive_timeout`): closed silently.
     Idle,
-    /// More of a body being thrown away (`--body-timeout`, nginx `client_body_timeout`).
+    /// The rest of a body being thrown away (`--body-timeout` for the whole of it, nginx
+    /// `lingering_time`): progress does not restart it.
     Body,
     /// Room for its answers (`--send-timeout`, nginx `send_timeout`): the client does not
     /// read.
