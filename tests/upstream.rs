@@ -73,12 +73,17 @@ fn respond(seen: &Seen, stream: &mut TcpStream) {
     } else if path.starts_with("/garbage") {
         stream.write_all(b"this is not HTTP\r\n\r\n").unwrap();
     } else if let Some(kib) = path.strip_prefix("/kib/") {
-        // A body of that many KiB, after a short head.
+        // A body of that many KiB, after a short head, written a block at a time (no
+        // body-sized buffer per request). jwtguard may drop the client, and with it this
+        // connection, before the end: then the rest is not written.
         let length = kib.parse::<usize>().unwrap() * 1024;
-        let mut answer =
-            format!("HTTP/1.1 200 OK\r\nContent-Length: {length}\r\n\r\n").into_bytes();
-        answer.resize(answer.len() + length, b'k');
-        stream.write_all(&answer).unwrap();
+        let head = format!("HTTP/1.1 200 OK\r\nContent-Length: {length}\r\n\r\n");
+        let block = [b'k'; 16 * 1024];
+        let _ = stream.write_all(head.as_bytes()).and_then(|()| {
+            (0..length)
+                .step_by(block.len())
+                .try_for_each(|at| stream.write_all(&block[..block.len().min(length - at)]))
+        });
     } else {
         if path.starts_with("/delay") {
             std::thread::sleep(Duration::from_millis(300));
@@ -915,7 +920,6 @@ fn peak_rss(server: &Server) -> u64 {
 
 #[test]
 fn a_client_that_pipelines_far_ahead_of_its_answers_is_served_no_more() {
-    use nix::sys::socket::{setsockopt, sockopt};
     let upstream = Upstream::start();
     let server = jwtguard(&upstream, &["--send-timeout", "1"]);
     let token = token(&["--sub", "mallory"]);
@@ -924,8 +928,7 @@ fn a_client_that_pipelines_far_ahead_of_its_answers_is_served_no_more() {
     // Requests in a row, and no answer read: each waiting one would hold its request in
     // memory. The server stops reading the client once its answers back up, and drops it
     // after --send-timeout: then the writes fail.
-    let mut flood = TcpStream::connect(server.addr).unwrap();
-    setsockopt(&flood, sockopt::RcvBuf, &4096).unwrap();
+    let mut flood = support::connect_with_receive_buffer(server.addr, 4096);
     flood
         .set_write_timeout(Some(Duration::from_secs(10)))
         .unwrap();
@@ -1543,7 +1546,6 @@ fn keep_at(
 
 #[test]
 fn slow_readers_of_a_large_public_answer_do_not_hold_up_other_clients() {
-    use nix::sys::socket::{setsockopt, sockopt};
     let upstream = Upstream::start();
     // The default --upstream-timeout (30 s): a shorter one drops the readers sooner.
     let server = jwtguard(
@@ -1554,8 +1556,7 @@ fn slow_readers_of_a_large_public_answer_do_not_hold_up_other_clients() {
     // 64 anonymous clients ask for a 4 MiB public answer and read it a byte a second.
     let readers: Vec<TcpStream> = (0..64)
         .map(|_| {
-            let mut stream = TcpStream::connect(server.addr).unwrap();
-            setsockopt(&stream, sockopt::RcvBuf, &4096).unwrap();
+            let mut stream = support::connect_with_receive_buffer(server.addr, 4096);
             stream
                 .set_read_timeout(Some(Duration::from_secs(1)))
                 .unwrap();

@@ -661,3 +661,26 @@ pub fn closed_port() -> (std::os::fd::OwnedFd, String) {
     let bound: SockaddrIn = nix::sys::socket::getsockname(socket.as_raw_fd()).unwrap();
     (socket, format!("http://127.0.0.1:{}", bound.port()))
 }
+
+/// A loopback connection to `addr` whose receive buffer is `bytes` from its first segment:
+/// a client that reads slowly, as the kernel sees one. Shrinking the buffer after
+/// `connect` is not the same: the window already offered is larger, the server's segments
+/// past the buffer are dropped, and with them the acknowledgements (window updates
+/// included) they carry, so the client's own sending stalls for the server's
+/// retransmission backoff (seconds), which no server can help.
+pub fn connect_with_receive_buffer(addr: SocketAddr, bytes: usize) -> TcpStream {
+    use nix::sys::socket::{self, AddressFamily, SockFlag, SockType, SockaddrIn, SockaddrIn6};
+    use std::os::fd::AsRawFd as _;
+    let family = match addr {
+        SocketAddr::V4(_) => AddressFamily::Inet,
+        SocketAddr::V6(_) => AddressFamily::Inet6,
+    };
+    let fd = socket::socket(family, SockType::Stream, SockFlag::SOCK_CLOEXEC, None).unwrap();
+    socket::setsockopt(&fd, socket::sockopt::RcvBuf, &bytes).unwrap();
+    match addr {
+        SocketAddr::V4(a) => socket::connect(fd.as_raw_fd(), &SockaddrIn::from(a)),
+        SocketAddr::V6(a) => socket::connect(fd.as_raw_fd(), &SockaddrIn6::from(a)),
+    }
+    .unwrap();
+    TcpStream::from(fd)
+}
