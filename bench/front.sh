@@ -207,7 +207,7 @@ idle() {
       wait "$holder" || status=$?
     fi
     echo "bench/front.sh: $name: the $IDLE idle connections were not all answered" \
-      "after $(calc "($(now_us) - t0) / 1000000" 1) s (idle.py status $status):" >&2
+      "after $(calc "($(now_us) - $t0) / 1000000" 1) s (idle.py status $status):" >&2
     cat "$TMP/idle.err" >&2
     exit 1
   fi

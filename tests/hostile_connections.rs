@@ -343,3 +343,23 @@ fn every_connection_of_a_burst_is_served_while_the_others_stay_open() {
         assert_eq!(unanswered, 0, "burst {burst}");
     }
 }
+
+#[test]
+fn a_client_that_ends_its_input_after_a_request_gets_its_answer_and_the_close() {
+    // The request and the end of input arrive together, as from `printf ... | nc -N`:
+    // the server answers, then closes at once, not after the 60 s idle timeout.
+    let server = Server::start(&[]);
+    let valid = token(&["--sub", "alice"]);
+    let request =
+        format!("GET /api/a HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {valid}\r\n\r\n");
+    for _ in 0..20 {
+        let started = Instant::now();
+        let answer = exchange(&server, &request);
+        assert!(answer.starts_with("HTTP/1.1 200 "), "{answer}");
+        assert!(
+            started.elapsed() < Duration::from_secs(3),
+            "closed {:?} after the end of input",
+            started.elapsed()
+        );
+    }
+}

@@ -91,51 +91,107 @@ struct Claims<'a> {
     #[serde(borrow, default)]
     iss: Option<Cow<'a, str>>,
     #[serde(borrow, default)]
-    aud: Option<Audience<'a>>,
+    aud: Option<Strings<'a>>,
     #[serde(borrow, default)]
     sub: Option<Cow<'a, str>>,
     #[serde(borrow, default)]
     user_id: Option<UserId<'a>>,
     #[serde(borrow, default)]
-    scope: Option<Scopes<'a>>,
+    scope: Option<Strings<'a>>,
     #[serde(borrow, default)]
-    scp: Option<Scopes<'a>>,
+    scp: Option<Strings<'a>>,
     #[serde(borrow, default)]
-    roles: Option<Scopes<'a>>,
+    roles: Option<Strings<'a>>,
 }
 
-/// `scope`, `scp`, `roles`: a space-separated string (RFC 8693 §4.2) or an array of
-/// strings (as some issuers write `scp` and `roles`).
-#[derive(Deserialize)]
-#[serde(untagged)]
-enum Scopes<'a> {
-    Text(#[serde(borrow)] Cow<'a, str>),
-    List(#[serde(borrow)] Vec<Cow<'a, str>>),
+/// `aud` (RFC 7519 §4.1.3), and `scope`, `scp`, `roles` (RFC 8693 §4.2: a space-separated
+/// string, or an array of strings as some issuers write `scp` and `roles`).
+enum Strings<'a> {
+    One(Cow<'a, str>),
+    Many(Vec<Cow<'a, str>>),
 }
 
-impl Scopes<'_> {
+impl Strings<'_> {
+    /// As an audience: it names `want`.
+    fn names(&self, want: &str) -> bool {
+        match self {
+            Strings::One(one) => one == want,
+            Strings::Many(many) => many.iter().any(|s| s == want),
+        }
+    }
+
+    /// As scopes: it grants `scope`.
     fn grants(&self, scope: &str) -> bool {
         match self {
-            Scopes::Text(text) => text.split(' ').any(|s| s == scope),
-            Scopes::List(list) => list.iter().any(|s| s == scope),
+            Strings::One(text) => text.split(' ').any(|s| s == scope),
+            Strings::Many(list) => list.iter().any(|s| s == scope),
         }
     }
 }
 
-/// `aud`: one string or an array of them (RFC 7519 §4.1.3).
-#[derive(Deserialize)]
-#[serde(untagged)]
-enum Audience<'a> {
-    One(#[serde(borrow)] Cow<'a, str>),
-    Many(#[serde(borrow)] Vec<Cow<'a, str>>),
+/// A `user_id` claim (common in Flask apps): a string or an integer.
+enum UserId<'a> {
+    Text(Cow<'a, str>),
+    Number(i64),
 }
 
-/// A `user_id` claim (common in Flask apps): a string or an integer.
-#[derive(Deserialize)]
-#[serde(untagged)]
-enum UserId<'a> {
-    Text(#[serde(borrow)] Cow<'a, str>),
-    Number(i64),
+// Written out rather than derived with `#[serde(untagged)]`, which buffers each value
+// before trying its variants: that generic buffering was 10 KB of the HS256-only binary.
+impl<'de: 'a, 'a> Deserialize<'de> for Strings<'a> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> serde::de::Visitor<'de> for V {
+            type Value = Strings<'de>;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a string or an array of strings")
+            }
+            fn visit_borrowed_str<E>(self, s: &'de str) -> Result<Self::Value, E> {
+                Ok(Strings::One(Cow::Borrowed(s)))
+            }
+            fn visit_str<E>(self, s: &str) -> Result<Self::Value, E> {
+                Ok(Strings::One(Cow::Owned(s.to_owned())))
+            }
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(
+                self,
+                mut seq: A,
+            ) -> Result<Self::Value, A::Error> {
+                let mut many = Vec::new();
+                while let Some(s) = seq.next_element::<Cow<'de, str>>()? {
+                    many.push(s);
+                }
+                Ok(Strings::Many(many))
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+impl<'de: 'a, 'a> Deserialize<'de> for UserId<'a> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> serde::de::Visitor<'de> for V {
+            type Value = UserId<'de>;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a string or an integer")
+            }
+            fn visit_borrowed_str<E>(self, s: &'de str) -> Result<Self::Value, E> {
+                Ok(UserId::Text(Cow::Borrowed(s)))
+            }
+            fn visit_str<E>(self, s: &str) -> Result<Self::Value, E> {
+                Ok(UserId::Text(Cow::Owned(s.to_owned())))
+            }
+            fn visit_i64<E>(self, n: i64) -> Result<Self::Value, E> {
+                Ok(UserId::Number(n))
+            }
+            fn visit_u64<E: serde::de::Error>(self, n: u64) -> Result<Self::Value, E> {
+                // Past i64::MAX: refused, as the derived i64 variant refused it.
+                i64::try_from(n)
+                    .map(UserId::Number)
+                    .map_err(|_| E::invalid_value(serde::de::Unexpected::Unsigned(n), &self))
+            }
+        }
+        d.deserialize_any(V)
+    }
 }
 
 impl Claims<'_> {
@@ -172,12 +228,7 @@ impl Claims<'_> {
             (None, None) => {}
             (None, Some(_)) => return Err(Reason::MissingClaim),
             (Some(_), None) => return Err(Reason::InvalidAudience),
-            (Some(Audience::One(aud)), Some(want)) if aud != want => {
-                return Err(Reason::InvalidAudience);
-            }
-            (Some(Audience::Many(auds)), Some(want)) if !auds.iter().any(|a| a == want) => {
-                return Err(Reason::InvalidAudience);
-            }
+            (Some(aud), Some(want)) if !aud.names(want) => return Err(Reason::InvalidAudience),
             (Some(_), Some(_)) => {}
         }
         match self.user() {

@@ -150,6 +150,7 @@ impl Loop<'_> {
             out: Vec::new(),
             unsent_id: None,
             readable: false,
+            hup: false,
             eof: false,
             dead: false,
             lingering: false,

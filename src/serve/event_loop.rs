@@ -257,6 +257,7 @@ impl Loop<'_> {
                             if event.is_readable() || event.is_read_closed() || event.is_error() {
                                 slot.readable = true;
                             }
+                            slot.hup |= event.is_read_closed() || event.is_error();
                             self.touched.push(t);
                         }
                     }
@@ -317,10 +318,11 @@ impl Loop<'_> {
 
     pub(super) fn close(&mut self, t: usize) {
         self.end_exchange(t);
-        let Some(mut slot) = self.slots.get_mut(t).and_then(Option::take) else {
+        let Some(slot) = self.slots.get_mut(t).and_then(Option::take) else {
             return;
         };
-        let _ = self.poll.registry().deregister(&mut slot.stream);
+        // Not deregistered: closing its only descriptor (when `slot` drops below) takes it
+        // out of the poll too, and `Connection: close` saves an `epoll_ctl` a request.
         if slot.capped {
             self.per_address.remove(slot.peer.ip());
         }

@@ -79,9 +79,10 @@ pub(crate) fn parse<'h>(
             || (i == 0 && w[0] == b'\n')
     });
     if clean {
-        let mut raw = [httparse::EMPTY_HEADER; MAX_HEADERS];
-        let mut request = httparse::Request::new(&mut raw);
-        match request.parse(head) {
+        // Not zeroed first (100 fields a request): httparse hands back only those it wrote.
+        let mut raw = [const { std::mem::MaybeUninit::uninit() }; MAX_HEADERS];
+        let mut request = httparse::Request::new(&mut []);
+        match request.parse_with_uninit_headers(head, &mut raw) {
             Ok(httparse::Status::Complete(_)) => {
                 let method = request.method.unwrap_or("");
                 let target = request.path.unwrap_or("");
