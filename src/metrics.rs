@@ -49,10 +49,47 @@ static LOG_FAILURES: AtomicU64 = AtomicU64::new(0);
 /// The sealing key's epoch plus one; 0 while the log is not sealed.
 static SEAL_EPOCH: AtomicU64 = AtomicU64::new(0);
 
-/// The upper bounds of the latency buckets, in seconds (10 us to 1 s).
-const BOUNDS: [f64; 11] = [
-    0.000_01, 0.000_03, 0.000_1, 0.000_3, 0.001, 0.003, 0.01, 0.03, 0.1, 0.3, 1.0,
+/// The upper bounds of the latency buckets, in nanoseconds (10 us to 1 s), and as the
+/// `le` label writes them.
+const BOUNDS: [u64; 11] = [
+    10_000,
+    30_000,
+    100_000,
+    300_000,
+    1_000_000,
+    3_000_000,
+    10_000_000,
+    30_000_000,
+    100_000_000,
+    300_000_000,
+    1_000_000_000,
 ];
+const BOUND_LABELS: [&str; BOUNDS.len()] = [
+    "0.00001", "0.00003", "0.0001", "0.0003", "0.001", "0.003", "0.01", "0.03", "0.1", "0.3", "1",
+];
+
+/// A number of seconds written from whole units without floating point (whose formatting
+/// code the binary then need not carry): `whole` units of `1/scale` s.
+struct Seconds {
+    units: u64,
+    scale: u64,
+}
+
+impl std::fmt::Display for Seconds {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let (whole, mut frac) = (self.units / self.scale, self.units % self.scale);
+        write!(f, "{whole}")?;
+        if frac == 0 {
+            return Ok(());
+        }
+        let mut digits = self.scale.ilog10() as usize;
+        while frac % 10 == 0 {
+            frac /= 10;
+            digits -= 1;
+        }
+        write!(f, ".{frac:0digits$}")
+    }
+}
 
 /// A histogram of durations: a count per bucket (not cumulative: one increment each),
 /// the overflow last, and the sum in nanoseconds.
@@ -70,13 +107,12 @@ impl Histogram {
     }
 
     fn observe(&self, took: Duration) {
-        let secs = took.as_secs_f64();
+        let nanos = u64::try_from(took.as_nanos()).unwrap_or(u64::MAX);
         let i = BOUNDS
             .iter()
-            .position(|&b| secs <= b)
+            .position(|&b| nanos <= b)
             .unwrap_or(BOUNDS.len());
         self.buckets[i].fetch_add(1, Relaxed);
-        let nanos = u64::try_from(took.as_nanos()).unwrap_or(u64::MAX);
         self.sum_nanos.fetch_add(nanos, Relaxed);
     }
 
@@ -85,7 +121,7 @@ impl Histogram {
         let mut count = 0;
         for (i, bucket) in self.buckets.iter().enumerate() {
             count += bucket.load(Relaxed);
-            match BOUNDS.get(i) {
+            match BOUND_LABELS.get(i) {
                 Some(bound) => {
                     let _ = writeln!(out, "{name}_bucket{{le=\"{bound}\"}} {count}");
                 }
@@ -94,7 +130,10 @@ impl Histogram {
                 }
             }
         }
-        let sum = self.sum_nanos.load(Relaxed) as f64 / 1e9;
+        let sum = Seconds {
+            units: self.sum_nanos.load(Relaxed),
+            scale: 1_000_000_000,
+        };
         let _ = writeln!(out, "{name}_sum {sum}\n{name}_count {count}");
     }
 }
@@ -355,7 +394,7 @@ pub(crate) fn render(cache: Option<crate::CacheStats>) -> String {
 }
 
 /// USER_HZ: the unit of `/proc/self/stat`'s times, 100 on every Linux architecture.
-const TICKS: f64 = 100.0;
+const TICKS: u64 = 100;
 
 /// The standard process metrics (those of Prometheus's client libraries), from `/proc`.
 fn process(out: &mut String) {
@@ -373,7 +412,11 @@ fn process(out: &mut String) {
             "counter",
             "User and system CPU time spent in seconds.",
         );
-        sample(out, n, "", (user + system) as f64 / TICKS);
+        let cpu = Seconds {
+            units: user + system,
+            scale: TICKS,
+        };
+        sample(out, n, "", cpu);
     }
     let boot = std::fs::read_to_string("/proc/stat").ok().and_then(|s| {
         s.lines()
@@ -388,7 +431,11 @@ fn process(out: &mut String) {
             "gauge",
             "Start time of the process since unix epoch in seconds.",
         );
-        sample(out, n, "", boot as f64 + start as f64 / TICKS);
+        let at = Seconds {
+            units: boot * TICKS + start,
+            scale: TICKS,
+        };
+        sample(out, n, "", at);
     }
     let rss_kib = std::fs::read_to_string("/proc/self/status")
         .ok()
@@ -530,6 +577,18 @@ mod cost {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn seconds_are_written_as_decimals_without_trailing_zeros() {
+        let s = |units, scale| Seconds { units, scale }.to_string();
+        assert_eq!(s(0, 1_000_000_000), "0");
+        assert_eq!(s(123_000, 1_000_000_000), "0.000123");
+        assert_eq!(s(2_500_000_000, 1_000_000_000), "2.5");
+        assert_eq!(s(3_000_000_000, 1_000_000_000), "3");
+        assert_eq!(s(12_345, 100), "123.45");
+        assert_eq!(s(12_340, 100), "123.4");
+        assert_eq!(s(7, 100), "0.07");
+    }
 
     #[test]
     fn a_histogram_is_cumulative_and_ends_with_inf() {
