@@ -52,6 +52,10 @@ pub(crate) struct Conn {
     /// Proxy mode: a body goes to the caller ([`Phase::Passed`]) instead of being thrown
     /// away.
     pass_bodies: bool,
+    /// It ends because its last request asked to (`Connection: close`, HTTP/1.0 without
+    /// keep-alive), with no body and no byte after it: the client sends nothing more
+    /// (RFC 9112 §9.6), so closing at once cannot reset the connection under the answer.
+    quiet_end: bool,
 }
 
 /// What [`Conn::feed`] did.
@@ -77,7 +81,14 @@ impl Conn {
             phase: Phase::Head,
             requests: 0,
             pass_bodies: false,
+            quiet_end: false,
         }
+    }
+
+    /// Whether it ends with nothing more to come from the client (see `quiet_end`): no
+    /// lingering close is needed.
+    pub(crate) fn ends_quietly(&self) -> bool {
+        self.phase == Phase::Closing && self.quiet_end
     }
 
     /// A connection whose bodies are the caller's (proxy mode).
@@ -130,6 +141,7 @@ impl Conn {
         self.phase = Phase::Closing;
         self.held = Vec::new();
         self.scanned = 0;
+        self.quiet_end = false;
     }
 
     /// Takes `input`, hands over each item it completes (at most `max_requests`), and
@@ -173,7 +185,11 @@ impl Conn {
         let mut fed = Fed::default();
         loop {
             match self.phase {
-                Phase::Closing => return (buf.len(), fed),
+                Phase::Closing => {
+                    // Bytes after the last request: the client did send more.
+                    self.quiet_end &= at == buf.len();
+                    return (buf.len(), fed);
+                }
                 Phase::Passed => return (at, fed),
                 Phase::Discard(left) => {
                     let take = left.min((buf.len() - at) as u64);
@@ -248,6 +264,7 @@ impl Conn {
             Err(Unreadable::Malformed) => return self.refuse(400, on, fed),
             Err(Unreadable::TooManyFields) => return self.refuse(431, on, fed),
         };
+        let mut asked = false;
         let close = match &head.framing {
             Err(_) => true,
             Ok(framing) if framing.expect == Expect::Other => return self.refuse(417, on, fed),
@@ -256,6 +273,7 @@ impl Conn {
                     (1, 1) => !framing.close,
                     _ => framing.keep_alive && !framing.close,
                 };
+                asked = !persistent && matches!(framing.body, Body::None | Body::Length(0));
                 // A body is thrown away only when it is small and on its way: with
                 // `Expect: 100-continue` the client waits for a 100 that is never sent
                 // before the token is checked, so the answer closes instead.
@@ -285,6 +303,7 @@ impl Conn {
         };
         if close && self.phase != Phase::Passed {
             self.close();
+            self.quiet_end = asked;
         }
         self.requests += 1;
         fed.items += 1;
@@ -355,6 +374,38 @@ mod tests {
             ),
             ["417"]
         );
+    }
+
+    #[test]
+    fn only_a_request_that_asked_to_close_with_nothing_after_it_ends_quietly() {
+        let quiet = |input: &[u8]| {
+            let mut conn = Conn::new();
+            conn.feed(input, 16 * 1024, 4, &mut |_| {});
+            conn.ends_quietly()
+        };
+        assert!(quiet(b"GET /a HTTP/1.1\r\nConnection: close\r\n\r\n"));
+        assert!(quiet(b"GET /a HTTP/1.0\r\n\r\n"));
+        // More bytes after it, a body, a refused head, or a kept connection: not quiet.
+        assert!(!quiet(
+            b"GET /a HTTP/1.1\r\nConnection: close\r\n\r\nGET /b HTTP/1.1\r\n\r\n"
+        ));
+        assert!(!quiet(
+            b"POST /a HTTP/1.1\r\nConnection: close\r\nContent-Length: 5\r\n\r\nabcde"
+        ));
+        assert!(!quiet(
+            b"POST /a HTTP/1.1\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n"
+        ));
+        assert!(!quiet(b"GET /a HTTP/1.1\r\nExpect: x\r\n\r\n"));
+        assert!(!quiet(b"GET /a HTTP/1.1\r\n\r\n"));
+        let mut conn = Conn::new();
+        conn.feed(
+            b"GET /a HTTP/1.1\r\nConnection: close\r\n\r\n",
+            16 * 1024,
+            4,
+            &mut |_| {},
+        );
+        conn.feed(b"G", 16 * 1024, 4, &mut |_| {});
+        assert!(!conn.ends_quietly(), "a byte that came later");
     }
 
     #[test]
