@@ -427,7 +427,18 @@ impl Loop<'_> {
                     }
                     slot.unsent_id = ex.id.or(slot.unsent_id);
                     match taken {
-                        Ok(Some(reusable)) => return Step::Done(reusable && ex.body_done()),
+                        // Reused only when nothing is left either way: the whole body went
+                        // up (an app that answers early and skips the rest would read the
+                        // next request as its end), and no byte is left in the socket (a
+                        // read that filled the buffer may have left some behind, and no
+                        // new event would say so).
+                        Ok(Some(reusable)) => {
+                            let clean = reusable
+                                && ex.body_done()
+                                && ex.to_up.is_empty()
+                                && (n < scratch.len() || nothing_waiting(&up.stream));
+                            return Step::Done(clean);
+                        }
                         Ok(None) => {}
                         Err(failure) => return Step::Failed(failure),
                     }
@@ -452,7 +463,8 @@ impl Loop<'_> {
     }
 
     /// The answer ended: the upstream connection back to the pool (or closed), the client
-    /// connection on to its next request (or closing).
+    /// connection on to its next request (or closing). `reusable`: the answer ended at its
+    /// framing, the request's body is all sent, and nothing is left in the socket.
     fn finish(&mut self, t: usize, reusable: bool) {
         let draining = self.draining.is_some();
         let registry = self.poll.registry();
@@ -563,6 +575,11 @@ impl Loop<'_> {
             release(&mut self.uploads, owner);
         }
     }
+}
+
+/// Whether `stream` has no byte waiting to be read (and has not ended).
+fn nothing_waiting(stream: &mio::net::TcpStream) -> bool {
+    matches!(stream.peek(&mut [0u8; 1]), Err(err) if err.kind() == io::ErrorKind::WouldBlock)
 }
 
 fn release(uploads: &mut Uploads, owner: IpAddr) {

@@ -1,6 +1,9 @@
-//! Reviewer 2's reproductions (proxy mode on the event loop): an upstream connection put
-//! back in the pool while its socket (or the request it carried) was not done with.
-//! Both FAIL until fixed.
+//! Proxy mode's keep-alive pool takes an upstream connection back only when it is done
+//! with both ways: no byte left in its socket after the answer (one that ended exactly at
+//! a read's end left the rest unseen), and the whole request body sent up (an app that
+//! answers early and skips the rest of a body would read the next request as its end).
+//! Found by an independent review; both failed before the fix (an answer reached another
+//! client; the next request was swallowed).
 
 mod support;
 
