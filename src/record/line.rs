@@ -161,10 +161,10 @@ pub(super) fn truncate(value: &str, cap: usize) -> (&str, bool) {
 /// Escapes `value` into printable ASCII: `"` and `\` get a backslash, and every other
 /// character outside `' '..='~'` becomes `\uXXXX` (JSON, UTF-16 units) or `\u{X}` (text).
 pub(super) fn push_escaped(value: &str, format: LogFormat, out: &mut String) {
-    if value
-        .bytes()
-        .all(|b| (b' '..=b'~').contains(&b) && b != b'"' && b != b'\\')
-    {
+    // Every byte, without an early exit: the compiler checks 16 bytes a step.
+    if value.bytes().fold(true, |all, b| {
+        all & ((b' '..=b'~').contains(&b) && b != b'"' && b != b'\\')
+    }) {
         out.push_str(value);
         return;
     }

@@ -241,7 +241,11 @@ impl Conn {
     /// remembers how far it looked.
     fn head_end(&mut self, rest: &[u8]) -> Option<usize> {
         let from = self.scanned.saturating_sub(3);
-        let found = rest[from..].windows(4).position(|w| w == b"\r\n\r\n");
+        /// The blank line's searcher, built once (building one costs about what a search
+        /// of a common head does).
+        static BLANK_LINE: std::sync::LazyLock<memchr::memmem::Finder<'static>> =
+            std::sync::LazyLock::new(|| memchr::memmem::Finder::new(b"\r\n\r\n"));
+        let found = BLANK_LINE.find(&rest[from..]);
         match found {
             Some(at) => Some(from + at + 4),
             None => {
