@@ -421,11 +421,12 @@ impl Guard {
         let recorded = logger::record(&event);
         let decision = match result {
             Ok(verified) => {
-                let headers = self.identity_headers(&verified);
+                let (user_header, claim_headers) = self.identity_headers(&verified);
                 Decision::Allowed(Allowed {
                     request_id,
                     user: verified.user,
-                    headers,
+                    user_header,
+                    claim_headers,
                 })
             }
             Err(denied) => Decision::Refused(Refused {
@@ -439,13 +440,11 @@ impl Guard {
         Pending { decision, recorded }
     }
 
-    /// `X-Auth-User`, then each claim header, with their percent-encoded values.
-    fn identity_headers(&self, verified: &Verified) -> Vec<(String, String)> {
-        let mut headers = Vec::with_capacity(1 + self.claim_headers.len());
+    /// `X-Auth-User`'s value, then each claim header, with their percent-encoded values.
+    fn identity_headers(&self, verified: &Verified) -> (String, Vec<(String, String)>) {
         let mut user = String::new();
         push_header_value(&verified.user, &mut user);
-        headers.push((USER_HEADER.to_owned(), user));
-        for (path, header) in &self.claim_headers {
+        let claims = self.claim_headers.iter().map(|(path, header)| {
             let mut value = String::new();
             let claim = verified
                 .claims
@@ -454,9 +453,9 @@ impl Guard {
             if let Some(claim) = claim {
                 push_claim(claim, &mut value);
             }
-            headers.push((header.clone(), value));
-        }
-        headers
+            (header.clone(), value)
+        });
+        (user, claims.collect())
     }
 }
 

@@ -198,8 +198,8 @@ impl Claims<'_> {
     /// `sub`, or else `user_id`; an empty one is no user.
     fn user(&self) -> Option<String> {
         let user = match (&self.sub, &self.user_id) {
-            (Some(sub), _) => sub.to_string(),
-            (None, Some(UserId::Text(id))) => id.to_string(),
+            (Some(sub), _) => String::from(&**sub),
+            (None, Some(UserId::Text(id))) => String::from(&**id),
             (None, Some(UserId::Number(id))) => id.to_string(),
             (None, None) => return None,
         };
