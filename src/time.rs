@@ -1,9 +1,49 @@
 //! Clock reading and the two time formats jwtguard writes: RFC 3339 in the log, the
 //! HTTP date in responses. Both are formatted once a second per thread.
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::fmt::Write as _;
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
+
+thread_local! {
+    /// The serving loop's clock readings for its current turn, taken once after each poll
+    /// (a request's token check, its event's timestamp and its answer's `Date` read the
+    /// clock four times otherwise); `None` on any other thread, which reads the clock.
+    static TURN: Cell<Option<(SystemTime, Instant)>> = const { Cell::new(None) };
+}
+
+/// The wall clock: the current loop turn's reading on a serving thread, else now.
+pub(crate) fn wall() -> SystemTime {
+    TURN.get().map_or_else(SystemTime::now, |(wall, _)| wall)
+}
+
+/// The monotonic clock, as [`wall`].
+pub(crate) fn monotonic() -> Instant {
+    TURN.get().map_or_else(Instant::now, |(_, mono)| mono)
+}
+
+/// The clock readings of this thread's loop turns, while it lives: [`Turns::start`] at
+/// each turn; none once it is dropped.
+pub(crate) struct Turns(());
+
+impl Turns {
+    pub(crate) fn new() -> Turns {
+        Turns(())
+    }
+
+    /// A turn begins: reads the clocks, and returns the monotonic reading.
+    pub(crate) fn start(&self) -> Instant {
+        let now = Instant::now();
+        TURN.set(Some((SystemTime::now(), now)));
+        now
+    }
+}
+
+impl Drop for Turns {
+    fn drop(&mut self) {
+        TURN.set(None);
+    }
+}
 
 /// Seconds since the Unix epoch, with a fraction; `None` when the clock reads before 1970
 /// (then no token can be judged, and the guard refuses them all).
@@ -108,7 +148,7 @@ pub(crate) fn push_http_date(out: &mut Vec<u8>) {
     thread_local! {
         static SECOND: RefCell<(u64, String)> = const { RefCell::new((u64::MAX, String::new())) };
     }
-    let now = SystemTime::now();
+    let now = wall();
     let secs = now.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
     SECOND.with_borrow_mut(|(cached, text)| {
         if *cached != secs {

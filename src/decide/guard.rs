@@ -3,7 +3,6 @@
 
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::SystemTime;
 
 use crate::config::USER_HEADER;
 use crate::event::RateLimited;
@@ -299,7 +298,7 @@ impl Guard {
         let result = match self.keys.loaded() {
             false => Err(Reason::NoKeys.into()),
             true => token.map_err(Denied::from).and_then(|token| {
-                let now = crate::time::unix_seconds(SystemTime::now());
+                let now = crate::time::unix_seconds(crate::time::wall());
                 self.keys.verify(token, now, ask)
             }),
         };

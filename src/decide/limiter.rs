@@ -112,7 +112,8 @@ impl Limiter {
 
     /// Now, in ms on the limiter's monotonic clock.
     pub(crate) fn now(&self) -> u64 {
-        u64::try_from(self.clock.elapsed().as_millis()).unwrap_or(u64::MAX)
+        let elapsed = crate::time::monotonic().saturating_duration_since(self.clock);
+        u64::try_from(elapsed.as_millis()).unwrap_or(u64::MAX)
     }
 
     fn set(&self, key: Key) -> std::sync::MutexGuard<'_, [Entry; WAYS]> {

@@ -365,7 +365,7 @@ pub(crate) fn record(event: &Event) -> Recorded {
             &mut local.line
         };
         let start = buf.len();
-        event.encode(format, SystemTime::now(), buf);
+        event.encode(format, crate::time::wall(), buf);
         buf.push('\n');
         local.pending = Some(start..buf.len());
     });
@@ -490,7 +490,7 @@ mod tests {
                 &mut local.line
             };
             let start = buf.len();
-            event.encode(format(), SystemTime::now(), buf);
+            event.encode(format(), crate::time::wall(), buf);
             buf.push('\n');
             local.pending = Some(start..buf.len());
         });

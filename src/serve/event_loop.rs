@@ -202,6 +202,7 @@ pub(super) struct Loop<'a> {
 impl Loop<'_> {
     fn run(&mut self) -> Result<(), Error> {
         let mut events = Events::with_capacity(1024);
+        let turns = crate::time::Turns::new();
         let mut beaten = self.now;
         if let Some(beat) = self.cx.heartbeat.as_mut() {
             beat();
@@ -226,7 +227,7 @@ impl Loop<'_> {
                 }
                 return Err(Error::Accept(err));
             }
-            self.now = Instant::now();
+            self.now = turns.start();
             let batch = Batch::open();
             self.touched.clear();
             self.touched.append(&mut self.again);
