@@ -9,7 +9,8 @@
 //!
 //! What std's start-up does and what becomes of it here:
 //! - descriptors 0, 1 and 2 opened on `/dev/null` when closed, so that no file the
-//!   process opens (the security log) becomes its standard output: done here, the same way;
+//!   process opens (the security log) becomes its standard input, output or error: done
+//!   here, the same way;
 //! - SIGPIPE ignored, so that a write to a closed pipe or socket is an `EPIPE` error, not
 //!   the process's end: done here (std still restores the default in the children it
 //!   spawns, as before);
@@ -27,10 +28,10 @@ use std::io::Write as _;
 use std::os::fd::{AsRawFd as _, IntoRawFd as _};
 
 use nix::fcntl::{FcntlArg, FdFlag, fcntl};
-
 use nix::sys::signal::{SigHandler, Signal, signal};
 
 /// Called by the C runtime as `main`.
+// SAFETY: the one symbol named `main` in the binary: `#![no_main]` leaves std's out.
 #[unsafe(no_mangle)]
 extern "C" fn main(_argc: c_int, _argv: *const *const c_char) -> c_int {
     standard_fds();
@@ -44,7 +45,8 @@ extern "C" fn main(_argc: c_int, _argv: *const *const c_char) -> c_int {
 }
 
 /// Opens `/dev/null` on each of descriptors 0, 1 and 2 that is closed, as std does (the
-/// lowest free descriptor is the one `open` returns), without close-on-exec as std's are.
+/// lowest free descriptor is the one `open` returns), and like std's without
+/// close-on-exec: the children inherit them.
 fn standard_fds() {
     loop {
         let null = std::fs::OpenOptions::new()
