@@ -1,19 +1,25 @@
 //! The `jwtguard` command: parse, install the security log and the signal handlers, call
 //! the library, map errors to exit codes.
 
+// The entry point is src/entry.rs's `main` (std's start-up costs a worker RSS); tests keep
+// the harness's.
+#![cfg_attr(not(test), no_main)]
+
 mod cli;
+#[cfg(not(test))]
+mod entry;
 mod report;
 mod supervisor;
 
 use std::io::Write;
-use std::process::ExitCode;
 
 use cli::{Command, Failure};
 use jwtguard::{Cause, Config, Error, Secret, SecurityLog, Server};
 use nix::sys::signal::{SigSet, Signal};
 use supervisor::{fds, recorder};
 
-fn main() -> ExitCode {
+/// The command; its exit status. Called by src/entry.rs.
+fn main() -> u8 {
     // Before any other thread exists, so that every thread inherits it: SIGTERM and SIGHUP
     // wait for the thread that takes them (sigwait) instead of running a handler. SIGINT
     // is ctrlc's.
@@ -23,15 +29,15 @@ fn main() -> ExitCode {
         .map_err(|e| Failure::Fatal(Box::new(e)))
         .and_then(|()| run(signals));
     match result {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(()) => 0,
         Err(Failure::Usage(message)) => {
             let _ = writeln!(
                 std::io::stderr(),
                 "jwtguard: {message}\nTry 'jwtguard --help'."
             );
-            ExitCode::from(2)
+            2
         }
-        Err(Failure::Exit(code)) => ExitCode::from(code),
+        Err(Failure::Exit(code)) => code,
         Err(Failure::Fatal(err)) => {
             let mut message = format!("jwtguard: {err}");
             let mut source = err.source();
@@ -44,7 +50,7 @@ fn main() -> ExitCode {
                 message.push_str(&hint);
             }
             let _ = writeln!(std::io::stderr(), "{message}");
-            ExitCode::FAILURE
+            1
         }
     }
 }

@@ -5,13 +5,15 @@
 //! The table is set-associative: a keyed hash (SipHash under a per-process random key, so
 //! that no one can aim addresses at one set) picks a set of [`WAYS`] entries, each under its
 //! own lock, and a new address takes the free or expired entry of its set, else the oldest
-//! one that is not blocked, else the oldest. Memory is fixed at start-up, whatever the
-//! number of addresses; an address forgotten starts again from zero failures. Time is the
+//! one that is not blocked, else the oldest. Memory is bounded at start-up, whatever the
+//! number of addresses: a set is allocated at its first failure (a worker that sees none
+//! keeps a 4,096-entry table's 136 KiB out of its resident memory; a flood fills them all,
+//! never more); an address forgotten starts again from zero failures. Time is the
 //! monotonic clock: setting the wall clock back neither lifts nor prolongs a block.
 
 use std::hash::BuildHasher;
 use std::net::IpAddr;
-use std::sync::Mutex;
+use std::sync::{Mutex, OnceLock};
 use std::time::Instant;
 
 use crate::Reason;
@@ -82,7 +84,16 @@ pub(crate) struct Limiter {
     window_ms: u64,
     clock: Instant,
     hasher: std::collections::hash_map::RandomState,
-    sets: Box<[Mutex<[Entry; WAYS]>]>,
+    /// Each set allocated at its first failure, so that the sets no address failed in
+    /// take no memory.
+    sets: Box<[OnceLock<Box<Set>>]>,
+}
+
+type Set = Mutex<[Entry; WAYS]>;
+
+fn lock(set: &Set) -> std::sync::MutexGuard<'_, [Entry; WAYS]> {
+    // A panic never holds this lock (nothing in it panics; and panic = abort).
+    set.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 impl std::fmt::Debug for Limiter {
@@ -105,7 +116,7 @@ impl Limiter {
             clock: Instant::now(),
             hasher: Default::default(),
             sets: (0..entries.div_ceil(WAYS).max(1))
-                .map(|_| Mutex::new([FREE; WAYS]))
+                .map(|_| OnceLock::new())
                 .collect(),
         })
     }
@@ -116,10 +127,21 @@ impl Limiter {
         u64::try_from(elapsed.as_millis()).unwrap_or(u64::MAX)
     }
 
+    /// `key`'s set, allocated at its first failure.
     fn set(&self, key: Key) -> std::sync::MutexGuard<'_, [Entry; WAYS]> {
-        let i = self.hasher.hash_one(key.0) as usize % self.sets.len();
-        // A panic never holds this lock (nothing in it panics; and panic = abort).
-        self.sets[i].lock().unwrap_or_else(|e| e.into_inner())
+        lock(
+            self.slot(key)
+                .get_or_init(|| Box::new(Mutex::new([FREE; WAYS]))),
+        )
+    }
+
+    /// `key`'s set if it was allocated; `None` (no entry) if no address in it ever failed.
+    fn existing(&self, key: Key) -> Option<std::sync::MutexGuard<'_, [Entry; WAYS]>> {
+        self.slot(key).get().map(|set| lock(set))
+    }
+
+    fn slot(&self, key: Key) -> &OnceLock<Box<Set>> {
+        &self.sets[self.hasher.hash_one(key.0) as usize % self.sets.len()]
     }
 
     /// Whether `entry`'s window is over at `now`.
@@ -130,7 +152,7 @@ impl Limiter {
     /// The block on `ip` at `now` (ms), if any: its one lookup on the request path.
     pub(crate) fn check(&self, ip: IpAddr, now: u64) -> Option<Block> {
         let key = Key::of(ip);
-        let mut set = self.set(key);
+        let mut set = self.existing(key)?;
         let entry = set.iter_mut().find(|e| e.key == key && e.failures > 0)?;
         if self.expired(entry, now) || entry.failures < self.max {
             return None;
