@@ -410,6 +410,28 @@ mod tests {
     }
 
     #[test]
+    fn bytes_that_are_not_utf8_are_refused_for_their_framing_wherever_they_are() {
+        // The framing reads the head as strings, where such bytes become U+FFFD: it must
+        // refuse them as it refuses any byte outside ASCII, on either reading of the head
+        // (httparse takes them in a value; in a method, target or name it refuses them and
+        // the lenient reading takes them).
+        for head in [
+            &b"G\xffT /a HTTP/1.1\r\nHost: x\r\n\r\n"[..],
+            b"GET /a\xff HTTP/1.1\r\nHost: x\r\n\r\n",
+            b"GET /\xc3 HTTP/1.1\r\nHost: x\r\n\r\n",
+            b"GET /a HTTP/1.1\r\nHo\xffst: x\r\n\r\n",
+            b"GET /a HTTP/1.1\r\nX-Y: a\xffb\r\n\r\n",
+            b"POST /a HTTP/1.1\r\nContent-Length: 5\xff\r\n\r\n",
+            b"POST /a HTTP/1.1\r\nTransfer-Encoding: chunked\x80\r\n\r\n",
+        ] {
+            let mut fields = [("", ""); MAX_HEADERS];
+            let framing = parse(head, &mut fields).map(|h| h.framing);
+            let shown = String::from_utf8_lossy(head);
+            assert_eq!(framing, Ok(Err(Reason::BadFraming)), "{shown:?}");
+        }
+    }
+
+    #[test]
     fn absolute_form_targets_are_read_in_origin_form() {
         for (target, origin) in [
             ("http://example/api/x?a=1", "/api/x?a=1"),
