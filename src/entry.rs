@@ -22,6 +22,8 @@
 //! - standard output flushed on the way out: done here.
 //!
 //! The arguments need nothing: on glibc, std reads them from an `.init_array` function.
+//! Only there: on other C libraries (musl) std takes them in its own start-up, so this
+//! module is built for glibc Linux only (src/main.rs).
 
 use std::ffi::{c_char, c_int};
 use std::io::Write as _;
@@ -39,7 +41,7 @@ extern "C" fn main(_argc: c_int, _argv: *const *const c_char) -> c_int {
     if unsafe { signal(Signal::SIGPIPE, SigHandler::SigIgn) }.is_err() {
         std::process::abort();
     }
-    let code = crate::main();
+    let code = crate::command();
     let _ = std::io::stdout().flush();
     c_int::from(code)
 }

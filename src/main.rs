@@ -1,12 +1,13 @@
 //! The `jwtguard` command: parse, install the security log and the signal handlers, call
 //! the library, map errors to exit codes.
 
-// The entry point is src/entry.rs's `main` (std's start-up costs a worker RSS); tests keep
-// the harness's.
-#![cfg_attr(not(test), no_main)]
+// On glibc Linux the entry point is src/entry.rs's `main` (std's start-up costs a worker
+// RSS there); tests keep the harness's. Elsewhere std's start-up stays: on musl, for one,
+// std takes the arguments from its own start-up, and without it `std::env::args` is empty.
+#![cfg_attr(all(not(test), target_os = "linux", target_env = "gnu"), no_main)]
 
 mod cli;
-#[cfg(not(test))]
+#[cfg(all(not(test), target_os = "linux", target_env = "gnu"))]
 mod entry;
 mod report;
 mod supervisor;
@@ -18,8 +19,14 @@ use jwtguard::{Cause, Config, Error, Secret, SecurityLog, Server};
 use nix::sys::signal::{SigSet, Signal};
 use supervisor::{fds, recorder};
 
-/// The command; its exit status. Called by src/entry.rs.
-fn main() -> u8 {
+/// std's entry point where src/entry.rs is not the process's.
+#[cfg(not(all(not(test), target_os = "linux", target_env = "gnu")))]
+fn main() -> std::process::ExitCode {
+    std::process::ExitCode::from(command())
+}
+
+/// The command; its exit status. Called by src/entry.rs, or by `main` above.
+fn command() -> u8 {
     // Before any other thread exists, so that every thread inherits it: SIGTERM and SIGHUP
     // wait for the thread that takes them (sigwait) instead of running a handler. SIGINT
     // is ctrlc's.
