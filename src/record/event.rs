@@ -83,7 +83,7 @@ impl Fingerprint {
                 const { RefCell::new((Vec::new(), None)) };
         }
         LAST.with_borrow_mut(|(last, fingerprint)| match fingerprint {
-            Some(fingerprint) if last.as_slice() == token.as_bytes() => *fingerprint,
+            Some(fingerprint) if same_bytes(last, token.as_bytes()) => *fingerprint,
             _ => {
                 let new = Fingerprint::of_digest(&Sha256::digest(token.as_bytes()).into());
                 last.clear();
@@ -104,6 +104,13 @@ impl Fingerprint {
     pub(super) fn push_hex(&self, out: &mut String) {
         push_hex(&self.0, out);
     }
+}
+
+/// Whether `a` and `b` are the same bytes, in a time that depends on their lengths only
+/// (no early exit): the token cached by [`Fingerprint::of`] may be another client's, and
+/// how long a comparison took must not say how much of it a request's token shares.
+fn same_bytes(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0, |diff, (x, y)| diff | (x ^ y)) == 0
 }
 
 /// Appends `bytes` as lower-case hex digits.
