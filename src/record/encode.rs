@@ -1,6 +1,7 @@
 //! An event's fields, in their fixed order, on a [`Line`]: one call per field gives both
 //! the JSON and the text encoding.
 
+use std::sync::OnceLock;
 use std::time::SystemTime;
 
 use super::event::{
@@ -309,6 +310,25 @@ fn ecs(line: &mut Line, category: &[&str], kind: &[&str]) {
     line.list("event.type", kind);
 }
 
+/// [`ecs`] of an authorization, allowed or denied: encoded once for each format and
+/// copied into each request's line (its six fields were a fifth of a line's encoding).
+fn authorize_ecs(line: &mut Line, allowed: bool) {
+    static ENCODED: [[OnceLock<String>; 2]; 2] = [const { [const { OnceLock::new() }; 2] }; 2];
+    let format = line.format();
+    let slot = &ENCODED[usize::from(format == LogFormat::Text)][usize::from(allowed)];
+    let encoded = slot.get_or_init(|| {
+        let mut out = String::new();
+        let kind = if allowed { "allowed" } else { "denied" };
+        ecs(
+            &mut Line::fields(format, &mut out),
+            &["web", "authentication"],
+            &["access", kind],
+        );
+        out
+    });
+    line.verbatim(encoded);
+}
+
 impl RequestEvent<'_> {
     fn encode(&self, line: &mut Line) {
         line.raw(
@@ -336,11 +356,7 @@ impl RequestEvent<'_> {
             line.with("http.request.id", |out| out.push_str(id.text().as_str()));
         }
         match self.action {
-            Action::Authorize => ecs(
-                line,
-                &["web", "authentication"],
-                &["access", if self.success { "allowed" } else { "denied" }],
-            ),
+            Action::Authorize => authorize_ecs(line, self.success),
             Action::Forward => ecs(line, &["web", "network"], &["connection", "error"]),
         }
         if let Some(fingerprint) = self.fingerprint {

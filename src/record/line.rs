@@ -40,6 +40,20 @@ impl<'a> Line<'a> {
         Line { format, out }
     }
 
+    /// A line's fields encoded on their own (no timestamp, no end), for [`Line::verbatim`].
+    pub(super) fn fields(format: LogFormat, out: &'a mut String) -> Self {
+        Line { format, out }
+    }
+
+    pub(super) fn format(&self) -> LogFormat {
+        self.format
+    }
+
+    /// Fields encoded before by [`Line::fields`] in this line's format.
+    pub(super) fn verbatim(&mut self, encoded: &str) {
+        self.out.push_str(encoded);
+    }
+
     pub(super) fn key(&mut self, key: &str) {
         match self.format {
             LogFormat::Json => {
