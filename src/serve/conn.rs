@@ -5,6 +5,9 @@
 
 use super::head::{self, Body, Expect, Head, MAX_HEADERS, Unreadable};
 
+/// The fields a head is read into first ([`MAX_HEADERS`] when it has more).
+const FEW_HEADERS: usize = 24;
+
 /// The longest body of a kept-alive request read and thrown away (the guard never needs
 /// one in serve mode); past it, the answer closes the connection instead.
 pub(crate) const MAX_DISCARDED_BODY: u64 = 64 * 1024;
@@ -262,12 +265,37 @@ impl Conn {
     }
 
     fn request(&mut self, bytes: &[u8], on: &mut dyn FnMut(Item<'_>), fed: &mut Fed) {
-        let mut fields = [("", ""); MAX_HEADERS];
-        let head = match head::parse(bytes, &mut fields) {
-            Ok(head) => head,
-            Err(Unreadable::Malformed) => return self.refuse(400, on, fed),
-            Err(Unreadable::TooManyFields) => return self.refuse(431, on, fed),
-        };
+        // Most heads have a few fields: room for all 100 is 400 stores a request, so a
+        // head is read into room for a few first, and only again when it has more.
+        let mut few = [("", ""); FEW_HEADERS];
+        match head::parse(bytes, &mut few) {
+            Ok(head) => self.handle(head, &few, on, fed),
+            Err(Unreadable::TooManyFields) => {
+                let mut all = [("", ""); MAX_HEADERS];
+                match head::parse(bytes, &mut all) {
+                    Ok(head) => self.handle(head, &all, on, fed),
+                    Err(unreadable) => self.unreadable(unreadable, on, fed),
+                }
+            }
+            Err(unreadable) => self.unreadable(unreadable, on, fed),
+        }
+    }
+
+    fn unreadable(&mut self, why: Unreadable, on: &mut dyn FnMut(Item<'_>), fed: &mut Fed) {
+        match why {
+            Unreadable::Malformed => self.refuse(400, on, fed),
+            Unreadable::TooManyFields => self.refuse(431, on, fed),
+        }
+    }
+
+    /// Hands over a head read into `fields`, and moves on to what follows it.
+    fn handle(
+        &mut self,
+        head: Head<'_>,
+        fields: &[(&str, &str)],
+        on: &mut dyn FnMut(Item<'_>),
+        fed: &mut Fed,
+    ) {
         let mut asked = false;
         let close = match &head.framing {
             Err(_) => true,
@@ -323,6 +351,45 @@ impl Conn {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_head_of_up_to_100_fields_is_read_whole_and_one_of_more_is_refused() {
+        // Both readings: httparse's, and the lenient one (a bare CR in a value).
+        for bare_cr in [false, true] {
+            for n in [0, 1, 23, 24, 25, 60, 99, 100, 101, 150] {
+                let mut head = String::from("GET /a HTTP/1.1\r\n");
+                for i in 0..n {
+                    let value = if bare_cr && i == 0 {
+                        "a\rb".to_owned()
+                    } else {
+                        format!("v{i}")
+                    };
+                    head.push_str(&format!("X-{i}: {value}\r\n"));
+                }
+                head.push_str("\r\n");
+                let mut seen = None;
+                Conn::new().feed(head.as_bytes(), 1 << 20, 8, &mut |item| {
+                    seen = Some(match item {
+                        Item::Request { fields, .. } => Ok(fields
+                            .iter()
+                            .map(|(name, value)| format!("{name}={value}"))
+                            .collect::<Vec<_>>()),
+                        Item::Refused(status) => Err(status),
+                    })
+                });
+                let expected = match n {
+                    ..=100 => Ok((0..n)
+                        .map(|i| match (bare_cr, i) {
+                            (true, 0) => "X-0=a\rb".to_owned(),
+                            _ => format!("X-{i}=v{i}"),
+                        })
+                        .collect()),
+                    _ => Err(431),
+                };
+                assert_eq!(seen, Some(expected), "{n} fields, bare CR {bare_cr}");
+            }
+        }
+    }
 
     /// What `input` gives, fed in pieces at `cuts`: (method target close) or the status.
     fn items(input: &[u8], cuts: &[usize]) -> Vec<String> {

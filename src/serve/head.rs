@@ -65,17 +65,18 @@ pub(crate) enum Unreadable {
     TooManyFields,
 }
 
-/// Reads `head` (the bytes up to and with the blank line) into `fields`.
-pub(crate) fn parse<'h>(
+/// Reads `head` (the bytes up to and with the blank line) into `fields`: more fields
+/// than it holds are [`Unreadable::TooManyFields`].
+pub(crate) fn parse<'h, const N: usize>(
     head: &'h [u8],
-    fields: &mut [(&'h str, &'h str); MAX_HEADERS],
+    fields: &mut [(&'h str, &'h str); N],
 ) -> Result<Head<'h>, Unreadable> {
     // A bare CR or LF inside the head: httparse would take a lone LF for a line end, and
     // a proxy in front may not (RFC 9112 §2.2): read it the strict way instead, where it is
     // a control character in a field and refused as `bad_framing`.
     if line_ends_paired(head) {
         // Not zeroed first (100 fields a request): httparse hands back only those it wrote.
-        let mut raw = [const { std::mem::MaybeUninit::uninit() }; MAX_HEADERS];
+        let mut raw = [const { std::mem::MaybeUninit::uninit() }; N];
         let mut request = httparse::Request::new(&mut []);
         match request.parse_with_uninit_headers(head, &mut raw) {
             Ok(httparse::Status::Complete(_)) => {
@@ -99,9 +100,9 @@ pub(crate) fn parse<'h>(
 /// field at its first colon. Refused here, as tiny_http refused it (400, no event): a
 /// request line without a version tiny_http knew, a folded line, a name with a space, a
 /// line without a colon.
-fn lenient<'h>(
+fn lenient<'h, const N: usize>(
     head: &'h [u8],
-    fields: &mut [(&'h str, &'h str); MAX_HEADERS],
+    fields: &mut [(&'h str, &'h str); N],
 ) -> Result<Head<'h>, Unreadable> {
     let body = head.strip_suffix(b"\r\n\r\n").unwrap_or(head);
     let mut lines = split(body, b"\r\n");
@@ -133,7 +134,7 @@ fn lenient<'h>(
         if name.is_empty() || name.iter().any(|b| *b == b' ' || *b == b'\t') {
             return Err(Unreadable::Malformed);
         }
-        if n == MAX_HEADERS {
+        if n == N {
             return Err(Unreadable::TooManyFields);
         }
         fields[n] = (text(name), text(trim(&line[colon + 1..])));
