@@ -1827,3 +1827,53 @@ fn public_paths_get_a_request_id_too_even_on_a_502() {
     assert_eq!(forward["http.request.id"], id.as_str());
     drop(closed);
 }
+
+#[test]
+fn an_answer_that_ends_at_the_upstreams_close_ends_there_whether_the_close_comes_with_it_or_later()
+{
+    // An answer without a length ends where the upstream closes. Its last bytes and the
+    // close may come in one readiness event (the loop must read on to the end after a
+    // short read) or in two (the close is an event of its own).
+    for delay in [Duration::ZERO, Duration::from_millis(300)] {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let app = std::thread::spawn(move || {
+            // Connections that send no request (jwtguard's check at start) are skipped.
+            let mut stream = loop {
+                let (mut stream, _) = listener.accept().unwrap();
+                let mut head = Vec::new();
+                let mut byte = [0u8; 1];
+                while !head.ends_with(b"\r\n\r\n") && stream.read(&mut byte).unwrap_or(0) == 1 {
+                    head.push(byte[0]);
+                }
+                if head.ends_with(b"\r\n\r\n") {
+                    break stream;
+                }
+            };
+            stream
+                .write_all(b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\n\r\nto the end")
+                .unwrap();
+            std::thread::sleep(delay);
+        });
+        let url = format!("http://{addr}");
+        let server = Server::start(&["--upstream", &url, "--upstream-timeout", "5"]);
+        let token = token(&["--sub", "ivan"]);
+        let start = Instant::now();
+        let answer = exchange(&server, get("/x", &token).as_bytes());
+        app.join().unwrap();
+        assert!(
+            start.elapsed() < Duration::from_secs(3),
+            "{delay:?}: {:?}, not at the close",
+            start.elapsed()
+        );
+        assert!(
+            answer.starts_with("HTTP/1.1 200 OK\r\n"),
+            "{delay:?}: {answer}"
+        );
+        // Passed on with chunked framing, ended by the last chunk.
+        assert!(
+            answer.ends_with("a\r\nto the end\r\n0\r\n\r\n"),
+            "{delay:?}: {answer}"
+        );
+    }
+}

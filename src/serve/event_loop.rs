@@ -246,9 +246,10 @@ impl Loop<'_> {
                         let readable =
                             event.is_readable() || event.is_read_closed() || event.is_error();
                         let writable = event.is_writable() || event.is_error();
+                        let hup = event.is_read_closed() || event.is_error();
                         let registry = self.poll.registry();
                         if let Some(pool) = self.pool.as_mut()
-                            && let Some(t) = pool.event(registry, i, readable, writable)
+                            && let Some(t) = pool.event(registry, i, (readable, writable, hup))
                         {
                             self.touched.push(t);
                         }

@@ -408,6 +408,11 @@ impl Loop<'_> {
             match up.stream.read(scratch) {
                 Ok(0) => ended = true,
                 Ok(n) => {
+                    // A short read emptied the socket: what comes next is a new edge (as
+                    // for the client's reads in slot.rs), unless its end was reported.
+                    if n < scratch.len() && !up.hup {
+                        up.readable = false;
+                    }
                     up.input.extend_from_slice(&scratch[..n]);
                     budget = budget.saturating_sub(n);
                     slot.progress = true;

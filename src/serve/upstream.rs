@@ -26,6 +26,9 @@ pub(crate) struct Upstream {
     pub readable: bool,
     /// It may take bytes (edge-triggered, as `readable`).
     pub writable: bool,
+    /// An event said the upstream's input ended (or failed): its reads go on to the end,
+    /// a short one included (no other event will come).
+    pub hup: bool,
     /// The exchange (client connection) using it; none while idle.
     pub client: Option<usize>,
 }
@@ -94,6 +97,7 @@ impl Pool {
             input: Vec::new(),
             readable: false,
             writable: false,
+            hup: false,
             client: Some(client),
         });
         Ok(i)
@@ -111,20 +115,23 @@ impl Pool {
         }
     }
 
-    /// An event on connection `i`: whose exchange to go on with, if any. An idle one that
-    /// becomes readable is closed: what it says was not asked for, or it ended.
+    /// An event on connection `i` (`hup`: its input ended): whose exchange to go on with,
+    /// if any. An idle one that becomes readable is closed: what it says was not asked
+    /// for, or it ended.
     pub(crate) fn event(
         &mut self,
         registry: &Registry,
         i: usize,
-        readable: bool,
-        writable: bool,
+        (readable, writable, hup): (bool, bool, bool),
     ) -> Option<usize> {
         let up = self.get(i)?;
         up.readable |= readable;
         up.writable |= writable;
+        up.hup |= hup;
         match up.client {
             Some(client) => Some(client),
+            // Room to write says nothing of what came in.
+            None if !readable => None,
             None => {
                 // An event may come late, for bytes read already: only what is there now
                 // counts.
