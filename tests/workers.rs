@@ -340,15 +340,23 @@ fn a_stalled_worker_is_replaced_in_its_slot_and_the_other_goes_on() {
 fn a_first_worker_that_never_starts_is_restarted_while_another_serves() {
     // The window between a worker's exec and its listening line is short: a worker
     // stopped after it is ready is a stalled one (replaced), and the test tries again.
-    let caught = (0..5).any(|_| first_worker_stopped_before_it_serves());
+    // A configuration of 20,000 path prefixes (read and checked by each worker as it
+    // starts: about 0.3 s in a debug build, 8 ms without) widens that window: with std's
+    // start-up gone (src/entry.rs) five tries no longer caught it on a busy machine.
+    let dir = TempDir::new();
+    let config = dir.path("slow-start.conf");
+    let prefixes: String = (0..20_000).map(|i| format!("protect /p{i}/\n")).collect();
+    std::fs::write(&config, format!("protect /api/\n{prefixes}")).unwrap();
+    let config = config.to_str().unwrap();
+    let caught = (0..5).any(|_| first_worker_stopped_before_it_serves(config));
     assert!(caught, "never stopped a worker before it served");
 }
 
 /// `--workers 2` with the second worker stopped as soon as it runs, long before it can
 /// accept: it is given up after 10 s, its slot is restarted, and the service does not
 /// end. False if the worker was ready before it was stopped.
-fn first_worker_stopped_before_it_serves() -> bool {
-    let server = Server::start(&["--workers", "2"]);
+fn first_worker_stopped_before_it_serves(config: &str) -> bool {
+    let server = Server::start(&["--workers", "2", "--config", config]);
     // Stopped once it has exec'd, with the supervisor's variable in its environment: a
     // child stopped before that would hold up its parent, which spawned it with vfork.
     let deadline = Instant::now() + Duration::from_secs(10);
