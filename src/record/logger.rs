@@ -21,7 +21,6 @@ use std::ops::Range;
 use std::path::Path;
 use std::sync::OnceLock;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::SystemTime;
 
 use log::{LevelFilter, Log, Metadata, Record};
 
@@ -305,7 +304,7 @@ pub fn write_record(out: &mut dyn io::Write, record: &Record) -> io::Result<()> 
 /// `event` as a line of the installed format, with its newline.
 fn encode_line(event: &Event) -> String {
     let mut line = String::new();
-    event.encode(format(), SystemTime::now(), &mut line);
+    event.encode(format(), crate::time::wall(), &mut line);
     line.push('\n');
     line
 }
