@@ -1877,3 +1877,53 @@ fn an_answer_that_ends_at_the_upstreams_close_ends_there_whether_the_close_comes
         );
     }
 }
+
+#[test]
+fn a_connection_whose_upstream_closed_with_its_answer_is_not_kept_for_a_post() {
+    // The app closes each connection right after its answer, without `Connection: close`;
+    // corked, so that the answer's last bytes and the close arrive in one segment (one
+    // readiness event, read before the connection could go idle). A POST is never sent
+    // twice, so it must not go out on that dead connection (it would get a 502).
+    use nix::sys::socket::{setsockopt, sockopt::TcpCork};
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let app = std::thread::spawn(move || {
+        let mut answered = 0;
+        while answered < 2 {
+            let (mut stream, _) = listener.accept().unwrap();
+            stream
+                .set_read_timeout(Some(Duration::from_secs(5)))
+                .unwrap();
+            let mut head = Vec::new();
+            let mut byte = [0u8; 1];
+            while !head.ends_with(b"\r\n\r\n") && stream.read(&mut byte).unwrap_or(0) == 1 {
+                head.push(byte[0]);
+            }
+            // Connections that send no request (jwtguard's check at start) are skipped.
+            if !head.ends_with(b"\r\n\r\n") {
+                continue;
+            }
+            if head.starts_with(b"POST ") {
+                let mut body = [0u8; 3];
+                stream.read_exact(&mut body).unwrap();
+            }
+            setsockopt(&stream, TcpCork, &true).unwrap();
+            let _ = stream.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok");
+            answered += 1;
+        }
+    });
+    let url = format!("http://{addr}");
+    let server = Server::start(&["--upstream", &url, "--upstream-timeout", "5"]);
+    let token = token(&["--sub", "ivan"]);
+    let mut client = Client::open(&server);
+    assert_eq!(client.get("/first", &token), (200, "ok".to_owned()));
+    client.send(&format!(
+        "POST /after HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {token}\r\nContent-Length: 3\r\n\r\nabc"
+    ));
+    assert_eq!(
+        client.response(),
+        (200, "ok".to_owned()),
+        "sent on a new connection"
+    );
+    app.join().unwrap();
+}

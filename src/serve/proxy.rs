@@ -436,11 +436,14 @@ impl Loop<'_> {
                         // up (an app that answers early and skips the rest would read the
                         // next request as its end), and no byte is left in the socket (a
                         // read that filled the buffer may have left some behind, and no
-                        // new event would say so).
+                        // new event would say so), and its input has not ended (a close
+                        // that came with the answer's last bytes was this event's: no
+                        // other would come to take it out of the pool).
                         Ok(Some(reusable)) => {
                             let clean = reusable
                                 && ex.body_done()
                                 && ex.to_up.is_empty()
+                                && !up.hup
                                 && (n < scratch.len() || nothing_waiting(&up.stream));
                             return Step::Done(clean);
                         }
